@@ -1,0 +1,160 @@
+"""The dataset contract: a loader returns a `DatasetBundle` with fixed train / val / test splits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from bench.errors import BenchError
+from bench.registry import Registry
+
+Modality = Literal["tabular", "image"]
+
+# Every dataset is split with its own seed, never the run's, so that all runs of a dataset see the
+# same test set and their scores are comparable.
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features (float32; images NCHW) and integer labels of one split."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{len(self.x)} feature rows but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    name: str
+    version: str
+    modality: Modality
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    feature_names: tuple[str, ...] = ()
+    # Optional ground truth: per-sample object masks of the test split (localisation metrics).
+    test_masks: np.ndarray | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Bad data fails here, with the dataset's name, rather than as NaN losses deep in a run.
+        for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if len(split) == 0:
+                raise BenchError(f"dataset {self.name!r}: the {split_name} split is empty")
+            if not np.isfinite(split.x).all():
+                raise BenchError(
+                    f"dataset {self.name!r}: the {split_name} split has NaN or infinite features; "
+                    "impute or drop them in the loader"
+                )
+            if split.y.min() < 0 or split.y.max() >= len(self.class_names):
+                raise BenchError(
+                    f"dataset {self.name!r}: {split_name} labels must lie in "
+                    f"0..{len(self.class_names) - 1}"
+                )
+        if len(np.unique(self.train.y)) < 2:
+            raise BenchError(f"dataset {self.name!r}: the training split has a single class")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+@dataclass(frozen=True)
+class DatasetLoaderOptions:
+    """What a loader may need from the user: where local data lives."""
+
+    data_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: what planning knows before any data is loaded."""
+
+    name: str
+    modality: Modality
+    version: str
+    loader: Callable[[DatasetLoaderOptions], DatasetBundle]
+    description: str
+
+    def load(self, options: DatasetLoaderOptions) -> DatasetBundle:
+        bundle = self.loader(options)
+        if (bundle.name, bundle.version, bundle.modality) != (
+            self.name,
+            self.version,
+            self.modality,
+        ):
+            raise BenchError(
+                f"dataset {self.name!r}: the loader returned {bundle.name!r} version "
+                f"{bundle.version!r} ({bundle.modality}), registered as version {self.version!r} "
+                f"({self.modality})"
+            )
+        return bundle
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(
+    name: str, *, modality: Modality, version: str
+) -> Callable[[Callable[[DatasetLoaderOptions], DatasetBundle]], Callable]:
+    """Register a loader `f(options) -> DatasetBundle`; its docstring's first line describes it.
+
+    The version is declared here, not only in the bundle, so that planning (and run ids) need no
+    data: a changed version redoes the dataset's runs.
+    """
+
+    def add(loader: Callable[[DatasetLoaderOptions], DatasetBundle]) -> Callable:
+        description = (loader.__doc__ or "").strip().splitlines()[0] if loader.__doc__ else ""
+        DATASETS.register(name)(DatasetEntry(name, modality, version, loader, description))
+        return loader
+
+    return add
+
+
+def stratified_splits(
+    x: np.ndarray, y: np.ndarray, *, val_fraction: float = 0.16, test_fraction: float = 0.2
+) -> tuple[Split, Split, Split]:
+    """Deterministic stratified train / val / test splits (seeded by `SPLIT_SEED`)."""
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=SPLIT_SEED
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest,
+        y_rest,
+        test_size=val_fraction / (1 - test_fraction),
+        stratify=y_rest,
+        random_state=SPLIT_SEED,
+    )
+    return (
+        Split(x_train.astype(np.float32), y_train.astype(np.int64)),
+        Split(x_val.astype(np.float32), y_val.astype(np.int64)),
+        Split(x_test.astype(np.float32), y_test.astype(np.int64)),
+    )
+
+
+def standardise(train: Split, *others: Split) -> tuple[Split, ...]:
+    """Scale features by the training split's mean and std, so no statistic leaks from val/test."""
+    mean = train.x.mean(axis=0)
+    std = train.x.std(axis=0)
+    std[std == 0] = 1.0
+    return tuple(Split(((s.x - mean) / std).astype(np.float32), s.y) for s in (train, *others))

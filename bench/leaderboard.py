@@ -1,0 +1,101 @@
+"""Leaderboard statistics: per (profile, dataset, method, metric) mean, std, 95 % CI and n."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.method import TEACHER_ROW
+from bench.store import write_json_atomic
+
+CATEGORY_ORDER = ("prediction", "fidelity", "explanation", "quantus", "dissection", "efficiency")
+COLUMNS = [
+    "profile", "dataset", "modality", "method", "role", "metric", "category",
+    "higher_is_better", "mean", "std", "ci95_low", "ci95_high", "n",
+]  # fmt: skip
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean; undefined (NaN) below two values."""
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (profile, dataset, method, metric) over the `ok` records' seeds."""
+    values: dict[tuple, list[float]] = {}
+    info: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        meta = record.get("metric_metadata") or {}
+        for metric, value in (record.get("metrics") or {}).items():
+            key = (record["profile"], record["dataset"]["name"], record["method"]["name"], metric)
+            values.setdefault(key, [])
+            if value is not None:
+                values[key].append(float(value))
+            info[key] = {
+                "modality": record["dataset"].get("modality"),
+                "role": record.get("role", "student"),
+                "category": meta.get(metric, {}).get("category", "other"),
+                "higher_is_better": meta.get(metric, {}).get("higher_is_better"),
+            }
+    rows = []
+    for key, vals in values.items():
+        array = np.asarray(vals, dtype=float)
+        low, high = t_interval(array)
+        rows.append(
+            {
+                **dict(zip(("profile", "dataset", "method", "metric"), key, strict=True)),
+                **info[key],
+                "mean": float(array.mean()) if len(array) else math.nan,
+                "std": float(array.std(ddof=1)) if len(array) > 1 else math.nan,
+                "ci95_low": low,
+                "ci95_high": high,
+                "n": len(array),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.sort_values(["profile", "dataset", "method", "metric"], ignore_index=True)
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Teacher first, then the baselines, then the rest alphabetically."""
+    first = (TEACHER_ROW, "scratch", "label_smoothing", "kd")
+    names = set(methods)
+    return [m for m in first if m in names] + sorted(names - set(first))
+
+
+def metric_order(frame: pd.DataFrame) -> list[str]:
+    categories = frame.groupby("metric")["category"].first()
+
+    def rank(metric: str) -> tuple[int, str]:
+        category = categories[metric]
+        index = (
+            CATEGORY_ORDER.index(category) if category in CATEGORY_ORDER else len(CATEGORY_ORDER)
+        )
+        return index, metric
+
+    return sorted(categories.index, key=rank)
+
+
+def write_leaderboard(frame: pd.DataFrame, results: Path) -> tuple[Path, Path]:
+    """`results/leaderboard.csv` and `.json` (the same rows)."""
+    results.mkdir(parents=True, exist_ok=True)
+    csv_path = results / "leaderboard.csv"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(csv_path)
+    json_path = results / "leaderboard.json"
+    write_json_atomic(json_path, {"rows": frame.to_dict(orient="records")})
+    return csv_path, json_path

@@ -1,0 +1,110 @@
+"""The method contract: a distillation method is one class registered with `@register_method`.
+
+Like mdistiller's distillers, a method's `loss` returns a dict of named terms that the shared loop
+sums and logs, so a method file reads like its paper's equation. Methods with stages of their own
+override `fit` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from bench.training import TrainContext
+
+
+@dataclass
+class Batch:
+    """A minibatch of the training split; `index` locates its rows for precomputed teacher outputs."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
+class ModelOutput:
+    """Logits plus the intermediate activations of the layers the method asked to hook."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of distillation methods.
+
+    Subclasses set `modalities`, `defaults` (every hyper-parameter, overridable with
+    `--set name.param=value`), `citation`, and implement `loss` or `fit`.
+    """
+
+    name: ClassVar[str] = ""
+    modalities: ClassVar[frozenset[str]] = frozenset({"tabular", "image"})
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    citation: ClassVar[str] = ""
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.params: Mapping[str, Any] = MappingProxyType({**self.defaults, **(params or {})})
+
+    def build_student(self, ctx: TrainContext) -> nn.Module:
+        """The student network; by default the profile's standard student for the modality."""
+        return ctx.default_student()
+
+    def student_layers(self, student: nn.Module) -> Sequence[str]:
+        """Module paths of student layers whose outputs `loss` needs in `student_out.features`."""
+        return ()
+
+    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
+        """Module paths of (network) teacher layers whose outputs `loss` needs."""
+        return ()
+
+    def loss(
+        self,
+        batch: Batch,
+        student_out: ModelOutput,
+        teacher_out: ModelOutput,
+        ctx: TrainContext,
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"method {self.name!r} implements neither loss() nor fit()")
+
+    def fit(self, ctx: TrainContext) -> nn.Module:
+        """Train and return the student; the default runs the shared loop over `loss`."""
+        from bench.training import train_with_loss
+
+        return train_with_loss(ctx, self)
+
+    @classmethod
+    def describe(cls) -> str:
+        """The first paragraph of the class docstring: what the report and `list` show."""
+        doc = (cls.__doc__ or "").strip()
+        return " ".join(doc.split("\n\n")[0].split())
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+# The name of the teacher's own reference row: no method may take it.
+TEACHER_ROW = "teacher"
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a `Method` subclass under `name`."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        if name == TEACHER_ROW or "[" in name or "/" in name:
+            raise ValueError(f"{name!r} cannot name a method (reserved or not a plain name)")
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register_method({name!r}) decorates a subclass of bench.Method")
+        unknown = set(cls.modalities) - {"tabular", "image"}
+        if unknown:
+            raise ValueError(f"method {name!r}: unknown modalities {sorted(unknown)}")
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add

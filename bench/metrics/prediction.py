@@ -1,0 +1,54 @@
+"""Prediction quality on the whole test split: accuracy, macro-F1, ROC-AUC, log-loss, calibration."""
+
+import numpy as np
+from sklearn.metrics import f1_score, roc_auc_score
+
+from bench.metrics import ScoringContext, register_metric
+
+ECE_BINS = 15
+PROB_FLOOR = 1e-12
+
+
+@register_metric("accuracy", category="prediction", higher_is_better=True)
+def accuracy(ctx: ScoringContext) -> float:
+    """Top-1 accuracy on the test split."""
+    return float((ctx.probs.argmax(1) == ctx.labels).mean())
+
+
+@register_metric("macro_f1", category="prediction", higher_is_better=True)
+def macro_f1(ctx: ScoringContext) -> float:
+    """F1 averaged over classes with equal weight, so rare classes count as much as common ones."""
+    return float(f1_score(ctx.labels, ctx.probs.argmax(1), average="macro", zero_division=0))
+
+
+@register_metric(
+    "roc_auc",
+    category="prediction",
+    higher_is_better=True,
+    applies=lambda bundle: bundle.num_classes == 2,
+)
+def roc_auc(ctx: ScoringContext) -> float:
+    """Area under the ROC curve of the positive class (binary tasks only)."""
+    return float(roc_auc_score(ctx.labels, ctx.probs[:, 1]))
+
+
+@register_metric("log_loss", category="prediction", higher_is_better=False)
+def log_loss(ctx: ScoringContext) -> float:
+    """Mean negative log-likelihood of the true class (probabilities floored at 1e-12)."""
+    true_class = ctx.probs[np.arange(len(ctx.labels)), ctx.labels]
+    return float(-np.log(np.maximum(true_class, PROB_FLOOR)).mean())
+
+
+@register_metric("ece", category="prediction", higher_is_better=False, settings={"bins": ECE_BINS})
+def expected_calibration_error(ctx: ScoringContext) -> float:
+    """Expected calibration error: |accuracy - confidence| over 15 equal-width confidence bins,
+    weighted by the share of samples in each bin (Guo et al. 2017)."""
+    confidence = ctx.probs.max(1)
+    correct = ctx.probs.argmax(1) == ctx.labels
+    # Bin i holds confidences in (i/B, (i+1)/B]; confidence is never below 1/C > 0.
+    bins = np.minimum(np.ceil(confidence * ECE_BINS).astype(int) - 1, ECE_BINS - 1)
+    error = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)

@@ -1,0 +1,139 @@
+"""Planning: a profile plus the CLI's selection becomes the list of `RunSpec`s to run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.data import DATASETS
+from bench.errors import BenchError
+from bench.method import METHODS
+from bench.metrics import metric_settings
+from bench.profiles import PROFILES, Profile
+from bench.specs import RunSpec, TeacherSpec, teacher_spec_for
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the user asked for; None means "what the profile lists"."""
+
+    profile: str = "default"
+    datasets: tuple[str, ...] | None = None
+    methods: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: Profile
+    runs: list[RunSpec]
+    teachers: dict[str, TeacherSpec] = field(default_factory=dict)
+
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(run.dataset for run in self.runs))
+
+
+def _coerce(raw: str, default: Any, where: str) -> Any:
+    """Give a `--set` value the type of the parameter's default."""
+    try:
+        if isinstance(default, bool):
+            lowered = raw.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise BenchError(
+            f"--set {where}={raw}: expected a {type(default).__name__} like {default!r}"
+        ) from None
+    return raw
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`["kd.temperature=2"]` -> `{"kd": {"temperature": 2.0}}`, checked against each method."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        method_name, dot, param = key.partition(".")
+        if not sep or not dot or not method_name or not param:
+            raise BenchError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. kd.temperature=2")
+        cls = METHODS.get(method_name)
+        if param not in cls.defaults:
+            valid = ", ".join(sorted(cls.defaults)) or "(it has none)"
+            raise BenchError(
+                f"--set {item!r}: method {method_name!r} has no parameter {param!r}; "
+                f"its parameters: {valid}"
+            )
+        parsed.setdefault(method_name, {})[param] = _coerce(raw, cls.defaults[param], key)
+    return parsed
+
+
+def variant_name(method: str, overrides: dict[str, Any]) -> str:
+    """The leaderboard row of a method run with overridden parameters, e.g. `kd[temperature=2]`."""
+    if not overrides:
+        return method
+    inner = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{method}[{inner}]"
+
+
+def make_plan(selection: Selection) -> Plan:
+    profile = PROFILES.get(selection.profile)
+    dataset_names = list(selection.datasets or profile.datasets)
+    for name in dataset_names:
+        DATASETS.get(name)
+    method_names = list(selection.methods or profile.methods or METHODS.names())
+    for name in method_names:
+        METHODS.get(name)
+    overrides = parse_overrides(selection.overrides)
+    for name in overrides:
+        if name not in method_names:
+            raise BenchError(f"--set names method {name!r}, which is not among those selected")
+    seeds = list(selection.seeds if selection.seeds is not None else profile.seeds)
+    if not seeds:
+        raise BenchError("no seeds selected")
+
+    runs: list[RunSpec] = []
+    teachers: dict[str, TeacherSpec] = {}
+    for dataset_name in dataset_names:
+        entry = DATASETS.get(dataset_name)
+        if entry.modality not in profile.budgets:
+            raise BenchError(
+                f"profile {profile.name!r} sets no budget for {entry.modality} datasets such as "
+                f"{entry.name!r}; it covers: {', '.join(profile.budgets)}"
+            )
+        teacher = teacher_spec_for(profile, entry.name, entry.version, entry.modality)
+        budget = profile.budget(entry.modality)
+        settings = metric_settings(entry.modality)
+        for method_name in method_names:
+            cls = METHODS.get(method_name)
+            if entry.modality not in cls.modalities:
+                continue
+            teachers[dataset_name] = teacher
+            params = {**cls.defaults, **overrides.get(method_name, {})}
+            for seed in seeds:
+                runs.append(
+                    RunSpec(
+                        profile=profile.name,
+                        dataset=entry.name,
+                        dataset_version=entry.version,
+                        modality=entry.modality,
+                        method=method_name,
+                        variant=variant_name(method_name, overrides.get(method_name, {})),
+                        params=tuple(sorted(params.items())),
+                        seed=seed,
+                        teacher=teacher,
+                        budget=budget,
+                        metric_settings=settings,
+                    )
+                )
+    if not runs:
+        raise BenchError(
+            f"no compatible (dataset, method) pair in the selection: datasets {dataset_names} "
+            f"({', '.join(DATASETS.get(d).modality for d in dataset_names)}), methods {method_names}"
+        )
+    return Plan(profile, runs, teachers)

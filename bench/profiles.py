@@ -1,0 +1,135 @@
+"""Profiles fix what a suite runs and every budget it spends: `smoke` (seconds), `default`, ...
+
+Budgets live here, per modality, so that a run id can hash exactly the settings that shape a
+result and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.data import Modality
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """How a network is trained: Adam at `lr` for `epochs`, keeping the best epoch on validation."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered model name and its size arguments (`width`, `depth`, `blocks`, ...)."""
+
+    model: str
+    size: tuple[tuple[str, int], ...] = ()
+
+    def kwargs(self) -> dict[str, int]:
+        return dict(self.size)
+
+
+@dataclass(frozen=True)
+class LightGBMBudget:
+    """The tabular teacher: boosting rounds are capped and stopped early on validation log-loss."""
+
+    n_estimators: int
+    num_leaves: int
+    learning_rate: float
+    early_stopping_rounds: int
+    min_child_samples: int = 10
+
+
+@dataclass(frozen=True)
+class ModalityBudget:
+    student: Architecture
+    student_training: TrainBudget
+    # The scored subset of the test split (identical for teacher and students).
+    n_explain: int
+    teacher_network: Architecture | None = None
+    teacher_training: TrainBudget | None = None
+    teacher_lightgbm: LightGBMBudget | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budgets: dict[Modality, ModalityBudget] = field(hash=False)
+    # None: every registered method compatible with the dataset.
+    methods: tuple[str, ...] | None = None
+
+    def budget(self, modality: Modality) -> ModalityBudget:
+        return self.budgets[modality]
+
+
+PROFILES: Registry[Profile] = Registry("profile")
+
+
+def register_profile(profile: Profile) -> Profile:
+    return PROFILES.register(profile.name)(profile)
+
+
+EMBEDDED_DATASETS = ("breast_cancer", "wine", "digits")
+
+register_profile(
+    Profile(
+        name="smoke",
+        description="one seed, a few epochs, tiny models: the whole suite in seconds (tests, CI)",
+        datasets=EMBEDDED_DATASETS,
+        seeds=(0,),
+        budgets={
+            "tabular": ModalityBudget(
+                student=Architecture("mlp", (("width", 32), ("depth", 2))),
+                student_training=TrainBudget(epochs=5, batch_size=64, lr=3e-3),
+                n_explain=64,
+                teacher_lightgbm=LightGBMBudget(
+                    n_estimators=30, num_leaves=7, learning_rate=0.2, early_stopping_rounds=10
+                ),
+            ),
+            "image": ModalityBudget(
+                student=Architecture("small_cnn", (("width", 8), ("depth", 2))),
+                student_training=TrainBudget(epochs=6, batch_size=64, lr=1e-2),
+                n_explain=32,
+                teacher_network=Architecture("resnet", (("width", 8), ("blocks", 1))),
+                teacher_training=TrainBudget(epochs=3, batch_size=128, lr=3e-3),
+            ),
+        },
+    )
+)
+
+register_profile(
+    Profile(
+        name="default",
+        description="the embedded datasets, three seeds, converged small models (~minutes on 2 cores)",
+        datasets=EMBEDDED_DATASETS,
+        seeds=(0, 1, 2),
+        budgets={
+            "tabular": ModalityBudget(
+                student=Architecture("mlp", (("width", 64), ("depth", 2))),
+                student_training=TrainBudget(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4),
+                n_explain=512,
+                teacher_lightgbm=LightGBMBudget(
+                    n_estimators=300, num_leaves=15, learning_rate=0.05, early_stopping_rounds=30
+                ),
+            ),
+            "image": ModalityBudget(
+                student=Architecture("small_cnn", (("width", 16), ("depth", 2))),
+                student_training=TrainBudget(epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4),
+                n_explain=256,
+                teacher_network=Architecture("resnet", (("width", 16), ("blocks", 1))),
+                teacher_training=TrainBudget(epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4),
+            ),
+        },
+    )
+)

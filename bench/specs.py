@@ -1,0 +1,94 @@
+"""Frozen descriptions of what to run, with the stable hashes that identify their results.
+
+A run id hashes everything that determines a run's result; when any of it changes (settings, data
+version, record schema) the id changes and the run is redone instead of trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench import SCHEMA_VERSION
+from bench.data import Modality
+from bench.profiles import ModalityBudget, Profile
+
+# Teachers are trained once per dataset, with this seed, and shared by every run's student.
+TEACHER_SEED = 0
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """A hash of a JSON-able value that does not depend on dict order or the Python process."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    dataset: str
+    dataset_version: str
+    modality: Modality
+    kind: str  # "lightgbm" or the registered model name of a network teacher
+    settings: dict[str, Any] = field(hash=False)
+    seed: int = TEACHER_SEED
+
+    @property
+    def key(self) -> str:
+        return stable_hash(asdict(self))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key}
+
+
+def teacher_spec_for(
+    profile: Profile, dataset: str, version: str, modality: Modality
+) -> TeacherSpec:
+    budget = profile.budget(modality)
+    if modality == "tabular":
+        if budget.teacher_lightgbm is None:
+            raise ValueError(f"profile {profile.name!r} sets no LightGBM teacher for tables")
+        return TeacherSpec(dataset, version, modality, "lightgbm", asdict(budget.teacher_lightgbm))
+    if budget.teacher_network is None or budget.teacher_training is None:
+        raise ValueError(f"profile {profile.name!r} sets no network teacher for images")
+    settings = {
+        "architecture": asdict(budget.teacher_network),
+        "training": asdict(budget.teacher_training),
+    }
+    return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (dataset, method variant, seed) of a profile."""
+
+    profile: str
+    dataset: str
+    dataset_version: str
+    modality: Modality
+    method: str  # the registered method name
+    variant: str  # the row name: `kd`, or `kd[temperature=2]` for a `--set` override
+    params: tuple[tuple[str, Any], ...]
+    seed: int
+    teacher: TeacherSpec
+    budget: ModalityBudget
+    metric_settings: dict[str, Any] = field(hash=False)
+
+    @property
+    def run_id(self) -> str:
+        return stable_hash(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "dataset": [self.dataset, self.dataset_version],
+                "method": [self.method, dict(self.params)],
+                "teacher": self.teacher.key,
+                "budget": self.budget.as_dict(),
+                "metrics": self.metric_settings,
+                "seed": self.seed,
+            }
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.variant}/seed{self.seed}"

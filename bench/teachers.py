@@ -1,0 +1,214 @@
+"""Teachers: trained once per dataset and cached under `results/cache/teachers/`.
+
+Caches are loaded safely (LightGBM's text format; `torch.load(weights_only=True)`), never by
+unpickling, and an entry that fails to load is rebuilt rather than trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import torch
+from torch import nn
+
+from bench.data import DatasetBundle
+from bench.hooks import FeatureHooks
+from bench.method import Batch, ModelOutput
+from bench.models import build_model, count_parameters
+from bench.profiles import Architecture, TrainBudget
+from bench.specs import TeacherSpec
+from bench.training import TrainContext, cross_entropy_step, network_logits, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class Teacher:
+    """A trained teacher: logits for any input, and per-batch outputs for the training loop."""
+
+    module: nn.Module | None = None
+
+    def __init__(self, spec: TeacherSpec, bundle: DatasetBundle, device: torch.device, info: dict):
+        self.spec = spec
+        self.device = device
+        self.info = info
+        # Teacher logits on the training split are computed once; most methods only need these.
+        self.train_logits = torch.as_tensor(self.predict_logits(bundle.train.x), device=device)
+
+    @property
+    def n_params(self) -> int:
+        raise NotImplementedError
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
+        if layers:
+            raise ValueError(f"{self.spec.kind} teachers expose no layers (asked for {layers})")
+        return ModelOutput(self.train_logits[batch.index])
+
+
+class LightGBMTeacher(Teacher):
+    """Gradient-boosted trees; logits are LightGBM raw scores (binary: [0, s], so softmax = sigmoid)."""
+
+    def __init__(self, booster: lgb.Booster, *args: Any) -> None:
+        self.booster = booster
+        super().__init__(*args)
+
+    @property
+    def n_params(self) -> int:
+        # A leaf holds one value, a split a feature index and a threshold.
+        leaves = [tree["num_leaves"] for tree in self.booster.dump_model()["tree_info"]]
+        return sum(n + 2 * (n - 1) for n in leaves)
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(x, raw_score=True)
+        if raw.ndim == 1:
+            raw = np.stack([np.zeros_like(raw), raw], axis=1)
+        return raw.astype(np.float32)
+
+
+class NetworkTeacher(Teacher):
+    def __init__(self, module: nn.Module, *args: Any) -> None:
+        self.module = module.eval()
+        self._hooks: dict[tuple[str, ...], FeatureHooks] = {}
+        super().__init__(*args)
+
+    @property
+    def n_params(self) -> int:
+        return count_parameters(self.module)
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return network_logits(self.module, x, self.device)
+
+    def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
+        if not layers:
+            return ModelOutput(self.train_logits[batch.index])
+        hooks = self._hooks.get(tuple(layers))
+        if hooks is None:
+            hooks = self._hooks[tuple(layers)] = FeatureHooks(self.module, layers)
+        with torch.no_grad():
+            logits = self.module(batch.x)
+        return ModelOutput(logits, dict(hooks.features))
+
+
+def teacher_dir(results: Path, spec: TeacherSpec) -> Path:
+    return results / "cache" / "teachers" / spec.dataset / spec.key
+
+
+def obtain_teacher(
+    spec: TeacherSpec, bundle: DatasetBundle, results: Path, device: torch.device
+) -> Teacher:
+    """Load the cached teacher for `spec`, or train and cache it."""
+    folder = teacher_dir(results, spec)
+    if folder.exists():
+        try:
+            return _load(spec, bundle, folder, device)
+        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
+            log.warning("teacher cache %s is unreadable (%s); retraining", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+    return _train_and_cache(spec, bundle, folder, device)
+
+
+def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device) -> Teacher:
+    info = json.loads((folder / "info.json").read_text())
+    if info.get("key") != spec.key:
+        raise ValueError(f"cache holds teacher {info.get('key')!r}, not {spec.key!r}")
+    info = {**info, "from_cache": True}
+    if spec.kind == "lightgbm":
+        booster = lgb.Booster(model_file=str(folder / "model.txt"))
+        return LightGBMTeacher(booster, spec, bundle, device, info)
+    module = _new_network(spec, bundle)
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+    return NetworkTeacher(module.to(device), spec, bundle, device, info)
+
+
+def _train_and_cache(
+    spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device
+) -> Teacher:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=folder.parent))
+    try:
+        start = time.perf_counter()
+        if spec.kind == "lightgbm":
+            booster, extra = _train_lightgbm(spec, bundle)
+            booster.save_model(str(staging / "model.txt"))
+            build = lambda info: LightGBMTeacher(booster, spec, bundle, device, info)  # noqa: E731
+        else:
+            module, extra = _train_network(spec, bundle, device)
+            torch.save(module.state_dict(), staging / "model.pt")
+            build = lambda info: NetworkTeacher(module, spec, bundle, device, info)  # noqa: E731
+        info = {"key": spec.key, "train_seconds": time.perf_counter() - start, **extra}
+        (staging / "info.json").write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another process cached the same teacher first: keep theirs
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return build({**info, "from_cache": False})
+
+
+def _train_lightgbm(spec: TeacherSpec, bundle: DatasetBundle) -> tuple[lgb.Booster, dict]:
+    s = spec.settings
+    binary = bundle.num_classes == 2
+    params = {
+        "objective": "binary" if binary else "multiclass",
+        "metric": "binary_logloss" if binary else "multi_logloss",
+        "num_leaves": s["num_leaves"],
+        "learning_rate": s["learning_rate"],
+        "min_child_samples": s["min_child_samples"],
+        "seed": spec.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": torch.get_num_threads(),
+        "verbose": -1,
+    }
+    if not binary:
+        params["num_class"] = bundle.num_classes
+    train = lgb.Dataset(bundle.train.x, bundle.train.y)
+    val = lgb.Dataset(bundle.val.x, bundle.val.y, reference=train)
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=s["n_estimators"],
+        valid_sets=[val],
+        callbacks=[lgb.early_stopping(s["early_stopping_rounds"], verbose=False)],
+    )
+    # Keep only the trees up to the best validation iteration.
+    best = booster.best_iteration or booster.current_iteration()
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return booster, {"best_iteration": best}
+
+
+def _new_network(spec: TeacherSpec, bundle: DatasetBundle) -> nn.Module:
+    size = dict(spec.settings["architecture"]["size"])
+    return build_model(spec.kind, bundle.input_shape, bundle.num_classes, **size)
+
+
+def _train_network(
+    spec: TeacherSpec, bundle: DatasetBundle, device: torch.device
+) -> tuple[nn.Module, dict]:
+    seed_everything(spec.seed)
+    module = _new_network(spec, bundle)
+    arch = spec.settings["architecture"]
+    ctx = TrainContext(
+        bundle=bundle,
+        teacher=None,
+        budget=TrainBudget(**spec.settings["training"]),
+        student_architecture=Architecture(arch["model"], tuple(map(tuple, arch["size"]))),
+        device=device,
+        seed=spec.seed,
+    )
+    module = ctx.fit(module, cross_entropy_step(module))
+    return module, {"best_epoch": ctx.best_epoch, "history": ctx.history}

@@ -1,0 +1,164 @@
+"""The shared training loop: data on the device as tensors, seeded shuffling, best epoch on val.
+
+Small datasets live on the device as whole tensors and are sliced into batches, so there is no
+DataLoader worker overhead; model selection only ever looks at the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.data import DatasetBundle
+from bench.errors import Diverged
+from bench.hooks import FeatureHooks
+from bench.method import Batch, Method, ModelOutput
+from bench.models import build_model
+from bench.profiles import Architecture, TrainBudget
+
+if TYPE_CHECKING:
+    from bench.teachers import Teacher
+
+StepLoss = Callable[[Batch], dict[str, torch.Tensor]]
+EVAL_BATCH = 1024
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy; with deterministic kernels the same seed gives the same numbers."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class TrainContext:
+    """Everything a method may use while training one student."""
+
+    bundle: DatasetBundle
+    teacher: Teacher | None
+    budget: TrainBudget
+    student_architecture: Architecture
+    device: torch.device
+    seed: int
+    epoch: int = 0
+    # Per-epoch mean of every named loss term, and the validation accuracy: kept in the record.
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = -1
+
+    def __post_init__(self) -> None:
+        to = self.device
+        self.x_train = torch.as_tensor(self.bundle.train.x, device=to)
+        self.y_train = torch.as_tensor(self.bundle.train.y, device=to)
+        self.x_val = torch.as_tensor(self.bundle.val.x, device=to)
+        self.y_val = torch.as_tensor(self.bundle.val.y, device=to)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def num_epochs(self) -> int:
+        return self.budget.epochs
+
+    def default_student(self) -> nn.Module:
+        arch = self.student_architecture
+        return build_model(
+            arch.model, self.bundle.input_shape, self.bundle.num_classes, **arch.kwargs()
+        )
+
+    def batches(self):
+        """The training split in a fresh seeded order, as device-resident slices."""
+        order = torch.randperm(len(self.y_train), generator=self.generator).to(self.device)
+        for start in range(0, len(order), self.budget.batch_size):
+            index = order[start : start + self.budget.batch_size]
+            yield Batch(self.x_train[index], self.y_train[index], index)
+
+    def fit(self, model: nn.Module, step_loss: StepLoss) -> nn.Module:
+        """Train `model` (and any parameters `step_loss` closes over via `model`) with Adam.
+
+        Returns the model with the weights of its best validation-accuracy epoch, in eval mode.
+        Raises `Diverged` on the first non-finite loss.
+        """
+        model.to(self.device)
+        optimiser = torch.optim.Adam(
+            model.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay
+        )
+        best_accuracy, best_state = -1.0, None
+        for epoch in range(self.budget.epochs):
+            self.epoch = epoch
+            model.train()
+            sums: dict[str, float] = {}
+            steps = 0
+            for batch in self.batches():
+                terms = step_loss(batch)
+                total = torch.stack(list(terms.values())).sum()
+                if not torch.isfinite(total):
+                    bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                    raise Diverged(f"non-finite loss at epoch {epoch}: terms {bad}")
+                optimiser.zero_grad(set_to_none=True)
+                total.backward()
+                optimiser.step()
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+                steps += 1
+            for key, value in sums.items():
+                self.history.setdefault(f"loss/{key}", []).append(value / steps)
+            accuracy = self.validation_accuracy(model)
+            self.history.setdefault("val_accuracy", []).append(accuracy)
+            if accuracy > best_accuracy:
+                best_accuracy, self.best_epoch = accuracy, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return model.eval()
+
+    @torch.no_grad()
+    def validation_accuracy(self, model: nn.Module) -> float:
+        model.eval()
+        correct = 0
+        for start in range(0, len(self.y_val), EVAL_BATCH):
+            logits = model(self.x_val[start : start + EVAL_BATCH])
+            correct += int((logits.argmax(1) == self.y_val[start : start + EVAL_BATCH]).sum())
+        return correct / len(self.y_val)
+
+
+@torch.no_grad()
+def network_logits(module: nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """Logits of a network in eval mode for a whole array, in device-sized chunks."""
+    module.eval()
+    parts = [
+        module(torch.as_tensor(x[start : start + EVAL_BATCH], device=device)).float().cpu().numpy()
+        for start in range(0, len(x), EVAL_BATCH)
+    ]
+    return np.concatenate(parts)
+
+
+def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
+    """The default `Method.fit`: the shared loop over the method's named loss terms."""
+    student = method.build_student(ctx).to(ctx.device)
+    teacher = ctx.teacher
+    if teacher is None:
+        raise ValueError("train_with_loss needs a teacher in the context")
+    teacher_layers = list(method.teacher_layers(teacher.module)) if teacher.module else []
+    with FeatureHooks(student, method.student_layers(student)) as student_hooks:
+
+        def step(batch: Batch) -> dict[str, torch.Tensor]:
+            logits = student(batch.x)
+            student_out = ModelOutput(logits, dict(student_hooks.features))
+            teacher_out = teacher.outputs(batch, teacher_layers)
+            return method.loss(batch, student_out, teacher_out, ctx)
+
+        return ctx.fit(student, step)
+
+
+def cross_entropy_step(model: nn.Module) -> StepLoss:
+    """Plain supervised training, as for network teachers."""
+
+    def step(batch: Batch) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(model(batch.x), batch.y)}
+
+    return step

@@ -1,0 +1,1 @@
+"""Built-in datasets, one module each; importing a module registers its loader."""
