@@ -1,0 +1,61 @@
+"""Shared fixtures: registries restored after every test, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench import registry
+from bench.cli import main
+from bench.data import DATASETS
+from bench.method import METHODS
+from bench.metrics import METRICS
+from bench.models import MODELS
+from bench.profiles import PROFILES
+
+registry.load_plugins()
+ALL_REGISTRIES = (METHODS, DATASETS, METRICS, MODELS, PROFILES)
+
+
+@pytest.fixture(autouse=True)
+def restore_registries() -> Iterator[None]:
+    """Plugins registered by a test must not leak into the next one."""
+    saved = [dict(r._items) for r in ALL_REGISTRIES]
+    loaded = dict(registry._loaded_files)
+    yield
+    for reg, items in zip(ALL_REGISTRIES, saved, strict=True):
+        reg._items.clear()
+        reg._items.update(items)
+    registry._loaded_files.clear()
+    registry._loaded_files.update(loaded)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `python -m bench ARGS` in this process and capture its exit status and output."""
+
+    def run(*args: str | Path) -> CliResult:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def read_records(results: Path) -> dict[str, dict]:
+    """Every record under `results/runs`, keyed by its path relative to `runs/`."""
+    root = results / "runs"
+    return {
+        str(p.relative_to(root)): json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))
+    }

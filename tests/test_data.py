@@ -1,0 +1,51 @@
+"""Datasets: deterministic stratified splits; bad data is refused with the dataset's name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.errors import BenchError
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "wine", "digits"])
+def test_embedded_datasets_split_deterministically(name: str) -> None:
+    first = DATASETS.get(name).load(DatasetLoaderOptions())
+    second = DATASETS.get(name).load(DatasetLoaderOptions())
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(first, split).x, getattr(second, split).x)
+        assert set(getattr(first, split).y) == set(range(first.num_classes))
+    assert first.train.x.dtype == np.float32 and first.train.y.dtype == np.int64
+    total = sum(first.sizes().values())
+    assert first.sizes()["test"] == pytest.approx(0.2 * total, abs=2)
+    # No row of the test split appears in the training split.
+    train_rows = {row.tobytes() for row in first.train.x.reshape(len(first.train), -1)}
+    assert not any(row.tobytes() in train_rows for row in first.test.x.reshape(len(first.test), -1))
+
+
+def test_digits_are_nchw_images_in_unit_range() -> None:
+    bundle = DATASETS.get("digits").load(DatasetLoaderOptions())
+    assert bundle.input_shape == (1, 8, 8) and bundle.modality == "image"
+    assert bundle.train.x.min() >= 0.0 and bundle.train.x.max() <= 1.0
+
+
+def _bundle(x: np.ndarray, y: np.ndarray) -> DatasetBundle:
+    split = Split(x.astype(np.float32), y)
+    return DatasetBundle("bad", "1", "tabular", split, split, split, ("a", "b"))
+
+
+def test_nan_features_are_refused() -> None:
+    x = np.array([[1.0, np.nan], [0.0, 1.0]])
+    with pytest.raises(BenchError, match="'bad': the train split has NaN"):
+        _bundle(x, np.array([0, 1]))
+
+
+def test_a_single_class_is_refused() -> None:
+    with pytest.raises(BenchError, match="single class"):
+        _bundle(np.zeros((3, 2)), np.array([0, 0, 0]))
+
+
+def test_labels_out_of_range_are_refused() -> None:
+    with pytest.raises(BenchError, match="labels must lie in 0..1"):
+        _bundle(np.zeros((2, 2)), np.array([0, 2]))

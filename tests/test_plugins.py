@@ -1,0 +1,66 @@
+"""Outside plugins: a file given with --plugin, the BENCH_PLUGINS variable, and entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.method import METHODS
+from bench.registry import load_entry_points
+from tests.conftest import read_records
+
+PLUGIN = Path(__file__).parent / "plugins" / "extra_method.py"
+
+
+def test_plugin_file_method_runs_and_is_recorded(cli, tmp_path: Path) -> None:
+    result = cli(
+        "run", "--profile", "smoke", "--dataset", "wine", "--method", "soft_target",
+        "--plugin", PLUGIN, "--results", tmp_path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    record = read_records(tmp_path)["smoke/wine/soft_target/seed0.json"]
+    assert record["status"] == "ok"
+    assert record["method"]["citation"] == "Test plugin: distillation on soft targets alone."
+    assert "loss/soft_ce" in record["training"]["history"]
+    assert record["metrics"]["accuracy"] > 0.5
+
+
+def test_plugins_from_the_environment_variable(cli, monkeypatch) -> None:
+    monkeypatch.setenv("BENCH_PLUGINS", str(PLUGIN))
+    result = cli("list", "methods")
+    assert result.code == 0
+    assert "soft_target" in result.out
+
+
+def test_plugins_from_entry_points(tmp_path: Path, monkeypatch) -> None:
+    """A installed third-party package advertises its module under the `bench.methods` group."""
+    (tmp_path / "thirdparty_kd.py").write_text(PLUGIN.read_text().replace("soft_target", "tp_soft"))
+    dist = tmp_path / "thirdparty_kd-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-kd\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[bench.methods]\ntp_soft = thirdparty_kd\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "tp_soft" not in METHODS
+    load_entry_points()
+    assert "tp_soft" in METHODS
+
+
+def test_a_method_name_cannot_be_registered_twice(tmp_path: Path, cli) -> None:
+    clash = tmp_path / "clash.py"
+    clash.write_text(
+        "from bench import Method, register_method\n"
+        "@register_method('kd')\n"
+        "class Another(Method):\n"
+        "    pass\n"
+    )
+    result = cli("list", "methods", "--plugin", clash)
+    assert result.code == 2
+    assert "method 'kd' is registered twice" in result.err
+
+
+def test_the_teacher_row_name_is_reserved() -> None:
+    from bench import Method, register_method
+
+    with pytest.raises(ValueError, match="cannot name a method"):
+        register_method("teacher")(type("T", (Method,), {}))

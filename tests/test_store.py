@@ -1,0 +1,37 @@
+"""Records are written atomically and non-finite numbers become null."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.store import read_record, write_json_atomic
+
+
+def test_write_is_atomic_and_nan_becomes_null(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "record.json"
+    write_json_atomic(path, {"metrics": {"a": float("nan"), "b": [1.0, float("inf")], "c": 2.5}})
+    assert json.loads(path.read_text()) == {"metrics": {"a": None, "b": [1.0, None], "c": 2.5}}
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]
+
+
+def test_a_write_interrupted_midway_keeps_the_old_record(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "record.json"
+    write_json_atomic(path, {"v": 1})
+
+    def disk_failure(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", disk_failure)
+    with pytest.raises(OSError, match="disk full"):
+        write_json_atomic(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_read_record_refuses_foreign_json(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text("[1, 2]")
+    assert read_record(path) is None
+    assert read_record(tmp_path / "absent.json") is None

@@ -1,0 +1,62 @@
+"""Teachers are trained once, cached in safe formats, and rebuilt when the cache is damaged."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import DATASETS, DatasetLoaderOptions
+from bench.profiles import PROFILES
+from bench.specs import teacher_spec_for
+from bench.teachers import obtain_teacher, teacher_dir
+
+CPU = torch.device("cpu")
+
+
+def spec_and_bundle(dataset: str):
+    entry = DATASETS.get(dataset)
+    spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, entry.modality)
+    return spec, entry.load(DatasetLoaderOptions())
+
+
+@pytest.mark.parametrize(("dataset", "model_file"), [("wine", "model.txt"), ("digits", "model.pt")])
+def test_second_call_loads_the_cached_teacher(
+    tmp_path: Path, dataset: str, model_file: str
+) -> None:
+    spec, bundle = spec_and_bundle(dataset)
+    trained = obtain_teacher(spec, bundle, tmp_path, CPU)
+    assert trained.info["from_cache"] is False
+    assert (teacher_dir(tmp_path, spec) / model_file).is_file()
+    loaded = obtain_teacher(spec, bundle, tmp_path, CPU)
+    assert loaded.info["from_cache"] is True
+    np.testing.assert_allclose(
+        loaded.predict_logits(bundle.test.x), trained.predict_logits(bundle.test.x), rtol=1e-5
+    )
+
+
+def test_damaged_cache_is_rebuilt_not_trusted(tmp_path: Path, caplog) -> None:
+    spec, bundle = spec_and_bundle("digits")
+    reference = obtain_teacher(spec, bundle, tmp_path, CPU).predict_logits(bundle.test.x)
+    weights = teacher_dir(tmp_path, spec) / "model.pt"
+    weights.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING):
+        rebuilt = obtain_teacher(spec, bundle, tmp_path, CPU)
+    assert "unreadable" in caplog.text
+    assert rebuilt.info["from_cache"] is False
+    np.testing.assert_allclose(rebuilt.predict_logits(bundle.test.x), reference, rtol=1e-5)
+
+
+def test_lightgbm_teacher_stops_early_on_validation(tmp_path: Path) -> None:
+    spec, bundle = spec_and_bundle("breast_cancer")
+    teacher = obtain_teacher(spec, bundle, tmp_path, CPU)
+    assert 1 <= teacher.info["best_iteration"] <= spec.settings["n_estimators"]
+    assert teacher.booster.num_trees() == teacher.info["best_iteration"]
+    logits = teacher.predict_logits(bundle.test.x)
+    # Binary raw scores become two logits [0, s]: softmax of them is LightGBM's own probability.
+    probability = teacher.booster.predict(bundle.test.x)
+    softmax = torch.softmax(torch.as_tensor(logits), dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(softmax, probability, rtol=1e-5)
