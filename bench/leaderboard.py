@@ -14,7 +14,18 @@ from scipy import stats
 from bench.method import TEACHER_ROW
 from bench.store import write_json_atomic
 
-CATEGORY_ORDER = ("prediction", "fidelity", "explanation", "quantus", "dissection", "efficiency")
+CATEGORY_ORDER = (
+    "prediction",
+    "fidelity",
+    "explanation",
+    "quantus_faithfulness",
+    "quantus_robustness",
+    "quantus_complexity",
+    "quantus_randomisation",
+    "quantus_localisation",
+    "dissection",
+    "efficiency",
+)
 COLUMNS = [
     "profile", "dataset", "modality", "method", "role", "metric", "category",
     "higher_is_better", "mean", "std", "ci95_low", "ci95_high", "n",

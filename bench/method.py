@@ -65,6 +65,16 @@ class Method:
         """Module paths of (network) teacher layers whose outputs `loss` needs."""
         return ()
 
+    def trainable_modules(self, student: nn.Module, ctx: TrainContext) -> nn.Module | None:
+        """Modules trained jointly with the student that are not part of it, or None.
+
+        A FitNets regressor or an autoencoder's decoder serves the loss only: the shared loop moves
+        it to the device and adds its parameters to the optimiser, but scores and returns the
+        student alone. The method keeps a reference to use it in `loss`. Called once per run,
+        after `build_student`.
+        """
+        return None
+
     def loss(
         self,
         batch: Batch,
@@ -89,15 +99,16 @@ class Method:
 
 METHODS: Registry[type[Method]] = Registry("method")
 
-# The name of the teacher's own reference row: no method may take it.
+# The names of the reference rows (the teacher; random attributions): no method may take them.
 TEACHER_ROW = "teacher"
+RANDOM_CONTROL_ROW = "random_explainer"
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: register a `Method` subclass under `name`."""
 
     def add(cls: type[Method]) -> type[Method]:
-        if name == TEACHER_ROW or "[" in name or "/" in name:
+        if name in (TEACHER_ROW, RANDOM_CONTROL_ROW) or "[" in name or "/" in name:
             raise ValueError(f"{name!r} cannot name a method (reserved or not a plain name)")
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({name!r}) decorates a subclass of bench.Method")

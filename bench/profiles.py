@@ -46,11 +46,28 @@ class LightGBMBudget:
 
 
 @dataclass(frozen=True)
+class ExplanationBudget:
+    """Which explainers score a modality and what Quantus may spend.
+
+    Explanation agreement is measured for every explainer listed; the Quantus metrics, which cost
+    many forward passes per sample, for `quantus_explainer` only, on `n_quantus` samples.
+    """
+
+    explainers: tuple[str, ...]
+    quantus_explainer: str
+    ig_steps: int
+    n_quantus: int
+    # Perturbation draws per sample (FaithfulnessCorrelation runs, MaxSensitivity samples).
+    perturbations: int
+
+
+@dataclass(frozen=True)
 class ModalityBudget:
     student: Architecture
     student_training: TrainBudget
     # The scored subset of the test split (identical for teacher and students).
     n_explain: int
+    explanation: ExplanationBudget
     teacher_network: Architecture | None = None
     teacher_training: TrainBudget | None = None
     teacher_lightgbm: LightGBMBudget | None = None
@@ -93,6 +110,13 @@ register_profile(
                 student=Architecture("mlp", (("width", 32), ("depth", 2))),
                 student_training=TrainBudget(epochs=5, batch_size=64, lr=3e-3),
                 n_explain=64,
+                explanation=ExplanationBudget(
+                    explainers=("ig", "gxi"),
+                    quantus_explainer="ig",
+                    ig_steps=8,
+                    n_quantus=16,
+                    perturbations=4,
+                ),
                 teacher_lightgbm=LightGBMBudget(
                     n_estimators=30, num_leaves=7, learning_rate=0.2, early_stopping_rounds=10
                 ),
@@ -101,6 +125,13 @@ register_profile(
                 student=Architecture("small_cnn", (("width", 8), ("depth", 2))),
                 student_training=TrainBudget(epochs=6, batch_size=64, lr=1e-2),
                 n_explain=32,
+                explanation=ExplanationBudget(
+                    explainers=("gradcam", "ig"),
+                    quantus_explainer="gradcam",
+                    ig_steps=8,
+                    n_quantus=8,
+                    perturbations=3,
+                ),
                 teacher_network=Architecture("resnet", (("width", 8), ("blocks", 1))),
                 teacher_training=TrainBudget(epochs=3, batch_size=128, lr=3e-3),
             ),
@@ -119,6 +150,13 @@ register_profile(
                 student=Architecture("mlp", (("width", 64), ("depth", 2))),
                 student_training=TrainBudget(epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-4),
                 n_explain=512,
+                explanation=ExplanationBudget(
+                    explainers=("ig", "gxi", "saliency"),
+                    quantus_explainer="ig",
+                    ig_steps=32,
+                    n_quantus=64,
+                    perturbations=10,
+                ),
                 teacher_lightgbm=LightGBMBudget(
                     n_estimators=300, num_leaves=15, learning_rate=0.05, early_stopping_rounds=30
                 ),
@@ -127,6 +165,13 @@ register_profile(
                 student=Architecture("small_cnn", (("width", 16), ("depth", 2))),
                 student_training=TrainBudget(epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4),
                 n_explain=256,
+                explanation=ExplanationBudget(
+                    explainers=("gradcam", "ig", "saliency"),
+                    quantus_explainer="gradcam",
+                    ig_steps=32,
+                    n_quantus=32,
+                    perturbations=10,
+                ),
                 teacher_network=Architecture("resnet", (("width", 16), ("blocks", 1))),
                 teacher_training=TrainBudget(epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4),
             ),

@@ -24,16 +24,30 @@ from bench import SCHEMA_VERSION
 from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.environment import environment
 from bench.errors import DatasetUnavailable, Diverged
-from bench.method import METHODS, TEACHER_ROW
+from bench.explainers import ExplainSettings, explain
+from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.metrics import ScoringContext, metric_settings, score
 from bench.models import count_parameters
 from bench.planner import Plan
+from bench.profiles import Profile
 from bench.specs import RunSpec, TeacherSpec, stable_hash
 from bench.store import read_record, record_path, write_json_atomic
 from bench.teachers import Teacher, obtain_teacher
 from bench.training import TrainContext, network_logits, seed_everything
 
 log = logging.getLogger(__name__)
+
+# The control row has no predictions of its own: only its explanations are scored.
+CONTROL_CATEGORIES = frozenset(
+    {
+        "explanation",
+        "quantus_faithfulness",
+        "quantus_robustness",
+        "quantus_complexity",
+        "quantus_randomisation",
+        "quantus_localisation",
+    }
+)
 
 
 class Progress(Protocol):
@@ -80,9 +94,10 @@ class Summary:
 class StudentPredictor:
     """A trained student seen through the same interface as a teacher, for scoring."""
 
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
+    def __init__(self, module: nn.Module, device: torch.device, num_classes: int) -> None:
         self.module = module.eval()
         self.device = device
+        self.num_classes = num_classes
 
     @property
     def n_params(self) -> int:
@@ -91,14 +106,26 @@ class StudentPredictor:
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return network_logits(self.module, x, self.device)
 
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        return explain(explainer, self.module, x, targets, self.num_classes, settings, self.device)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def teacher_run_id(spec: TeacherSpec) -> str:
-    settings = metric_settings(spec.modality)
-    return stable_hash({"schema_version": SCHEMA_VERSION, "teacher": spec.key, "metrics": settings})
+def teacher_run_id(spec: TeacherSpec, profile: Profile) -> str:
+    """The id of a dataset's reference rows (teacher and random control): what scoring them needs."""
+    return stable_hash(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "teacher": spec.key,
+            "budget": profile.budget(spec.modality).as_dict(),
+            "metrics": metric_settings(spec.modality),
+        }
+    )
 
 
 class SuiteRunner:
@@ -121,6 +148,15 @@ class SuiteRunner:
             self.options.results, self.plan.profile.name, spec.dataset, TEACHER_ROW, spec.seed
         )
 
+    def control_path(self, spec: TeacherSpec) -> Path:
+        return record_path(
+            self.options.results,
+            self.plan.profile.name,
+            spec.dataset,
+            RANDOM_CONTROL_ROW,
+            spec.seed,
+        )
+
     def _is_done(self, path: Path, run_id: str) -> bool:
         if self.options.force:
             return False
@@ -139,8 +175,10 @@ class SuiteRunner:
         for dataset in self.plan.datasets():
             runs = [spec for spec in todo if spec.dataset == dataset]
             teacher_spec = self.plan.teachers[dataset]
-            teacher_done = self._is_done(
-                self.teacher_path(teacher_spec), teacher_run_id(teacher_spec)
+            reference_id = teacher_run_id(teacher_spec, self.plan.profile)
+            teacher_done = all(
+                self._is_done(path, reference_id)
+                for path in (self.teacher_path(teacher_spec), self.control_path(teacher_spec))
             )
             if runs or not teacher_done:
                 for status in self._run_dataset(dataset, teacher_spec, runs, teacher_done):
@@ -241,9 +279,14 @@ class SuiteRunner:
                 "parameters": count_parameters(student),
             }
             self.progress.stage(spec.label, "scoring")
-            predictor = StudentPredictor(student, self.options.device)
+            predictor = StudentPredictor(student, self.options.device, bundle.num_classes)
             scoring = ScoringContext(
-                bundle, predictor, teacher, timings["train"], spec.budget.n_explain
+                bundle,
+                predictor,
+                teacher,
+                timings["train"],
+                spec.budget.n_explain,
+                spec.budget.explanation,
             )
             if not np.isfinite(scoring.logits).all():
                 raise Diverged("the trained student outputs non-finite logits")
@@ -263,17 +306,69 @@ class SuiteRunner:
         return record["status"]
 
     def _score_teacher(self, teacher: Teacher, bundle: DatasetBundle) -> None:
+        """The teacher's reference row, and the random-explainer control row beside it."""
         spec = teacher.spec
+        budget = self.plan.profile.budget(spec.modality)
         started = time.perf_counter()
-        n_explain = self.plan.profile.budget(spec.modality).n_explain
-        scoring = ScoringContext(bundle, teacher, teacher, teacher.info["train_seconds"], n_explain)
+        scoring = ScoringContext(
+            bundle,
+            teacher,
+            teacher,
+            teacher.info["train_seconds"],
+            budget.n_explain,
+            budget.explanation,
+        )
         metrics, metadata = score(scoring)
         info = {k: v for k, v in teacher.info.items() if k != "history"}
-        record = {
+        record = self._reference_record(spec, bundle, TEACHER_ROW, metrics, metadata)
+        record.update(
+            role="teacher",
+            method={"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings},
+            teacher={**spec.as_dict(), **info},
+            training={"history": teacher.info.get("history")},
+            timings={"train": info["train_seconds"], "score": time.perf_counter() - started},
+        )
+        write_json_atomic(self.teacher_path(spec), record)
+
+        started = time.perf_counter()
+        control = ScoringContext(
+            bundle,
+            teacher,
+            teacher,
+            0.0,
+            budget.n_explain,
+            budget.explanation,
+            explainer_override="random",
+        )
+        metrics, metadata = score(control, categories=CONTROL_CATEGORIES)
+        record = self._reference_record(spec, bundle, RANDOM_CONTROL_ROW, metrics, metadata)
+        record.update(
+            role="control",
+            method={
+                "name": RANDOM_CONTROL_ROW,
+                "base": "random",
+                "params": {},
+                "citation": "Control: uniform random attributions, explaining the teacher.",
+            },
+            teacher=spec.as_dict(),
+            timings={"score": time.perf_counter() - started},
+        )
+        write_json_atomic(self.control_path(spec), record)
+
+    def _reference_record(
+        self,
+        spec: TeacherSpec,
+        bundle: DatasetBundle,
+        row: str,
+        metrics: dict[str, float],
+        metadata: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        now = _now()
+        return {
             "schema_version": SCHEMA_VERSION,
-            "run_id": teacher_run_id(spec),
+            "run_id": teacher_run_id(spec, self.plan.profile),
             "status": "ok",
-            "role": "teacher",
+            "role": None,
             "dataset": {
                 "name": spec.dataset,
                 "version": spec.dataset_version,
@@ -281,21 +376,21 @@ class SuiteRunner:
                 "sizes": bundle.sizes(),
                 "num_classes": bundle.num_classes,
             },
-            "method": {"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings},
-            "teacher": {**spec.as_dict(), **info},
+            "method": None,
+            "teacher": None,
             "student": None,
             "seed": spec.seed,
             "profile": self.plan.profile.name,
+            "budget": self.plan.profile.budget(spec.modality).as_dict(),
             "metrics": metrics,
             "metric_metadata": metadata,
-            "training": {"history": teacher.info.get("history")},
-            "timings": {"train": info["train_seconds"], "score": time.perf_counter() - started},
+            "training": None,
+            "timings": {},
             "environment": self.environment,
-            "started": _now(),
-            "ended": _now(),
+            "started": now,
+            "ended": now,
             "error": None,
         }
-        write_json_atomic(self.teacher_path(spec), record)
 
 
 def _error(exc: BaseException, stage: str | None) -> dict[str, Any]:

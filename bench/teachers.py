@@ -6,12 +6,14 @@ unpickling, and an entry that fails to load is rebuilt rather than trusted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,14 @@ import torch
 from torch import nn
 
 from bench.data import DatasetBundle
+from bench.explainers import ExplainSettings, explain
 from bench.hooks import FeatureHooks
 from bench.method import Batch, ModelOutput
 from bench.models import build_model, count_parameters
 from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
 from bench.training import TrainContext, cross_entropy_step, network_logits, seed_everything
+from bench.treeshap import Contributions, tree_contributions
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,20 @@ class Teacher:
 
     module: nn.Module | None = None
 
-    def __init__(self, spec: TeacherSpec, bundle: DatasetBundle, device: torch.device, info: dict):
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        bundle: DatasetBundle,
+        device: torch.device,
+        info: dict,
+        folder: Path,
+    ) -> None:
         self.spec = spec
         self.device = device
         self.info = info
+        self.num_classes = bundle.num_classes
+        # The cache folder: derived data (e.g. explanations) is kept beside the model.
+        self.folder = folder
         # Teacher logits on the training split are computed once; most methods only need these.
         self.train_logits = torch.as_tensor(self.predict_logits(bundle.train.x), device=device)
 
@@ -49,6 +63,41 @@ class Teacher:
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def _cached(
+        self,
+        kind: str,
+        inputs: tuple[np.ndarray, ...],
+        compute: Callable[[], dict[str, np.ndarray]],
+        settings: object = None,
+    ) -> dict[str, np.ndarray]:
+        """Arrays derived from the teacher (explanations), computed once and kept beside it.
+
+        The file is keyed by a digest of the inputs' bytes and the settings, written atomically and
+        read without unpickling; a damaged file is recomputed, not trusted.
+        """
+        digest = hashlib.sha256(repr(settings).encode())
+        for array in inputs:
+            digest.update(np.ascontiguousarray(array).tobytes() + str(array.shape).encode())
+        path = self.folder / f"{kind}-{digest.hexdigest()[:16]}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                return {key: cached[key] for key in cached.files}
+        except FileNotFoundError:
+            pass
+        except Exception as exc:
+            log.warning("teacher cache %s is unreadable (%s); recomputing", path, exc)
+        arrays = compute()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.folder)
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+        return arrays
 
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
         if layers:
@@ -75,6 +124,24 @@ class LightGBMTeacher(Teacher):
             raw = np.stack([np.zeros_like(raw), raw], axis=1)
         return raw.astype(np.float32)
 
+    def contributions(self, x: np.ndarray) -> Contributions:
+        """TreeSHAP of `x`, computed once and cached beside the model."""
+        arrays = self._cached(
+            "treeshap",
+            (x,),
+            lambda: vars(tree_contributions(self.booster, x, self.num_classes)),
+        )
+        return Contributions(arrays["values"], arrays["bias"])
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        """A tree teacher is always explained by TreeSHAP, whichever explainer its students use;
+        only the random control replaces it."""
+        if explainer == "random":
+            return explain("random", None, x, targets, self.num_classes, settings, self.device)
+        return self.contributions(x).for_targets(targets)
+
 
 class NetworkTeacher(Teacher):
     def __init__(self, module: nn.Module, *args: Any) -> None:
@@ -88,6 +155,22 @@ class NetworkTeacher(Teacher):
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return network_logits(self.module, x, self.device)
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        """Explained like its students, once per (explainer, data, settings), then cached."""
+
+        def compute() -> dict[str, np.ndarray]:
+            attributions = explain(
+                explainer, self.module, x, targets, self.num_classes, settings, self.device
+            )
+            return {"attributions": attributions}
+
+        key = (explainer, settings.ig_steps, settings.seed)
+        return self._cached(f"explain-{explainer}", (x, targets, settings.baseline), compute, key)[
+            "attributions"
+        ]
 
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
         if not layers:
@@ -125,11 +208,11 @@ def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.
     info = {**info, "from_cache": True}
     if spec.kind == "lightgbm":
         booster = lgb.Booster(model_file=str(folder / "model.txt"))
-        return LightGBMTeacher(booster, spec, bundle, device, info)
+        return LightGBMTeacher(booster, spec, bundle, device, info, folder)
     module = _new_network(spec, bundle)
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     module.load_state_dict(state)
-    return NetworkTeacher(module.to(device), spec, bundle, device, info)
+    return NetworkTeacher(module.to(device), spec, bundle, device, info, folder)
 
 
 def _train_and_cache(
@@ -142,11 +225,11 @@ def _train_and_cache(
         if spec.kind == "lightgbm":
             booster, extra = _train_lightgbm(spec, bundle)
             booster.save_model(str(staging / "model.txt"))
-            build = lambda info: LightGBMTeacher(booster, spec, bundle, device, info)  # noqa: E731
+            build = lambda info: LightGBMTeacher(booster, spec, bundle, device, info, folder)  # noqa: E731
         else:
             module, extra = _train_network(spec, bundle, device)
             torch.save(module.state_dict(), staging / "model.pt")
-            build = lambda info: NetworkTeacher(module, spec, bundle, device, info)  # noqa: E731
+            build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
         info = {"key": spec.key, "train_seconds": time.perf_counter() - start, **extra}
         (staging / "info.json").write_text(json.dumps(info, indent=2))
         try:

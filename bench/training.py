@@ -77,20 +77,25 @@ class TrainContext:
             index = order[start : start + self.budget.batch_size]
             yield Batch(self.x_train[index], self.y_train[index], index)
 
-    def fit(self, model: nn.Module, step_loss: StepLoss) -> nn.Module:
-        """Train `model` (and any parameters `step_loss` closes over via `model`) with Adam.
+    def fit(
+        self, model: nn.Module, step_loss: StepLoss, extra: nn.Module | None = None
+    ) -> nn.Module:
+        """Train `model` with Adam, together with `extra` (modules the loss uses, e.g. a regressor).
 
-        Returns the model with the weights of its best validation-accuracy epoch, in eval mode.
+        Returns the model with the weights of its best validation-accuracy epoch, in eval mode;
+        `extra` is trained alongside but neither returned nor selected on.
         Raises `Diverged` on the first non-finite loss.
         """
         model.to(self.device)
+        # One container so that the optimiser and train/eval switches reach both.
+        trained = nn.ModuleList([model] if extra is None else [model, extra.to(self.device)])
         optimiser = torch.optim.Adam(
-            model.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay
+            trained.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay
         )
         best_accuracy, best_state = -1.0, None
         for epoch in range(self.budget.epochs):
             self.epoch = epoch
-            model.train()
+            trained.train()
             sums: dict[str, float] = {}
             steps = 0
             for batch in self.batches():
@@ -114,7 +119,8 @@ class TrainContext:
                 best_state = copy.deepcopy(model.state_dict())
         if best_state is not None:
             model.load_state_dict(best_state)
-        return model.eval()
+        trained.eval()
+        return model
 
     @torch.no_grad()
     def validation_accuracy(self, model: nn.Module) -> float:
@@ -140,6 +146,7 @@ def network_logits(module: nn.Module, x: np.ndarray, device: torch.device) -> np
 def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
     """The default `Method.fit`: the shared loop over the method's named loss terms."""
     student = method.build_student(ctx).to(ctx.device)
+    extra = method.trainable_modules(student, ctx)
     teacher = ctx.teacher
     if teacher is None:
         raise ValueError("train_with_loss needs a teacher in the context")
@@ -152,7 +159,7 @@ def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
             teacher_out = teacher.outputs(batch, teacher_layers)
             return method.loss(batch, student_out, teacher_out, ctx)
 
-        return ctx.fit(student, step)
+        return ctx.fit(student, step, extra)
 
 
 def cross_entropy_step(model: nn.Module) -> StepLoss:

@@ -13,7 +13,7 @@ import pytest
 from bench import SCHEMA_VERSION
 from bench.cli import main
 from bench.data import DATASETS
-from bench.method import METHODS, TEACHER_ROW
+from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.metrics import METRICS
 from bench.profiles import PROFILES
 from bench.store import REQUIRED_KEYS, read_record, record_path
@@ -26,6 +26,30 @@ PAIRS = [
     for method in METHODS.names()
     if DATASETS.get(dataset).modality in METHODS.get(method).modalities
 ]
+
+
+def expected_metrics(modality: str, num_classes: int) -> set[str]:
+    """Prediction, fidelity and efficiency metrics, agreement for every explainer of the profile,
+    and the main Quantus metrics for its Quantus explainer."""
+    explanation = SMOKE.budget(modality).explanation
+    core = {
+        name
+        for name in METRICS.names()
+        if METRICS.get(name).category in ("prediction", "fidelity", "efficiency")
+        and modality in METRICS.get(name).modalities
+    }
+    if num_classes != 2:
+        core.discard("roc_auc")
+    agreement = {
+        f"expl_{kind}_{explainer}"
+        for kind in ("spearman", "topk", "cosine")
+        for explainer in explanation.explainers
+    }
+    quantus = {
+        f"{name}_{explanation.quantus_explainer}"
+        for name in ("faithfulness_correlation", "max_sensitivity", "sparseness", "complexity")
+    }
+    return core | agreement | quantus
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +68,9 @@ def test_every_compatible_pair_is_planned_and_nothing_else(smoke_results: Path) 
         if r["role"] == "student"
     }
     assert students == set(PAIRS)
-    teachers = {r["dataset"]["name"] for r in records.values() if r["role"] == "teacher"}
-    assert teachers == set(SMOKE.datasets)
+    for role in ("teacher", "control"):
+        rows = {r["dataset"]["name"] for r in records.values() if r["role"] == role}
+        assert rows == set(SMOKE.datasets), role
 
 
 @pytest.mark.parametrize(("dataset", "method"), PAIRS)
@@ -63,10 +88,7 @@ def test_run_record_is_complete(smoke_results: Path, dataset: str, method: str) 
     assert record["timings"]["train"] > 0
     # Every metric that applies to the dataset is there, finite, with its metadata.
     modality = DATASETS.get(dataset).modality
-    expected = {m for m in METRICS.names() if modality in METRICS.get(m).modalities}
-    if record["dataset"]["num_classes"] != 2:
-        expected.discard("roc_auc")
-    assert expected <= set(record["metrics"])
+    assert expected_metrics(modality, record["dataset"]["num_classes"]) <= set(record["metrics"])
     for name, value in record["metrics"].items():
         assert value is not None and math.isfinite(value), name
         assert record["metric_metadata"][name]["higher_is_better"] in (True, False)
@@ -85,5 +107,18 @@ def test_teacher_is_scored_as_a_reference_row(smoke_results: Path, dataset: str)
     assert record["role"] == "teacher"
     assert record["metrics"]["teacher_agreement"] == 1.0
     assert record["metrics"]["teacher_kl"] == pytest.approx(0.0, abs=1e-9)
+    # It explains exactly like itself: the ceiling of every agreement metric.
+    for name, value in record["metrics"].items():
+        if name.startswith("expl_"):
+            assert value == pytest.approx(1.0), name
     # The teacher is better than chance on every embedded dataset.
     assert record["metrics"]["accuracy"] > 1.5 / record["dataset"]["num_classes"]
+
+
+@pytest.mark.parametrize("dataset", SMOKE.datasets)
+def test_random_control_row_marks_the_floor_of_agreement(smoke_results: Path, dataset: str) -> None:
+    record = read_record(record_path(smoke_results, "smoke", dataset, RANDOM_CONTROL_ROW, 0))
+    assert record is not None and record["status"] == "ok" and record["role"] == "control"
+    assert "accuracy" not in record["metrics"]  # no predictions of its own
+    spearman = [v for k, v in record["metrics"].items() if k.startswith("expl_spearman_")]
+    assert spearman and all(abs(v) < 0.2 for v in spearman)

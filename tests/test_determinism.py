@@ -6,7 +6,10 @@ from pathlib import Path
 
 from tests.conftest import read_records
 
-ARGS = ("run", "--profile", "smoke", "--dataset", "wine", "digits", "--device", "cpu")
+ARGS = (
+    "run", "--profile", "smoke", "--dataset", "wine", "digits", "--method", "scratch", "kd",
+    "--device", "cpu",
+)  # fmt: skip
 
 
 def comparable_metrics(results: Path) -> dict[str, dict[str, float]]:
@@ -22,7 +25,7 @@ def test_same_seed_gives_identical_metrics(cli, tmp_path: Path) -> None:
     assert cli(*ARGS, "--results", tmp_path / "a").code == 0
     assert cli(*ARGS, "--results", tmp_path / "b").code == 0
     first, second = comparable_metrics(tmp_path / "a"), comparable_metrics(tmp_path / "b")
-    assert len(first) == 8  # 2 datasets x (3 methods + teacher)
+    assert len(first) == 8  # 2 datasets x (2 methods + teacher + random control)
     assert first == second
 
 

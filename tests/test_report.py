@@ -20,7 +20,8 @@ from bench.store import iter_records
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = tmp_path_factory.mktemp("report")
-    args = ["run", "--profile", "smoke", "--dataset", "wine", "--seeds", "0", "1"]
+    args = ["run", "--profile", "smoke", "--dataset", "wine", "--seeds", "0", "1", "--method"]
+    args += ["scratch", "label_smoothing", "kd"]
     assert main([*args, "--results", str(results)]) == 0
     return results
 

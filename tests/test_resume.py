@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.conftest import read_records
 
-RUN = ("run", "--profile", "smoke", "--dataset", "wine")
+BASELINES = ("scratch", "label_smoothing", "kd")
+RUN = ("run", "--profile", "smoke", "--dataset", "wine", "--method", *BASELINES)
 
 
 def snapshot(results: Path) -> dict[str, tuple[int, str]]:
@@ -54,11 +55,12 @@ def test_changed_settings_failed_and_missing_runs_are_redone(cli, tmp_path: Path
 
 
 def test_force_redoes_finished_runs(cli, tmp_path: Path) -> None:
-    assert cli(*RUN, "--method", "scratch", "--results", tmp_path).code == 0
+    once = ("run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch")
+    assert cli(*once, "--results", tmp_path).code == 0
     path = tmp_path / "runs" / "smoke" / "wine" / "scratch" / "seed0.json"
     started = json.loads(path.read_text())["started"]
     before = path.stat().st_mtime_ns
-    result = cli(*RUN, "--method", "scratch", "--force", "--results", tmp_path)
+    result = cli(*once, "--force", "--results", tmp_path)
     assert result.code == 0 and "1 ok" in result.out
     assert path.stat().st_mtime_ns != before or json.loads(path.read_text())["started"] != started
 

@@ -16,10 +16,14 @@ import torch
 from torch import nn
 
 from bench.data import DatasetBundle
+from bench.explainers import ExplainSettings
+from bench.profiles import ExplanationBudget
 from bench.registry import Registry
 
-# Fixed, not the run's seed: every run of a dataset is scored on the same test rows.
+# Fixed, not the run's seed: every run of a dataset is scored on the same test rows, and with the
+# same perturbations.
 EXPLAIN_SUBSET_SEED = 0
+SCORING_SEED = 0
 
 
 class Scorable(Protocol):
@@ -34,6 +38,10 @@ class Scorable(Protocol):
     def n_params(self) -> int: ...
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray: ...
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray: ...
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -56,6 +64,10 @@ class ScoringContext:
     train_seconds: float
     # Size of the seeded test subset on which explanations are scored (the profile's n_explain).
     n_explain: int
+    explanation: ExplanationBudget | None = None
+    # The control row: every explainer replaced by this one (the random explainer).
+    explainer_override: str | None = None
+    _attributions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def is_teacher(self) -> bool:
@@ -69,6 +81,41 @@ class ScoringContext:
             return np.arange(n_test)
         rng = np.random.default_rng(EXPLAIN_SUBSET_SEED)
         return np.sort(rng.choice(n_test, size=self.n_explain, replace=False))
+
+    @cached_property
+    def explain_settings(self) -> ExplainSettings:
+        """Baseline: the training mean for tables (DESIGN §5), a black image for images."""
+        train = self.bundle.train.x
+        if self.bundle.modality == "tabular":
+            baseline = train.mean(axis=0)
+        else:
+            baseline = np.zeros(train.shape[1:], dtype=np.float32)
+        steps = self.explanation.ig_steps if self.explanation else 32
+        return ExplainSettings(baseline.astype(np.float32), steps, seed=EXPLAIN_SUBSET_SEED)
+
+    @cached_property
+    def explain_x(self) -> np.ndarray:
+        return self.bundle.test.x[self.explain_index]
+
+    @cached_property
+    def explain_targets(self) -> np.ndarray:
+        """Explanations are of the true class, the same target for teacher and students."""
+        return self.bundle.test.y[self.explain_index]
+
+    def attributions(self, explainer: str) -> np.ndarray:
+        """The scored model's attributions on the explained subset (computed once per explainer)."""
+        name = self.explainer_override or explainer
+        if name not in self._attributions:
+            self._attributions[name] = self.model.explain(
+                name, self.explain_x, self.explain_targets, self.explain_settings
+            )
+        return self._attributions[name]
+
+    def teacher_attributions(self, explainer: str) -> np.ndarray:
+        """The reference explanation: TreeSHAP for tree teachers, else the same explainer."""
+        return self.teacher.explain(
+            explainer, self.explain_x, self.explain_targets, self.explain_settings
+        )
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -101,13 +148,14 @@ class Metric:
     compute: Compute
     description: str
     settings: dict[str, Any] = field(default_factory=dict, hash=False)
-    # None: applies to every dataset of its modalities; else a test such as "binary only".
-    applies: Callable[[DatasetBundle], bool] | None = None
+    # None: applies to every run of its modalities; else a test such as "binary only".
+    applies: Callable[[ScoringContext], bool] | None = None
     # Wall-clock measurements differ between identical runs; determinism checks skip them.
     measures_time: bool = False
 
-    def applies_to(self, bundle: DatasetBundle) -> bool:
-        return bundle.modality in self.modalities and (self.applies is None or self.applies(bundle))
+    def applies_to(self, ctx: ScoringContext) -> bool:
+        modality = ctx.bundle.modality
+        return modality in self.modalities and (self.applies is None or self.applies(ctx))
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -130,7 +178,7 @@ def register_metric(
     higher_is_better: bool,
     modalities: frozenset[str] = BOTH,
     settings: dict[str, Any] | None = None,
-    applies: Callable[[DatasetBundle], bool] | None = None,
+    applies: Callable[[ScoringContext], bool] | None = None,
     measures_time: bool = False,
 ) -> Callable[[Compute], Compute]:
     """Register `compute(ctx) -> float`; its docstring's first line is the metric's description."""
@@ -163,12 +211,24 @@ def metric_settings(modality: str) -> dict[str, Any]:
     return {m.name: m.settings for m in metrics_for(modality)}
 
 
-def score(ctx: ScoringContext) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """Every applicable metric's value (a float; NaN becomes None in JSON) and its metadata."""
+def score(
+    ctx: ScoringContext, categories: frozenset[str] | None = None
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """Every applicable metric's value (a float; NaN becomes None in JSON) and its metadata.
+
+    `categories` limits scoring to some categories (the random-explainer control row has no
+    predictions of its own).
+    """
     values: dict[str, float] = {}
     metadata: dict[str, dict[str, Any]] = {}
     for metric in metrics_for(ctx.bundle.modality):
-        if metric.applies_to(ctx.bundle):
+        if categories is not None and metric.category not in categories:
+            continue
+        if metric.applies_to(ctx):
+            # Quantus draws perturbations from the global generators: seeding before each metric
+            # makes every value reproducible and independent of which metrics ran before it.
+            np.random.seed(SCORING_SEED)
+            torch.manual_seed(SCORING_SEED)
             values[metric.name] = float(metric.compute(ctx))
             metadata[metric.name] = metric.metadata()
     return values, metadata

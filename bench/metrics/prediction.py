@@ -25,7 +25,7 @@ def macro_f1(ctx: ScoringContext) -> float:
     "roc_auc",
     category="prediction",
     higher_is_better=True,
-    applies=lambda bundle: bundle.num_classes == 2,
+    applies=lambda ctx: ctx.bundle.num_classes == 2,
 )
 def roc_auc(ctx: ScoringContext) -> float:
     """Area under the ROC curve of the positive class (binary tasks only)."""

@@ -1,0 +1,102 @@
+"""Explanation agreement with the teacher: does the student predict for the same reasons?
+
+For every explainer a profile lists, the student's attributions on the explained test subset are
+compared with the teacher's (TreeSHAP for tree teachers, the same explainer for network teachers),
+sample by sample, and averaged. Samples where either explanation is constant are left out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import rankdata
+
+from bench.explainers import EXPLAINERS
+from bench.metrics import ScoringContext, register_metric
+
+TOP_FRACTION = 0.2
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return a.reshape(len(a), -1).astype(np.float64)
+
+
+def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (a * b).sum(1) / denominator, np.nan)
+
+
+def spearman_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each pair of rows (average ranks for ties); NaN for constant rows."""
+    return _row_correlation(rankdata(_rows(a), axis=1), rankdata(_rows(b), axis=1))
+
+
+def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = _rows(a), _rows(b)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norms > 0, (a * b).sum(1) / norms, np.nan)
+
+
+def top_k_intersection_per_sample(
+    a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION
+) -> np.ndarray:
+    """Share of the k most important features (by |attribution|) the two explanations share."""
+    a, b = np.abs(_rows(a)), np.abs(_rows(b))
+    k = max(1, math.ceil(fraction * a.shape[1]))
+    in_a = np.zeros(a.shape, dtype=bool)
+    in_b = np.zeros(b.shape, dtype=bool)
+    np.put_along_axis(in_a, np.argpartition(-a, k - 1, axis=1)[:, :k], True, axis=1)
+    np.put_along_axis(in_b, np.argpartition(-b, k - 1, axis=1)[:, :k], True, axis=1)
+    return (in_a & in_b).sum(1) / k
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+COMPARISONS = {
+    "spearman": (spearman_per_sample, "Spearman rank correlation", {}),
+    "topk": (
+        top_k_intersection_per_sample,
+        "top-20 % feature intersection",
+        {"fraction": TOP_FRACTION},
+    ),
+    "cosine": (cosine_per_sample, "cosine similarity", {}),
+}
+
+
+def _register(explainer_name: str, kind: str) -> None:
+    compare, label, settings = COMPARISONS[kind]
+    explainer = EXPLAINERS.get(explainer_name)
+
+    def compute(ctx: ScoringContext) -> float:
+        student = ctx.attributions(explainer_name)
+        teacher = ctx.teacher_attributions(explainer_name)
+        return _mean(compare(student, teacher))
+
+    compute.__doc__ = (
+        f"{label[0].upper() + label[1:]} of the model's {explainer_name} attributions with the "
+        "teacher's explanation (TreeSHAP for tree teachers), per explained test sample, averaged."
+    )
+    register_metric(
+        f"expl_{kind}_{explainer_name}",
+        category="explanation",
+        higher_is_better=True,
+        modalities=explainer.modalities,
+        settings={"explainer": explainer_name, "target": "true class", **settings},
+        applies=lambda ctx: (
+            ctx.explanation is not None and explainer_name in ctx.explanation.explainers
+        ),
+    )(compute)
+
+
+for _name in EXPLAINERS.names():
+    if _name != "random":
+        for _kind in COMPARISONS:
+            _register(_name, _kind)

@@ -1,0 +1,259 @@
+"""Quantus metrics of the explanations: faithfulness, robustness, complexity, randomisation and
+localisation (Hedström et al., Quantus, JMLR 2023).
+
+Each metric is computed on the first `n_quantus` samples of the explained test subset with the
+profile's `quantus_explainer`, and recorded as one number: the mean over samples of Quantus'
+per-sample scores (FaithfulnessCorrelation returns its aggregate directly). Quantus treats axis 1
+as channels, so tables are handed over as (N, 1, F) with a leading `nn.Flatten()` on the model.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import quantus
+import torch
+from torch import nn
+
+from bench.explainers import EXPLAINERS, ClassScores, explain
+from bench.metrics import ScoringContext, register_metric
+
+IMAGE = frozenset({"image"})
+QuantusFn = Callable[[ScoringContext, str], float]
+BOTH = frozenset({"tabular", "image"})
+
+
+class PredictorModule(nn.Module):
+    """A tree teacher seen as a torch module, for Quantus' forward passes (no gradients needed)."""
+
+    def __init__(self, predictor: Any) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.predictor.predict_logits(x.detach().cpu().numpy().astype(np.float32))
+        return torch.as_tensor(logits, device=x.device)
+
+
+def _is_tabular(ctx: ScoringContext) -> bool:
+    return ctx.bundle.modality == "tabular"
+
+
+def _model(ctx: ScoringContext) -> nn.Module:
+    module = ctx.model.module if ctx.model.module is not None else PredictorModule(ctx.model)
+    scores = ClassScores(module, ctx.bundle.num_classes)
+    return (nn.Sequential(nn.Flatten(), scores) if _is_tabular(ctx) else scores).eval()
+
+
+def _explain_func(ctx: ScoringContext, explainer: str) -> Callable[..., np.ndarray]:
+    """Explains whatever model Quantus hands over (MPRT hands over randomised copies)."""
+    explainer = ctx.explainer_override or explainer
+    tabular = _is_tabular(ctx)
+
+    def explain_func(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **_: Any):
+        x = inputs.reshape(len(inputs), -1) if tabular else inputs
+        targets = np.asarray(targets).astype(np.int64)
+        scores = model[-1] if isinstance(model, nn.Sequential) else model
+        if isinstance(scores.module, PredictorModule):
+            attributions = ctx.model.explain(explainer, x, targets, ctx.explain_settings)
+        else:
+            attributions = explain(
+                explainer,
+                scores.module,
+                x.astype(np.float32),
+                targets,
+                ctx.bundle.num_classes,
+                ctx.explain_settings,
+                ctx.model.device,
+            )
+        return attributions.reshape(len(x), 1, -1) if tabular else attributions
+
+    return explain_func
+
+
+def _batch(ctx: ScoringContext, explainer: str) -> dict[str, np.ndarray]:
+    n = ctx.explanation.n_quantus
+    x, y = ctx.explain_x[:n], ctx.explain_targets[:n]
+    a = ctx.attributions(explainer)[:n]
+    if _is_tabular(ctx):
+        x, a = x[:, None, :], a[:, None, :]
+    batch = {"x_batch": x, "y_batch": y, "a_batch": a}
+    if ctx.bundle.test_masks is not None and not _is_tabular(ctx):
+        batch["s_batch"] = ctx.bundle.test_masks[ctx.explain_index][:n][:, None].astype(float)
+    return batch
+
+
+def _scores(
+    ctx: ScoringContext, explainer: str, metric: Any, with_masks: bool = False
+) -> np.ndarray:
+    """Quantus' raw output for the batch, as an array."""
+    batch = _batch(ctx, explainer)
+    if not with_masks:
+        batch.pop("s_batch", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = metric(
+            model=_model(ctx),
+            **batch,
+            explain_func=_explain_func(ctx, explainer),
+            channel_first=True,
+            device=str(ctx.model.device),
+        )
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def _run(ctx: ScoringContext, explainer: str, metric: Any, with_masks: bool = False) -> float:
+    """The mean over samples of a metric's per-sample scores."""
+    return _finite_mean(_scores(ctx, explainer, metric, with_masks).ravel())
+
+
+def _features(ctx: ScoringContext) -> int:
+    return int(
+        np.prod(ctx.bundle.input_shape[1:] if not _is_tabular(ctx) else ctx.bundle.input_shape)
+    )
+
+
+def _quiet() -> dict[str, Any]:
+    return {"disable_warnings": True, "display_progressbar": False}
+
+
+def faithfulness_correlation(ctx: ScoringContext, explainer: str) -> float:
+    """Correlation between attribution mass of random feature subsets and the drop in the class
+    score when they are set to the baseline (Bhatt et al. 2020)."""
+    subset = max(1, math.ceil(0.25 * _features(ctx)))
+    metric = quantus.FaithfulnessCorrelation(
+        nr_runs=ctx.explanation.perturbations, subset_size=subset, return_aggregate=True, **_quiet()
+    )
+    return _run(ctx, explainer, metric)
+
+
+def pixel_flipping(ctx: ScoringContext, explainer: str) -> float:
+    """Area under the class-score curve as the most relevant pixels are removed first, x in [0, 1]
+    (Bach et al. 2015): a faithful explanation makes the score fall fast, so lower is better."""
+    step = max(1, _features(ctx) // 16)
+    metric = quantus.PixelFlipping(features_in_step=step, return_auc_per_sample=False, **_quiet())
+    # Quantus 0.6 integrates with np.trapz, which numpy 2.4 removed: we take the per-sample
+    # curves and integrate over the fraction of pixels removed, in [0, 1].
+    curves = _scores(ctx, explainer, metric)
+    areas = np.trapezoid(curves, dx=1.0 / max(curves.shape[1] - 1, 1), axis=1)
+    return _finite_mean(areas)
+
+
+def max_sensitivity(ctx: ScoringContext, explainer: str) -> float:
+    """Largest change of the explanation under small uniform input noise (Yeh et al. 2019)."""
+    metric = quantus.MaxSensitivity(nr_samples=ctx.explanation.perturbations, **_quiet())
+    return _run(ctx, explainer, metric)
+
+
+def sparseness(ctx: ScoringContext, explainer: str) -> float:
+    """Gini index of the absolute attributions (Chalasani et al. 2020): concentrated is better."""
+    return _run(ctx, explainer, quantus.Sparseness(**_quiet()))
+
+
+def complexity(ctx: ScoringContext, explainer: str) -> float:
+    """Entropy of the normalised absolute attributions (Bhatt et al. 2020): lower is simpler."""
+    return _run(ctx, explainer, quantus.Complexity(**_quiet()))
+
+
+def random_logit(ctx: ScoringContext, explainer: str) -> float:
+    """Spearman similarity between the explanation of the true class and of a random other class
+    (Sixt et al. 2020): class-specific explanations have low similarity."""
+    metric = quantus.RandomLogit(
+        num_classes=ctx.bundle.num_classes,
+        seed=0,
+        similarity_func=quantus.similarity_func.correlation_spearman,
+        **_quiet(),
+    )
+    return _run(ctx, explainer, metric)
+
+
+def mprt(ctx: ScoringContext, explainer: str) -> float:
+    """Model parameter randomisation test (Adebayo et al. 2018): Spearman similarity between the
+    explanation and that of the fully randomised model; explanations should change (lower)."""
+    metric = quantus.MPRT(
+        return_last_correlation=True,
+        similarity_func=quantus.similarity_func.correlation_spearman,
+        seed=0,
+        **_quiet(),
+    )
+    return _run(ctx, explainer, metric)
+
+
+def pointing_game(ctx: ScoringContext, explainer: str) -> float:
+    """Share of samples whose highest attribution falls on the label object (Zhang et al. 2018)."""
+    return _run(ctx, explainer, quantus.PointingGame(**_quiet()), with_masks=True)
+
+
+def attribution_localisation(ctx: ScoringContext, explainer: str) -> float:
+    """Share of positive attribution mass inside the label object's mask (Kohlbrenner et al. 2020)."""
+    return _run(ctx, explainer, quantus.AttributionLocalisation(**_quiet()), with_masks=True)
+
+
+def _has_masks(ctx: ScoringContext) -> bool:
+    return ctx.bundle.test_masks is not None
+
+
+def _is_network(ctx: ScoringContext) -> bool:
+    return ctx.model.module is not None
+
+
+def _always(ctx: ScoringContext) -> bool:
+    return True
+
+
+def _multiclass(ctx: ScoringContext) -> bool:
+    """With two classes the "other" class is fixed, and our binary convention explains it as the
+    exact negation: RandomLogit would be -1 for every model."""
+    return ctx.bundle.num_classes > 2
+
+
+# name, function, category, higher_is_better, modalities, extra applicability
+QUANTUS_METRICS = (
+    ("faithfulness_correlation", faithfulness_correlation, "faithfulness", True, BOTH, _always),
+    ("pixel_flipping", pixel_flipping, "faithfulness", False, IMAGE, _always),
+    ("max_sensitivity", max_sensitivity, "robustness", False, BOTH, _always),
+    ("sparseness", sparseness, "complexity", True, BOTH, _always),
+    ("complexity", complexity, "complexity", False, BOTH, _always),
+    ("random_logit", random_logit, "randomisation", False, BOTH, _multiclass),
+    ("mprt", mprt, "randomisation", False, IMAGE, _is_network),
+    ("pointing_game", pointing_game, "localisation", True, IMAGE, _has_masks),
+    ("attribution_localisation", attribution_localisation, "localisation", True, IMAGE, _has_masks),
+)
+
+
+def _register(name: str, fn: QuantusFn, category: str, higher: bool, modalities, applies) -> None:
+    """`<metric>_<explainer>` for every explainer; it applies when it is the profile's Quantus one."""
+    for explainer in EXPLAINERS.names():
+        usable = modalities & EXPLAINERS.get(explainer).modalities
+        if explainer == "random" or not usable:
+            continue
+
+        def compute(ctx: ScoringContext, explainer: str = explainer) -> float:
+            return fn(ctx, explainer)
+
+        def active(ctx: ScoringContext, explainer: str = explainer) -> bool:
+            budget = ctx.explanation
+            return budget is not None and budget.quantus_explainer == explainer and applies(ctx)
+
+        compute.__doc__ = fn.__doc__
+        register_metric(
+            f"{name}_{explainer}",
+            category=f"quantus_{category}",
+            higher_is_better=higher,
+            modalities=usable,
+            settings={"explainer": explainer, "quantus": quantus.__version__},
+            applies=active,
+        )(compute)
+
+
+for _row in QUANTUS_METRICS:
+    _register(*_row)

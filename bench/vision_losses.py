@@ -1,0 +1,166 @@
+"""Pieces shared by the image distillation methods: stages, resizing, attention maps, Grad-CAM.
+
+Each is written once here and used by several methods (FitNets, attention transfer, e2KD,
+XDistillation), so that two methods comparing "the same" map really compute the same thing.
+Layers are found by module path, as everywhere in the harness: the registered architectures name
+their convolutional stages as top-level children in forward order (`block1 .. blockN`;
+`stem, layer1 .. layer3`) and name the last one `last_conv_layer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import BenchError
+from bench.hooks import FeatureHooks
+from bench.training import EVAL_BATCH, TrainContext
+
+
+def conv_stages(model: nn.Module) -> list[str]:
+    """Names of the top-level children that hold a convolution, in registration order.
+
+    For the registered architectures these are their stages in forward order; pooling and the
+    classifier hold no convolution and drop out.
+    """
+    stages = [
+        name
+        for name, child in model.named_children()
+        if any(isinstance(m, nn.Conv2d) for m in child.modules())
+    ]
+    if not stages:
+        raise BenchError(f"{type(model).__name__} has no convolutional stage to distil from")
+    return stages
+
+
+def last_conv_layer(model: nn.Module) -> str:
+    """The layer Grad-CAM explains: the model's `last_conv_layer` if it names one, else its last stage."""
+    name = getattr(model, "last_conv_layer", None)
+    return name if isinstance(name, str) else conv_stages(model)[-1]
+
+
+@torch.no_grad()
+def feature_shapes(
+    model: nn.Module, layers: Sequence[str], sample: torch.Tensor
+) -> dict[str, torch.Size]:
+    """Output shapes (batch dimension included) of `layers` on `sample`, found by one forward pass.
+
+    Run in eval mode so that probing leaves batch-norm statistics untouched.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with FeatureHooks(model, layers) as hooks:
+            model(sample)
+            return {layer: hooks.features[layer].shape for layer in layers}
+    finally:
+        model.train(was_training)
+
+
+def match_spatial(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize an (N, C, H, W) tensor to `size`: average-pool when shrinking, bilinear otherwise.
+
+    Pooling keeps the total of a finer map's cells in each coarse cell (up to the area factor),
+    which is what comparing a fine map with a coarse one should mean; bilinear upsampling is what
+    Grad-CAM implementations use to bring a map to the input resolution.
+    """
+    height, width = int(size[0]), int(size[1])
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    if x.shape[-2] >= height and x.shape[-1] >= width:
+        return F.adaptive_avg_pool2d(x, (height, width))
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def attention_map(features: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+    """Zagoruyko & Komodakis 2017: Q = vec(Σ_c A_c²) / ‖vec(Σ_c A_c²)‖₂, shape (N, H·W).
+
+    The paper's F_sum^p with p = 2. When `size` is given the (N, H, W) map is resized to it before
+    flattening, so that layers of different resolutions can be compared (the paper pairs layers of
+    equal resolution only; the resizing is ours).
+    """
+    energy = features.pow(2).sum(dim=1, keepdim=True)
+    if size is not None:
+        energy = match_spatial(energy, size)
+    return F.normalize(energy.flatten(1), dim=1)
+
+
+def attention_transfer_loss(
+    student_features: torch.Tensor, teacher_features: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared difference of the two normalised attention maps, over batch and positions.
+
+    The paper's Eq. 2 writes ‖Q_S/‖Q_S‖ − Q_T/‖Q_T‖‖_p with p = 2 and says β is "divided by the
+    number of elements in the attention map and batch size"; its public code squares the
+    difference and averages, which is what this does (β is applied by the method). Maps of
+    different resolutions are compared on the coarser grid.
+    """
+    s_hw, t_hw = student_features.shape[-2:], teacher_features.shape[-2:]
+    size = min(s_hw, t_hw, key=lambda hw: hw.numel())  # the coarser grid (fewer cells)
+    difference = attention_map(student_features, size) - attention_map(teacher_features, size)
+    return difference.pow(2).mean()
+
+
+def grad_cam(activation: torch.Tensor, scores: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    """Selvaraju et al. 2017: ReLU(Σ_k α_k A_k) with α_k the spatial mean of ∂y_c/∂A_k, (N, H, W).
+
+    `scores` holds each sample's class score y_c, computed from `activation`. The gradient of
+    their sum is taken at once, which is each sample's own gradient as long as samples do not
+    interact between the layer and the logits (true of the registered models' pooling-and-linear
+    heads, also in train mode). With `create_graph=True` the map is differentiable in the model's
+    weights, so a loss on it trains the model (e2KD).
+    """
+    (gradient,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    return F.relu((weights * activation).sum(dim=1))
+
+
+def grad_cam_maps(
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+) -> torch.Tensor:
+    """Grad-CAM maps (N, H, W) of a fixed model at `layer` for class `target`, detached.
+
+    For teachers and trained students: the model runs in eval mode (its mode is restored after)
+    and its weights are not touched, as gradients are taken with respect to the activation only.
+    """
+    was_training = model.training
+    model.eval()
+    maps = []
+    try:
+        with torch.enable_grad(), FeatureHooks(model, [layer]) as hooks:
+            for start in range(0, len(x), batch_size):
+                # An input that requires grad keeps a graph even if the weights are frozen.
+                chunk = x[start : start + batch_size].detach().requires_grad_(True)
+                logits = model(chunk)
+                scores = logits.gather(1, target[start : start + batch_size, None]).squeeze(1)
+                maps.append(grad_cam(hooks.features[layer], scores, create_graph=False).detach())
+    finally:
+        model.train(was_training)
+    return torch.cat(maps)
+
+
+def network_teacher(ctx: TrainContext) -> nn.Module:
+    """The teacher's network, for methods that read its layers; tree teachers have none."""
+    module = ctx.teacher.module if ctx.teacher is not None else None
+    if module is None:
+        raise BenchError("this method needs a network teacher (image datasets); found none")
+    return module
+
+
+def teacher_grad_cams(ctx: TrainContext) -> torch.Tensor:
+    """The teacher's Grad-CAM of its own predicted class for every training sample, (N, H, W).
+
+    Computed once per run at input resolution (bilinear upsampling): the teacher is fixed and the
+    loop applies no augmentation, so these are exactly the maps a live teacher would give.
+    """
+    teacher = network_teacher(ctx)
+    predicted = ctx.teacher.train_logits.argmax(dim=1)
+    maps = grad_cam_maps(teacher, last_conv_layer(teacher), ctx.x_train, predicted)
+    return match_spatial(maps[:, None], ctx.x_train.shape[-2:])[:, 0]

@@ -1,0 +1,130 @@
+"""XDistillation (Alharbi et al. 2021), in our reading of its abstract (DESIGN §5)."""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import BenchError
+from bench.losses import kd_kl
+from bench.method import Batch, Method, ModelOutput, register_method
+from bench.models.cnn import conv_bn_relu
+from bench.training import TrainContext
+from bench.vision_losses import feature_shapes, last_conv_layer, match_spatial, teacher_grad_cams
+
+
+class Concat(nn.Module):
+    """Channel-wise concatenation, a module of its own so that Grad-CAM and dissection can hook it."""
+
+    def forward(self, *maps: torch.Tensor) -> torch.Tensor:
+        return torch.cat(maps, dim=1)
+
+
+class FusedStudent(nn.Module):
+    """The standard student's convolutional trunk and the autoencoder's encoder, fused.
+
+    Both see the input; the encoder's code is resized to the trunk's last feature map, the two are
+    concatenated (`fuse`) and a global-pool + linear classifier reads the result. This is the
+    network that is scored: a single module from input to logits.
+    """
+
+    def __init__(
+        self, trunk: nn.Module, encoder: nn.Module, channels: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.encoder = encoder
+        self.fuse = Concat()
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(channels, num_classes)
+
+    @property
+    def last_conv_layer(self) -> str:
+        return "fuse"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.trunk(x)
+        code = match_spatial(self.encoder(x), features.shape[-2:])
+        return self.head(self.pool(self.fuse(features, code)))
+
+
+class MapDecoder(nn.Module):
+    """The autoencoder's decoder: the encoder's code to a map in [0, 1] at the input resolution."""
+
+    def __init__(self, width: int, size: Sequence[int]) -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.body = nn.Sequential(conv_bn_relu(width, width), nn.Conv2d(width, 1, kernel_size=1))
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(match_spatial(code, self.size)))[:, 0]
+
+
+def strip_classifier(student: nn.Module) -> nn.Module:
+    """The student up to its last feature map: its `pool` and `head` replaced by identities."""
+    for part in ("pool", "head"):
+        if not isinstance(getattr(student, part, None), nn.Module):
+            raise BenchError(
+                f"xdistill fuses features before the classifier and needs a student with `pool` "
+                f"and `head` modules; {type(student).__name__} has no {part!r}"
+            )
+        setattr(student, part, nn.Identity())
+    return student
+
+
+@register_method("xdistill")
+class XDistillation(Method):
+    """CE + KD + γ·MSE: an autoencoder learns the teacher's Grad-CAM; its code feeds the classifier.
+
+    The paper is not public beyond its abstract; this is our reading (DESIGN §5), not its text. A
+    small convolutional autoencoder maps the input to the teacher's Grad-CAM of its predicted
+    class (upsampled to the input size and scaled to a maximum of 1 per sample); its encoder
+    features are concatenated with the student's last feature map before the classifier; student
+    and autoencoder train jointly with α·CE + (1−α)·T²·KL (our `kd` defaults) + γ·MSE(decoded
+    map, teacher map). The decoder serves training only and is not part of the scored student;
+    the encoder is, so the student has more parameters than the standard one.
+    """
+
+    modalities = frozenset({"image"})
+    defaults = {"alpha": 0.5, "temperature": 4.0, "gamma": 1.0, "ae_width": 8}
+    citation = (
+        "Alharbi, Vu and Thai, Learning Interpretation with Explainable Knowledge Distillation, "
+        "IEEE BigData 2021, arXiv:2111.06945 (implemented from its abstract, as read in DESIGN §5)."
+    )
+
+    def fit(self, ctx: TrainContext) -> nn.Module:
+        maps = teacher_grad_cams(ctx)
+        self.teacher_maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        return super().fit(ctx)
+
+    def build_student(self, ctx: TrainContext) -> nn.Module:
+        student = ctx.default_student()
+        layer = last_conv_layer(student)
+        trunk_channels = feature_shapes(student, [layer], ctx.x_train[:2])[layer][1]
+        width = self.params["ae_width"]
+        in_channels = ctx.bundle.input_shape[0]
+        encoder = nn.Sequential(
+            conv_bn_relu(in_channels, width), nn.MaxPool2d(2), conv_bn_relu(width, width)
+        )
+        num_classes = ctx.bundle.num_classes
+        return FusedStudent(strip_classifier(student), encoder, trunk_channels + width, num_classes)
+
+    def student_layers(self, student: nn.Module) -> Sequence[str]:
+        return ["encoder"]
+
+    def trainable_modules(self, student: nn.Module, ctx: TrainContext) -> nn.Module:
+        self.decoder = MapDecoder(self.params["ae_width"], ctx.x_train.shape[-2:])
+        return self.decoder
+
+    def loss(
+        self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
+    ) -> dict[str, torch.Tensor]:
+        alpha, temperature = self.params["alpha"], self.params["temperature"]
+        decoded = self.decoder(student_out.features["encoder"])
+        return {
+            "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
+            "kd": (1 - alpha) * kd_kl(student_out.logits, teacher_out.logits, temperature),
+            "reconstruction": self.params["gamma"]
+            * F.mse_loss(decoded, self.teacher_maps[batch.index]),
+        }

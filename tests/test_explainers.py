@@ -1,0 +1,109 @@
+"""Explainers and explanation agreement against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.explainers import ClassScores, ExplainSettings, explain
+from bench.metrics.explanation import (
+    cosine_per_sample,
+    spearman_per_sample,
+    top_k_intersection_per_sample,
+)
+from bench.models import build_model
+
+CPU = torch.device("cpu")
+
+
+def linear_model(weights: list[list[float]]) -> nn.Module:
+    layer = nn.Linear(len(weights[0]), len(weights), bias=True)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor(weights))
+        layer.bias.fill_(0.3)
+    return layer
+
+
+def test_gradient_times_input_of_a_linear_model_by_hand() -> None:
+    weights = [[1.0, -2.0, 0.5], [0.0, 1.0, 3.0], [2.0, 2.0, -1.0]]
+    model = linear_model(weights)
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]], dtype=np.float32)
+    baseline = np.array([0.5, 0.5, 0.5], dtype=np.float32)
+    targets = np.array([1, 2])
+    got = explain("gxi", model, x, targets, 3, ExplainSettings(baseline), CPU)
+    expected = np.array(weights)[targets] * (x - baseline)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_binary_models_are_explained_as_margins() -> None:
+    model = linear_model([[1.0, 0.0], [3.0, -1.0]])
+    x = np.array([[1.0, 1.0]], dtype=np.float32)
+    settings = ExplainSettings(np.zeros(2, dtype=np.float32))
+    class1 = explain("gxi", model, x, np.array([1]), 2, settings, CPU)
+    class0 = explain("gxi", model, x, np.array([0]), 2, settings, CPU)
+    np.testing.assert_allclose(class1, [[2.0, -1.0]])  # (w1 - w0) * x
+    np.testing.assert_allclose(class0, -class1)
+
+
+def test_integrated_gradients_are_complete() -> None:
+    """IG's attributions add up to f(x) - f(baseline) (Sundararajan et al.'s completeness)."""
+    torch.manual_seed(0)
+    model = build_model("mlp", (5,), 3, width=16, depth=2).eval()
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    baseline = np.full(5, 0.1, dtype=np.float32)
+    targets = np.array([0, 1, 2, 1])
+    attributions = explain("ig", model, x, targets, 3, ExplainSettings(baseline, ig_steps=256), CPU)
+    with torch.no_grad():
+        scores = ClassScores(model, 3)(torch.as_tensor(x))
+        reference = ClassScores(model, 3)(torch.as_tensor(baseline)[None])
+    expected = (scores - reference).numpy()[np.arange(4), targets]
+    np.testing.assert_allclose(attributions.sum(1), expected, atol=2e-3)
+
+
+def test_grad_cam_is_a_non_negative_input_sized_map() -> None:
+    torch.manual_seed(0)
+    model = build_model("small_cnn", (3, 16, 16), 4, width=4, depth=2).eval()
+    x = np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32)
+    settings = ExplainSettings(np.zeros((3, 16, 16), dtype=np.float32))
+    cam = explain("gradcam", model, x, np.array([0, 1, 2]), 4, settings, CPU)
+    assert cam.shape == (3, 1, 16, 16)
+    assert cam.min() >= 0.0
+
+
+def test_random_control_is_reproducible_and_input_dependent() -> None:
+    x = np.random.default_rng(0).random((2, 6)).astype(np.float32)
+    settings = ExplainSettings(np.zeros(6, dtype=np.float32))
+    first = explain("random", None, x, np.array([0, 1]), 2, settings, CPU)
+    again = explain("random", None, x, np.array([0, 1]), 2, settings, CPU)
+    other = explain("random", None, x + 1, np.array([0, 1]), 2, settings, CPU)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_agreement_measures_by_hand() -> None:
+    a = np.array([[1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    b = np.array([[2.0, 4.0, 6.0, 8.0, 10.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    spearman = spearman_per_sample(a, b)
+    assert spearman[0] == pytest.approx(1.0) and math.isnan(spearman[1])  # constant row
+    reverse = spearman_per_sample(a[:1], b[1:])
+    assert reverse[0] == pytest.approx(-1.0)
+    cosine = cosine_per_sample(a, b)
+    assert cosine[0] == pytest.approx(1.0)
+    assert cosine[1] == pytest.approx(15 / (math.sqrt(5) * math.sqrt(55)))
+    # k = ceil(0.2 * 5) = 1: top feature by |value| is the last one in a[0] and b[0].
+    overlap = top_k_intersection_per_sample(a[:1], b[:1])
+    assert overlap[0] == pytest.approx(1.0)
+    c = np.array([[9.0, 0.0, 0.0, 0.0, 1.0]])
+    assert top_k_intersection_per_sample(c, b[:1])[0] == pytest.approx(0.0)
+    two = top_k_intersection_per_sample(c, b[:1], fraction=0.4)  # {0, 4} vs {3, 4}
+    assert two[0] == pytest.approx(0.5)
+
+
+def test_agreement_on_images_compares_whole_maps() -> None:
+    maps = np.random.default_rng(0).random((3, 1, 4, 4))
+    assert spearman_per_sample(maps, maps) == pytest.approx([1.0, 1.0, 1.0])
+    assert spearman_per_sample(maps, -maps) == pytest.approx([-1.0, -1.0, -1.0])
