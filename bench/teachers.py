@@ -29,10 +29,19 @@ from bench.method import Batch, ModelOutput
 from bench.models import build_model, count_parameters
 from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
-from bench.training import TrainContext, cross_entropy_step, network_logits, seed_everything
+from bench.training import (
+    EVAL_BATCH,
+    TrainContext,
+    cross_entropy_step,
+    network_logits,
+    seed_everything,
+)
 from bench.treeshap import Contributions, tree_contributions
 
 log = logging.getLogger(__name__)
+
+# Above this size a teacher's hooked training-split features are computed per batch instead.
+FEATURE_CACHE_BYTES = 1 << 30
 
 
 class Teacher:
@@ -54,6 +63,7 @@ class Teacher:
         self.num_classes = bundle.num_classes
         # The cache folder: derived data (e.g. explanations) is kept beside the model.
         self.folder = folder
+        self._train_x = bundle.train.x
         # Teacher logits on the training split are computed once; most methods only need these.
         self.train_logits = torch.as_tensor(self.predict_logits(bundle.train.x), device=device)
 
@@ -146,7 +156,7 @@ class LightGBMTeacher(Teacher):
 class NetworkTeacher(Teacher):
     def __init__(self, module: nn.Module, *args: Any) -> None:
         self.module = module.eval()
-        self._hooks: dict[tuple[str, ...], FeatureHooks] = {}
+        self._train_features: dict[tuple[str, ...], dict[str, torch.Tensor] | None] = {}
         super().__init__(*args)
 
     @property
@@ -175,12 +185,39 @@ class NetworkTeacher(Teacher):
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
         if not layers:
             return ModelOutput(self.train_logits[batch.index])
-        hooks = self._hooks.get(tuple(layers))
-        if hooks is None:
-            hooks = self._hooks[tuple(layers)] = FeatureHooks(self.module, layers)
-        with torch.no_grad():
+        key = tuple(layers)
+        if key not in self._train_features:
+            self._train_features[key] = self._precompute_features(key)
+        features = self._train_features[key]
+        if features is not None:
+            chosen = {layer: values[batch.index] for layer, values in features.items()}
+            return ModelOutput(self.train_logits[batch.index], chosen)
+        with torch.no_grad(), FeatureHooks(self.module, layers) as hooks:
             logits = self.module(batch.x)
-        return ModelOutput(logits, dict(hooks.features))
+            return ModelOutput(logits, dict(hooks.features))
+
+    @torch.no_grad()
+    def _precompute_features(self, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        """The layers' outputs over the whole training split, or None when they would not fit.
+
+        The teacher is frozen, in eval mode, and the loop does not augment, so these are exactly
+        what a live forward pass per batch would give: one pass per run instead of one per batch
+        (FitNets and attention transfer otherwise spend most of their time in the teacher).
+        """
+        x = self._train_x
+        parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+        with FeatureHooks(self.module, layers) as hooks:
+            for start in range(0, len(x), EVAL_BATCH):
+                self.module(torch.as_tensor(x[start : start + EVAL_BATCH], device=self.device))
+                if start == 0:
+                    per_sample = sum(
+                        f[0].numel() * f.element_size() for f in hooks.features.values()
+                    )
+                    if per_sample * len(x) > FEATURE_CACHE_BYTES:
+                        return None
+                for layer in layers:
+                    parts[layer].append(hooks.features[layer])
+        return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
 
 
 def teacher_dir(results: Path, spec: TeacherSpec) -> Path:
@@ -234,8 +271,9 @@ def _train_and_cache(
         (staging / "info.json").write_text(json.dumps(info, indent=2))
         try:
             os.replace(staging, folder)
-        except OSError:  # another process cached the same teacher first: keep theirs
+        except OSError:  # another process cached the same teacher first: use theirs, not ours
             shutil.rmtree(staging, ignore_errors=True)
+            return _load(spec, bundle, folder, device)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

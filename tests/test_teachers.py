@@ -60,3 +60,19 @@ def test_lightgbm_teacher_stops_early_on_validation(tmp_path: Path) -> None:
     probability = teacher.booster.predict(bundle.test.x)
     softmax = torch.softmax(torch.as_tensor(logits), dim=1)[:, 1].numpy()
     np.testing.assert_allclose(softmax, probability, rtol=1e-5)
+
+
+def test_precomputed_teacher_features_equal_a_live_forward_pass(tmp_path: Path) -> None:
+    from bench.method import Batch
+    from bench.teachers import FeatureHooks
+
+    spec, bundle = spec_and_bundle("digits")
+    teacher = obtain_teacher(spec, bundle, tmp_path, CPU)
+    index = torch.tensor([5, 0, 17, 3])
+    x = torch.as_tensor(bundle.train.x)[index]
+    out = teacher.outputs(Batch(x, torch.zeros(4, dtype=torch.long), index), ["layer2", "layer3"])
+    with torch.no_grad(), FeatureHooks(teacher.module, ["layer2", "layer3"]) as hooks:
+        logits = teacher.module(x)
+        for layer in ("layer2", "layer3"):
+            torch.testing.assert_close(out.features[layer], hooks.features[layer])
+    torch.testing.assert_close(out.logits, logits, rtol=1e-5, atol=1e-5)
