@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from bench.errors import BenchError
+from bench.errors import BenchError, UnknownNameError
 from bench.registry import Registry
 
 Modality = Literal["tabular", "image"]
@@ -111,7 +111,58 @@ class DatasetEntry:
         return bundle
 
 
-DATASETS: Registry[DatasetEntry] = Registry("dataset")
+@dataclass(frozen=True)
+class DatasetFamily:
+    """Parameterised dataset names `<prefix>:<parameter>` (e.g. `openml:1590`), built on demand.
+
+    The factory turns the parameter into a `DatasetEntry` without loading data, so planning and run
+    ids work for names no one could register one by one; it raises `BenchError` for a malformed one.
+    """
+
+    prefix: str
+    pattern: str  # how error messages show the family, e.g. "openml:<id>"
+    factory: Callable[[str], DatasetEntry]
+
+
+class DatasetRegistry(Registry[DatasetEntry]):
+    """The dataset registry: exact names, then families of parameterised names."""
+
+    def __init__(self) -> None:
+        super().__init__("dataset")
+        self._families: dict[str, DatasetFamily] = {}
+
+    def register_family(self, family: DatasetFamily) -> None:
+        known = self._families.get(family.prefix)
+        if known is not None and known.factory is not family.factory:
+            raise BenchError(f"dataset family {family.pattern!r} is registered twice")
+        self._families[family.prefix] = family
+
+    def patterns(self) -> list[str]:
+        return sorted(f.pattern for f in self._families.values())
+
+    def get(self, name: str) -> DatasetEntry:
+        if name in self._items:
+            return self._items[name]
+        prefix, sep, parameter = name.partition(":")
+        family = self._families.get(prefix) if sep else None
+        if family is None:
+            raise UnknownNameError(self.kind, name, [*self._items, *self.patterns()])
+        entry = family.factory(parameter)
+        if entry.name != name:
+            raise BenchError(f"dataset {name!r}: write it as {entry.name!r}")
+        return entry
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get(name)
+        except BenchError:
+            return False
+        return True
+
+
+DATASETS: DatasetRegistry = DatasetRegistry()
 
 
 def register_dataset(
@@ -127,6 +178,21 @@ def register_dataset(
         description = (loader.__doc__ or "").strip().splitlines()[0] if loader.__doc__ else ""
         DATASETS.register(name)(DatasetEntry(name, modality, version, loader, description))
         return loader
+
+    return add
+
+
+def register_dataset_family(
+    prefix: str, *, pattern: str
+) -> Callable[[Callable[[str], DatasetEntry]], Callable[[str], DatasetEntry]]:
+    """Register `factory(parameter) -> DatasetEntry` for the names `<prefix>:<parameter>`.
+
+    The entry's version must be known from the name alone (planning loads no data).
+    """
+
+    def add(factory: Callable[[str], DatasetEntry]) -> Callable[[str], DatasetEntry]:
+        DATASETS.register_family(DatasetFamily(prefix, pattern, factory))
+        return factory
 
     return add
 

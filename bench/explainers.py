@@ -16,6 +16,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 from torch import nn
 
+from bench.explanation_loss import gradient_times_input
 from bench.registry import Registry
 
 
@@ -74,31 +75,13 @@ def _baseline_like(x: torch.Tensor, settings: ExplainSettings) -> torch.Tensor:
     return baseline.expand_as(x)
 
 
-def gradient_times_input(
-    model: nn.Module,
-    x: torch.Tensor,
-    targets: torch.Tensor,
-    baseline: torch.Tensor,
-    create_graph: bool = False,
-) -> torch.Tensor:
-    """Gradient of each sample's target score times (input - baseline).
-
-    With `create_graph=True` the result is itself differentiable with respect to the model's
-    parameters, which is what explanation imitation trains on (Huang et al. 2020).
-    """
-    if not x.requires_grad:
-        x = x.detach().requires_grad_(True)
-    scores = model(x).gather(1, targets.view(-1, 1)).sum()
-    (gradient,) = torch.autograd.grad(scores, x, create_graph=create_graph)
-    return gradient * (x - baseline)
-
-
 @register_explainer("gxi")
 def _gradient_x_input(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:
     """Gradient × (input − baseline): the first-order Taylor attribution around the baseline."""
-    return gradient_times_input(model, x, targets, _baseline_like(x, settings)).detach()
+    # The raw model: the shared function applies the class-score convention itself.
+    return gradient_times_input(model.module, x, targets, _baseline_like(x, settings)).detach()
 
 
 @register_explainer("ig")

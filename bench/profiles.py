@@ -6,7 +6,7 @@ result and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bench.data import Modality
@@ -175,6 +175,41 @@ register_profile(
                 teacher_network=Architecture("resnet", (("width", 16), ("blocks", 1))),
                 teacher_training=TrainBudget(epochs=30, batch_size=64, lr=2e-3, weight_decay=1e-4),
             ),
+        },
+    )
+)
+
+# The OpenML classification tables of the full suite: adult, credit-g, bank-marketing,
+# MagicTelescope, higgs, electricity, phoneme, spambase (integer ids: a name lookup needs the server).
+OPENML_IDS = (1590, 31, 1461, 1120, 23512, 151, 1489, 44)
+
+_DEFAULT = PROFILES.get("default")
+
+register_profile(
+    Profile(
+        name="full",
+        description="OpenML tables and the embedded datasets, five seeds, larger models and budgets",
+        datasets=(*(f"openml:{i}" for i in OPENML_IDS), *EMBEDDED_DATASETS),
+        seeds=(0, 1, 2, 3, 4),
+        budgets={
+            # Settings not named here (e.g. the explainers) follow `default`.
+            "tabular": replace(
+                _DEFAULT.budget("tabular"),
+                student=Architecture("mlp", (("width", 128), ("depth", 3))),
+                student_training=TrainBudget(
+                    epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-5
+                ),
+                n_explain=1000,
+                teacher_lightgbm=LightGBMBudget(
+                    n_estimators=1000,
+                    num_leaves=31,
+                    learning_rate=0.05,
+                    early_stopping_rounds=50,
+                    min_child_samples=20,
+                ),
+            ),
+            # Image budgets follow `default` until the image datasets of the full suite land.
+            "image": _DEFAULT.budget("image"),
         },
     )
 )
