@@ -25,7 +25,11 @@ def teacher_for(dataset: str, results: Path):
 def test_contributions_plus_bias_equal_the_raw_score(tmp_path: Path, dataset: str) -> None:
     teacher, bundle = teacher_for(dataset, tmp_path)
     contributions = teacher.contributions(bundle.test.x)
-    assert contributions.values.shape == (len(bundle.test), bundle.num_classes, bundle.train.x.shape[1])
+    assert contributions.values.shape == (
+        len(bundle.test),
+        bundle.num_classes,
+        bundle.train.x.shape[1],
+    )
     logits = teacher.predict_logits(bundle.test.x).astype(np.float64)
     if bundle.num_classes == 2:
         # Binary: class c is explained as z_c - z_other, the margin its probability depends on.
