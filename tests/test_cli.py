@@ -14,7 +14,10 @@ from bench.cli import main
     [
         (("--dataset", "nope"), "unknown dataset 'nope'; valid datasets: breast_cancer, "),
         (("--method", "nope"), "unknown method 'nope'; valid methods: "),
-        (("--all", "--profile", "nope"), "unknown profile 'nope'; valid profiles: default, smoke"),
+        (
+            ("--all", "--profile", "nope"),
+            "unknown profile 'nope'; valid profiles: default, full, smoke",
+        ),
         (
             ("--all", "--set", "kd.nope=1"),
             "has no parameter 'nope'; its parameters: alpha, temperature",
