@@ -32,7 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--method", nargs="+", metavar="NAME", help="methods to run")
     run.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds (default: profile's)")
     run.add_argument("--force", action="store_true", help="redo runs that have finished")
-    run.add_argument("--executor", choices=("local",), default="local", help="where runs execute")
+    run.add_argument(
+        "--executor",
+        choices=("local", "process", "ray"),
+        help="where runs execute: local (this process, the default), process (--jobs N worker "
+        "processes; implied by --jobs N > 1), ray (Ray tasks; implied by --ray-address)",
+    )
+    run.add_argument(
+        "--jobs", type=int, metavar="N", help="runs in parallel (default: process: all cores)"
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="join this Ray cluster (e.g. auto); default: a new local one",
+    )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument(
         "--set",
@@ -68,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from bench.environment import resolve_device
+    from bench.executors import make_executor
     from bench.planner import Selection, make_plan
     from bench.progress import TerminalProgress, clock
     from bench.runner import RunOptions, SuiteRunner
@@ -82,22 +96,29 @@ def _run(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
     )
     plan = make_plan(selection)
-    options = RunOptions(
-        results=args.results,
-        device=resolve_device(args.device),
-        force=args.force,
-        data_dir=args.data_dir,
-    )
     _check_writable(args.results)
+    executor = make_executor(args.executor, args.jobs, args.ray_address)
     progress = TerminalProgress()
     try:
-        summary = SuiteRunner(plan, options, progress).run()
+        device = executor.resolve_device(args.device) if executor else resolve_device(args.device)
+        options = RunOptions(
+            results=args.results, device=device, force=args.force, data_dir=args.data_dir
+        )
+        summary = SuiteRunner(plan, options, progress, executor).run()
     finally:
         progress.close()
+        if executor is not None:
+            executor.close()
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()) if n)
     print(
         f"{len(plan.runs)} runs ({counts}) in {clock(summary.seconds)}; records in {args.results}"
     )
+    if summary.counts["locked"]:
+        print(
+            f"{summary.counts['locked']} runs were being executed by another process and were "
+            "left to it (locked); `status` shows them once they finish",
+            file=sys.stderr,
+        )
     if summary.exit_status:
         print("some runs failed: their records hold the traceback (see `status`)", file=sys.stderr)
     return summary.exit_status

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.method import TEACHER_ROW
+from bench.method import RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.store import write_json_atomic
 
 CATEGORY_ORDER = (
@@ -81,8 +81,8 @@ def aggregate(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def method_order(methods: Iterable[str]) -> list[str]:
-    """Teacher first, then the baselines, then the rest alphabetically."""
-    first = (TEACHER_ROW, "scratch", "label_smoothing", "kd")
+    """Teacher first, then the control row, then the baselines, then the rest alphabetically."""
+    first = (TEACHER_ROW, RANDOM_CONTROL_ROW, "scratch", "label_smoothing", "kd")
     names = set(methods)
     return [m for m in first if m in names] + sorted(names - set(first))
 
@@ -100,13 +100,23 @@ def metric_order(frame: pd.DataFrame) -> list[str]:
     return sorted(categories.index, key=rank)
 
 
-def write_leaderboard(frame: pd.DataFrame, results: Path) -> tuple[Path, Path]:
-    """`results/leaderboard.csv` and `.json` (the same rows)."""
+def write_leaderboard(
+    frame: pd.DataFrame, results: Path, extras: Mapping[str, pd.DataFrame] | None = None
+) -> tuple[Path, Path]:
+    """`results/leaderboard.csv` and `.json` (the same rows).
+
+    Each of `extras` (e.g. `comparisons`) is also written to `results/<name>.csv` and stored
+    under its name in the JSON file, beside `rows`.
+    """
     results.mkdir(parents=True, exist_ok=True)
-    csv_path = results / "leaderboard.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(csv_path)
+    payload = {"rows": frame.to_dict(orient="records")}
+    for name, extra in {"leaderboard": frame, **(extras or {})}.items():
+        csv_path = results / f"{name}.csv"
+        tmp = csv_path.with_suffix(".csv.tmp")
+        extra.to_csv(tmp, index=False)
+        tmp.replace(csv_path)
+        if name != "leaderboard":
+            payload[name] = extra.to_dict(orient="records")
     json_path = results / "leaderboard.json"
-    write_json_atomic(json_path, {"rows": frame.to_dict(orient="records")})
-    return csv_path, json_path
+    write_json_atomic(json_path, payload)
+    return results / "leaderboard.csv", json_path

@@ -1,123 +1,719 @@
-"""The static report: `report/index.html`, one leaderboard table per (profile, dataset).
+"""The static report under `report/`: an index, one page per dataset and per method, figures.
 
-Everything is rendered with autoescaping, so a method or dataset name with markup shows as text.
+- `index.html`: the Claims panel, then per (profile, track) the average ranks across datasets and
+  one sortable leaderboard table per dataset (teacher, control row, then the methods).
+- `dataset-<profile>-<dataset>.html`: the table again, paired comparisons with `scratch` and `kd`,
+  accuracy vs. explanation agreement with the Pareto front, concept detectors, per-seed spread and
+  a gallery of teacher vs. student attribution maps.
+- `method-<name>.html`: description, citation, hyper-parameters and every run's provenance.
+
+Everything is rendered with autoescaping, so a method or dataset name with markup shows as text;
+file names made from such names go through `slug`. The pages load nothing from the network: CSS
+and the sorting script are inline, figures are local PNGs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import bench
+from bench import figures
+from bench.claims import ClaimVerdict, claims_table, evaluate_all
 from bench.leaderboard import aggregate, method_order, metric_order, write_leaderboard
-from bench.store import iter_records
+from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.registry import load_builtins
+from bench.statistics import average_ranks, ci_ranks, compare, seed_values
+from bench.store import iter_records, read_array, record_path
 
 log = logging.getLogger(__name__)
 
+REFERENCE_DESCRIPTIONS = {
+    TEACHER_ROW: (
+        "Reference row: the dataset's teacher, scored with the same metrics as the students. Its "
+        "explanation agreement with itself is the ceiling (1)."
+    ),
+    RANDOM_CONTROL_ROW: (
+        "Control row: uniform random attributions explaining the teacher. It has no predictions "
+        "of its own; its explanation metrics are the floor a real explainer must clear."
+    ),
+}
+# The comparisons a dataset page shows (all of them are in results/comparisons.csv).
+HEADLINE_METRICS = (
+    "accuracy",
+    "teacher_agreement",
+    "expl_spearman_{explainer}",
+    "concept_detectors",
+)
 
-def format_value(value: float) -> str:
+
+def format_value(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.4g}" if abs(value) >= 0.01 or value == 0 else f"{value:.2e}"
+    # Four significant digits, positional down to 1e-4 (0.005064 reads better than 5.06e-03).
+    return f"{value:.4g}"
+
+
+def format_signed(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.3g}"
+
+
+def slug(text: str) -> str:
+    """A safe file-name part for any record string; a hash keeps altered names apart."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+    if safe != text:
+        safe += "-" + hashlib.sha1(text.encode()).hexdigest()[:6]
+    return safe
+
+
+def dataset_page(profile: str, dataset: str) -> str:
+    return f"dataset-{slug(profile)}-{slug(dataset)}.html"
+
+
+def method_page(method: str) -> str:
+    return f"method-{slug(method)}.html"
 
 
 @dataclass
 class Cell:
     text: str
     title: str
-    best: bool = False
+    value: str = ""  # the sort key: the unrounded number, or empty when there is none
+    css: str = ""
+
+
+@dataclass
+class Column:
+    name: str
+    category: str
+    higher_is_better: bool | None
+    description: str
+    group_start: bool = False
+    # Average-rank tables sort by rank (lower is better) whatever the metric's own direction.
+    is_rank: bool = False
+
+    @property
+    def arrow(self) -> str:
+        if self.higher_is_better is None or self.is_rank:
+            return ""
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def title(self) -> str:
+        if self.is_rank:
+            return (
+                f"Mean rank on {self.name} over the datasets (1 is best; lower is better). "
+                f"{self.description}"
+            )
+        direction = ""
+        if self.higher_is_better is not None:
+            direction = "; higher is better" if self.higher_is_better else "; lower is better"
+        return f"{self.description or self.name} ({self.category}{direction})"
+
+
+@dataclass
+class Row:
+    method: str
+    role: str
+    link: str
+    cells: list[Cell]
 
 
 @dataclass
 class Table:
+    """A sortable table: metric columns grouped by category, one row per leaderboard row."""
+
     profile: str
     dataset: str
     modality: str
-    metrics: list[dict[str, Any]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+    page: str = ""
+
+    @property
+    def groups(self) -> list[tuple[str, int]]:
+        spans: list[tuple[str, int]] = []
+        for column in self.columns:
+            if spans and spans[-1][0] == column.category:
+                spans[-1] = (column.category, spans[-1][1] + 1)
+            else:
+                spans.append((column.category, 1))
+        return spans
 
 
-def _table(frame: pd.DataFrame, profile: str, dataset: str) -> Table:
-    part = frame[(frame.profile == profile) & (frame.dataset == dataset)]
-    metrics = metric_order(part)
+def _columns(part: pd.DataFrame, descriptions: dict[str, str]) -> list[Column]:
     first = part.groupby("metric").first()
+    columns = []
+    for metric in metric_order(part):
+        hib = first.loc[metric, "higher_is_better"]
+        category = str(first.loc[metric, "category"])
+        columns.append(
+            Column(
+                metric,
+                category,
+                None if hib is None or pd.isna(hib) else bool(hib),
+                descriptions.get(metric, ""),
+                group_start=not columns or columns[-1].category != category,
+            )
+        )
+    return columns
+
+
+def leaderboard_table(
+    ranked: pd.DataFrame, profile: str, dataset: str, descriptions: dict[str, str]
+) -> Table:
+    """The (profile, dataset) leaderboard: teacher, control row, then methods; best per column."""
+    part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
+    columns = _columns(part, descriptions)
     table = Table(
-        profile,
-        dataset,
-        str(part.modality.iloc[0]),
-        [
-            {
-                "name": m,
-                "category": first.loc[m, "category"],
-                "higher_is_better": first.loc[m, "higher_is_better"],
-            }
-            for m in metrics
-        ],
+        profile, dataset, str(part.modality.iloc[0]), columns, page=dataset_page(profile, dataset)
     )
     indexed = part.set_index(["method", "metric"])
+    roles = part.groupby("method")["role"].first()
     best: dict[str, float] = {}
-    students = part[part.role != "teacher"]
-    for m in metrics:
-        column = students[students.metric == m]["mean"].dropna()
-        if len(column) and first.loc[m, "higher_is_better"] is not None:
-            best[m] = column.max() if first.loc[m, "higher_is_better"] else column.min()
+    competitors = part[part.role == "student"]
+    for column in columns:
+        values = competitors[competitors.metric == column.name]["mean"].dropna()
+        if len(values) and column.higher_is_better is not None:
+            best[column.name] = values.max() if column.higher_is_better else values.min()
     for method in method_order(part.method.unique()):
+        role = str(roles[method])
         cells = []
-        role = "student"
-        for m in metrics:
-            if (method, m) not in indexed.index:
+        for column in columns:
+            if (method, column.name) not in indexed.index:
                 cells.append(Cell("", "not measured"))
                 continue
-            row = indexed.loc[(method, m)]
-            role = row.role
+            row = indexed.loc[(method, column.name)]
             text = format_value(row["mean"])
             if not math.isnan(row["std"]):
                 text += f" ± {format_value(row['std'])}"
-            title = f"n={row['n']}; 95% CI [{format_value(row.ci95_low)}, {format_value(row.ci95_high)}]"
-            is_best = role != "teacher" and m in best and row["mean"] == best[m]
-            cells.append(Cell(text, title, is_best))
-        table.rows.append({"method": method, "role": role, "cells": cells})
+            title = (
+                f"n={row['n']}; 95% CI [{format_value(row.ci95_low)}, "
+                f"{format_value(row.ci95_high)}]"
+            )
+            css = ""
+            if not math.isnan(row["rank"]):
+                title += f"; rank {int(row['rank'])} of {int(row['rank_of'])}"
+                if column.name in best and row["mean"] == best[column.name]:
+                    css = "best"
+                elif row["rank"] == 1:
+                    css = "tied"
+            value = "" if math.isnan(row["mean"]) else repr(float(row["mean"]))
+            cells.append(Cell(text, title, value, css))
+        table.rows.append(Row(method, role, method_page(method), cells))
     return table
 
 
+def rank_table(
+    ranked: pd.DataFrame, averages: pd.DataFrame, profile: str, modality: str,
+    descriptions: dict[str, str],
+) -> Table | None:  # fmt: skip
+    """Average rank of each method per metric across the track's datasets (lower is better)."""
+    part = averages[(averages.profile == profile) & (averages.modality == modality)]
+    if part.empty:
+        return None
+    source = ranked[(ranked.profile == profile) & (ranked.modality == modality)]
+    columns = _columns(source[source.metric.isin(part.metric)], descriptions)
+    for column in columns:
+        column.higher_is_better = False
+        column.is_rank = True
+    table = Table(profile, "", modality, columns)
+    indexed = part.set_index(["method", "metric"])
+    per_dataset = source[source["rank"].notna()].groupby(["method", "metric"])
+    best = part.groupby("metric")["mean_rank"].min()
+    for method in method_order(part.method.unique()):
+        cells = []
+        for column in columns:
+            if (method, column.name) not in indexed.index:
+                cells.append(Cell("", "not ranked"))
+                continue
+            row = indexed.loc[(method, column.name)]
+            ranks = per_dataset.get_group((method, column.name))
+            detail = ", ".join(
+                f"{d} {int(r)}" for d, r in zip(ranks.dataset, ranks["rank"], strict=True)
+            )
+            cells.append(
+                Cell(
+                    f"{row.mean_rank:.2f}".rstrip("0").rstrip("."),
+                    f"mean of {int(row.n_datasets)} dataset rank(s): {detail}",
+                    repr(float(row.mean_rank)),
+                    "best" if row.mean_rank == best[column.name] else "",
+                )
+            )
+        table.rows.append(Row(method, "student", method_page(method), cells))
+    return table
+
+
+@dataclass
+class FigureRef:
+    file: str
+    caption: str
+
+
+@dataclass
+class ComparisonTable:
+    baseline: str
+    metrics: list[str]
+    rows: list[tuple[str, str, list[Cell]]]  # (method, link, cells)
+
+
+@dataclass
+class DatasetPage:
+    table: Table
+    figures: list[FigureRef]
+    comparisons: list[ComparisonTable]
+    explainer: str | None
+
+    @property
+    def has_gallery(self) -> bool:
+        return any(f.file.endswith("-gallery.png") for f in self.figures)
+
+
+def first_explainers(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(profile, dataset) → the first explainer of the profile whose agreement was measured."""
+    found: dict[tuple[str, str], str] = {}
+    for record in records:
+        key = (record["profile"], record["dataset"]["name"])
+        if key in found or record["status"] != "ok":
+            continue
+        metrics = record.get("metrics") or {}
+        budget = (record.get("budget") or {}).get("explanation") or {}
+        listed = [e for e in budget.get("explainers") or [] if f"expl_spearman_{e}" in metrics]
+        measured = sorted(
+            m.removeprefix("expl_spearman_") for m in metrics if m.startswith("expl_spearman_")
+        )
+        if listed or measured:
+            found[key] = (listed or measured)[0]
+    return found
+
+
+def _half_width(row: pd.Series | None) -> float:
+    if row is None or pd.isna(row["ci95_low"]):
+        return math.nan
+    return (row["ci95_high"] - row["ci95_low"]) / 2
+
+
+def _comparison_tables(
+    comparisons: pd.DataFrame, profile: str, dataset: str, explainer: str | None
+) -> list[ComparisonTable]:
+    part = comparisons[(comparisons.profile == profile) & (comparisons.dataset == dataset)]
+    wanted = [m.replace("{explainer}", explainer or "?") for m in HEADLINE_METRICS]
+    metrics = [m for m in wanted if m in set(part.metric)]
+    tables = []
+    for baseline in ("scratch", "kd"):
+        rows_of = part[part.baseline == baseline]
+        if rows_of.empty:
+            continue
+        indexed = rows_of.set_index(["method", "metric"])
+        rows = []
+        for method in method_order(rows_of.method.unique()):
+            cells = []
+            for metric in metrics:
+                if (method, metric) not in indexed.index:
+                    cells.append(Cell("", "not measured"))
+                    continue
+                r = indexed.loc[(method, metric)]
+                text = format_signed(r.mean_diff)
+                if not pd.isna(r.ci95_low):
+                    text += f" [{format_signed(r.ci95_low)}, {format_signed(r.ci95_high)}]"
+                title = (
+                    f"paired over seeds {r.seeds} (n={r.n}); Cohen's d_z "
+                    f"{format_value(r.cohens_dz)}; paired t-test p = {format_value(r.p_value)}"
+                )
+                cells.append(Cell(text, title, repr(float(r.mean_diff)), str(r.outcome)))
+            rows.append((method, method_page(method), cells))
+        tables.append(ComparisonTable(baseline, metrics, rows))
+    return tables
+
+
+def _mean_row(part: pd.DataFrame, method: str, metric: str) -> pd.Series | None:
+    rows = part[(part.method == method) & (part.metric == metric)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _dataset_figures(
+    ranked: pd.DataFrame,
+    seeds: pd.DataFrame,
+    records: list[dict[str, Any]],
+    results: Path,
+    out: Path,
+    profile: str,
+    dataset: str,
+    explainer: str | None,
+) -> list[FigureRef]:
+    part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
+    order = method_order(part.method.unique())
+    roles = part.groupby("method")["role"].first()
+    stem = f"figures/{slug(profile)}-{slug(dataset)}"
+    made: list[FigureRef] = []
+
+    agreement = f"expl_spearman_{explainer}" if explainer else None
+    if agreement and agreement in set(part.metric) and "accuracy" in set(part.metric):
+        points = []
+        for method in order:
+            acc, agr = _mean_row(part, method, "accuracy"), _mean_row(part, method, agreement)
+            if acc is None or agr is None or pd.isna(acc["mean"]) or pd.isna(agr["mean"]):
+                continue
+            points.append(
+                figures.Point(
+                    method,
+                    str(roles[method]),
+                    float(agr["mean"]),
+                    float(acc["mean"]),
+                    _half_width(agr),
+                    _half_width(acc),
+                )
+            )
+        floor = _mean_row(part, RANDOM_CONTROL_ROW, agreement)
+        if points:
+            figures.tradeoff_plot(
+                points,
+                agreement,
+                "accuracy",
+                out / f"{stem}-tradeoff.png",
+                floor_x=None if floor is None else float(floor["mean"]),
+            )
+            front = ", ".join(p.name for p in figures.pareto_front(
+                [p for p in points if p.role == "student"]))  # fmt: skip
+            made.append(
+                FigureRef(
+                    f"{stem}-tradeoff.png",
+                    f"Accuracy vs. explanation agreement ({agreement}), means with 95 % CI "
+                    f"half-widths; the line joins the students no other student beats on both "
+                    f"(Pareto front: {front}).",
+                )
+            )
+
+    if "concept_detectors" in set(part.metric):
+        rows = [(m, _mean_row(part, m, "concept_detectors")) for m in order]
+        rows = [(m, r) for m, r in rows if r is not None and not pd.isna(r["mean"])]
+        if rows:
+            figures.bar_chart(
+                [m for m, _ in rows],
+                [float(r["mean"]) for _, r in rows],
+                [_half_width(r) for _, r in rows],
+                [str(roles[m]) for m, _ in rows],
+                "concept detectors (units)",
+                out / f"{stem}-concepts.png",
+            )
+            made.append(
+                FigureRef(
+                    f"{stem}-concepts.png",
+                    "Concept detectors per model (network dissection), means with 95 % CI.",
+                )
+            )
+
+    spread = seeds[
+        (seeds.profile == profile) & (seeds.dataset == dataset) & (seeds.metric == "accuracy")
+    ]
+    if not spread.empty:
+        names = [m for m in order if m in set(spread.method)]
+        figures.strip_plot(
+            names,
+            [spread[spread.method == m].sort_values("seed").value.tolist() for m in names],
+            [str(roles[m]) for m in names],
+            "accuracy",
+            out / f"{stem}-seeds.png",
+        )
+        made.append(
+            FigureRef(f"{stem}-seeds.png", "Accuracy of every seed (dots) and its mean (bar).")
+        )
+
+    gallery = _gallery(records, results, profile, dataset, order)
+    if gallery is not None:
+        inputs, rows, explainer_name = gallery
+        figures.gallery(inputs, rows, explainer_name, out / f"{stem}-gallery.png")
+        made.append(
+            FigureRef(
+                f"{stem}-gallery.png",
+                f"{explainer_name} attributions of the teacher and each student (lowest seed) on "
+                "the first explained test images; each map scaled to its own largest magnitude.",
+            )
+        )
+    return made
+
+
+def _gallery(
+    records: list[dict[str, Any]], results: Path, profile: str, dataset: str, order: list[str]
+) -> tuple[np.ndarray | None, list[tuple[str, np.ndarray]], str] | None:
+    """The teacher's stored maps and inputs, then each student's maps of the same test rows."""
+    stored: dict[str, tuple[int, dict[str, Any], dict[str, Any]]] = {}
+    for record in records:
+        entry = record.get("attribution_maps")
+        if (
+            record["status"] != "ok"
+            or record["profile"] != profile
+            or record["dataset"]["name"] != dataset
+            or not isinstance(entry, dict)
+        ):
+            continue
+        name, seed = record["method"]["name"], int(record["seed"])
+        if name not in stored or seed < stored[name][0]:
+            stored[name] = (seed, record, entry)
+    if TEACHER_ROW not in stored:
+        return None
+    seed, _, reference = stored[TEACHER_ROW]
+
+    def load(name: str, seed: int, file_name: Any) -> np.ndarray | None:
+        if not isinstance(file_name, str):
+            return None
+        folder = record_path(results, profile, dataset, name, seed).parent
+        # Only a bare file name beside the record is trusted, never a path from the record.
+        return read_array(folder / Path(file_name).name)
+
+    teacher_maps = load(TEACHER_ROW, seed, reference.get("file"))
+    if teacher_maps is None:
+        return None
+    inputs = load(TEACHER_ROW, seed, reference.get("inputs_file"))
+    rows = [(TEACHER_ROW, teacher_maps)]
+    for method in order:
+        if method == TEACHER_ROW or method not in stored:
+            continue
+        seed, _, entry = stored[method]
+        if entry.get("test_index") != reference.get("test_index"):
+            continue  # another explained subset: not the same images
+        if entry.get("explainer") != reference.get("explainer"):
+            continue
+        maps = load(method, seed, entry.get("file"))
+        if maps is not None and maps.shape == teacher_maps.shape:
+            rows.append((f"{method} (seed {seed})", maps))
+    return inputs, rows, str(reference.get("explainer"))
+
+
+@dataclass
+class MethodPage:
+    name: str
+    role: str
+    description: str
+    citations: list[str]
+    params: list[tuple[str, list[tuple[str, str]]]]  # (where, [(key, value)])
+    datasets: list[tuple[str, str, str]]  # (profile, dataset, page)
+    runs: list[dict[str, Any]]
+
+    @property
+    def page(self) -> str:
+        return method_page(self.name)
+
+
+def _flatten(params: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(params, dict):
+        items: list[tuple[str, str]] = []
+        for key, value in params.items():
+            items += _flatten(
+                value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"
+            )
+        return items
+    return [(prefix.rstrip("."), str(params))]
+
+
+def _describe(name: str, base: Any, role: str) -> str:
+    if name in REFERENCE_DESCRIPTIONS and role != "student":
+        return REFERENCE_DESCRIPTIONS[name]
+    if isinstance(base, str) and base in METHODS:
+        return METHODS.get(base).describe()
+    return ""
+
+
+def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
+    """One page per leaderboard row name, from the records' `method` objects and provenance."""
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if isinstance(record.get("method"), dict) and "name" in record["method"]:
+            by_method[str(record["method"]["name"])].append(record)
+    pages = []
+    for name in method_order(by_method):
+        group = by_method[name]
+        role = str(group[0].get("role") or "student")
+        base = group[0]["method"].get("base")
+        citations = sorted(
+            {str(r["method"]["citation"]) for r in group if r["method"].get("citation")}
+        )
+        where: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
+        for r in group:
+            flat = tuple(_flatten(r["method"].get("params") or {}))
+            label = f"{r['profile']}/{r['dataset']['name']}"
+            if label not in where[flat]:
+                where[flat].append(label)
+        params = [(", ".join(labels), list(flat)) for flat, labels in where.items()]
+        datasets = sorted({(r["profile"], r["dataset"]["name"]) for r in group})
+        runs = []
+        for r in sorted(group, key=lambda r: (r["profile"], r["dataset"]["name"], r["seed"])):
+            env = r.get("environment") or {}
+            timings = r.get("timings") or {}
+            versions = env.get("versions") or {}
+            runs.append(
+                {
+                    "profile": r["profile"],
+                    "dataset": r["dataset"]["name"],
+                    "seed": r["seed"],
+                    "status": r["status"],
+                    "run_id": r["run_id"],
+                    "started": r.get("started") or "",
+                    "timings": ", ".join(
+                        f"{k} {format_value(v)} s" for k, v in timings.items() if v is not None
+                    ),
+                    "device": " / ".join(
+                        str(x) for x in (env.get("device"), env.get("gpu") or env.get("cpu")) if x
+                    ),
+                    "versions": ", ".join(
+                        f"{k} {v}"
+                        for k, v in [("python", env.get("python")), ("bench", env.get("bench"))]
+                        + list(versions.items())
+                        if v
+                    ),
+                    "git": (env.get("git_revision") or "")[:10],
+                    "error": (r.get("error") or {}).get("message", "") if r.get("error") else "",
+                }
+            )
+        pages.append(
+            MethodPage(
+                name,
+                role,
+                _describe(name, base, role),
+                citations,
+                params,
+                [(p, d, dataset_page(p, d)) for p, d in datasets],
+                runs,
+            )
+        )
+    return pages
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
+    """The claims as the template shows them: formatted effects, one row per comparison."""
+    shown = []
+    for cv in verdicts:
+        rows = []
+        for dv in cv.datasets:
+            for r in dv.results:
+                s = r.stats
+                effect = format_signed(s["mean_diff"])
+                ci = (
+                    f"[{format_signed(s['ci95_low'])}, {format_signed(s['ci95_high'])}]"
+                    if not math.isnan(s["ci95_low"])
+                    else "no CI (fewer than 2 paired seeds)"
+                )
+                rows.append(
+                    {
+                        "dataset": dv.dataset,
+                        "profile": dv.profile,
+                        "page": dataset_page(dv.profile, dv.dataset),
+                        "comparison": r.test.describe(r.metric),
+                        "effect": effect,
+                        "ci": ci,
+                        "n": s["n"],
+                        "p": format_value(s["p_value"]),
+                        "verdict": r.verdict,
+                        "dataset_verdict": dv.verdict,
+                    }
+                )
+        shown.append(
+            {"claim": cv.claim, "verdict": cv.verdict, "rows": rows, "missing": cv.missing}
+        )
+    return shown
+
+
 def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
-    """Write `results/leaderboard.{csv,json}` and `out/index.html`; returns the index path."""
+    """Write the statistics under `results/` and the site under `out`; returns `out/index.html`.
+
+    Files written to `results/`: `leaderboard.csv` (one row per profile, dataset, method, metric,
+    with `rank`), `comparisons.csv`, `average_ranks.csv`, `claims.csv`, and `leaderboard.json`
+    holding all four.
+    """
+    load_builtins()  # method descriptions come from the registry where a method is known
     records = list(iter_records(results, profile))
     frame = aggregate(records)
-    write_leaderboard(frame, results)
+    ranked = ci_ranks(frame)
+    seeds = seed_values(records)
+    comparisons = compare(seeds)
+    averages = average_ranks(ranked)
+    explainers = first_explainers(records)
+    verdicts = evaluate_all(seeds, explainers)
+    write_leaderboard(
+        ranked,
+        results,
+        {"comparisons": comparisons, "average_ranks": averages, "claims": claims_table(verdicts)},
+    )
     descriptions: dict[str, str] = {}
     for record in records:
         for name, meta in (record.get("metric_metadata") or {}).items():
             descriptions.setdefault(name, meta.get("description", ""))
-    tables = [
-        _table(frame, p, d)
-        for p, d in frame[["profile", "dataset"]].drop_duplicates().itertuples(index=False)
-    ]
+
+    tracks = []
+    pages = []
+    keys = ranked[["profile", "modality", "dataset"]].drop_duplicates()
+    for (p, modality), part in keys.groupby(["profile", "modality"], sort=True):
+        tables = []
+        for dataset in sorted(part.dataset):
+            table = leaderboard_table(ranked, p, dataset, descriptions)
+            tables.append(table)
+            explainer = explainers.get((p, dataset))
+            figs = _dataset_figures(ranked, seeds, records, results, out, p, dataset, explainer)
+            pages.append(
+                DatasetPage(
+                    table, figs, _comparison_tables(comparisons, p, dataset, explainer), explainer
+                )
+            )
+        tracks.append(
+            {
+                "profile": p,
+                "modality": modality,
+                "ranks": rank_table(ranked, averages, p, modality, descriptions),
+                "tables": tables,
+            }
+        )
+    # Tabular first, then image: the order of DESIGN's tracks.
+    tracks.sort(key=lambda t: (t["profile"], t["modality"] != "tabular", t["modality"]))
     problems = [r for r in records if r["status"] in ("failed", "diverged", "skipped")]
+    methods = method_pages(records)
+
     env = Environment(
         loader=PackageLoader("bench", "templates"),
         autoescape=select_autoescape(["html", "j2"], default=True),
     )
-    html = env.get_template("index.html.j2").render(
-        tables=tables,
-        descriptions=descriptions,
-        problems=problems,
-        n_records=len(records),
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        version=bench.__version__,
-    )
-    out.mkdir(parents=True, exist_ok=True)
+    common = {
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": bench.__version__,
+        "format_value": format_value,
+    }
     index = out / "index.html"
-    tmp = index.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(index)
+    _write(
+        index,
+        env.get_template("index.html.j2").render(
+            tracks=tracks,
+            claims=_claim_rows(verdicts),
+            problems=problems,
+            methods=methods,
+            n_records=len(records),
+            **common,
+        ),
+    )
+    dataset_template = env.get_template("dataset.html.j2")
+    for page in pages:
+        _write(out / page.table.page, dataset_template.render(page=page, **common))
+    method_template = env.get_template("method.html.j2")
+    for method in methods:
+        _write(out / method_page(method.name), method_template.render(page=method, **common))
     return index

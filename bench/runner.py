@@ -3,14 +3,21 @@
 Failures are isolated: a run that raises is recorded as `failed` (with its traceback), one whose
 loss goes non-finite as `diverged`, and the suite goes on. Finished runs whose id still matches
 the plan are skipped, so an interrupted suite resumes where it stopped.
+
+Processes may share a results folder (two `bench run`s, or the workers of `bench.executors`): a
+run's record is written only by the process holding the run's lock, which checks again, once it
+holds it, whether the run has meanwhile finished; a dataset's teacher is trained under the
+teacher's lock, so a second process waits and then loads the first one's from the cache.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,14 +32,15 @@ from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.environment import environment
 from bench.errors import DatasetUnavailable, Diverged
 from bench.explainers import ExplainSettings, explain
+from bench.locks import hold_lock, lock_path, try_lock
 from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.metrics import ScoringContext, metric_settings, score
 from bench.models import count_parameters
 from bench.planner import Plan
 from bench.profiles import Profile
 from bench.specs import RunSpec, TeacherSpec, stable_hash
-from bench.store import read_record, record_path, write_json_atomic
-from bench.teachers import Teacher, obtain_teacher
+from bench.store import read_record, record_path, write_array_atomic, write_json_atomic
+from bench.teachers import Teacher, obtain_teacher, teacher_dir
 from bench.training import TrainContext, network_logits, seed_everything
 
 log = logging.getLogger(__name__)
@@ -79,9 +87,27 @@ class RunOptions:
     data_dir: Path | None = None
 
 
+@dataclass(frozen=True)
+class DatasetStage:
+    """One dataset's share of a suite: its teacher stage, then the runs still to do."""
+
+    dataset: str
+    teacher: TeacherSpec
+    runs: list[RunSpec]
+    # Whether the teacher's reference rows (teacher, random control) are already recorded.
+    teacher_done: bool
+
+
+class Executor(Protocol):
+    """Executes dataset stages somewhere other than this process (`bench.executors`)."""
+
+    def execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]: ...
+
+
 @dataclass
 class Summary:
-    """Status counts of a suite; `done` counts runs skipped because they had finished before."""
+    """Status counts of a suite; `done` counts runs skipped because they had finished before,
+    `locked` runs left to another live process that was executing them."""
 
     counts: Counter = field(default_factory=Counter)
     seconds: float = 0.0
@@ -129,13 +155,24 @@ def teacher_run_id(spec: TeacherSpec, profile: Profile) -> str:
 
 
 class SuiteRunner:
-    """Executes a plan in this process, one run after another (the `local` executor)."""
+    """Executes a plan: in this process, one run after another (the `local` executor), or through
+    an `Executor`, whose workers call `prepare_dataset` and `run_student` themselves."""
 
-    def __init__(self, plan: Plan, options: RunOptions, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        options: RunOptions,
+        progress: Progress | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.plan = plan
         self.options = options
         self.progress = progress or SilentProgress()
+        self.executor = executor
         self.environment = environment(options.device)
+        # With --force, a record written since this moment was written by a concurrent process
+        # of the same suite: it is not redone. Workers receive the parent's value.
+        self.suite_started = time.time()
 
     # --- what is already done -------------------------------------------------------------
     def path_of(self, spec: RunSpec) -> Path:
@@ -158,10 +195,15 @@ class SuiteRunner:
         )
 
     def _is_done(self, path: Path, run_id: str) -> bool:
-        if self.options.force:
-            return False
         record = read_record(path)
-        return record is not None and record["status"] == "ok" and record["run_id"] == run_id
+        if record is None or record["status"] != "ok" or record["run_id"] != run_id:
+            return False
+        if not self.options.force:
+            return True
+        try:
+            return path.stat().st_mtime >= self.suite_started
+        except FileNotFoundError:
+            return False
 
     # --- the suite -------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -172,44 +214,115 @@ class SuiteRunner:
         ]
         summary.counts["done"] = len(self.plan.runs) - len(todo)
         self.progress.start(len(self.plan.runs), summary.counts["done"])
-        for dataset in self.plan.datasets():
-            runs = [spec for spec in todo if spec.dataset == dataset]
-            teacher_spec = self.plan.teachers[dataset]
-            reference_id = teacher_run_id(teacher_spec, self.plan.profile)
-            teacher_done = all(
-                self._is_done(path, reference_id)
-                for path in (self.teacher_path(teacher_spec), self.control_path(teacher_spec))
-            )
-            if runs or not teacher_done:
-                for status in self._run_dataset(dataset, teacher_spec, runs, teacher_done):
-                    summary.counts[status] += 1
+        stages = self.dataset_stages(todo)
+        if self.executor is not None:
+            statuses = self.executor.execute(self, stages)
+        else:
+            statuses = [status for stage in stages for status in self._run_dataset(stage)]
+        for status in statuses:
+            summary.counts[status] += 1
         summary.seconds = time.perf_counter() - started
         return summary
 
-    def _run_dataset(
-        self, dataset: str, teacher_spec: TeacherSpec, runs: list[RunSpec], teacher_done: bool
-    ) -> list[str]:
-        entry = DATASETS.get(dataset)
+    def dataset_stages(self, todo: list[RunSpec]) -> list[DatasetStage]:
+        """The datasets with runs to do or reference rows to score, in plan order."""
+        stages = []
+        for dataset in self.plan.datasets():
+            runs = [spec for spec in todo if spec.dataset == dataset]
+            teacher_spec = self.plan.teachers[dataset]
+            teacher_done = self._reference_done(teacher_spec)
+            if runs or not teacher_done:
+                stages.append(DatasetStage(dataset, teacher_spec, runs, teacher_done))
+        return stages
+
+    def _reference_done(self, spec: TeacherSpec) -> bool:
+        reference_id = teacher_run_id(spec, self.plan.profile)
+        return all(
+            self._is_done(path, reference_id)
+            for path in (self.teacher_path(spec), self.control_path(spec))
+        )
+
+    def _run_dataset(self, stage: DatasetStage) -> list[str]:
+        prepared = self.prepare_dataset(stage)
+        if isinstance(prepared, list):
+            return prepared
+        bundle, teacher = prepared
+        return [self.run_student(spec, bundle, teacher) for spec in stage.runs]
+
+    def prepare_dataset(self, stage: DatasetStage) -> tuple[DatasetBundle, Teacher] | list[str]:
+        """Load the data and obtain the teacher, scoring its reference rows if they are missing.
+
+        Returns the data and the teacher; or, when either cannot be had, the statuses of the
+        stage's runs, whose records then say why (`skipped` for unavailable data, else `failed`).
+        """
+        entry = DATASETS.get(stage.dataset)
         try:
-            self.progress.stage(dataset, "loading data")
+            self.progress.stage(stage.dataset, "loading data")
             bundle = entry.load(DatasetLoaderOptions(data_dir=self.options.data_dir))
         except DatasetUnavailable as exc:
-            log.warning("dataset %s unavailable: %s", dataset, exc)
-            return [self._write_unrun(spec, "skipped", exc, None) for spec in runs]
+            log.warning("dataset %s unavailable: %s", stage.dataset, exc)
+            return [self.record_unrun(spec, "skipped", exc, None) for spec in stage.runs]
         except Exception as exc:
-            return [self._write_unrun(spec, "failed", exc, "loading the dataset") for spec in runs]
+            return [
+                self.record_unrun(spec, "failed", exc, "loading the dataset") for spec in stage.runs
+            ]
 
         try:
-            self.progress.stage(dataset, "teacher")
-            teacher = obtain_teacher(
-                teacher_spec, bundle, self.options.results, self.options.device
-            )
-            if not teacher_done:
-                self._score_teacher(teacher, bundle)
+            self.progress.stage(stage.dataset, "teacher")
+            teacher = self.teacher_stage(stage.teacher, bundle, stage.teacher_done)
         except Exception as exc:
-            log.error("teacher of %s failed: %s", dataset, exc)
-            return [self._write_unrun(spec, "failed", exc, "the teacher stage") for spec in runs]
-        return [self._run_one(spec, bundle, teacher) for spec in runs]
+            log.error("teacher of %s failed: %s", stage.dataset, exc)
+            return [
+                self.record_unrun(spec, "failed", exc, "the teacher stage") for spec in stage.runs
+            ]
+        return bundle, teacher
+
+    def teacher_stage(
+        self, spec: TeacherSpec, bundle: DatasetBundle, teacher_done: bool
+    ) -> Teacher:
+        """The dataset's teacher, trained at most once however many processes need it: under
+        the teacher's lock a second process waits, then loads the first one's from the cache."""
+        folder = teacher_dir(self.options.results, spec)
+        with hold_lock(lock_path(folder)):
+            # Staging folders of a training that was killed: no one else is training it now.
+            for stale in folder.parent.glob(f".{spec.key}.*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            teacher = obtain_teacher(spec, bundle, self.options.results, self.options.device)
+            if not teacher_done and not self._reference_done(spec):
+                self._score_teacher(teacher, bundle)
+        return teacher
+
+    def run_student(self, spec: RunSpec, bundle: DatasetBundle, teacher: Teacher) -> str:
+        """Train and score one run and write its record, unless another process has it."""
+        return self._locked(spec, lambda: self._run_one(spec, bundle, teacher))
+
+    def record_unrun(
+        self,
+        spec: RunSpec,
+        status: str,
+        exc: BaseException,
+        stage: str | None,
+        lock_wait: float = 0.0,
+    ) -> str:
+        """Record a run that could not execute (`skipped` or `failed`, with `exc` as the reason).
+
+        `lock_wait`: seconds to wait for the run's lock, when its holder is known to be ending.
+        """
+        return self._locked(spec, lambda: self._write_unrun(spec, status, exc, stage), lock_wait)
+
+    def _locked(self, spec: RunSpec, work: Callable[[], str], lock_wait: float = 0.0) -> str:
+        """Do `work`, which writes the run's record, holding the run's lock.
+
+        A run whose lock another live process holds is left to it (`locked`); one that finished
+        while this process was busy with others is not redone (`done`).
+        """
+        path = self.path_of(spec)
+        with try_lock(lock_path(path), wait=lock_wait) as held:
+            if held and not self._is_done(path, spec.run_id):
+                return work()
+        status = "done" if held else "locked"
+        self.progress.finished(spec.label, status, 0.0)
+        return status
 
     # --- records ---------------------------------------------------------------------------
     def _base_record(self, spec: RunSpec, bundle: DatasetBundle | None) -> dict[str, Any]:
@@ -291,6 +404,7 @@ class SuiteRunner:
             if not np.isfinite(scoring.logits).all():
                 raise Diverged("the trained student outputs non-finite logits")
             record["metrics"], record["metric_metadata"] = score(scoring)
+            record["attribution_maps"] = save_attribution_maps(self.path_of(spec), scoring)
             timings["score"] = time.perf_counter() - started - timings["train"]
             record["status"] = "ok"
         except Diverged as exc:
@@ -321,7 +435,9 @@ class SuiteRunner:
         metrics, metadata = score(scoring)
         info = {k: v for k, v in teacher.info.items() if k != "history"}
         record = self._reference_record(spec, bundle, TEACHER_ROW, metrics, metadata)
+        maps = save_attribution_maps(self.teacher_path(spec), scoring, with_inputs=True)
         record.update(
+            attribution_maps=maps,
             role="teacher",
             method={"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings},
             teacher={**spec.as_dict(), **info},
@@ -391,6 +507,39 @@ class SuiteRunner:
             "ended": now,
             "error": None,
         }
+
+
+GALLERY_SAMPLES = 4
+
+
+def save_attribution_maps(
+    record_file: Path, scoring: ScoringContext, with_inputs: bool = False
+) -> dict[str, Any] | None:
+    """Keep the first explained test samples' attributions beside an image run's record.
+
+    The report's gallery puts the teacher's and each student's maps of the same test images side
+    by side; the scored attributions are already computed (and cached by `scoring`), so this costs
+    only a small `.npy` file (`seed<k>.maps.npy`, float32, the explainer's output shape). The
+    teacher also keeps the images themselves (`seed<k>.inputs.npy`), so the report needs no data.
+    Tables have no picture to show: None.
+    """
+    if scoring.bundle.modality != "image" or not scoring.explanation:
+        return None
+    explainer = scoring.explanation.explainers[0]
+    index = scoring.explain_index[:GALLERY_SAMPLES]
+    maps = np.asarray(scoring.attributions(explainer)[:GALLERY_SAMPLES], dtype=np.float32)
+    maps_file = record_file.with_suffix(".maps.npy")
+    write_array_atomic(maps_file, maps)
+    entry: dict[str, Any] = {
+        "explainer": explainer,
+        "test_index": [int(i) for i in index],
+        "file": maps_file.name,
+    }
+    if with_inputs:
+        inputs_file = record_file.with_suffix(".inputs.npy")
+        write_array_atomic(inputs_file, np.asarray(scoring.explain_x[:GALLERY_SAMPLES], np.float32))
+        entry["inputs_file"] = inputs_file.name
+    return entry
 
 
 def _error(exc: BaseException, stage: str | None) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "dataset", "method", "seed", "profile")
@@ -74,3 +76,29 @@ def iter_records(results: Path, profile: str | None = None) -> Iterator[dict[str
         record = read_record(path)
         if record is not None:
             yield record
+
+
+def write_array_atomic(path: Path, array: np.ndarray) -> None:
+    """Save one numeric array as `.npy` the way records are written: temp file, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_array(path: Path) -> np.ndarray | None:
+    """The array saved at `path` (never unpickling), or None with a warning when unreadable."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("skipping unreadable array %s: %s", path, exc)
+        return None

@@ -7,6 +7,9 @@ DataLoader worker overhead; model selection only ever looks at the validation sp
 from __future__ import annotations
 
 import copy
+import functools
+import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -84,7 +87,7 @@ class TrainContext:
 
         Returns the model with the weights of its best validation-accuracy epoch, in eval mode;
         `extra` is trained alongside but neither returned nor selected on.
-        Raises `Diverged` on the first non-finite loss.
+        Raises `Diverged` at the end of the first epoch with a non-finite loss.
         """
         model.to(self.device)
         # One container so that the optimiser and train/eval switches reach both.
@@ -96,22 +99,23 @@ class TrainContext:
         for epoch in range(self.budget.epochs):
             self.epoch = epoch
             trained.train()
-            sums: dict[str, float] = {}
-            steps = 0
+            logged: list[dict[str, torch.Tensor]] = []
             for batch in self.batches():
                 terms = step_loss(batch)
-                total = torch.stack(list(terms.values())).sum()
-                if not torch.isfinite(total):
-                    bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-                    raise Diverged(f"non-finite loss at epoch {epoch}: terms {bad}")
+                total = functools.reduce(operator.add, terms.values())
                 optimiser.zero_grad(set_to_none=True)
                 total.backward()
                 optimiser.step()
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-                steps += 1
-            for key, value in sums.items():
-                self.history.setdefault(f"loss/{key}", []).append(value / steps)
+                # Kept where they are and read once per epoch: reading a loss (or testing it for
+                # NaN) at every step would make the CPU wait for the device at every step.
+                logged.append({key: value.detach() for key, value in terms.items()})
+            means = _epoch_means(logged)
+            bad = [key for key, value in means.items() if not math.isfinite(value)]
+            if bad:
+                # NaN propagates into the mean: a non-finite step anywhere in the epoch shows.
+                raise Diverged(f"non-finite loss at epoch {epoch}: terms {bad}")
+            for key, value in means.items():
+                self.history.setdefault(f"loss/{key}", []).append(value)
             accuracy = self.validation_accuracy(model)
             self.history.setdefault("val_accuracy", []).append(accuracy)
             if accuracy > best_accuracy:
@@ -130,6 +134,16 @@ class TrainContext:
             logits = model(self.x_val[start : start + EVAL_BATCH])
             correct += int((logits.argmax(1) == self.y_val[start : start + EVAL_BATCH]).sum())
         return correct / len(self.y_val)
+
+
+def _epoch_means(logged: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Each loss term's mean over an epoch's steps, read from the device in one transfer."""
+    keys = list(dict.fromkeys(key for terms in logged for key in terms))
+    if not keys:
+        return {}
+    stacked = [torch.stack([terms[key] for terms in logged if key in terms]) for key in keys]
+    means = torch.stack([values.float().mean() for values in stacked]).tolist()
+    return dict(zip(keys, means, strict=True))
 
 
 @torch.no_grad()

@@ -1,20 +1,27 @@
-"""The leaderboard CSV and the first report page: correct numbers, teacher row, escaped strings."""
+"""The leaderboard exports and the static site: numbers, ranks, claims, pages, figures, escaping."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from markupsafe import escape
 
 from bench.cli import main
-from bench.leaderboard import aggregate, t_interval
+from bench.data import DATASETS, DatasetLoaderOptions
+from bench.leaderboard import COLUMNS, aggregate, t_interval
+from bench.method import METHODS
 from bench.report import render_report
 from bench.store import iter_records
+from tests.recordkit import make_record, seeded, write_records
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +70,10 @@ def test_t_interval_by_hand() -> None:
 def test_index_has_a_table_per_dataset_with_teacher_row(two_seeds: Path, tmp_path: Path) -> None:
     index = render_report(two_seeds, tmp_path / "site")
     html = index.read_text()
-    assert "<h2>wine" in html
-    assert '<tr class="teacher"><td class="method">teacher</td>' in html
+    assert '">wine <span class="cat">' in html
+    assert '<tr class="teacher reference"><td class="method" data-value="teacher">' in html
     for method in ("scratch", "label_smoothing", "kd"):
-        assert f'<td class="method">{method}</td>' in html
+        assert f'<a href="method-{method}.html">{method}</a></td>' in html
     frame = aggregate(iter_records(two_seeds))
     acc = frame[(frame.method == "kd") & (frame.metric == "accuracy")].iloc[0]
     assert f"{acc['mean']:.4g} ± {acc['std']:.4g}" in html
@@ -83,6 +90,12 @@ def test_markup_in_names_is_escaped(two_seeds: Path, tmp_path: Path) -> None:
     html = render_report(results, tmp_path / "site").read_text()
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # Its own page too: a file name made safe, the name shown as text.
+    pages = list((tmp_path / "site").glob("method-*.html"))
+    assert all(re.fullmatch(r"method-[A-Za-z0-9_.-]+\.html", p.name) for p in pages)
+    for page in pages:
+        assert "<script>alert(1)</script>" not in page.read_text()
+    assert any("&lt;script&gt;alert(1)&lt;/script&gt;" in p.read_text() for p in pages)
 
 
 def test_corrupt_and_foreign_files_are_skipped_with_a_warning(
@@ -94,4 +107,188 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning(
     with caplog.at_level(logging.WARNING):
         html = render_report(results, tmp_path / "site").read_text()
     assert "kd/seed0.json" in caplog.text and "notes.json" in caplog.text
-    assert '<td class="method">kd</td>' in html  # seed 1 still counts
+    assert '<a href="method-kd.html">kd</a></td>' in html  # seed 1 still counts
+
+
+def test_exports_keep_the_leaderboard_columns_and_add_ranks_and_comparisons(
+    two_seeds: Path, tmp_path: Path
+) -> None:
+    render_report(two_seeds, tmp_path / "site")
+    table = pd.read_csv(two_seeds / "leaderboard.csv")
+    assert list(table.columns[: len(COLUMNS)]) == COLUMNS
+    assert {"rank", "rank_of"} <= set(table.columns)
+    students = table[table.role == "student"]
+    assert students["rank"].notna().any() and table[table.role != "student"]["rank"].isna().all()
+
+    comparisons = pd.read_csv(two_seeds / "comparisons.csv")
+    row = comparisons[
+        (comparisons.method == "kd")
+        & (comparisons.baseline == "scratch")
+        & (comparisons.metric == "log_loss")
+    ].iloc[0]
+    loss = {
+        (m, s): json.loads((two_seeds / f"runs/smoke/wine/{m}/seed{s}.json").read_text())[
+            "metrics"
+        ]["log_loss"]
+        for m in ("kd", "scratch")
+        for s in (0, 1)
+    }
+    diffs = np.array([loss["kd", s] - loss["scratch", s] for s in (0, 1)])
+    t = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(2))
+    assert row["n"] == 2 and row["mean_diff"] == pytest.approx(diffs.mean())
+    assert row["cohens_dz"] == pytest.approx(diffs.mean() / diffs.std(ddof=1))
+    # Two pairs: the t statistic has 1 degree of freedom, p = 1 − 2·atan(|t|)/π.
+    assert row["p_value"] == pytest.approx(1 - 2 * math.atan(abs(t)) / math.pi, rel=1e-6)
+    assert set(comparisons.baseline) == {"scratch", "kd"}
+
+    exported = json.loads((two_seeds / "leaderboard.json").read_text())
+    assert set(exported) == {"rows", "comparisons", "average_ranks", "claims"}
+    assert len(exported["comparisons"]) == len(comparisons)
+    assert (two_seeds / "average_ranks.csv").exists() and (two_seeds / "claims.csv").exists()
+
+
+def method_cells(html: str, dataset: str) -> list[str]:
+    """The row names of one dataset's leaderboard table on the index, top to bottom."""
+    start = html.index(f'">{dataset} <span class="cat">')
+    table = html[start : html.index("</table>", start)]
+    return re.findall(r'<td class="method" data-value="([^"]*)">', table)
+
+
+def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> None:
+    html = render_report(two_seeds, tmp_path / "site").read_text()
+    assert method_cells(html, "wine") == [
+        "teacher", "random_explainer", "scratch", "label_smoothing", "kd",
+    ]  # fmt: skip
+    assert 'id="track-smoke-tabular"' in html and "Average rank across" in html
+    assert 'class="sortable leaderboard"' in html and 'data-first="descending"' in html
+    # None of the claims' methods or metrics are in these records: each says so, none vanishes.
+    assert html.count('<span class="verdict v-not-measured">not measured</span>') == 3
+    assert "concept detectors than students trained from scratch" in html
+    assert "no records with metric concept_detectors" in html
+
+
+class Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.targets.append(value)
+
+
+def test_every_page_is_offline_and_its_links_resolve(two_seeds: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    render_report(two_seeds, site)
+    pages = sorted(site.glob("*.html"))
+    names = {p.name for p in pages}
+    assert {
+        "index.html",
+        "dataset-smoke-wine.html",
+        "method-kd.html",
+        "method-teacher.html",
+    } <= names
+    for page in pages:
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text, page.name
+        parser = Links()
+        parser.feed(text)
+        for target in parser.targets:
+            assert not target.startswith("//"), (page.name, target)
+            local = target.split("#")[0]
+            if local:
+                assert (site / local).is_file(), (page.name, target)
+
+
+def test_dataset_page_has_figures_and_paired_comparisons(two_seeds: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    render_report(two_seeds, site)
+    html = (site / "dataset-smoke-wine.html").read_text()
+    for kind in ("tradeoff", "seeds"):
+        figure = site / "figures" / f"smoke-wine-{kind}.png"
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'src="figures/smoke-wine-{kind}.png"' in html
+    assert "Pareto front:" in html and "expl_spearman_ig" in html
+    assert "<h3>vs. scratch</h3>" in html and "<h3>vs. kd</h3>" in html
+    assert "Cohen&#39;s d_z" in html
+
+
+def test_method_page_has_description_citation_params_and_provenance(
+    two_seeds: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    render_report(two_seeds, site)
+    html = (site / "method-kd.html").read_text()
+    assert str(escape(METHODS.get("kd").describe())) in html
+    record = json.loads((two_seeds / "runs/smoke/wine/kd/seed1.json").read_text())
+    assert str(escape(record["method"]["citation"])) in html
+    assert "<td>temperature</td><td>4.0</td>" in html
+    for seed in (0, 1):
+        run = json.loads((two_seeds / f"runs/smoke/wine/kd/seed{seed}.json").read_text())
+        assert f"<code>{run['run_id']}</code>" in html
+    revision = record["environment"]["git_revision"]
+    if revision:
+        assert f"<code>{revision[:10]}</code>" in html
+    assert "torch " + record["environment"]["versions"]["torch"] in html
+    teacher = (site / "method-teacher.html").read_text()
+    assert "Reference row" in teacher and "num_leaves" in teacher
+
+
+def test_concept_detector_claim_and_bar_chart_from_records(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    image = {"modality": "image", "explainers": ("gradcam",)}
+    write_records(
+        results,
+        [
+            make_record("p", "shapes", "teacher", 0, {"concept_detectors": 30}, role="teacher",
+                        **image),
+            *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 11, 12]}, **image),
+            *seeded("p", "shapes", "kd", {"concept_detectors": [15, 17, 16]}, **image),
+            *seeded("p", "shapes", "label_smoothing", {"concept_detectors": [7, 8, 8]}, **image),
+        ],
+    )  # fmt: skip
+    site = tmp_path / "site"
+    html = render_report(results, site).read_text()
+    claims = pd.read_csv(results / "claims.csv")
+    concept = claims[claims.claim == "kd_concept_detectors"]
+    assert set(concept.test_verdict) == {"supported"} and set(concept.verdict) == {"supported"}
+    kd = concept[concept.method == "kd"].iloc[0]
+    assert kd.mean_diff == pytest.approx(5.0)  # d = [5, 6, 4]
+    assert "kd &gt; scratch on concept_detectors" in html
+    assert '<span class="verdict v-supported">supported</span>' in html
+    assert (site / "figures/p-shapes-concepts.png").read_bytes()[:4] == b"\x89PNG"
+    page = (site / "dataset-p-shapes.html").read_text()
+    assert "Concept detectors per model" in page
+    assert "No attribution gallery" in page  # hand-written records store no maps
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("digits")
+    args = ["run", "--profile", "smoke", "--dataset", "digits", "--method", "scratch"]
+    assert main([*args, "--seeds", "0", "--results", str(results)]) == 0
+    return results
+
+
+def test_image_runs_keep_attribution_maps_for_the_gallery(digits_run: Path, tmp_path: Path) -> None:
+    folder = digits_run / "runs/smoke/digits"
+    teacher = json.loads((folder / "teacher/seed0.json").read_text())
+    student = json.loads((folder / "scratch/seed0.json").read_text())
+    entry = teacher["attribution_maps"]
+    assert entry["explainer"] == teacher["budget"]["explanation"]["explainers"][0]
+    assert student["attribution_maps"]["test_index"] == entry["test_index"]
+    assert len(entry["test_index"]) == 4
+    maps = np.load(folder / "teacher" / entry["file"], allow_pickle=False)
+    student_maps = np.load(folder / "scratch/seed0.maps.npy", allow_pickle=False)
+    assert maps.shape[0] == 4 and maps.shape[-2:] == (8, 8) and maps.dtype == np.float32
+    assert student_maps.shape == maps.shape and not np.allclose(student_maps, maps)
+    inputs = np.load(folder / "teacher" / entry["inputs_file"], allow_pickle=False)
+    bundle = DATASETS.get("digits").load(DatasetLoaderOptions())
+    np.testing.assert_array_equal(inputs, bundle.test.x[entry["test_index"]])
+
+    site = tmp_path / "site"
+    render_report(digits_run, site)
+    assert (site / "figures/smoke-digits-gallery.png").read_bytes()[:4] == b"\x89PNG"
+    page = (site / "dataset-smoke-digits.html").read_text()
+    assert 'src="figures/smoke-digits-gallery.png"' in page and "No attribution gallery" not in page

@@ -1,0 +1,87 @@
+"""Planning a suite whose 1 000 runs have all finished: what `run --all` costs the second time.
+
+Run: python -m pytest benchmarks/bench_planning.py --benchmark-only -q
+The default profile with 36 seeds plans 1 008 runs; every one has a finished record, written by
+the real writer with a realistic body (metrics, metadata, a 60-epoch loss history), and so have
+the teachers' reference rows. The benchmark expands the plan and has the runner decide that
+nothing is left to do, reading every record: all `run --all` does before it exits (Python's
+start-up and imports aside). Target: under a second.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import registry
+from bench.method import RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.planner import Selection, make_plan
+from bench.runner import RunOptions, SuiteRunner, teacher_run_id
+from bench.store import record_path, write_json_atomic
+
+registry.load_plugins()
+SEEDS = tuple(range(36))
+EPOCHS = 60
+
+
+def finished_record(runner: SuiteRunner, spec) -> dict:
+    record = runner._base_record(spec, None)
+    metrics = {f"metric_{i}": 0.5 + i / 100 for i in range(40)}
+    record.update(
+        status="ok",
+        metrics=metrics,
+        metric_metadata={
+            name: {
+                "category": "prediction",
+                "higher_is_better": True,
+                "measures_time": False,
+                "description": "a sentence saying what the metric measures and on which samples",
+                "settings": {"explainer": "ig", "n_explain": 512, "target": "true class"},
+            }
+            for name in metrics
+        },
+        training={
+            "best_epoch": EPOCHS - 1,
+            "history": {
+                key: [1.0 / (e + 1) for e in range(EPOCHS)]
+                for key in ("loss/ce", "loss/kd", "val_accuracy")
+            },
+        },
+        timings={"train": 1.0, "score": 1.0, "total": 2.0},
+    )
+    return record
+
+
+@pytest.fixture(scope="module")
+def finished_suite(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    selection = Selection(profile="default", seeds=SEEDS)
+    plan = make_plan(selection)
+    assert len(plan.runs) >= 1000
+    options = RunOptions(results=results, device=torch.device("cpu"))
+    runner = SuiteRunner(plan, options)
+    for spec in plan.runs:
+        write_json_atomic(runner.path_of(spec), finished_record(runner, spec))
+    for spec in plan.teachers.values():
+        for row in (TEACHER_ROW, RANDOM_CONTROL_ROW):
+            path = record_path(results, plan.profile.name, spec.dataset, row, spec.seed)
+            reference = {
+                **finished_record(runner, plan.runs[0]),
+                "run_id": teacher_run_id(spec, plan.profile),
+            }
+            write_json_atomic(path, reference)
+    return selection, options, len(plan.runs)
+
+
+def plan_and_skip(selection: Selection, options: RunOptions):
+    return SuiteRunner(make_plan(selection), options).run()
+
+
+@pytest.mark.benchmark(group="planning")
+def test_plan_a_suite_of_1000_finished_runs(benchmark, finished_suite) -> None:
+    selection, options, n_runs = finished_suite
+    summary = benchmark.pedantic(
+        plan_and_skip, args=(selection, options), rounds=5, warmup_rounds=1
+    )
+    assert summary.counts == {"done": n_runs}  # nothing retrained, no teacher stage
+    benchmark.extra_info["runs"] = n_runs
