@@ -39,7 +39,13 @@ from bench.models import count_parameters
 from bench.planner import Plan
 from bench.profiles import Profile
 from bench.specs import RunSpec, TeacherSpec, stable_hash
-from bench.store import read_record, record_path, write_array_atomic, write_json_atomic
+from bench.store import (
+    read_record,
+    record_path,
+    remove_temporaries,
+    write_array_atomic,
+    write_json_atomic,
+)
 from bench.teachers import Teacher, obtain_teacher, teacher_dir
 from bench.training import TrainContext, network_logits, seed_everything
 
@@ -289,6 +295,8 @@ class SuiteRunner:
                 shutil.rmtree(stale, ignore_errors=True)
             teacher = obtain_teacher(spec, bundle, self.options.results, self.options.device)
             if not teacher_done and not self._reference_done(spec):
+                for path in (self.teacher_path(spec), self.control_path(spec)):
+                    remove_temporaries(path)
                 self._score_teacher(teacher, bundle)
         return teacher
 
@@ -319,6 +327,7 @@ class SuiteRunner:
         path = self.path_of(spec)
         with try_lock(lock_path(path), wait=lock_wait) as held:
             if held and not self._is_done(path, spec.run_id):
+                remove_temporaries(path)
                 return work()
         status = "done" if held else "locked"
         self.progress.finished(spec.label, status, 0.0)

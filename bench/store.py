@@ -39,6 +39,17 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def remove_temporaries(path: Path) -> None:
+    """Delete the temporary files a killed writer left for `path`'s run (record, maps).
+
+    Only the holder of the run's lock may call this: it is then the only writer of those files.
+    `seed1.json` owns `.seed1.*.tmp`, not `.seed10.*.tmp`.
+    """
+    stem = path.name.split(".")[0]
+    for stale in path.parent.glob(f".{stem}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(payload), indent=2, sort_keys=False, allow_nan=False)

@@ -35,3 +35,13 @@ def test_read_record_refuses_foreign_json(tmp_path: Path) -> None:
     path.write_text("[1, 2]")
     assert read_record(path) is None
     assert read_record(tmp_path / "absent.json") is None
+
+
+def test_temporaries_of_a_killed_writer_are_removed_for_that_run_only(tmp_path: Path) -> None:
+    from bench.store import remove_temporaries
+
+    for name in (".seed1.json.abc.tmp", ".seed1.maps.npy.def.tmp", ".seed10.json.ghi.tmp"):
+        (tmp_path / name).write_text("half")
+    (tmp_path / "seed1.json").write_text("{}")
+    remove_temporaries(tmp_path / "seed1.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".seed10.json.ghi.tmp", "seed1.json"]
