@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -215,6 +215,21 @@ def stratified_splits(
         Split(x_train.astype(np.float32), y_train.astype(np.int64)),
         Split(x_val.astype(np.float32), y_val.astype(np.int64)),
         Split(x_test.astype(np.float32), y_test.astype(np.int64)),
+    )
+
+
+def sklearn_table(name: str, version: str, raw: Any) -> DatasetBundle:
+    """A bundle from one of scikit-learn's bundled tables: stratified splits, standardised."""
+    train, val, test = standardise(*stratified_splits(raw.data, raw.target))
+    return DatasetBundle(
+        name=name,
+        version=version,
+        modality="tabular",
+        train=train,
+        val=val,
+        test=test,
+        class_names=tuple(str(c) for c in raw.target_names),
+        feature_names=tuple(raw.feature_names),
     )
 
 

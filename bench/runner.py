@@ -32,6 +32,7 @@ from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.environment import environment
 from bench.errors import DatasetUnavailable, Diverged
 from bench.explainers import ExplainSettings, explain
+from bench.leaderboard import CATEGORY_ORDER
 from bench.locks import hold_lock, lock_path, try_lock
 from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.metrics import ScoringContext, metric_settings, score
@@ -53,14 +54,7 @@ log = logging.getLogger(__name__)
 
 # The control row has no predictions of its own: only its explanations are scored.
 CONTROL_CATEGORIES = frozenset(
-    {
-        "explanation",
-        "quantus_faithfulness",
-        "quantus_robustness",
-        "quantus_complexity",
-        "quantus_randomisation",
-        "quantus_localisation",
-    }
+    c for c in CATEGORY_ORDER if c == "explanation" or c.startswith("quantus_")
 )
 
 
