@@ -364,7 +364,9 @@ def tally_iou(
                 annotated = annotated | (shown > 0)
                 onehot = onehot.float()
                 concept_area[present] += onehot.sum((0, 2)).double()
-                intersection[:, present] += torch.einsum("bup,bkp->uk", binary, onehot).double()
+                # Σ_b binary_b · onehot_bᵀ: a batched product, faster here than the equivalent einsum.
+                per_image = torch.bmm(binary, onehot.transpose(1, 2))  # (B, U, k)
+                intersection[:, present] += per_image.sum(0).double()
             unit_area += binary.sum(2).double().T @ annotated.double()
     union = unit_area[:, concept_category] + concept_area[None, :] - intersection
     iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union))

@@ -1,8 +1,10 @@
 """What dissection costs next to a plain forward pass over the same concept_shapes probe.
 
 Run: python -m pytest benchmarks/bench_dissection.py --benchmark-only -q
-Dissection makes two forward passes (quantiles, then the tally) plus upsampling and the
-intersection products, so a ratio near 2-3 means the tally itself is cheap.
+Dissection makes two forward passes (quantiles, then the tally) plus, per batch, bilinear
+upsampling of every unit's map to 32x32, binarisation and the intersection products. Measured on
+2 CPU cores: forward 129 ms, dissection 545-600 ms for the 500-image probe (ratio about 4.3);
+upsampling and binarising the (100, 64, 32, 32) maps are most of the difference.
 """
 
 from __future__ import annotations

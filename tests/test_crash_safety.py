@@ -6,6 +6,7 @@ These tests start real `python -m bench` processes and kill them for real.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -222,3 +223,28 @@ def test_the_loser_of_a_teacher_race_uses_the_winners_teacher(tmp_path: Path) ->
     assert loser.info["train_seconds"] == winner.info["train_seconds"]
     assert (model.stat().st_mtime_ns, model.read_bytes()) == before
     assert [p.name for p in folder.parent.iterdir()] == [spec.key]  # its staging folder is gone
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(tmp_path: Path) -> None:
+    args = (*SUITE, "--jobs", "2", "--results", tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    wait_for(lambda: len(student_records(tmp_path)) >= 1, "the first finished run")
+    workers = children_of(process.pid)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole group gets SIGINT
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted: finished runs are kept" in err
+    assert "Traceback" not in err
+    wait_for(lambda: not any(alive(pid) for pid in workers), "the workers to stop", timeout=30)
+    kept = student_records(tmp_path)
+    rerun = finish(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert counts(rerun.stdout) == {"done": len(kept), "ok": STUDENT_RUNS - len(kept)}
+    assert leftovers(tmp_path) == []

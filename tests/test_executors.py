@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -165,3 +166,37 @@ def test_unknown_executor_lists_the_valid_ones(capsys) -> None:
         main(["run", "--all", "--executor", "slurm"])
     assert exit_info.value.code == 2
     assert "choose from 'local', 'process', 'ray'" in capsys.readouterr().err
+
+
+HEAD = """
+import sys, ray
+ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test closes our stdin
+ray.shutdown()
+"""
+
+
+def test_ray_executor_joins_a_running_cluster(
+    cli, tmp_path: Path, ray_session: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ray 2.5x+ issues a per-cluster token; a test cluster on one machine needs none.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert head.stdout is not None
+        address = head.stdout.readline().strip()
+        assert address, "the test cluster did not start"
+        result = cli(
+            "run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch", "kd",
+            "--ray-address", address, "--results", tmp_path,
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        assert "2 runs (2 ok)" in result.out
+        records = read_records(tmp_path)
+        assert records["smoke/wine/kd/seed0.json"]["status"] == "ok"
+        assert head.poll() is None  # leaving the cluster did not stop it
+    finally:
+        head.communicate(timeout=60)  # closes its stdin: it shuts its cluster down

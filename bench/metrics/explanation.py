@@ -19,15 +19,21 @@ TOP_FRACTION = 0.2
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
-    return a.reshape(len(a), -1).astype(np.float64)
+    # In their own dtype: ranks, orderings and top-k sets need no float64 copy of the maps.
+    return a.reshape(len(a), -1)
+
+
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each row's dot product, accumulated in float64 without an (n, features) temporary."""
+    return np.einsum("ij,ij->i", a, b, dtype=np.float64)
 
 
 def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    denominator = np.sqrt(_row_dot(a, a) * _row_dot(b, b))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (a * b).sum(1) / denominator, np.nan)
+        return np.where(denominator > 0, _row_dot(a, b) / denominator, np.nan)
 
 
 def spearman_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -37,9 +43,9 @@ def spearman_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = _rows(a), _rows(b)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    norms = np.sqrt(_row_dot(a, a) * _row_dot(b, b))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, (a * b).sum(1) / norms, np.nan)
+        return np.where(norms > 0, _row_dot(a, b) / norms, np.nan)
 
 
 def top_k_intersection_per_sample(
