@@ -53,10 +53,10 @@ def remove_temporaries(path: Path) -> None:
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(payload), indent=2, sort_keys=False, allow_nan=False)
-    _write_atomic(path, lambda handle: handle.write(text.encode() + b"\n"))
+    write_atomic(path, lambda handle: handle.write(text.encode() + b"\n"))
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Temp file in the same folder, fsync, rename: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -97,7 +97,7 @@ def iter_records(results: Path, profile: str | None = None) -> Iterator[dict[str
 
 def write_array_atomic(path: Path, array: np.ndarray) -> None:
     """Save one numeric array as `.npy` the way records are written: temp file, fsync, rename."""
-    _write_atomic(
+    write_atomic(
         path, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
     )
 
