@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 # Bumped whenever the meaning of a record's fields changes: it is part of every run id, so a
 # schema change redoes runs instead of mixing old and new records on one leaderboard.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The public API of plugin files: everything a new method or dataset needs, from one import.
 from bench.data import DatasetBundle, DatasetLoaderOptions, Split, register_dataset  # noqa: E402

@@ -165,6 +165,10 @@ def _list(kind: str) -> int:
                 f"{name:<10} seeds {list(profile.seeds)}, datasets {', '.join(profile.datasets)}: "
                 f"{profile.description}"
             )
+            for dataset in profile.datasets:
+                methods = profile.methods_for(dataset)
+                if methods is not None and methods != profile.methods:
+                    print(f"{'':<10} {dataset}: only {', '.join(methods)}")
     return 0
 
 

@@ -217,6 +217,21 @@ class DissectionResult:
             counts[self.concepts[index].category] += 1
         return counts
 
+    def summary(self) -> dict[str, Any]:
+        """What a run record keeps: the settings, the unit count and every detector's concept.
+
+        The counts alone cannot be checked or compared across layers; with the layer, probe
+        version and per-unit labels a reader can.
+        """
+        return {
+            **self.settings.as_dict(),
+            "units": self.n_units,
+            "detectors": [
+                {"unit": unit, "concept": concept, "iou": round(iou, 4)}
+                for unit, concept, iou in self.unit_labels()
+            ],
+        }
+
     def unit_labels(self) -> list[tuple[int, str, float]]:
         """(unit, best concept label, IoU) of every detector, best first: for reports."""
         rows = [

@@ -99,7 +99,8 @@ def _saliency(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:
     """Saliency (Simonyan et al. 2014): the absolute gradient of the class score."""
-    return Saliency(model).attribute(x, target=targets, abs=True)
+    # A leaf that already requires gradients: Captum would warn once per call that it set the flag.
+    return Saliency(model).attribute(x.detach().requires_grad_(), target=targets, abs=True)
 
 
 @register_explainer("gradcam", modalities=frozenset({"image"}))

@@ -86,12 +86,16 @@ def make_plan(selection: Selection) -> Plan:
     dataset_names = list(selection.datasets or profile.datasets)
     for name in dataset_names:
         DATASETS.get(name)
-    method_names = list(selection.methods or profile.methods or METHODS.names())
-    for name in method_names:
+    methods_of = {
+        name: list(selection.methods or profile.methods_for(name) or METHODS.names())
+        for name in dataset_names
+    }
+    selected = list(dict.fromkeys(m for names in methods_of.values() for m in names))
+    for name in selected:
         METHODS.get(name)
     overrides = parse_overrides(selection.overrides)
     for name in overrides:
-        if name not in method_names:
+        if name not in selected:
             raise BenchError(f"--set names method {name!r}, which is not among those selected")
     seeds = list(selection.seeds if selection.seeds is not None else profile.seeds)
     if not seeds:
@@ -107,9 +111,9 @@ def make_plan(selection: Selection) -> Plan:
                 f"{entry.name!r}; it covers: {', '.join(profile.budgets)}"
             )
         teacher = teacher_spec_for(profile, entry.name, entry.version, entry.modality)
-        budget = profile.budget(entry.modality)
+        budget = profile.budget(entry.name, entry.modality)
         settings = metric_settings(entry.modality)
-        for method_name in method_names:
+        for method_name in methods_of[dataset_name]:
             cls = METHODS.get(method_name)
             if entry.modality not in cls.modalities:
                 continue
@@ -134,6 +138,6 @@ def make_plan(selection: Selection) -> Plan:
     if not runs:
         raise BenchError(
             f"no compatible (dataset, method) pair in the selection: datasets {dataset_names} "
-            f"({', '.join(DATASETS.get(d).modality for d in dataset_names)}), methods {method_names}"
+            f"({', '.join(DATASETS.get(d).modality for d in dataset_names)}), methods {selected}"
         )
     return Plan(profile, runs, teachers)

@@ -36,6 +36,7 @@ from bench.leaderboard import CATEGORY_ORDER
 from bench.locks import hold_lock, lock_path, try_lock
 from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.metrics import ScoringContext, metric_settings, score
+from bench.metrics.dissection import dissection_summary
 from bench.models import count_parameters
 from bench.planner import Plan
 from bench.profiles import Profile
@@ -148,7 +149,7 @@ def teacher_run_id(spec: TeacherSpec, profile: Profile) -> str:
         {
             "schema_version": SCHEMA_VERSION,
             "teacher": spec.key,
-            "budget": profile.budget(spec.modality).as_dict(),
+            "budget": profile.budget(spec.dataset, spec.modality).as_dict(),
             "metrics": metric_settings(spec.modality),
         }
     )
@@ -354,6 +355,7 @@ class SuiteRunner:
             "budget": spec.budget.as_dict(),
             "metrics": {},
             "metric_metadata": {},
+            "dissection": None,
             "training": None,
             "timings": {},
             "environment": self.environment,
@@ -407,6 +409,7 @@ class SuiteRunner:
             if not np.isfinite(scoring.logits).all():
                 raise Diverged("the trained student outputs non-finite logits")
             record["metrics"], record["metric_metadata"] = score(scoring)
+            record["dissection"] = dissection_summary(scoring)
             record["attribution_maps"] = save_attribution_maps(self.path_of(spec), scoring)
             timings["score"] = time.perf_counter() - started - timings["train"]
             record["status"] = "ok"
@@ -425,7 +428,7 @@ class SuiteRunner:
     def _score_teacher(self, teacher: Teacher, bundle: DatasetBundle) -> None:
         """The teacher's reference row, and the random-explainer control row beside it."""
         spec = teacher.spec
-        budget = self.plan.profile.budget(spec.modality)
+        budget = self.plan.profile.budget(spec.dataset, spec.modality)
         started = time.perf_counter()
         scoring = ScoringContext(
             bundle,
@@ -441,6 +444,7 @@ class SuiteRunner:
         maps = save_attribution_maps(self.teacher_path(spec), scoring, with_inputs=True)
         record.update(
             attribution_maps=maps,
+            dissection=dissection_summary(scoring),
             role="teacher",
             method={"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings},
             teacher={**spec.as_dict(), **info},
@@ -500,9 +504,10 @@ class SuiteRunner:
             "student": None,
             "seed": spec.seed,
             "profile": self.plan.profile.name,
-            "budget": self.plan.profile.budget(spec.modality).as_dict(),
+            "budget": self.plan.profile.budget(spec.dataset, spec.modality).as_dict(),
             "metrics": metrics,
             "metric_metadata": metadata,
+            "dissection": None,
             "training": None,
             "timings": {},
             "environment": self.environment,

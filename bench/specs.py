@@ -45,7 +45,7 @@ class TeacherSpec:
 def teacher_spec_for(
     profile: Profile, dataset: str, version: str, modality: Modality
 ) -> TeacherSpec:
-    budget = profile.budget(modality)
+    budget = profile.budget(dataset, modality)
     if modality == "tabular":
         if budget.teacher_lightgbm is None:
             raise ValueError(f"profile {profile.name!r} sets no LightGBM teacher for tables")

@@ -67,6 +67,11 @@ class TrainContext:
     def num_epochs(self) -> int:
         return self.budget.epochs
 
+    @property
+    def uses_mixed_precision(self) -> bool:
+        """float16 autocast and loss scaling when the budget asks for it and a GPU runs the loop."""
+        return self.budget.mixed_precision and self.device.type == "cuda"
+
     def default_student(self) -> nn.Module:
         arch = self.student_architecture
         return build_model(
@@ -95,17 +100,22 @@ class TrainContext:
         optimiser = torch.optim.Adam(
             trained.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay
         )
+        # Disabled, autocast and the scaler are pass-throughs: the float32 path is unchanged.
+        mixed = self.uses_mixed_precision
+        scaler = torch.amp.GradScaler(self.device.type, enabled=mixed)
         best_accuracy, best_state = -1.0, None
         for epoch in range(self.budget.epochs):
             self.epoch = epoch
             trained.train()
             logged: list[dict[str, torch.Tensor]] = []
             for batch in self.batches():
-                terms = step_loss(batch)
-                total = functools.reduce(operator.add, terms.values())
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=mixed):
+                    terms = step_loss(batch)
+                    total = functools.reduce(operator.add, terms.values())
                 optimiser.zero_grad(set_to_none=True)
-                total.backward()
-                optimiser.step()
+                scaler.scale(total).backward()
+                scaler.step(optimiser)
+                scaler.update()
                 # Kept where they are and read once per epoch: reading a loss (or testing it for
                 # NaN) at every step would make the CPU wait for the device at every step.
                 logged.append({key: value.detach() for key, value in terms.items()})

@@ -47,7 +47,7 @@ def setting(request, tmp_path_factory) -> tuple[DatasetBundle, Teacher, object]:
     # The smoke teacher: its quality does not change what a student's step costs.
     spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, entry.modality)
     teacher = obtain_teacher(spec, bundle, tmp_path_factory.mktemp("teacher"), CPU)
-    return bundle, teacher, PROFILES.get("default").budget(entry.modality)
+    return bundle, teacher, PROFILES.get("default").budget(entry.name, entry.modality)
 
 
 def harness(bundle: DatasetBundle, teacher: Teacher, budget) -> tuple[TrainContext, nn.Module]:

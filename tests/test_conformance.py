@@ -31,7 +31,7 @@ PAIRS = [
 def expected_metrics(modality: str, num_classes: int) -> set[str]:
     """Prediction, fidelity and efficiency metrics, agreement for every explainer of the profile,
     and the main Quantus metrics for its Quantus explainer."""
-    explanation = SMOKE.budget(modality).explanation
+    explanation = SMOKE.budgets[modality].explanation
     core = {
         name
         for name in METRICS.names()
@@ -95,7 +95,7 @@ def test_run_record_is_complete(smoke_results: Path, dataset: str, method: str) 
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0
     # The loop logged every named loss term per epoch.
     history = record["training"]["history"]
-    epochs = SMOKE.budget(modality).student_training.epochs
+    epochs = SMOKE.budget(dataset, modality).student_training.epochs
     assert len(history["val_accuracy"]) == epochs
     assert any(key.startswith("loss/") and len(v) == epochs for key, v in history.items())
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DatasetBundle, Split
+from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.datasets.concept_shapes import CLASS_NAMES, generate_scenes, make_probe
 from bench.dissection import (
     Concept,
@@ -22,10 +22,11 @@ from bench.dissection import (
 )
 from bench.hooks import FeatureHooks
 from bench.metrics import METRICS, ScoringContext
-from bench.metrics.dissection import _results, dissection_of
+from bench.metrics.dissection import _results, dissection_of, dissection_summary
 from bench.models.cnn import SmallCNN
 from bench.models.resnet import ResNet
 from bench.training import network_logits
+from tests.conftest import read_records
 
 SIDE = 20
 
@@ -212,6 +213,13 @@ def test_dissection_metrics_share_one_computation_per_scored_model():
     assert set(names) >= {"concept_detectors", "unique_concepts", "detectors_shape"}
     assert METRICS.get("concept_detectors").higher_is_better
     assert result.settings.layer == "block2"
+    summary = dissection_summary(ctx)
+    assert (
+        summary["layer"] == "block2"
+        and summary["probe_version"] == bundle.extras["concept_probe"].version
+    )
+    assert summary["units"] == 8 and len(summary["detectors"]) == result.detectors
+    assert [d["unit"] for d in summary["detectors"]] == [u for u, _, _ in result.unit_labels()]
     del ctx
     gc.collect()
     assert not _results  # the cached result leaves with its context
@@ -224,3 +232,28 @@ def test_dissection_metrics_do_not_apply_without_a_probe():
     ctx = ScoringContext(bundle, Network(SmallCNN(3, 16, width=4, depth=2)), None, 0.0, 8)
     for name in ("concept_detectors", "detectors_colour"):
         assert not METRICS.get(name).applies_to(ctx)
+
+
+def test_suite_records_dissection_of_teacher_and_students_on_concept_shapes(cli, tmp_path):
+    result = cli(
+        "run", "--profile", "smoke", "--dataset", "concept_shapes",
+        "--method", "scratch", "kd", "--results", tmp_path,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    records = read_records(tmp_path)
+    rows = {path.split("/")[2]: record for path, record in records.items()}
+    assert set(rows) == {"teacher", "random_explainer", "scratch", "kd"}
+    probe_version = (
+        DATASETS.get("concept_shapes").load(DatasetLoaderOptions()).extras["concept_probe"].version
+    )
+    for row in ("teacher", "scratch", "kd"):
+        record = rows[row]
+        summary = record["dissection"]
+        assert summary["probe_version"] == probe_version and summary["probe_size"] == 500
+        assert summary["layer"] == ("layer3" if row == "teacher" else "block2")
+        assert record["metrics"]["concept_detectors"] == len(summary["detectors"])
+        # Smoke widths: the ResNet's layer3 has 4 x 8 channels, the CNN's block2 2 x 8.
+        assert summary["units"] == (32 if row == "teacher" else 16)
+        assert all(d["iou"] >= summary["iou_threshold"] for d in summary["detectors"])
+        assert record["metric_metadata"]["concept_detectors"]["higher_is_better"] is True
+    assert rows["random_explainer"]["dissection"] is None

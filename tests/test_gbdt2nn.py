@@ -63,7 +63,7 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
 
 def context(teacher: LightGBMTeacher, bundle, seed: int = 0) -> TrainContext:
     seed_everything(seed)
-    budget = SMOKE.budget("tabular")
+    budget = SMOKE.budgets["tabular"]
     return TrainContext(bundle, teacher, budget.student_training, budget.student, CPU, seed)
 
 

@@ -39,7 +39,7 @@ from bench.vision_losses import (
 
 VISION_METHODS = ("fitnet", "at", "dkd", "e2kd", "xdistill")
 CPU = torch.device("cpu")
-SMOKE_IMAGE = PROFILES.get("smoke").budget("image")
+SMOKE_IMAGE = PROFILES.get("smoke").budgets["image"]
 
 
 @pytest.fixture(scope="module", autouse=True)

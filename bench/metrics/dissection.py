@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from bench.dissection import IOU_THRESHOLD, QUANTILE, UPSAMPLE_MODE, DissectionResult, dissect
 from bench.metrics import ScoringContext, register_metric
@@ -43,6 +44,12 @@ def dissection_of(ctx: ScoringContext) -> DissectionResult | None:
         _results[key] = dissect(module, probe, device=ctx.model.device)
         weakref.finalize(ctx, _results.pop, key, None)
     return _results[key]
+
+
+def dissection_summary(ctx: ScoringContext) -> dict[str, Any] | None:
+    """The record's `dissection` entry: settings and detectors, if scoring dissected the model."""
+    result = _results.get(id(ctx))
+    return None if result is None else result.summary()
 
 
 def _register(name: str, description: str, value: Callable[[DissectionResult], int]) -> None:

@@ -1,0 +1,114 @@
+"""Profiles: per-dataset budgets and method lists, and what the default plan holds because of them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from bench.data import DATASETS, DatasetLoaderOptions
+from bench.errors import BenchError
+from bench.method import METHODS
+from bench.planner import Selection, make_plan
+from bench.profiles import (
+    PROFILES,
+    Architecture,
+    DatasetSettings,
+    Profile,
+    TrainBudget,
+)
+from bench.training import TrainContext, cross_entropy_step, seed_everything
+
+DEFAULT = PROFILES.get("default")
+
+
+def test_dataset_settings_apply_by_name_then_family_then_modality():
+    own = replace(DEFAULT.budgets["image"], student=Architecture("small_cnn", (("depth", 3),)))
+    profile = Profile(
+        name="probe",
+        description="",
+        datasets=(),
+        seeds=(0,),
+        budgets=DEFAULT.budgets,
+        methods=("scratch", "kd"),
+        per_dataset={
+            "fashion_mnist": DatasetSettings(budget=own),
+            "fashion_mnist:500": DatasetSettings(methods=("scratch",)),
+        },
+    )
+    assert profile.budget("fashion_mnist", "image") is own
+    # A family member without settings of its own takes its family's.
+    assert profile.budget("fashion_mnist:2000", "image") is own
+    assert profile.methods_for("fashion_mnist:2000") == ("scratch", "kd")
+    # Its own entry wins, field by field: methods from it, budget from the modality.
+    assert profile.methods_for("fashion_mnist:500") == ("scratch",)
+    assert profile.budget("fashion_mnist:500", "image") is DEFAULT.budgets["image"]
+    assert profile.budget("digits", "image") is DEFAULT.budgets["image"]
+    assert profile.methods_for("digits") == ("scratch", "kd")
+
+
+def test_default_plan_gives_concept_shapes_its_own_network_and_methods():
+    plan = make_plan(Selection(profile="default"))
+    by_dataset: dict[str, set[str]] = {}
+    for run in plan.runs:
+        by_dataset.setdefault(run.dataset, set()).add(run.method)
+    assert set(by_dataset) == {"breast_cancer", "wine", "digits", "concept_shapes"}
+    assert by_dataset["concept_shapes"] == {"scratch", "label_smoothing", "kd", "e2kd"}
+    image_methods = {m for m in METHODS.names() if "image" in METHODS.get(m).modalities}
+    assert by_dataset["digits"] == image_methods
+    shapes = next(run for run in plan.runs if run.dataset == "concept_shapes")
+    digits = next(run for run in plan.runs if run.dataset == "digits")
+    assert shapes.budget.student.kwargs()["depth"] == 4
+    assert digits.budget.student.kwargs()["depth"] == 2
+    assert plan.teachers["concept_shapes"].key != plan.teachers["digits"].key
+    assert plan.teachers["concept_shapes"].settings["training"]["epochs"] == 20
+
+
+def test_method_selection_overrides_a_dataset_method_list():
+    plan = make_plan(
+        Selection(profile="default", datasets=("concept_shapes",), methods=("fitnet", "at"))
+    )
+    assert {run.method for run in plan.runs} == {"fitnet", "at"}
+    assert len(plan.runs) == 2 * len(DEFAULT.seeds)
+    with pytest.raises(BenchError, match="fitnet"):
+        make_plan(
+            Selection(profile="default", datasets=("concept_shapes",), overrides=("fitnet.beta=1",))
+        )
+
+
+def test_full_profile_sizes_images_for_a_gpu_and_keeps_small_ones_small():
+    full = PROFILES.get("full")
+    image = full.budget("cifar10", "image")
+    assert image.teacher_network == Architecture("resnet", (("width", 32), ("blocks", 3)))
+    assert image.teacher_training.mixed_precision and image.student_training.mixed_precision
+    assert full.budget("fashion_mnist:2000", "image") is image
+    assert full.budget("digits", "image") == DEFAULT.budget("digits", "image")
+    assert full.budget("concept_shapes", "image") == DEFAULT.budget("concept_shapes", "image")
+    assert full.methods_for("concept_shapes") is None  # every method
+
+
+def train_digits(mixed: bool, device: torch.device) -> tuple[TrainContext, list[torch.Tensor]]:
+    bundle = DATASETS.get("digits").load(DatasetLoaderOptions())
+    budget = TrainBudget(epochs=2, batch_size=64, lr=1e-2, mixed_precision=mixed)
+    architecture = Architecture("small_cnn", (("width", 4), ("depth", 2)))
+    ctx = TrainContext(bundle, None, budget, architecture, device, seed=0)
+    seed_everything(0)
+    model = ctx.default_student().to(device)
+    ctx.fit(model, cross_entropy_step(model))
+    return ctx, [p.detach().cpu() for p in model.parameters()]
+
+
+def test_mixed_precision_changes_nothing_on_the_cpu():
+    plain_ctx, plain = train_digits(False, torch.device("cpu"))
+    mixed_ctx, mixed = train_digits(True, torch.device("cpu"))
+    assert not mixed_ctx.uses_mixed_precision
+    assert all(torch.equal(a, b) for a, b in zip(plain, mixed, strict=True))
+    assert plain_ctx.history == mixed_ctx.history
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on CUDA only")
+def test_mixed_precision_trains_on_a_gpu():
+    ctx, _ = train_digits(True, torch.device("cuda"))
+    assert ctx.uses_mixed_precision
+    assert ctx.history["val_accuracy"][-1] > 0.5
