@@ -63,6 +63,8 @@ def test_default_plan_gives_concept_shapes_its_own_network_and_methods():
     assert digits.budget.student.kwargs()["depth"] == 2
     assert plan.teachers["concept_shapes"].key != plan.teachers["digits"].key
     assert plan.teachers["concept_shapes"].settings["training"]["epochs"] == 20
+    # Fashion-MNIST is not in the suite, but a run of it gets the 4-block network too.
+    assert DEFAULT.budget("fashion_mnist:2000", "image") is shapes.budget
 
 
 def test_method_selection_overrides_a_dataset_method_list():
