@@ -37,7 +37,7 @@ from typing import BinaryIO
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from bench.data import SPLIT_SEED, DatasetLoaderOptions, Split
+from bench.data import SPLIT_SEED, DatasetBundle, DatasetLoaderOptions, Split
 from bench.errors import BenchError, DatasetUnavailable
 from bench.locks import hold_lock
 from bench.store import write_atomic
@@ -204,4 +204,25 @@ def official_splits(
         as_split(train_images, train_labels, train),
         as_split(train_images, train_labels, val),
         as_split(test_images, test_labels, np.arange(len(test_labels))),
+    )
+
+
+def image_bundle(
+    name: str,
+    version: str,
+    splits: tuple[Split, Split, Split],
+    class_names: tuple[str, ...],
+    source: Path,
+) -> DatasetBundle:
+    """An image dataset's bundle; `source` (the folder its files were read from) is provenance."""
+    train, val, test = splits
+    return DatasetBundle(
+        name=name,
+        version=version,
+        modality="image",
+        train=train,
+        val=val,
+        test=test,
+        class_names=class_names,
+        extras={"source": str(source)},
     )

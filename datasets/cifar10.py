@@ -26,6 +26,7 @@ from bench.downloads import (
     download_missing,
     download_root,
     extract_files,
+    image_bundle,
     locate,
     official_splits,
 )
@@ -162,14 +163,5 @@ def load(options: DatasetLoaderOptions) -> DatasetBundle:
     batches = [read_batch(folder / name) for name in TRAIN_BATCHES]
     train_images = np.concatenate([images for images, _ in batches])
     train_labels = np.concatenate([labels for _, labels in batches])
-    train, val, test = official_splits(train_images, train_labels, *read_batch(folder / TEST_BATCH))
-    return DatasetBundle(
-        name=NAME,
-        version=VERSION,
-        modality="image",
-        train=train,
-        val=val,
-        test=test,
-        class_names=read_class_names(folder / META),
-        extras={"source": str(folder)},
-    )
+    splits = official_splits(train_images, train_labels, *read_batch(folder / TEST_BATCH))
+    return image_bundle(NAME, VERSION, splits, read_class_names(folder / META), folder)

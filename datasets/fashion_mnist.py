@@ -25,7 +25,6 @@ from bench.data import (
     DatasetBundle,
     DatasetEntry,
     DatasetLoaderOptions,
-    Split,
     register_dataset,
     register_dataset_family,
 )
@@ -34,6 +33,7 @@ from bench.downloads import (
     as_split,
     download_missing,
     download_root,
+    image_bundle,
     locate,
     official_splits,
     stratified_draw,
@@ -190,28 +190,11 @@ def read_official(options: DatasetLoaderOptions) -> tuple[Path, tuple[np.ndarray
     return folder, (*read_pair(folder, *FILES[:2]), *read_pair(folder, *FILES[2:]))
 
 
-def bundle(
-    name: str, version: str, splits: tuple[Split, Split, Split], source: Path
-) -> DatasetBundle:
-    """The bundle of either entry; `source` (the folder read) is kept for provenance."""
-    train, val, test = splits
-    return DatasetBundle(
-        name=name,
-        version=version,
-        modality="image",
-        train=train,
-        val=val,
-        test=test,
-        class_names=CLASS_NAMES,
-        extras={"source": str(source)},
-    )
-
-
 @register_dataset(NAME, modality="image", version=VERSION)
 def load(options: DatasetLoaderOptions) -> DatasetBundle:
     """Fashion-MNIST, 1x28x28 grey in [0, 1], 10 classes; official test set, train split 90/10."""
     source, arrays = read_official(options)
-    return bundle(NAME, VERSION, official_splits(*arrays), source)
+    return image_bundle(NAME, VERSION, official_splits(*arrays), CLASS_NAMES, source)
 
 
 def subset_version(n: int) -> str:
@@ -254,4 +237,4 @@ def load_subset(n: int, options: DatasetLoaderOptions) -> DatasetBundle:
         as_split(train_images, train_labels, val),
         as_split(test_images, test_labels, test),
     )
-    return bundle(f"{NAME}:{n}", subset_version(n), splits, source)
+    return image_bundle(f"{NAME}:{n}", subset_version(n), splits, CLASS_NAMES, source)
