@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,9 +128,10 @@ def _run(args: argparse.Namespace) -> int:
 def _check_writable(results: Path) -> None:
     try:
         results.mkdir(parents=True, exist_ok=True)
-        probe = results / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe file of its own: with a fixed name, two `bench run`s starting together on one
+        # folder could each delete the other's probe and report the folder unwritable.
+        with tempfile.NamedTemporaryFile(dir=results, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise BenchError(
             f"results folder {str(results)!r} is not writable: {exc.strerror}"

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.cli import _check_writable
+from bench.errors import BenchError
 from bench.locks import hold_lock, is_locked, lock_path, try_lock
 
 HOLDER = """
@@ -100,3 +102,23 @@ def test_try_lock_can_wait_for_a_holder_that_is_ending(tmp_path: Path) -> None:
             assert not held  # without waiting: still held
         with try_lock(path, wait=20) as held:
             assert held
+
+
+def test_concurrent_starts_probe_the_results_folder_without_tripping_each_other(tmp_path):
+    """Two `bench run`s starting together once failed: each deleted the other's probe file."""
+    errors: list[Exception] = []
+
+    def probe_repeatedly() -> None:
+        for _ in range(300):
+            try:
+                _check_writable(tmp_path)
+            except BenchError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=probe_repeatedly) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []  # no probe is left behind
