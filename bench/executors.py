@@ -394,7 +394,7 @@ class PoolExecutor:
         profile = runner.plan.profile.name
         waiting: deque[_Job] = deque(
             _Job(
-                f"{stage.dataset} (teacher)",
+                f"{stage.dataset} (teacher seed {stage.teacher.seed})",
                 teacher_job,
                 (setup, stage, profile),
                 tuple(stage.runs),

@@ -1,8 +1,13 @@
 """Explainers: attributions of a model's class score, through Captum, plus a random control.
 
 All explainers see the model through `ClassScores`, so that a network student is explained in the
-terms TreeSHAP explains a LightGBM teacher (see `bench.treeshap`): binary class c as the margin
-z_c - z_other, multiclass class c as its logit z_c.
+terms TreeSHAP explains a LightGBM teacher (see `bench.treeshap`): class c's score centred over
+classes, z_c − mean_k z_k (`bench.class_scores`), the part of z_c that the probabilities determine.
+
+Each explainer declares its `sign`: `signed` attributions say which way a feature pushes the
+score (gradient×input, Integrated Gradients, TreeSHAP), `absolute` ones only how much (saliency
+is |∇|, Grad-CAM is rectified). An agreement metric compares both sides in the explainer's form,
+so a student's saliency is compared with |TreeSHAP| of a tree teacher, not with signed φ.
 """
 
 from __future__ import annotations
@@ -10,30 +15,29 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 from torch import nn
 
+from bench.class_scores import CONVENTION, centre_over_classes
 from bench.explanation_loss import gradient_times_input
+from bench.gradcam import MIN_SIDE, gradcam_layer, has_gradcam
 from bench.registry import Registry
 
 
 class ClassScores(nn.Module):
-    """The raw score explained for each class (binary: margins, so both classes are explained)."""
+    """The score explained for each class: the logits centred over classes."""
 
     def __init__(self, module: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.module = module
-        self.binary = num_classes == 2
+        self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.module(x)
-        if not self.binary:
-            return logits
-        margin = logits[:, 1] - logits[:, 0]
-        return torch.stack([-margin, margin], dim=1)
+        return centre_over_classes(self.module(x))
 
 
 @dataclass(frozen=True)
@@ -48,23 +52,45 @@ class ExplainSettings:
 AttributeFn = Callable[[ClassScores, torch.Tensor, torch.Tensor, ExplainSettings], torch.Tensor]
 
 
+Sign = Literal["signed", "absolute"]
+# What an explanation computed today depends on besides the model and the inputs: the class-score
+# convention and where Grad-CAM is taken. Part of every cache key of explanations and of the
+# settings of every metric scored on them, so that neither outlives a change of either rule.
+EXPLANATION_RULES = f"{CONVENTION};gradcam-min-side-{MIN_SIDE}"
+
+
 @dataclass(frozen=True)
 class Explainer:
     name: str
     modalities: frozenset[str]
     attribute: AttributeFn
     description: str
+    sign: Sign = "signed"
+    # Whether a network can be explained at all on inputs of a shape (Grad-CAM needs a fine
+    # enough layer, `bench.gradcam`); None: always.
+    requires: Callable[[nn.Module | None, tuple[int, ...]], bool] | None = None
+
+    def available(self, module: nn.Module | None, input_shape: tuple[int, ...]) -> bool:
+        return self.requires is None or self.requires(module, input_shape)
+
+    def in_form(self, attributions: np.ndarray) -> np.ndarray:
+        """Another explainer's attributions (e.g. a tree teacher's TreeSHAP) in this one's form."""
+        return np.abs(attributions) if self.sign == "absolute" else attributions
 
 
 EXPLAINERS: Registry[Explainer] = Registry("explainer")
 
 
 def register_explainer(
-    name: str, *, modalities: frozenset[str] = frozenset({"tabular", "image"})
+    name: str,
+    *,
+    modalities: frozenset[str] = frozenset({"tabular", "image"}),
+    sign: Sign = "signed",
+    requires: Callable[[nn.Module | None, tuple[int, ...]], bool] | None = None,
 ) -> Callable[[AttributeFn], AttributeFn]:
     def add(fn: AttributeFn) -> AttributeFn:
         description = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
-        EXPLAINERS.register(name)(Explainer(name, modalities, fn, description))
+        EXPLAINERS.register(name)(Explainer(name, modalities, fn, description, sign, requires))
         return fn
 
     return add
@@ -94,7 +120,7 @@ def _integrated_gradients(
     )
 
 
-@register_explainer("saliency")
+@register_explainer("saliency", sign="absolute")
 def _saliency(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:
@@ -103,12 +129,15 @@ def _saliency(
     return Saliency(model).attribute(x.detach().requires_grad_(), target=targets, abs=True)
 
 
-@register_explainer("gradcam", modalities=frozenset({"image"}))
+@register_explainer(
+    "gradcam", modalities=frozenset({"image"}), sign="absolute", requires=has_gradcam
+)
 def _grad_cam(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) of the last convolutional block, upsampled bilinearly."""
-    layer = model.module.get_submodule(model.module.last_conv_layer)
+    """Grad-CAM (Selvaraju et al. 2017) of the deepest convolutional stage of at least 4×4
+    (`bench.gradcam`), upsampled bilinearly."""
+    layer = model.module.get_submodule(gradcam_layer(model.module, tuple(x.shape[1:])))
     cam = LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
     return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
 

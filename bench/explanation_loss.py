@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.class_scores import centre_over_classes
+
 if TYPE_CHECKING:
     from bench.training import TrainContext
 
@@ -29,16 +31,9 @@ IMITATION_SUBSET_SEED = 0
 
 
 def target_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The raw score explained for each sample's target class, in `bench.treeshap`'s convention.
-
-    Binary: class c is explained as z_c − z_other (LightGBM's single raw score, or its negation);
-    multiclass: as its logit z_c.
-    """
-    chosen = logits.gather(1, target[:, None]).squeeze(1)
-    if logits.shape[1] == 2:
-        other = logits.gather(1, (1 - target)[:, None]).squeeze(1)
-        return chosen - other
-    return chosen
+    """The score explained for each sample's target class: z_c − mean_k z_k (`bench.class_scores`),
+    the convention TreeSHAP teachers are explained in (`bench.treeshap`)."""
+    return centre_over_classes(logits).gather(1, target[:, None]).squeeze(1)
 
 
 def gradient_times_input(

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench.method import RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.method import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
 
 DPI = 96
-REFERENCE_COLOURS = {TEACHER_ROW: "#1f4e9c", RANDOM_CONTROL_ROW: "#888888"}
+REFERENCE_COLOURS = {TEACHER_ROW: "#1f4e9c", **dict.fromkeys(CONTROL_ROWS, "#888888")}
 STUDENT_COLOUR = "#d95f02"
 FRONT_COLOUR = "#1b9e77"
 
@@ -71,14 +71,15 @@ def tradeoff_plot(
 ) -> Path:
     """Accuracy against explanation agreement, with the students' Pareto front drawn as steps.
 
-    `floor_x`, the control row's agreement (random attributions), is drawn as a dashed line: what
-    any explanation must beat to agree with the teacher at all.
+    `floor_x`, the strongest control row's agreement (random attributions, the teacher's
+    explanation of another sample, an untrained student), is drawn as a dashed line: what an
+    explanation must beat to agree with the teacher about this sample at all.
     """
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     if floor_x is not None and math.isfinite(floor_x):
         ax.axvline(floor_x, color=REFERENCE_COLOURS[RANDOM_CONTROL_ROW], linestyle="--",
-                   linewidth=1, label="random explainer (floor)")  # fmt: skip
+                   linewidth=1, label="strongest control row (floor)")  # fmt: skip
     students = [p for p in points if p.role == "student"]
     for p in points:
         colour = REFERENCE_COLOURS.get(p.name, STUDENT_COLOUR)

@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.method import RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.method import CONTROL_ROWS, TEACHER_ROW
 from bench.store import write_json_atomic
 
 CATEGORY_ORDER = (
     "prediction",
     "fidelity",
     "explanation",
+    "explanation_excess",
     "quantus_faithfulness",
     "quantus_robustness",
     "quantus_complexity",
@@ -80,9 +81,47 @@ def aggregate(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values(["profile", "dataset", "method", "metric"], ignore_index=True)
 
 
+def aggregate_seeds(seeds: pd.DataFrame) -> pd.DataFrame:
+    """`aggregate`'s rows from per-seed values (`bench.statistics.seed_values` columns).
+
+    For rows derived from the seed values rather than read from records, such as the excess over
+    the control floor (`bench.statistics.explanation_excess`): the same statistics as `aggregate`,
+    so that the two kinds of row sit in one leaderboard.
+    """
+    keys = ["profile", "dataset", "method", "metric"]
+    if seeds.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    grouped = seeds.groupby(keys, sort=True, dropna=False)
+    first = grouped[["modality", "role", "category", "higher_is_better"]].first()
+    summary = grouped["value"].agg(["mean", "std", "count"])
+    n = summary["count"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.975, n - 1) * summary["std"].to_numpy() / np.sqrt(n)
+    frame = first.join(summary).reset_index()
+    frame["ci95_low"] = np.where(n > 1, frame["mean"] - half, math.nan)
+    frame["ci95_high"] = np.where(n > 1, frame["mean"] + half, math.nan)
+    frame["n"] = frame.pop("count").astype(int)
+    return frame[COLUMNS]
+
+
+def mean_coverage(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], float]:
+    """The mean over seeds of each metric's coverage (`bench.metrics.aggregate_samples`), per
+    (profile, dataset, method, metric) of the `ok` records."""
+    shares: dict[tuple[str, str, str, str], list[float]] = {}
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        for metric, meta in (record.get("metric_metadata") or {}).items():
+            share = (meta or {}).get("coverage")
+            if share is not None:
+                key = (record["profile"], record["dataset"]["name"], record["method"]["name"])
+                shares.setdefault((*key, metric), []).append(float(share))
+    return {key: float(np.mean(values)) for key, values in shares.items()}
+
+
 def method_order(methods: Iterable[str]) -> list[str]:
     """Teacher first, then the control row, then the baselines, then the rest alphabetically."""
-    first = (TEACHER_ROW, RANDOM_CONTROL_ROW, "scratch", "label_smoothing", "kd")
+    first = (TEACHER_ROW, *CONTROL_ROWS, "scratch", "label_smoothing", "kd")
     names = set(methods)
     return [m for m in first if m in names] + sorted(names - set(first))
 

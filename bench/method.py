@@ -99,16 +99,25 @@ class Method:
 
 METHODS: Registry[type[Method]] = Registry("method")
 
-# The names of the reference rows (the teacher; random attributions): no method may take them.
+# The names of the reference rows, scored once per teacher seed; no method may take them.
 TEACHER_ROW = "teacher"
+# Control rows: the floors of the explanation metrics (DESIGN §6). Random attributions are the
+# floor of an explainer that ignores the model; the teacher's explanation of another test sample
+# is the floor of one that knows the data but not the sample (on concept_shapes it already agrees
+# with the teacher at Spearman 0.37); a randomly initialised student of the standard architecture
+# is the floor of a student that learned nothing (its architecture alone shapes its maps).
 RANDOM_CONTROL_ROW = "random_explainer"
+PERMUTED_CONTROL_ROW = "permuted_teacher"
+UNTRAINED_CONTROL_ROW = "untrained_student"
+CONTROL_ROWS = (RANDOM_CONTROL_ROW, PERMUTED_CONTROL_ROW, UNTRAINED_CONTROL_ROW)
+REFERENCE_ROWS = (TEACHER_ROW, *CONTROL_ROWS)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: register a `Method` subclass under `name`."""
 
     def add(cls: type[Method]) -> type[Method]:
-        if name in (TEACHER_ROW, RANDOM_CONTROL_ROW) or "[" in name or "/" in name:
+        if name in REFERENCE_ROWS or "[" in name or "/" in name:
             raise ValueError(f"{name!r} cannot name a method (reserved or not a plain name)")
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({name!r}) decorates a subclass of bench.Method")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bench.data import DATASETS
@@ -29,10 +29,15 @@ class Selection:
 class Plan:
     profile: Profile
     runs: list[RunSpec]
-    teachers: dict[str, TeacherSpec] = field(default_factory=dict)
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(run.dataset for run in self.runs))
+
+    @property
+    def teachers(self) -> list[TeacherSpec]:
+        """The teachers the runs learn from, in plan order (per dataset, by teacher seed)."""
+        unique = {run.teacher.key: run.teacher for run in self.runs}
+        return sorted(unique.values(), key=lambda t: (self.datasets().index(t.dataset), t.seed))
 
 
 def _coerce(raw: str, default: Any, where: str) -> Any:
@@ -102,7 +107,6 @@ def make_plan(selection: Selection) -> Plan:
         raise BenchError("no seeds selected")
 
     runs: list[RunSpec] = []
-    teachers: dict[str, TeacherSpec] = {}
     for dataset_name in dataset_names:
         entry = DATASETS.get(dataset_name)
         if entry.modality not in profile.budgets:
@@ -110,14 +114,18 @@ def make_plan(selection: Selection) -> Plan:
                 f"profile {profile.name!r} sets no budget for {entry.modality} datasets such as "
                 f"{entry.name!r}; it covers: {', '.join(profile.budgets)}"
             )
-        teacher = teacher_spec_for(profile, entry.name, entry.version, entry.modality)
+        teachers = {
+            seed: teacher_spec_for(
+                profile, entry.name, entry.version, entry.modality, profile.teacher_seed_for(seed)
+            )
+            for seed in seeds
+        }
         budget = profile.budget(entry.name, entry.modality)
         settings = metric_settings(entry.modality)
         for method_name in methods_of[dataset_name]:
             cls = METHODS.get(method_name)
             if entry.modality not in cls.modalities:
                 continue
-            teachers[dataset_name] = teacher
             params = {**cls.defaults, **overrides.get(method_name, {})}
             for seed in seeds:
                 runs.append(
@@ -130,7 +138,7 @@ def make_plan(selection: Selection) -> Plan:
                         variant=variant_name(method_name, overrides.get(method_name, {})),
                         params=tuple(sorted(params.items())),
                         seed=seed,
-                        teacher=teacher,
+                        teacher=teachers[seed],
                         budget=budget,
                         metric_settings=settings,
                     )
@@ -140,4 +148,4 @@ def make_plan(selection: Selection) -> Plan:
             f"no compatible (dataset, method) pair in the selection: datasets {dataset_names} "
             f"({', '.join(DATASETS.get(d).modality for d in dataset_names)}), methods {selected}"
         )
-    return Plan(profile, runs, teachers)
+    return Plan(profile, runs)

@@ -103,6 +103,15 @@ class Profile:
     methods: tuple[str, ...] | None = None
     # Keyed by dataset name, or by family prefix (`fashion_mnist` covers `fashion_mnist:<n>`).
     per_dataset: dict[str, DatasetSettings] = field(default_factory=dict, hash=False)
+    # Teachers trained per dataset, one per seed listed. A claim that rides on one teacher rides
+    # on one draw of its training: student seed k learns from teacher seed
+    # `teacher_seeds[k % len(teacher_seeds)]`, so paired comparisons of methods (same k) share
+    # their teacher and the seeds spread over every teacher.
+    teacher_seeds: tuple[int, ...] = (0,)
+
+    def teacher_seed_for(self, seed: int) -> int:
+        """The seed of the teacher that the student of seed `seed` learns from."""
+        return self.teacher_seeds[seed % len(self.teacher_seeds)]
 
     def _settings(self, dataset: str) -> DatasetSettings:
         family = dataset.partition(":")[0]
@@ -202,9 +211,10 @@ CONCEPT_SHAPES_DEFAULT_METHODS = ("scratch", "label_smoothing", "kd", "e2kd")
 register_profile(
     Profile(
         name="default",
-        description="the embedded datasets, three seeds, converged small models (~10 minutes on 2 cores)",
+        description="the embedded datasets, three seeds over three teachers, converged small models",
         datasets=EMBEDDED_DATASETS,
         seeds=(0, 1, 2),
+        teacher_seeds=(0, 1, 2),
         budgets={
             "tabular": ModalityBudget(
                 student=Architecture("mlp", (("width", 64), ("depth", 2))),
@@ -252,6 +262,7 @@ register_profile(
             "cifar10",
         ),
         seeds=(0, 1, 2, 3, 4),
+        teacher_seeds=(0, 1, 2),
         budgets={
             # Settings not named here (e.g. the explainers) follow `default`.
             "tabular": replace(

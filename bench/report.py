@@ -31,10 +31,33 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import bench
 from bench import figures
 from bench.claims import ClaimVerdict, claims_table, evaluate_all
-from bench.leaderboard import aggregate, method_order, metric_order, write_leaderboard
-from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.leaderboard import (
+    aggregate,
+    aggregate_seeds,
+    mean_coverage,
+    method_order,
+    metric_order,
+    write_leaderboard,
+)
+from bench.method import (
+    CONTROL_ROWS,
+    METHODS,
+    PERMUTED_CONTROL_ROW,
+    RANDOM_CONTROL_ROW,
+    TEACHER_ROW,
+    UNTRAINED_CONTROL_ROW,
+)
 from bench.registry import load_builtins
-from bench.statistics import average_ranks, ci_ranks, compare, seed_values
+from bench.separation import RULE as SEPARATION_RULE
+from bench.separation import not_separating, separation_table
+from bench.statistics import (
+    POWER_CAP,
+    average_ranks,
+    ci_ranks,
+    compare,
+    explanation_excess,
+    seed_values,
+)
 from bench.store import iter_records, read_array, record_path
 
 log = logging.getLogger(__name__)
@@ -46,7 +69,16 @@ REFERENCE_DESCRIPTIONS = {
     ),
     RANDOM_CONTROL_ROW: (
         "Control row: uniform random attributions explaining the teacher. It has no predictions "
-        "of its own; its explanation metrics are the floor a real explainer must clear."
+        "of its own; its explanation metrics are the floor of an explainer that ignores the model."
+    ),
+    PERMUTED_CONTROL_ROW: (
+        "Control row: the teacher's explanation of another test sample, compared with its "
+        "explanation of this one. Agreement this high comes from what all samples share (layout, "
+        "feature scales), not from the sample: the floor of explanation agreement."
+    ),
+    UNTRAINED_CONTROL_ROW: (
+        "Control row: a randomly initialised student of the standard architecture, scored as a "
+        "student: the floor of a student that learned nothing."
     ),
 }
 # The comparisons a dataset page shows (all of them are in results/comparisons.csv).
@@ -106,6 +138,9 @@ class Column:
     group_start: bool = False
     # Average-rank tables sort by rank (lower is better) whatever the metric's own direction.
     is_rank: bool = False
+    # False when the metric does not separate the teacher from the control rows on this dataset
+    # (`bench.separation`): its students' numbers cannot rank them.
+    separates: bool = True
 
     @property
     def arrow(self) -> str:
@@ -123,7 +158,13 @@ class Column:
         direction = ""
         if self.higher_is_better is not None:
             direction = "; higher is better" if self.higher_is_better else "; lower is better"
-        return f"{self.description or self.name} ({self.category}{direction})"
+        warning = (
+            ""
+            if self.separates
+            else " ⚠ Does not separate the teacher from the control rows on this dataset "
+            f"({SEPARATION_RULE}): it cannot rank the students."
+        )
+        return f"{self.description or self.name} ({self.category}{direction}){warning}"
 
 
 @dataclass
@@ -175,11 +216,23 @@ def _columns(part: pd.DataFrame, descriptions: dict[str, str]) -> list[Column]:
 
 
 def leaderboard_table(
-    ranked: pd.DataFrame, profile: str, dataset: str, descriptions: dict[str, str]
+    ranked: pd.DataFrame,
+    profile: str,
+    dataset: str,
+    descriptions: dict[str, str],
+    flagged: set[tuple[str, str, str]] | None = None,
+    coverage: dict[tuple[str, str, str, str], float] | None = None,
 ) -> Table:
-    """The (profile, dataset) leaderboard: teacher, control row, then methods; best per column."""
+    """The (profile, dataset) leaderboard: teacher, control rows, then methods; best per column.
+
+    `flagged`: (profile, dataset, metric) that separate nothing (`bench.separation`), marked in
+    their headers; `coverage`: the mean share of samples scored per (profile, dataset, method,
+    metric), shown in a cell's tooltip when below 1.
+    """
     part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
     columns = _columns(part, descriptions)
+    for column in columns:
+        column.separates = (profile, dataset, column.name) not in (flagged or set())
     table = Table(
         profile, dataset, str(part.modality.iloc[0]), columns, page=dataset_page(profile, dataset)
     )
@@ -206,9 +259,14 @@ def leaderboard_table(
                 f"n={row['n']}; 95% CI [{format_value(row.ci95_low)}, "
                 f"{format_value(row.ci95_high)}]"
             )
+            share = (coverage or {}).get((profile, dataset, method, column.name))
+            if share is not None and share < 1:
+                title += f"; coverage {share:.0%} of the samples asked (the rest undefined)"
             css = ""
             if not math.isnan(row["rank"]):
                 title += f"; rank {int(row['rank'])} of {int(row['rank_of'])}"
+                if "rank_seeds" in row and not pd.isna(row["rank_seeds"]):
+                    title += f" (paired tests on {int(row['rank_seeds'])} common seeds)"
                 if column.name in best and row["mean"] == best[column.name]:
                     css = "best"
                 elif row["rank"] == 1:
@@ -234,7 +292,6 @@ def rank_table(
         column.is_rank = True
     table = Table(profile, "", modality, columns)
     indexed = part.set_index(["method", "metric"])
-    per_dataset = source[source["rank"].notna()].groupby(["method", "metric"])
     best = part.groupby("metric")["mean_rank"].min()
     for method in method_order(part.method.unique()):
         cells = []
@@ -243,14 +300,15 @@ def rank_table(
                 cells.append(Cell("", "not ranked"))
                 continue
             row = indexed.loc[(method, column.name)]
-            ranks = per_dataset.get_group((method, column.name))
-            detail = ", ".join(
-                f"{d} {int(r)}" for d, r in zip(ranks.dataset, ranks["rank"], strict=True)
-            )
+            if pd.isna(row.mean_rank):
+                # Missing on some dataset: averaging it over fewer would not be comparable.
+                cells.append(Cell("–", str(row.note)))
+                continue
             cells.append(
                 Cell(
                     f"{row.mean_rank:.2f}".rstrip("0").rstrip("."),
-                    f"mean of {int(row.n_datasets)} dataset rank(s): {detail}",
+                    f"mean of {int(row.n_datasets)} dataset rank(s) among the methods ranked on "
+                    f"every dataset: {row.dataset_ranks}",
                     repr(float(row.mean_rank)),
                     "best" if row.mean_rank == best[column.name] else "",
                 )
@@ -333,7 +391,9 @@ def _comparison_tables(
                     text += f" [{format_signed(r.ci95_low)}, {format_signed(r.ci95_high)}]"
                 title = (
                     f"paired over seeds {r.seeds} (n={r.n}); Cohen's d_z "
-                    f"{format_value(r.cohens_dz)}; paired t-test p = {format_value(r.p_value)}"
+                    f"{format_value(r.cohens_dz)}; sign-flip p = {format_value(r.p_value)}, "
+                    f"Holm-adjusted over the methods vs. {baseline} = {format_value(r.p_holm)}; "
+                    f"seeds for 80% power: {format_seeds(r.seeds_for_80_power)}"
                 )
                 cells.append(Cell(text, title, repr(float(r.mean_diff)), str(r.outcome)))
             rows.append((method, method_page(method), cells))
@@ -379,14 +439,16 @@ def _dataset_figures(
                     _half_width(acc),
                 )
             )
-        floor = _mean_row(part, RANDOM_CONTROL_ROW, agreement)
+        floors = [_mean_row(part, row, agreement) for row in CONTROL_ROWS]
+        means = [float(f["mean"]) for f in floors if f is not None and pd.notna(f["mean"])]
+        floor = max(means) if means else None
         if points:
             figures.tradeoff_plot(
                 points,
                 agreement,
                 "accuracy",
                 out / f"{stem}-tradeoff.png",
-                floor_x=None if floor is None else float(floor["mean"]),
+                floor_x=floor,
             )
             front = ", ".join(p.name for p in figures.pareto_front(
                 [p for p in points if p.role == "student"]))  # fmt: skip
@@ -601,34 +663,56 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def format_seeds(value: float | None) -> str:
+    """Seeds for 80 % power: a count, `> 10000` past the cap, `–` when there is no effect."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return f"> {POWER_CAP}"
+    return str(int(value))
+
+
 def _claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
-    """The claims as the template shows them: formatted effects, one row per comparison."""
+    """The claims as the template shows them: primary tests first, one row per comparison."""
     shown = []
     for cv in verdicts:
         rows = []
-        for dv in cv.datasets:
-            for r in dv.results:
-                s = r.stats
-                effect = format_signed(s["mean_diff"])
-                ci = (
-                    f"[{format_signed(s['ci95_low'])}, {format_signed(s['ci95_high'])}]"
-                    if not math.isnan(s["ci95_low"])
-                    else "no CI (fewer than 2 paired seeds)"
-                )
-                rows.append(
-                    {
-                        "dataset": dv.dataset,
-                        "profile": dv.profile,
-                        "page": dataset_page(dv.profile, dv.dataset),
-                        "comparison": r.test.describe(r.metric),
-                        "effect": effect,
-                        "ci": ci,
-                        "n": s["n"],
-                        "p": format_value(s["p_value"]),
-                        "verdict": r.verdict,
-                        "dataset_verdict": dv.verdict,
-                    }
-                )
+        for role in ("primary", "secondary"):
+            for dv in cv.datasets:
+                for r in dv.results:
+                    if r.test.role != role:
+                        continue
+                    s = r.stats
+                    ci = (
+                        f"[{format_signed(s['ci95_low'])}, {format_signed(s['ci95_high'])}]"
+                        if not math.isnan(s["ci95_low"])
+                        else "no CI (fewer than 2 paired seeds)"
+                    )
+                    if s["std_diff"] == 0:
+                        ci += " (zero width: every seed gives the same difference)"
+                    rows.append(
+                        {
+                            "role": role,
+                            "dataset": dv.dataset,
+                            "profile": dv.profile,
+                            "page": dataset_page(dv.profile, dv.dataset),
+                            "comparison": r.test.describe(r.metric),
+                            "effect": format_signed(s["mean_diff"]),
+                            "ci": ci,
+                            "n": s["n"],
+                            "p": format_value(s["p_value"]),
+                            "p_holm": format_value(r.p_holm),
+                            "p_title": (
+                                f"{'one-sided' if r.test.expect == 'not_worse' else 'two-sided'} "
+                                f"sign-flip p = {format_value(s['p_value'])} "
+                                f"({s['p_method'] or 'no test'}); Holm over the claim's "
+                                f"{role} tests: {format_value(r.p_holm)}"
+                            ),
+                            "power_seeds": format_seeds(s["seeds_for_80_power"]),
+                            "verdict": r.verdict,
+                            "dataset_verdict": dv.verdict,
+                        }
+                    )
         shown.append(
             {"claim": cv.claim, "verdict": cv.verdict, "rows": rows, "missing": cv.missing}
         )
@@ -639,22 +723,38 @@ def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
     """Write the statistics under `results/` and the site under `out`; returns `out/index.html`.
 
     Files written to `results/`: `leaderboard.csv` (one row per profile, dataset, method, metric,
-    with `rank`), `comparisons.csv`, `average_ranks.csv`, `claims.csv`, and `leaderboard.json`
-    holding all four.
+    with `rank`; explanation metrics also as `<metric>_excess` over the control floor),
+    `comparisons.csv`, `average_ranks.csv`, `claims.csv`, and `leaderboard.json` holding all four.
     """
     load_builtins()  # method descriptions come from the registry where a method is known
     records = list(iter_records(results, profile))
     frame = aggregate(records)
-    ranked = ci_ranks(frame)
     seeds = seed_values(records)
+    # Explanation agreement above the strongest control floor: rows derived from the seed values,
+    # aggregated, ranked and compared like the metrics read from the records.
+    excess = explanation_excess(seeds)
+    if not excess.empty:
+        seeds = pd.concat([seeds, excess], ignore_index=True)
+        frame = pd.concat([frame, aggregate_seeds(excess)], ignore_index=True).sort_values(
+            ["profile", "dataset", "method", "metric"], ignore_index=True
+        )
+    ranked = ci_ranks(frame, seeds)
     comparisons = compare(seeds)
-    averages = average_ranks(ranked)
+    averages = average_ranks(ranked, seeds)
     explainers = first_explainers(records)
-    verdicts = evaluate_all(seeds, explainers)
+    verdicts = evaluate_all(seeds)
+    separation = separation_table(records)
+    flagged = not_separating(separation)
+    coverage = mean_coverage(records)
     write_leaderboard(
         ranked,
         results,
-        {"comparisons": comparisons, "average_ranks": averages, "claims": claims_table(verdicts)},
+        {
+            "comparisons": comparisons,
+            "average_ranks": averages,
+            "claims": claims_table(verdicts),
+            "separation": separation,
+        },
     )
     descriptions: dict[str, str] = {}
     for record in records:
@@ -667,7 +767,7 @@ def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
     for (p, modality), part in keys.groupby(["profile", "modality"], sort=True):
         tables = []
         for dataset in sorted(part.dataset):
-            table = leaderboard_table(ranked, p, dataset, descriptions)
+            table = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage)
             tables.append(table)
             explainer = explainers.get((p, dataset))
             figs = _dataset_figures(ranked, seeds, records, results, out, p, dataset, explainer)

@@ -34,10 +34,17 @@ from bench.errors import DatasetUnavailable, Diverged
 from bench.explainers import ExplainSettings, explain
 from bench.leaderboard import CATEGORY_ORDER
 from bench.locks import hold_lock, lock_path, try_lock
-from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.method import (
+    METHODS,
+    PERMUTED_CONTROL_ROW,
+    RANDOM_CONTROL_ROW,
+    REFERENCE_ROWS,
+    TEACHER_ROW,
+    UNTRAINED_CONTROL_ROW,
+)
 from bench.metrics import ScoringContext, metric_settings, score
 from bench.metrics.dissection import dissection_summary
-from bench.models import count_parameters
+from bench.models import build_model, count_parameters
 from bench.planner import Plan
 from bench.profiles import Profile
 from bench.specs import RunSpec, TeacherSpec, stable_hash
@@ -90,7 +97,8 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class DatasetStage:
-    """One dataset's share of a suite: its teacher stage, then the runs still to do."""
+    """One teacher's share of a suite: its teacher stage, then the runs still to do that learn
+    from it (a dataset has one stage per teacher seed)."""
 
     dataset: str
     teacher: TeacherSpec
@@ -116,6 +124,53 @@ class Summary:
     @property
     def exit_status(self) -> int:
         return 1 if self.counts["failed"] or self.counts["diverged"] else 0
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control row: the model whose explanations are scored against `teacher`, and what of it
+    is scored (`categories`; None: every metric, as for a student)."""
+
+    teacher: Teacher
+    row: str
+    description: str
+    model: Any
+    categories: frozenset[str] | None
+    explainer_override: str | None = None
+
+
+class PermutedExplanations:
+    """The teacher, except that each explained sample gets the teacher's explanation of another.
+
+    The permutation is a fixed derangement (no sample keeps its own explanation) of however many
+    samples are explained, so the row is the same for every run and is cached with the teacher's
+    explanations. Only explanation agreement is scored on it: it has no predictions of its own.
+    """
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher = teacher
+        self.module = teacher.module
+        self.device = teacher.device
+
+    @property
+    def n_params(self) -> int:
+        return self.teacher.n_params
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.teacher.predict_logits(x)
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        return self.teacher.explain(explainer, x, targets, settings)[derangement(len(x))]
+
+
+def derangement(n: int, seed: int = 0) -> np.ndarray:
+    """A seeded permutation of range(n) with no fixed point (a random order, shifted by one)."""
+    order = np.random.default_rng(seed).permutation(n)
+    result = np.empty(n, dtype=np.int64)
+    result[order] = np.roll(order, 1)
+    return result
 
 
 class StudentPredictor:
@@ -181,18 +236,10 @@ class SuiteRunner:
             self.options.results, spec.profile, spec.dataset, spec.variant, spec.seed
         )
 
-    def teacher_path(self, spec: TeacherSpec) -> Path:
+    def reference_path(self, spec: TeacherSpec, row: str = TEACHER_ROW) -> Path:
+        """The record of one of a teacher's reference rows (the teacher or a control row)."""
         return record_path(
-            self.options.results, self.plan.profile.name, spec.dataset, TEACHER_ROW, spec.seed
-        )
-
-    def control_path(self, spec: TeacherSpec) -> Path:
-        return record_path(
-            self.options.results,
-            self.plan.profile.name,
-            spec.dataset,
-            RANDOM_CONTROL_ROW,
-            spec.seed,
+            self.options.results, self.plan.profile.name, spec.dataset, row, spec.seed
         )
 
     def _is_done(self, path: Path, run_id: str) -> bool:
@@ -226,21 +273,20 @@ class SuiteRunner:
         return summary
 
     def dataset_stages(self, todo: list[RunSpec]) -> list[DatasetStage]:
-        """The datasets with runs to do or reference rows to score, in plan order."""
+        """One stage per teacher (dataset and teacher seed) with runs to do or reference rows to
+        score, in plan order."""
         stages = []
-        for dataset in self.plan.datasets():
-            runs = [spec for spec in todo if spec.dataset == dataset]
-            teacher_spec = self.plan.teachers[dataset]
+        for teacher_spec in self.plan.teachers:
+            runs = [spec for spec in todo if spec.teacher.key == teacher_spec.key]
             teacher_done = self._reference_done(teacher_spec)
             if runs or not teacher_done:
-                stages.append(DatasetStage(dataset, teacher_spec, runs, teacher_done))
+                stages.append(DatasetStage(teacher_spec.dataset, teacher_spec, runs, teacher_done))
         return stages
 
     def _reference_done(self, spec: TeacherSpec) -> bool:
         reference_id = teacher_run_id(spec, self.plan.profile)
         return all(
-            self._is_done(path, reference_id)
-            for path in (self.teacher_path(spec), self.control_path(spec))
+            self._is_done(self.reference_path(spec, row), reference_id) for row in REFERENCE_ROWS
         )
 
     def _run_dataset(self, stage: DatasetStage) -> list[str]:
@@ -290,8 +336,8 @@ class SuiteRunner:
                 shutil.rmtree(stale, ignore_errors=True)
             teacher = obtain_teacher(spec, bundle, self.options.results, self.options.device)
             if not teacher_done and not self._reference_done(spec):
-                for path in (self.teacher_path(spec), self.control_path(spec)):
-                    remove_temporaries(path)
+                for row in REFERENCE_ROWS:
+                    remove_temporaries(self.reference_path(spec, row))
                 self._score_teacher(teacher, bundle)
         return teacher
 
@@ -426,7 +472,7 @@ class SuiteRunner:
         return record["status"]
 
     def _score_teacher(self, teacher: Teacher, bundle: DatasetBundle) -> None:
-        """The teacher's reference row, and the random-explainer control row beside it."""
+        """The teacher's reference row, and the control rows beside it (`CONTROL_ROWS`)."""
         spec = teacher.spec
         budget = self.plan.profile.budget(spec.dataset, spec.modality)
         started = time.perf_counter()
@@ -441,7 +487,7 @@ class SuiteRunner:
         metrics, metadata = score(scoring)
         info = {k: v for k, v in teacher.info.items() if k != "history"}
         record = self._reference_record(spec, bundle, TEACHER_ROW, metrics, metadata)
-        maps = save_attribution_maps(self.teacher_path(spec), scoring, with_inputs=True)
+        maps = save_attribution_maps(self.reference_path(spec), scoring, with_inputs=True)
         record.update(
             attribution_maps=maps,
             dissection=dissection_summary(scoring),
@@ -451,32 +497,76 @@ class SuiteRunner:
             training={"history": teacher.info.get("history")},
             timings={"train": info["train_seconds"], "score": time.perf_counter() - started},
         )
-        write_json_atomic(self.teacher_path(spec), record)
+        write_json_atomic(self.reference_path(spec), record)
+        for control in self._controls(teacher, bundle):
+            self._score_control(control, bundle, budget)
 
+    def _controls(self, teacher: Teacher, bundle: DatasetBundle) -> list[Control]:
+        """The floors of the explanation metrics for this teacher (see `bench.method`)."""
+        budget = self.plan.profile.budget(teacher.spec.dataset, teacher.spec.modality)
+        seed_everything(teacher.spec.seed)
+        arch = budget.student
+        untrained = build_model(arch.model, bundle.input_shape, bundle.num_classes, **arch.kwargs())
+        return [
+            Control(
+                teacher,
+                RANDOM_CONTROL_ROW,
+                "Control: uniform random attributions, explaining the teacher.",
+                teacher,
+                CONTROL_CATEGORIES,
+                explainer_override="random",
+            ),
+            Control(
+                teacher,
+                PERMUTED_CONTROL_ROW,
+                "Control: the teacher's explanation of another test sample (a fixed derangement "
+                "of the explained subset), compared with its explanation of this one.",
+                PermutedExplanations(teacher),
+                frozenset({"explanation"}),
+            ),
+            Control(
+                teacher,
+                UNTRAINED_CONTROL_ROW,
+                f"Control: a randomly initialised student of the standard architecture "
+                f"({arch.model}, {dict(arch.size)}), seeded with the teacher's seed, scored as a "
+                "student.",
+                StudentPredictor(
+                    untrained.to(self.options.device), self.options.device, bundle.num_classes
+                ),  # fmt: skip
+                None,
+            ),
+        ]
+
+    def _score_control(self, control: Control, bundle: DatasetBundle, budget: Any) -> None:
+        spec = control.teacher.spec
         started = time.perf_counter()
-        control = ScoringContext(
+        scoring = ScoringContext(
             bundle,
-            teacher,
-            teacher,
+            control.model,
+            control.teacher,
             0.0,
             budget.n_explain,
             budget.explanation,
-            explainer_override="random",
+            explainer_override=control.explainer_override,
         )
-        metrics, metadata = score(control, categories=CONTROL_CATEGORIES)
-        record = self._reference_record(spec, bundle, RANDOM_CONTROL_ROW, metrics, metadata)
+        metrics, metadata = score(scoring, categories=control.categories)
+        record = self._reference_record(spec, bundle, control.row, metrics, metadata)
         record.update(
             role="control",
             method={
-                "name": RANDOM_CONTROL_ROW,
-                "base": "random",
+                "name": control.row,
+                "base": control.row,
                 "params": {},
-                "citation": "Control: uniform random attributions, explaining the teacher.",
-            },
+                "citation": control.description,
+            },  # fmt: skip
             teacher=spec.as_dict(),
             timings={"score": time.perf_counter() - started},
         )
-        write_json_atomic(self.control_path(spec), record)
+        if control.categories is None:  # a whole model: dissected and shown like a student
+            record["dissection"] = dissection_summary(scoring)
+            path = self.reference_path(spec, control.row)
+            record["attribution_maps"] = save_attribution_maps(path, scoring)
+        write_json_atomic(self.reference_path(spec, control.row), record)
 
     def _reference_record(
         self,

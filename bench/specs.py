@@ -15,9 +15,6 @@ from bench import SCHEMA_VERSION
 from bench.data import Modality
 from bench.profiles import ModalityBudget, Profile
 
-# Teachers are trained once per dataset, with this seed, and shared by every run's student.
-TEACHER_SEED = 0
-
 
 def stable_hash(value: Any, length: int = 16) -> str:
     """A hash of a JSON-able value that does not depend on dict order or the Python process."""
@@ -32,7 +29,8 @@ class TeacherSpec:
     modality: Modality
     kind: str  # "lightgbm" or the registered model name of a network teacher
     settings: dict[str, Any] = field(hash=False)
-    seed: int = TEACHER_SEED
+    # The teacher's own training seed (`Profile.teacher_seeds`); part of its key and run ids.
+    seed: int = 0
 
     @property
     def key(self) -> str:
@@ -43,20 +41,22 @@ class TeacherSpec:
 
 
 def teacher_spec_for(
-    profile: Profile, dataset: str, version: str, modality: Modality
+    profile: Profile, dataset: str, version: str, modality: Modality, seed: int = 0
 ) -> TeacherSpec:
+    """The teacher of `dataset` that `profile` trains with training seed `seed`."""
     budget = profile.budget(dataset, modality)
     if modality == "tabular":
         if budget.teacher_lightgbm is None:
             raise ValueError(f"profile {profile.name!r} sets no LightGBM teacher for tables")
-        return TeacherSpec(dataset, version, modality, "lightgbm", asdict(budget.teacher_lightgbm))
+        settings = asdict(budget.teacher_lightgbm)
+        return TeacherSpec(dataset, version, modality, "lightgbm", settings, seed)
     if budget.teacher_network is None or budget.teacher_training is None:
         raise ValueError(f"profile {profile.name!r} sets no network teacher for images")
     settings = {
         "architecture": asdict(budget.teacher_network),
         "training": asdict(budget.teacher_training),
     }
-    return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings)
+    return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings, seed)
 
 
 @dataclass(frozen=True)

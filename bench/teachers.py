@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from bench.data import DatasetBundle
-from bench.explainers import ExplainSettings, explain
+from bench.explainers import EXPLANATION_RULES, ExplainSettings, explain
 from bench.hooks import FeatureHooks
 from bench.method import Batch, ModelOutput
 from bench.models import build_model, count_parameters
@@ -140,6 +140,7 @@ class LightGBMTeacher(Teacher):
             "treeshap",
             (x,),
             lambda: vars(tree_contributions(self.booster, x, self.num_classes)),
+            EXPLANATION_RULES,
         )
         return Contributions(arrays["values"], arrays["bias"])
 
@@ -177,7 +178,7 @@ class NetworkTeacher(Teacher):
             )
             return {"attributions": attributions}
 
-        key = (explainer, settings.ig_steps, settings.seed)
+        key = (explainer, settings.ig_steps, settings.seed, EXPLANATION_RULES)
         return self._cached(f"explain-{explainer}", (x, targets, settings.baseline), compute, key)[
             "attributions"
         ]

@@ -1,13 +1,14 @@
-"""TreeSHAP explanations of LightGBM teachers, in raw-score space, per class.
+"""TreeSHAP explanations of LightGBM teachers, per class, of the class scores centred over classes.
 
 LightGBM's `pred_contrib=True` returns exact TreeSHAP values plus a bias column; they add up to the
 raw score (SHAP's efficiency property). We arrange them as (samples, classes, features) so that a
-tree teacher and a network student are explained in the same terms:
+tree teacher and a network student are explained in the same terms (`bench.class_scores`):
 
-- multiclass: class c's raw score is its logit z_c, explained as LightGBM gives it;
-- binary: LightGBM models one raw score s = z_1 - z_0; class 1 is explained by s's contributions
-  and class 0 by their negation (it is explained as z_0 - z_1 = -s). Students are explained with
-  the same convention (`bench.explainers.ClassScores`).
+- multiclass: LightGBM's per-class raw scores z_c, centred: TreeSHAP is linear in the model's
+  output, so the contributions to z_c − mean_k z_k are φ_c − mean_k φ_k;
+- binary: LightGBM models one raw score s (logits [0, s]); centred, class 1's score is s / 2 and
+  class 0's is −s / 2, explained by φ / 2 and −φ / 2.
+Students are explained in the same convention (`bench.explainers.ClassScores`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
+
+from bench.class_scores import centre_over_classes
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,13 @@ class Contributions:
 
 
 def tree_contributions(booster: lgb.Booster, x: np.ndarray, num_classes: int) -> Contributions:
+    """TreeSHAP of every class's centred score (the module docstring), bias included."""
     raw = np.asarray(booster.predict(x, pred_contrib=True), dtype=np.float64)
     n, n_features = len(x), x.shape[1]
     if num_classes == 2:
-        phi, bias = raw[:, :n_features], raw[:, n_features]
-        values = np.stack([-phi, phi], axis=1)
-        return Contributions(values.astype(np.float32), np.stack([-bias, bias], axis=1))
-    per_class = raw.reshape(n, num_classes, n_features + 1)
-    return Contributions(per_class[:, :, :n_features].astype(np.float32), per_class[:, :, -1])
+        # LightGBM's logits are [0, s]: class 0 contributes nothing before centring.
+        per_class = np.stack([np.zeros_like(raw), raw], axis=1)
+    else:
+        per_class = raw.reshape(n, num_classes, n_features + 1)
+    centred = centre_over_classes(per_class)
+    return Contributions(centred[:, :, :n_features].astype(np.float32), centred[:, :, -1])

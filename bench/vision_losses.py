@@ -4,7 +4,8 @@ Each is written once here and used by several methods (FitNets, attention transf
 XDistillation), so that two methods comparing "the same" map really compute the same thing.
 Layers are found by module path, as everywhere in the harness: the registered architectures name
 their convolutional stages as top-level children in forward order (`block1 .. blockN`;
-`stem, layer1 .. layer3`) and name the last one `last_conv_layer`.
+`stem, layer1 .. layer3`) and name the last one `last_conv_layer`. Grad-CAM is taken where
+`bench.gradcam.gradcam_layer` says, for training as for scoring.
 """
 
 from __future__ import annotations
@@ -16,30 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
+from bench.gradcam import conv_stages as conv_stages  # re-exported for the methods
+from bench.gradcam import gradcam_layer
+from bench.gradcam import last_conv_layer as last_conv_layer
 from bench.hooks import FeatureHooks
 from bench.training import EVAL_BATCH, TrainContext
-
-
-def conv_stages(model: nn.Module) -> list[str]:
-    """Names of the top-level children that hold a convolution, in registration order.
-
-    For the registered architectures these are their stages in forward order; pooling and the
-    classifier hold no convolution and drop out.
-    """
-    stages = [
-        name
-        for name, child in model.named_children()
-        if any(isinstance(m, nn.Conv2d) for m in child.modules())
-    ]
-    if not stages:
-        raise BenchError(f"{type(model).__name__} has no convolutional stage to distil from")
-    return stages
-
-
-def last_conv_layer(model: nn.Module) -> str:
-    """The layer Grad-CAM explains: the model's `last_conv_layer` if it names one, else its last stage."""
-    name = getattr(model, "last_conv_layer", None)
-    return name if isinstance(name, str) else conv_stages(model)[-1]
 
 
 @torch.no_grad()
@@ -162,5 +144,6 @@ def teacher_grad_cams(ctx: TrainContext) -> torch.Tensor:
     """
     teacher = network_teacher(ctx)
     predicted = ctx.teacher.train_logits.argmax(dim=1)
-    maps = grad_cam_maps(teacher, last_conv_layer(teacher), ctx.x_train, predicted)
+    layer = gradcam_layer(teacher, ctx.bundle.input_shape)
+    maps = grad_cam_maps(teacher, layer, ctx.x_train, predicted)
     return match_spatial(maps[:, None], ctx.x_train.shape[-2:])[:, 0]

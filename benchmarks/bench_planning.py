@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench import registry
-from bench.method import RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.method import REFERENCE_ROWS
 from bench.planner import Selection, make_plan
 from bench.runner import RunOptions, SuiteRunner, teacher_run_id
 from bench.store import record_path, write_json_atomic
@@ -65,8 +65,8 @@ def finished_suite(tmp_path_factory):
     runner = SuiteRunner(plan, options)
     for spec in plan.runs:
         write_json_atomic(runner.path_of(spec), finished_record(runner, spec))
-    for spec in plan.teachers.values():
-        for row in (TEACHER_ROW, RANDOM_CONTROL_ROW):
+    for spec in plan.teachers:
+        for row in REFERENCE_ROWS:
             path = record_path(results, plan.profile.name, spec.dataset, row, spec.seed)
             reference = {
                 **finished_record(runner, plan.runs[0]),

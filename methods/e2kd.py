@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.gradcam import gradcam_layer
 from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
-from bench.vision_losses import grad_cam, last_conv_layer, match_spatial, teacher_grad_cams
+from bench.vision_losses import grad_cam, match_spatial, teacher_grad_cams
 
 
 def explanation_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
@@ -39,10 +40,13 @@ class ExplanationEnhancedKD(Method):
 
     def fit(self, ctx: TrainContext) -> nn.Module:
         self.teacher_maps = teacher_grad_cams(ctx)
+        self.input_shape = ctx.bundle.input_shape
         return super().fit(ctx)
 
     def student_layers(self, student: nn.Module) -> Sequence[str]:
-        return [last_conv_layer(student)]
+        # Where the harness scores the student's Grad-CAM (`bench.gradcam`), so that the map it
+        # is trained on is the map it is scored on.
+        return [gradcam_layer(student, self.input_shape)]
 
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext

@@ -1,81 +1,197 @@
-"""The claims panel's verdicts: supported, contradicted, inconclusive, and not measured."""
+"""The claims panel's verdicts: primary and secondary tests, Holm, non-inferiority, not measured.
+
+Several tests pin what interval-based verdicts got wrong: three identical differences (a
+zero-width interval) "supported" a claim, a loss inside the stated margin "contradicted" one, and
+no correction was made for testing a claim on many datasets.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 
+import pandas as pd
 import pytest
 
-from bench.claims import CLAIMS, claims_table, combine, evaluate_all, verdict_of
-from bench.statistics import seed_values
+from bench.claims import (
+    CLAIM_COLUMNS,
+    CLAIMS,
+    ClaimTest,
+    claims_table,
+    combine,
+    evaluate_all,
+    verdict_of,
+)
+from bench.metrics import METRICS
+from bench.registry import load_builtins
+from bench.statistics import seed_values, seeds_for_power
 from tests.recordkit import seeded
 
 T_975_DF2 = 4.302653
+BASE = [0.50, 0.90, 0.60, 0.80, 0.55, 0.75, 0.65, 0.70]  # seeds that vary a lot
 
 
 def verdicts_for(records: list[dict]) -> dict:
-    seeds = seed_values(records)
-    explainers = {(r["profile"], r["dataset"]["name"]): "ig" for r in records}
-    return {v.claim.key: v for v in evaluate_all(seeds, explainers)}
+    return {v.claim.key: v for v in evaluate_all(seed_values(records))}
 
 
-def imitation_records(joint_accuracy: list[float]) -> list[dict]:
+def shifted(by: float | list[float], n: int = 8) -> list[float]:
+    steps = by if isinstance(by, list) else [by] * n
+    return [b + s for b, s in zip(BASE, steps, strict=False)]
+
+
+def imitation(dataset: str, n: int, ig_gain: float, accuracy_gain: float = 0.0) -> list[dict]:
     return [
         *seeded(
-            "p",
-            "wine",
-            "gbdt2nn",
-            {"expl_spearman_ig": [0.50, 0.52, 0.54], "accuracy": [0.90, 0.91, 0.92]},
+            "p", dataset, "gbdt2nn",
+            {"expl_spearman_ig": BASE[:n], "accuracy": BASE[:n]},
         ),
         *seeded(
-            "p",
-            "wine",
-            "gbdt2nn_joint",
-            {"expl_spearman_ig": [0.70, 0.71, 0.72], "accuracy": joint_accuracy},
+            "p", dataset, "gbdt2nn_joint",
+            {"expl_spearman_ig": shifted(ig_gain, n), "accuracy": shifted(accuracy_gain, n)},
         ),
+    ]  # fmt: skip
+
+
+def result_of(claim, method: str, metric: str, dataset: str | None = None):
+    for d in claim.datasets:
+        if dataset is not None and d.dataset != dataset:
+            continue
+        for r in d.results:
+            if r.test.method == method and r.metric == metric:
+                return r
+    raise LookupError((method, metric, dataset))
+
+
+def test_identical_differences_on_three_seeds_no_longer_support_a_claim() -> None:
+    # d = [5, 5, 5]: the interval is [5, 5] and used to "exclude 0"; the sign-flip p is 2/8.
+    records = [
+        *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 11, 12]}, modality="image"),
+        *seeded("p", "shapes", "kd", {"concept_detectors": [15, 16, 17]}, modality="image"),
     ]
+    claim = verdicts_for(records)["kd_concept_detectors"]
+    kd = result_of(claim, "kd", "concept_detectors")
+    assert kd.stats["ci95_low"] == kd.stats["ci95_high"] == pytest.approx(5.0)
+    assert kd.stats["p_value"] == 0.25 and kd.p_holm == 0.25
+    assert math.isnan(kd.stats["seeds_for_80_power"])  # no d_z when sd = 0
+    assert kd.verdict == "inconclusive" and claim.verdict == "inconclusive"
 
 
-def test_explanation_imitation_supported_with_its_effect_and_interval() -> None:
-    verdicts = verdicts_for(imitation_records([0.90, 0.92, 0.91]))
-    claim = verdicts["explanation_imitation"]
-    assert claim.verdict == "supported"
-    (dataset,) = claim.datasets
-    agreement = next(r for r in dataset.results if r.metric == "expl_spearman_ig")
-    # d = [0.20, 0.19, 0.18]: mean 0.19, sd 0.01
-    half = T_975_DF2 * 0.01 / math.sqrt(3)
-    assert agreement.stats["mean_diff"] == pytest.approx(0.19)
-    assert agreement.stats["ci95_low"] == pytest.approx(0.19 - half, rel=1e-6)
-    assert agreement.verdict == "supported"
-    accuracy = next(r for r in dataset.results if r.metric == "accuracy")
-    assert accuracy.verdict == "supported"  # d = [0, 0.01, -0.01]: no measurable loss
+def test_a_consistent_gain_on_enough_seeds_is_supported() -> None:
+    claim = verdicts_for(imitation("wine", 6, 0.05))["explanation_imitation"]
+    ig = result_of(claim, "gbdt2nn_joint", "expl_spearman_ig")
+    # Six positive differences: p = 2/64; the only primary test, so Holm leaves it.
+    assert ig.stats["mean_diff"] == pytest.approx(0.05)
+    assert ig.stats["p_value"] == pytest.approx(0.03125) and ig.p_holm == pytest.approx(0.03125)
+    assert ig.verdict == "supported" and claim.verdict == "supported"
     # kd_expl and kd are absent: named as not measured, not silently dropped.
     assert "method kd_expl" in claim.missing and "method kd" in claim.missing
 
 
-def test_a_clear_accuracy_loss_contradicts_the_imitation_claim() -> None:
-    verdicts = verdicts_for(imitation_records([0.80, 0.805, 0.81]))  # d = [-0.1, -0.105, -0.11]
-    claim = verdicts["explanation_imitation"]
-    assert claim.verdict == "contradicted"
-    accuracy = next(r for r in claim.datasets[0].results if r.metric == "accuracy")
-    assert accuracy.verdict == "contradicted"
-    assert accuracy.stats["mean_diff"] == pytest.approx(-0.105)
+def test_holm_corrects_across_a_claims_datasets() -> None:
+    # The same six-seed gain on two datasets: each p = 0.03125, Holm 2·0.03125 = 0.0625 ≥ 0.05.
+    claim = verdicts_for(imitation("wine", 6, 0.05) + imitation("breast_cancer", 6, 0.05))[
+        "explanation_imitation"
+    ]
+    primary = [r for d in claim.datasets for r in d.primary]
+    assert [r.p_holm for r in primary] == pytest.approx([0.0625, 0.0625])
+    assert claim.verdict == "inconclusive"
+    # Seven seeds each: 2·(2/128) = 0.03125 < 0.05 on both.
+    claim = verdicts_for(imitation("wine", 7, 0.05) + imitation("breast_cancer", 7, 0.05))[
+        "explanation_imitation"
+    ]
+    assert {d.verdict for d in claim.datasets} == {"supported"} and claim.verdict == "supported"
 
 
-def test_concept_detector_claim_needs_both_directions() -> None:
+def test_secondary_tests_are_reported_but_do_not_decide() -> None:
+    # A clear accuracy loss (a secondary test) next to a supported primary.
+    claim = verdicts_for(imitation("wine", 7, 0.05, accuracy_gain=-0.03))["explanation_imitation"]
+    accuracy = result_of(claim, "gbdt2nn_joint", "accuracy")
+    assert accuracy.test.role == "secondary" and accuracy.verdict == "contradicted"
+    assert claim.datasets[0].verdict == "supported" and claim.verdict == "supported"
+    table = claims_table([claim])
+    assert list(table.role) == ["primary", "secondary"]
+    assert list(table.test_verdict) == ["supported", "contradicted"]
+    assert set(table.dataset_verdict) == {"supported"} and set(table.claim_verdict) == {"supported"}
+
+
+def test_primary_and_secondary_are_separate_holm_families() -> None:
     records = [
-        *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 11, 12]}, modality="image"),
-        *seeded("p", "shapes", "kd", {"concept_detectors": [15, 17, 16]}, modality="image"),
-        *seeded("p", "shapes", "label_smoothing", {"concept_detectors": [10, 12, 11]},
+        *seeded("p", "cifar", "kd", {"expl_spearman_ig": BASE[:7],
+                                     "expl_spearman_gradcam": BASE[:7], "accuracy": BASE[:7]},
+                modality="image"),
+        *seeded("p", "cifar", "xdistill", {"expl_spearman_ig": shifted(0.1, 7),
+                                           "expl_spearman_gradcam": shifted(0.1, 7),
+                                           "accuracy": shifted(0.01, 7)}, modality="image"),
+    ]  # fmt: skip
+    claim = verdicts_for(records)["explanation_distillation"]
+    ig = result_of(claim, "xdistill", "expl_spearman_ig")
+    assert ig.p_holm == pytest.approx(1 / 64)  # a family of one: 2/128
+    secondary = [result_of(claim, "xdistill", m) for m in ("accuracy", "expl_spearman_gradcam")]
+    assert [r.p_holm for r in secondary] == pytest.approx([1 / 32, 1 / 32])  # two: 2·(2/128)
+    assert claim.verdict == "supported"
+
+
+@pytest.mark.parametrize(
+    ("steps", "verdict"),
+    [
+        # A loss of half a point, well inside the 1-point margin: non-inferior. (The old rule,
+        # "contradicted when the accuracy interval lies below 0", called this a contradiction.)
+        ([-0.005, -0.006, -0.004, -0.005, -0.0055, -0.0045, -0.005], "supported"),
+        # No difference at all on any seed: a zero-width interval decides nothing (was
+        # "supported": nothing measurable was lost).
+        ([0.0] * 7, "inconclusive"),
+        # Too noisy to rule out a loss beyond the margin (was "supported").
+        ([0.03, -0.04, 0.02, -0.03, 0.01, -0.02, 0.0], "inconclusive"),
+        # A loss of two points, beyond the margin: contradicted.
+        ([-0.02, -0.021, -0.019, -0.02, -0.022, -0.018, -0.02], "contradicted"),
+    ],
+)
+def test_accuracy_not_worse_with_a_one_point_margin(steps: list[float], verdict: str) -> None:
+    records = [
+        *seeded("p", "cifar", "kd", {"expl_spearman_ig": BASE[:7], "accuracy": BASE[:7]},
+                modality="image"),
+        *seeded("p", "cifar", "e2kd", {"expl_spearman_ig": BASE[:7], "accuracy": shifted(steps)},
                 modality="image"),
     ]  # fmt: skip
+    claim = verdicts_for(records)["e2kd"]
+    accuracy = result_of(claim, "e2kd", "accuracy")
+    assert accuracy.test.expect == "not_worse" and accuracy.test.margin == 0.01
+    assert accuracy.verdict == verdict
+
+
+def test_non_inferiority_p_is_one_sided_and_shifted_by_the_margin() -> None:
+    steps = [-0.005, -0.006, -0.004, -0.005, -0.0055, -0.0045, -0.005]
+    records = [
+        *seeded("p", "cifar", "kd", {"accuracy": BASE[:7]}, modality="image"),
+        *seeded("p", "cifar", "e2kd", {"accuracy": shifted(steps)}, modality="image"),
+    ]
+    accuracy = result_of(verdicts_for(records)["e2kd"], "e2kd", "accuracy")
+    # d + 0.01 > 0 on all seven seeds: one-sided p = 1/128 (two-sided on d alone would be 2/128).
+    assert accuracy.stats["p_value"] == pytest.approx(1 / 128)
+    s = accuracy.stats
+    assert s["seeds_for_80_power"] == seeds_for_power((s["mean_diff"] + 0.01) / s["std_diff"])
+    # Only a secondary test was measured: the claim has no primary verdict.
+    assert verdicts_for(records)["e2kd"].verdict == "not measured"
+
+
+def test_concept_detector_claim_holm_over_both_directions() -> None:
+    image = {"modality": "image"}
+    records = [
+        *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 14, 11, 13, 12, 15, 9]},
+                **image),
+        *seeded("p", "shapes", "kd", {"concept_detectors": [15, 20, 17, 17, 16, 19, 15]}, **image),
+        *seeded("p", "shapes", "label_smoothing",
+                {"concept_detectors": [10, 14, 11, 13, 12, 15, 9]}, **image),
+    ]  # fmt: skip
     claim = verdicts_for(records)["kd_concept_detectors"]
-    (dataset,) = claim.datasets
-    by_method = {r.test.method: r for r in dataset.results}
-    assert by_method["kd"].verdict == "supported"  # d = [5, 6, 4]
-    assert by_method["label_smoothing"].stats["mean_diff"] == pytest.approx(0.0)
-    assert by_method["label_smoothing"].verdict == "inconclusive"
-    assert dataset.verdict == "inconclusive" and claim.verdict == "inconclusive"
+    kd = result_of(claim, "kd", "concept_detectors")
+    smoothing = result_of(claim, "label_smoothing", "concept_detectors")
+    assert kd.stats["p_value"] == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(4 / 128)
+    assert kd.verdict == "supported"
+    assert smoothing.stats["mean_diff"] == 0 and smoothing.verdict == "inconclusive"
+    assert claim.datasets[0].verdict == "inconclusive"
+    assert claim.verdict == "mixed"  # one primary test supported, the other inconclusive
 
 
 def test_claims_without_their_methods_or_metrics_say_not_measured() -> None:
@@ -84,30 +200,117 @@ def test_claims_without_their_methods_or_metrics_say_not_measured() -> None:
     assert [v.verdict for v in verdicts.values()] == ["not measured"] * len(CLAIMS)
     assert "metric concept_detectors" in verdicts["kd_concept_detectors"].missing
     assert "method xdistill" in verdicts["explanation_distillation"].missing
+    assert "method e2kd" in verdicts["e2kd"].missing
     table = claims_table(list(verdicts.values()))
     assert list(table.claim) == [c.key for c in CLAIMS]
-    assert set(table.verdict) == {"not measured"}
+    assert set(table.claim_verdict) == {"not measured"}
+
+
+def test_claims_table_columns_and_order() -> None:
+    claim = verdicts_for(imitation("wine", 7, 0.05) + imitation("iris", 7, 0.05))
+    table = claims_table([claim["explanation_imitation"]])
+    for column in (
+        "claim", "role", "dataset", "method", "baseline", "metric", "expect", "margin", "n",
+        "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "seeds_for_80_power",
+        "test_verdict", "dataset_verdict", "claim_verdict",
+    ):  # fmt: skip
+        assert column in table.columns, column
+    assert "verdict" not in table.columns  # it read like the row's verdict but was the dataset's
+    assert list(table.columns) == CLAIM_COLUMNS
+    assert list(table.role) == ["primary", "primary", "secondary", "secondary"]
+    assert list(table.dataset) == ["iris", "wine", "iris", "wine"]
+    assert (table.n == 7).all() and (table.margin == 0).all()
+    assert table.p_holm.tolist() == pytest.approx([1 / 32] * 2 + [1.0, 1.0])
 
 
 def test_single_seed_is_inconclusive_not_supported() -> None:
     records = [
-        *seeded("p", "digits", "kd", {"expl_spearman_gradcam": [0.1]}, modality="image"),
-        *seeded("p", "digits", "e2kd", {"expl_spearman_gradcam": [0.9]}, modality="image"),
+        *seeded("p", "digits", "kd", {"expl_spearman_ig": [0.1]}, modality="image"),
+        *seeded("p", "digits", "e2kd", {"expl_spearman_ig": [0.9]}, modality="image"),
     ]
-    claim = verdicts_for(records)["explanation_distillation"]
-    assert claim.datasets[0].results[0].stats["mean_diff"] == pytest.approx(0.8)
+    claim = verdicts_for(records)["e2kd"]
+    (result,) = claim.datasets[0].results
+    assert result.stats["mean_diff"] == pytest.approx(0.8)
+    assert math.isnan(result.stats["p_value"]) and math.isnan(result.p_holm)
     assert claim.verdict == "inconclusive"
 
 
+def test_students_of_different_teacher_seeds_are_not_paired() -> None:
+    records = imitation("wine", 7, 0.05)
+    for record in records:
+        seed = record["seed"]
+        # gbdt2nn_joint's seed 6 used teacher 1, gbdt2nn's teacher 0.
+        mismatch = record["method"]["name"] == "gbdt2nn_joint" and seed == 6
+        record["teacher"] = {"seed": 1 if mismatch else 0}
+    ig = result_of(verdicts_for(records)["explanation_imitation"], "gbdt2nn_joint",
+                   "expl_spearman_ig")  # fmt: skip
+    assert ig.stats["n"] == 6 and ig.stats["teacher_mismatch"] == 1
+
+
 def test_verdict_rules() -> None:
-    assert verdict_of("higher", 0.1, 0.3) == "supported"
-    assert verdict_of("higher", -0.3, -0.1) == "contradicted"
-    assert verdict_of("lower", -0.3, -0.1) == "supported"
-    assert verdict_of("lower", 0.1, 0.3) == "contradicted"
-    assert verdict_of("higher", -0.1, 0.3) == "inconclusive"
-    assert verdict_of("not_lower", -0.1, 0.3) == "supported"
-    assert verdict_of("not_lower", -0.3, -0.1) == "contradicted"
-    assert verdict_of("higher", math.nan, math.nan) == "inconclusive"
+    higher = ClaimTest("a", "b", "m", "higher")
+    lower = ClaimTest("a", "b", "m", "lower")
+    stats = {"mean_diff": 0.2, "std_diff": 0.1, "ci95_low": 0.1, "ci95_high": 0.3}
+    negative = {"mean_diff": -0.2, "std_diff": 0.1, "ci95_low": -0.3, "ci95_high": -0.1}
+    assert verdict_of(higher, stats, 0.01) == "supported"
+    assert verdict_of(higher, negative, 0.01) == "contradicted"
+    assert verdict_of(lower, negative, 0.01) == "supported"
+    assert verdict_of(lower, stats, 0.01) == "contradicted"
+    # The interval excludes 0 but the adjusted p does not reach 0.05: no verdict.
+    assert verdict_of(higher, stats, 0.06) == "inconclusive"
+    assert verdict_of(higher, stats, math.nan) == "inconclusive"
+    guard = ClaimTest("a", "b", "m", "not_worse", margin=0.05)
+    small_loss = {"mean_diff": -0.02, "std_diff": 0.01, "ci95_low": -0.03, "ci95_high": -0.01}
+    assert verdict_of(guard, small_loss, 0.01) == "supported"
+    assert verdict_of(guard, small_loss, 0.2) == "inconclusive"
+    big_loss = {"mean_diff": -0.1, "std_diff": 0.01, "ci95_low": -0.11, "ci95_high": -0.09}
+    assert verdict_of(guard, big_loss, 1.0) == "contradicted"
+    flat = {"mean_diff": -0.1, "std_diff": 0.0, "ci95_low": -0.1, "ci95_high": -0.1}
+    assert verdict_of(guard, flat, 0.0) == "inconclusive"  # zero width: neither way
+    # Lower-is-better metric: a rise of the metric is the loss.
+    assert verdict_of(guard, {**big_loss, "ci95_low": 0.09, "ci95_high": 0.11}, 1.0, False) == (
+        "contradicted"
+    )
     assert combine(["supported", "supported"]) == "supported"
     assert combine(["supported", "inconclusive"]) == "inconclusive"
     assert combine(["supported", "contradicted"]) == "contradicted"
+    assert combine([]) == "no primary test"
+
+
+def test_every_claim_names_registered_methods_and_metrics() -> None:
+    load_builtins()
+    from bench.method import METHODS
+
+    for claim in CLAIMS:
+        assert claim.primary, f"{claim.key} has no primary test"
+        assert len({t.metric for t in claim.primary}) == 1, f"{claim.key}: one primary metric"
+        for test in claim.tests:
+            assert test.method in METHODS, (claim.key, test.method)
+            assert test.baseline in METHODS, (claim.key, test.baseline)
+            assert test.metric in METRICS, (claim.key, test.metric)
+            assert test.expect in ("higher", "lower", "not_worse")
+            assert (test.margin > 0) == (test.expect == "not_worse"), (claim.key, test)
+
+
+def test_no_primary_metric_uses_an_explainer_the_claims_methods_train_on() -> None:
+    load_builtins()
+    trained = {c.key: set(c.trained_explainers) for c in CLAIMS}
+    # What the methods' losses match (see methods/*.py): gradient × input against TreeSHAP, and
+    # Grad-CAM maps.
+    assert trained["explanation_imitation"] == {"gxi"}
+    assert trained["explanation_distillation"] == {"gradcam"} and trained["e2kd"] == {"gradcam"}
+    for claim in CLAIMS:
+        for test in claim.primary:
+            match = re.fullmatch(r"expl_(spearman|topk|cosine)_(\w+)", test.metric)
+            if match:
+                assert METRICS.get(test.metric).category == "explanation"
+                assert match.group(2) not in claim.trained_explainers, (claim.key, test.metric)
+
+
+def test_claim_table_of_records_round_trips_through_csv(tmp_path) -> None:
+    table = claims_table(list(verdicts_for(imitation("wine", 7, 0.05)).values()))
+    table.to_csv(tmp_path / "claims.csv", index=False)
+    back = pd.read_csv(tmp_path / "claims.csv")
+    assert list(back.columns) == CLAIM_COLUMNS
+    row = back[(back.claim == "explanation_imitation") & (back.role == "primary")].iloc[0]
+    assert row.test_verdict == "supported" and row.claim_verdict == "supported"

@@ -20,6 +20,7 @@ import torch
 
 from bench.data import DATASETS, DatasetLoaderOptions
 from bench.locks import hold_lock, lock_path
+from bench.method import REFERENCE_ROWS
 from bench.profiles import PROFILES
 from bench.specs import teacher_spec_for
 from bench.teachers import _train_and_cache, obtain_teacher, teacher_dir
@@ -28,7 +29,6 @@ from tests.test_determinism import comparable_metrics
 from tests.test_locks import held_by_another_process
 
 REPO = Path(__file__).resolve().parent.parent
-REFERENCE_ROWS = ("teacher", "random_explainer")
 SUITE = (
     "run", "--profile", "smoke", "--dataset", "wine", "digits",
     "--method", "scratch", "label_smoothing", "kd", "--device", "cpu",

@@ -35,18 +35,40 @@ def test_gradient_times_input_of_a_linear_model_by_hand() -> None:
     baseline = np.array([0.5, 0.5, 0.5], dtype=np.float32)
     targets = np.array([1, 2])
     got = explain("gxi", model, x, targets, 3, ExplainSettings(baseline), CPU)
-    expected = np.array(weights)[targets] * (x - baseline)
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # Class scores are centred over classes: z_c − mean_k z_k has weights w_c − mean_k w_k.
+    centred = np.array(weights) - np.array(weights).mean(axis=0)
+    expected = centred[targets] * (x - baseline)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
-def test_binary_models_are_explained_as_margins() -> None:
+def test_binary_models_are_explained_as_half_margins() -> None:
     model = linear_model([[1.0, 0.0], [3.0, -1.0]])
     x = np.array([[1.0, 1.0]], dtype=np.float32)
     settings = ExplainSettings(np.zeros(2, dtype=np.float32))
     class1 = explain("gxi", model, x, np.array([1]), 2, settings, CPU)
     class0 = explain("gxi", model, x, np.array([0]), 2, settings, CPU)
-    np.testing.assert_allclose(class1, [[2.0, -1.0]])  # (w1 - w0) * x
+    np.testing.assert_allclose(class1, [[1.0, -0.5]])  # (w1 - w0) / 2 * x
     np.testing.assert_allclose(class0, -class1)
+
+
+def test_a_shift_shared_by_all_classes_changes_no_explanation() -> None:
+    """Softmax ignores a shift shared by all classes, so must the explanations: adding the same
+    input-dependent term to every logit leaves every explainer's attributions unchanged."""
+    torch.manual_seed(0)
+    base = build_model("mlp", (5,), 3, width=16, depth=2).eval()
+    shift = nn.Linear(5, 1)
+
+    class Shifted(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return base(x) + 10 * shift(x)  # one extra score, broadcast to every class
+
+    x = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    targets = np.array([0, 1, 2, 0, 1, 2])
+    settings = ExplainSettings(np.zeros(5, dtype=np.float32), ig_steps=16)
+    for name in ("gxi", "ig", "saliency"):
+        plain = explain(name, base, x, targets, 3, settings, CPU)
+        shifted = explain(name, Shifted().eval(), x, targets, 3, settings, CPU)
+        np.testing.assert_allclose(shifted, plain, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_integrated_gradients_are_complete() -> None:

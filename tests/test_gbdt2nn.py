@@ -204,17 +204,22 @@ def test_gradient_times_input_of_a_linear_model_is_weight_times_offset() -> None
     multiclass = nn.Linear(4, 3)
     target = torch.tensor([0, 1, 2, 2, 1, 0])
     phi = gradient_times_input(multiclass, x, target, baseline)
-    np.testing.assert_allclose(phi, multiclass.weight[target].detach() * (x - baseline), atol=1e-6)
-    # Binary: class c is explained through z_c - z_other, as TreeSHAP explains LightGBM's score.
+    # The score of class c is centred over classes (z_c − mean_k z_k), as TreeSHAP's is.
+    w = multiclass.weight.detach()
+    centred = w - w.mean(dim=0)
+    np.testing.assert_allclose(phi, centred[target] * (x - baseline), atol=1e-6)
+    # Binary: class c is explained through (z_c − z_other) / 2, ± half LightGBM's score.
     binary = nn.Linear(4, 2)
     target = torch.tensor([0, 1, 1, 0, 0, 1])
     w = binary.weight.detach()
-    expected = (w[target] - w[1 - target]) * (x - baseline)
+    expected = (w[target] - w[1 - target]) / 2 * (x - baseline)
     np.testing.assert_allclose(
         gradient_times_input(binary, x, target, baseline), expected, atol=1e-6
     )
     logits = torch.tensor([[1.0, 3.0], [2.0, -1.0]])
-    assert target_scores(logits, torch.tensor([1, 1])).tolist() == [2.0, -3.0]
+    assert target_scores(logits, torch.tensor([1, 1])).tolist() == [1.0, -1.5]
+    three = torch.tensor([[1.0, 2.0, 6.0]])
+    assert target_scores(three, torch.tensor([2])).tolist() == [3.0]
 
 
 def test_imitation_loss_scales_each_sample_by_the_teachers_norm() -> None:

@@ -61,8 +61,9 @@ def test_default_plan_gives_concept_shapes_its_own_network_and_methods():
     digits = next(run for run in plan.runs if run.dataset == "digits")
     assert shapes.budget.student.kwargs()["depth"] == 4
     assert digits.budget.student.kwargs()["depth"] == 2
-    assert plan.teachers["concept_shapes"].key != plan.teachers["digits"].key
-    assert plan.teachers["concept_shapes"].settings["training"]["epochs"] == 20
+    teachers = {(t.dataset, t.seed): t for t in plan.teachers}
+    assert teachers["concept_shapes", 0].key != teachers["digits", 0].key
+    assert teachers["concept_shapes", 0].settings["training"]["epochs"] == 20
     # Fashion-MNIST is not in the suite, but a run of it gets the 4-block network too.
     assert DEFAULT.budget("fashion_mnist:2000", "image") is shapes.budget
 

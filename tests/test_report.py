@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -134,11 +133,13 @@ def test_exports_keep_the_leaderboard_columns_and_add_ranks_and_comparisons(
         for s in (0, 1)
     }
     diffs = np.array([loss["kd", s] - loss["scratch", s] for s in (0, 1)])
-    t = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(2))
     assert row["n"] == 2 and row["mean_diff"] == pytest.approx(diffs.mean())
     assert row["cohens_dz"] == pytest.approx(diffs.mean() / diffs.std(ddof=1))
-    # Two pairs: the t statistic has 1 degree of freedom, p = 1 − 2·atan(|t|)/π.
-    assert row["p_value"] == pytest.approx(1 - 2 * math.atan(abs(t)) / math.pi, rel=1e-6)
+    # The p-value is the exact sign-flip test's (it was the t-test's): of the four sign patterns
+    # of two differences, those whose |mean| reaches the observed one.
+    patterns = [abs((diffs * [a, b]).mean()) for a in (1, -1) for b in (1, -1)]
+    expected = np.mean([m >= abs(diffs.mean()) * (1 - 1e-9) for m in patterns])
+    assert row["p_value"] == pytest.approx(expected) and row["p_method"] == "exact"
     assert set(comparisons.baseline) == {"scratch", "kd"}
 
     exported = json.loads((two_seeds / "leaderboard.json").read_text())
@@ -162,7 +163,8 @@ def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> 
     assert 'id="track-smoke-tabular"' in html and "Average rank across" in html
     assert 'class="sortable leaderboard"' in html and 'data-first="descending"' in html
     # None of the claims' methods or metrics are in these records: each says so, none vanishes.
-    assert html.count('<span class="verdict v-not-measured">not measured</span>') == 3
+    # (Four claims since e2KD got its own.)
+    assert html.count('<span class="verdict v-not-measured">not measured</span>') == 4
     assert "concept detectors than students trained from scratch" in html
     assert "no records with metric concept_detectors" in html
 
@@ -243,18 +245,25 @@ def test_concept_detector_claim_and_bar_chart_from_records(tmp_path: Path) -> No
         [
             make_record("p", "shapes", "teacher", 0, {"concept_detectors": 30}, role="teacher",
                         **image),
-            *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 11, 12]}, **image),
-            *seeded("p", "shapes", "kd", {"concept_detectors": [15, 17, 16]}, **image),
-            *seeded("p", "shapes", "label_smoothing", {"concept_detectors": [7, 8, 8]}, **image),
+            # Seven seeds: the sign-flip test cannot reach p < 0.05 with three, and Holm doubles
+            # the p of each of the claim's two primary tests (2·2/128 < 0.05).
+            *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 11, 12, 10, 11, 12, 11]},
+                    **image),
+            *seeded("p", "shapes", "kd", {"concept_detectors": [15, 17, 16, 15, 17, 16, 16]},
+                    **image),
+            *seeded("p", "shapes", "label_smoothing",
+                    {"concept_detectors": [7, 8, 8, 7, 8, 8, 8]}, **image),
         ],
     )  # fmt: skip
     site = tmp_path / "site"
     html = render_report(results, site).read_text()
     claims = pd.read_csv(results / "claims.csv")
     concept = claims[claims.claim == "kd_concept_detectors"]
-    assert set(concept.test_verdict) == {"supported"} and set(concept.verdict) == {"supported"}
+    assert set(concept.test_verdict) == {"supported"}
+    assert set(concept.claim_verdict) == {"supported"}
     kd = concept[concept.method == "kd"].iloc[0]
-    assert kd.mean_diff == pytest.approx(5.0)  # d = [5, 6, 4]
+    assert kd.mean_diff == pytest.approx(5.0)  # d = [5, 6, 4, 5, 6, 4, 5]
+    assert kd.p_value == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(4 / 128)
     assert "kd &gt; scratch on concept_detectors" in html
     assert '<span class="verdict v-supported">supported</span>' in html
     assert (site / "figures/p-shapes-concepts.png").read_bytes()[:4] == b"\x89PNG"

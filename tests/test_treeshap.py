@@ -31,12 +31,11 @@ def test_contributions_plus_bias_equal_the_raw_score(tmp_path: Path, dataset: st
         bundle.train.x.shape[1],
     )
     logits = teacher.predict_logits(bundle.test.x).astype(np.float64)
-    if bundle.num_classes == 2:
-        # Binary: class c is explained as z_c - z_other, the margin its probability depends on.
-        expected = np.stack([logits[:, 0] - logits[:, 1], logits[:, 1] - logits[:, 0]], axis=1)
-    else:
-        expected = logits
+    # Every class is explained by its score centred over classes (binary: ± half the margin).
+    expected = logits - logits.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(contributions.raw_scores(), expected, rtol=1e-4, atol=1e-4)
+    # Centred contributions sum to zero over classes, feature by feature: no shared offset left.
+    np.testing.assert_allclose(contributions.values.sum(axis=1), 0, atol=1e-5)
 
 
 def test_target_class_selection(tmp_path: Path) -> None:

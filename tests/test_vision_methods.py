@@ -252,7 +252,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory, digits: DatasetBundle) -> 
     plan = make_plan(Selection(profile="smoke", datasets=("digits",), methods=VISION_METHODS))
     assert {run.method for run in plan.runs} == set(VISION_METHODS)  # all planned for images
     results = tmp_path_factory.mktemp("vision")
-    return obtain_teacher(plan.teachers["digits"], digits, results, CPU)
+    return obtain_teacher(plan.teachers[0], digits, results, CPU)
 
 
 @pytest.mark.parametrize("name", VISION_METHODS)

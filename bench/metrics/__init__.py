@@ -6,6 +6,7 @@ the report never hard-codes which way is better.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from bench.data import DatasetBundle
-from bench.explainers import ExplainSettings
+from bench.explainers import EXPLAINERS, ExplainSettings
 from bench.profiles import ExplanationBudget
 from bench.registry import Registry
 
@@ -102,6 +103,15 @@ class ScoringContext:
         """Explanations are of the true class, the same target for teacher and students."""
         return self.bundle.test.y[self.explain_index]
 
+    def can_explain(self, explainer: str) -> bool:
+        """Whether `explainer` applies to this model and its teacher on this dataset (Grad-CAM
+        needs a fine enough layer in both); the control rows' override explains the model."""
+        shape = tuple(self.bundle.input_shape)
+        used = EXPLAINERS.get(self.explainer_override or explainer)
+        return used.available(self.model.module, shape) and EXPLAINERS.get(explainer).available(
+            self.teacher.module, shape
+        )
+
     def attributions(self, explainer: str) -> np.ndarray:
         """The scored model's attributions on the explained subset (computed once per explainer)."""
         name = self.explainer_override or explainer
@@ -136,7 +146,9 @@ class ScoringContext:
         return softmax(self.teacher.predict_logits(self.bundle.test.x).astype(np.float64))
 
 
-Compute = Callable[[ScoringContext], float]
+# A metric returns one number, or one score per sample (NaN where the sample has none), which
+# `score` averages over the defined samples and reports with its coverage.
+Compute = Callable[[ScoringContext], "float | np.ndarray"]
 
 
 @dataclass(frozen=True)
@@ -211,10 +223,32 @@ def metric_settings(modality: str) -> dict[str, Any]:
     return {m.name: m.settings for m in metrics_for(modality)}
 
 
+def aggregate_samples(scores: float | np.ndarray) -> tuple[float, dict[str, Any]]:
+    """The mean over a metric's defined (finite) per-sample scores, and its coverage.
+
+    Coverage is the share of the samples asked for that got a score: a NaN sample (a constant
+    explanation, a failed perturbation) is left out of the mean but never out of the record, and
+    one NaN no longer turns the whole run into null, as Quantus' own `np.mean` aggregation does.
+    A plain number counts as one sample.
+    """
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    value = float(finite.mean()) if len(finite) else math.nan
+    return value, {
+        "coverage": len(finite) / len(values) if len(values) else 0.0,
+        "n_scored": len(finite),
+        "n_asked": len(values),
+        # The spread over samples: with n_scored, the standard error of `value`, which the
+        # separation check (`bench.separation`) compares with the distance to a control row.
+        "sample_sd": float(finite.std(ddof=1)) if len(finite) > 1 else None,
+    }
+
+
 def score(
     ctx: ScoringContext, categories: frozenset[str] | None = None
 ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-    """Every applicable metric's value (a float; NaN becomes None in JSON) and its metadata.
+    """Every applicable metric's value (a float; NaN becomes None in JSON) and its metadata,
+    including the coverage of its per-sample scores (`aggregate_samples`).
 
     `categories` limits scoring to some categories (the random-explainer control row has no
     predictions of its own).
@@ -229,6 +263,6 @@ def score(
             # makes every value reproducible and independent of which metrics ran before it.
             np.random.seed(SCORING_SEED)
             torch.manual_seed(SCORING_SEED)
-            values[metric.name] = float(metric.compute(ctx))
-            metadata[metric.name] = metric.metadata()
+            values[metric.name], coverage = aggregate_samples(metric.compute(ctx))
+            metadata[metric.name] = {**metric.metadata(), **coverage}
     return values, metadata
