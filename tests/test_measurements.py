@@ -18,7 +18,7 @@ from bench.gradcam import MIN_SIDE, GradCamUnavailable, gradcam_layer
 from bench.method import METHODS, PERMUTED_CONTROL_ROW, REFERENCE_ROWS, UNTRAINED_CONTROL_ROW
 from bench.metrics import METRICS, ScoringContext, aggregate_samples, score
 from bench.metrics.explanation import spearman_per_sample
-from bench.metrics.quantus_metrics import _normalised_areas, faithfulness_correlation
+from bench.metrics.quantus_metrics import _normalised_areas, _spearman, faithfulness_correlation
 from bench.models import build_model
 from bench.planner import Selection, make_plan
 from bench.profiles import PROFILES
@@ -264,3 +264,18 @@ def test_training_and_model_selection_never_read_the_test_split(
         assert other[method_name][0] == epoch and other[method_name][1] == history
         for key, value in state.items():
             torch.testing.assert_close(other[method_name][2][key], value, rtol=0, atol=0)
+
+
+def test_randomisation_similarity_leaves_constant_explanations_undefined() -> None:
+    """An untrained student's Grad-CAM is constant on some images; Quantus' own batched Spearman
+    then raised AttributeError and failed the whole run (the concept_shapes control row)."""
+    import quantus
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 16)), rng.random((3, 16))
+    a[1] = 0.0
+    with pytest.raises(AttributeError):
+        quantus.similarity_func.correlation_spearman(a[1:2], b[1:2], batched=True)
+    got = _spearman(a, b, batched=True)
+    assert math.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2]], spearman_per_sample(a[[0, 2]], b[[0, 2]]))

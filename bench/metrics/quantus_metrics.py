@@ -27,6 +27,7 @@ from torch import nn
 
 from bench.explainers import EXPLAINERS, EXPLANATION_RULES, ClassScores, explain
 from bench.metrics import SCORING_SEED, ScoringContext, register_metric
+from bench.metrics.explanation import spearman_per_sample
 
 IMAGE = frozenset({"image"})
 QuantusFn = Callable[[ScoringContext, str], np.ndarray]
@@ -132,6 +133,15 @@ def _run(ctx: ScoringContext, explainer: str, metric: Any, with_masks: bool = Fa
     return _scores(ctx, explainer, metric, with_masks).ravel()
 
 
+def _spearman(a: np.ndarray, b: np.ndarray, batched: bool = False, **_: Any) -> np.ndarray:
+    """Quantus' similarity-function contract, computed by the agreement metrics' row-wise
+    Spearman: NaN for a constant explanation. Quantus' own `correlation_spearman` fails there
+    (scipy hands back a bare float it then asks for a `.shape`), which failed whole runs of an
+    untrained student's constant Grad-CAM maps, and it builds a (2B × 2B) matrix per batch."""
+    rows = spearman_per_sample(np.atleast_2d(a), np.atleast_2d(b))
+    return rows if batched else rows[0]
+
+
 def _features(ctx: ScoringContext) -> int:
     return int(
         np.prod(ctx.bundle.input_shape[1:] if not _is_tabular(ctx) else ctx.bundle.input_shape)
@@ -206,7 +216,7 @@ def random_logit(ctx: ScoringContext, explainer: str) -> np.ndarray:
     metric = quantus.RandomLogit(
         num_classes=ctx.bundle.num_classes,
         seed=0,
-        similarity_func=quantus.similarity_func.correlation_spearman,
+        similarity_func=_spearman,
         **_quiet(),
     )
     return _run(ctx, explainer, metric)
@@ -217,7 +227,7 @@ def mprt(ctx: ScoringContext, explainer: str) -> np.ndarray:
     explanation and that of the fully randomised model; explanations should change (lower)."""
     metric = quantus.MPRT(
         return_last_correlation=True,
-        similarity_func=quantus.similarity_func.correlation_spearman,
+        similarity_func=_spearman,
         seed=0,
         **_quiet(),
     )
