@@ -2,18 +2,29 @@
 
 Bau, Zhou, Khosla, Oliva and Torralba, "Network Dissection: Quantifying Interpretability of Deep
 Visual Representations", CVPR 2017. For one layer and a probe set with pixel-level concept masks:
-a unit's threshold is the activation value that the top 0.5 % of all its (image, position)
-activations exceed; each activation map is upsampled bilinearly to mask size and binarised at
-that threshold; intersection and union with every concept are summed over the whole probe, and
-IoU = Σ∩ / Σ∪. A unit detects its best concept when that IoU is at least 0.04.
+a unit's threshold is the activation value that the top q (0.5 % in NetDissect) of all its
+(image, position) activations exceed; each activation map is upsampled bilinearly to mask size and
+binarised at that threshold; intersection and union with every concept are summed over the whole
+probe, and IoU = Σ∩ / Σ∪. A unit detects its best concept when that IoU exceeds 0.04 (strictly:
+NetDissect's detectors are units with IoU > 0.04; Han et al. 2023's released code uses 0.05).
+
+A count at one threshold is a count of threshold crossings unless most units sit far from it, so a
+result also reports the count over a sweep of thresholds (`SWEEP_THRESHOLDS`, 0.02-0.10), the mean
+and median best IoU over units, and the two areas that bound every IoU: the share of probe pixels in
+a unit's binarised maps and each concept's share. A unit of area a can reach IoU a/c at most with a
+concept of area c > a, so a probe whose concepts are much larger than its units' top-quantile
+areas caps every IoU near the threshold. The quantile is therefore the probe's to set
+(`ConceptProbe.quantile`): NetDissect's 0.005 was set for Broden, most of whose ~1 200 concepts
+cover well under a percent of its pixels, and stays the default (Broden folders included);
+concept_shapes sets its own (see its module docstring).
 
 Where we depart from the reference code (NetDissect-Lite): it stores every activation of the probe
 to compute quantiles and loops over units in Python. Here both passes stream the probe in batches:
 pass 1 keeps only each unit's top `ceil(q·n) + 1` activations (n = probe size × positions, known
 once the first batch shows the map size), which is all an exact quantile at level 1 − q needs;
 pass 2 tallies intersections for all units and concepts of a batch in one matrix product. Memory
-is therefore independent of the probe size except for that top-k buffer, which is 200 times smaller
-than the activations. As in NetDissect, a union only counts images annotated in the concept's
+is therefore independent of the probe size except for that top-k buffer, which is 1/q times smaller
+than the activations (200 at NetDissect's 0.5 %, 100 at concept_shapes' 1 %). As in NetDissect, a union only counts images annotated in the concept's
 category (for Broden, where many images lack e.g. part labels); on fully annotated probes such as
 concept_shapes this is the plain union over the whole probe.
 """
@@ -33,8 +44,10 @@ from torch import nn
 from bench.errors import BenchError
 from bench.hooks import FeatureHooks
 
-QUANTILE = 0.005
-IOU_THRESHOLD = 0.04
+QUANTILE = 0.005  # NetDissect's top quantile, the default for probes that do not set their own
+IOU_THRESHOLD = 0.04  # NetDissect; a detector's best IoU must exceed it
+# Detector counts are also reported at these thresholds: 0.05 is Han et al. 2023's.
+SWEEP_THRESHOLDS = (0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10)
 UPSAMPLE_MODE = "bilinear"
 BATCH_SIZE = 100
 
@@ -93,12 +106,16 @@ class ConceptProbe:
     `concept_names[category]`) and -1 where no concept of that category is present. A label map
     per category instead of a boolean mask per concept keeps the probe 17 times smaller for
     concept_shapes, and the one-hot masks are only built per batch.
+
+    `quantile` is the top quantile a unit's threshold keeps on this probe: the probe sets it,
+    because only the probe knows how large its concepts are (see the module docstring).
     """
 
     images: np.ndarray
     label_maps: dict[str, np.ndarray]
     concept_names: dict[str, tuple[str, ...]]
     version: str
+    quantile: float = QUANTILE
 
     def __post_init__(self) -> None:
         if set(self.label_maps) != set(self.concept_names):
@@ -114,6 +131,8 @@ class ConceptProbe:
                 )
             if maps.max(initial=-1) >= len(self.concept_names[category]):
                 raise ValueError(f"label map {category!r} holds ids beyond its concept names")
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"quantile {self.quantile} is not in (0, 1)")
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -157,12 +176,15 @@ class DissectionSettings:
     probe_size: int = 0
     mask_shape: tuple[int, int] = (0, 0)
     upsample: str = UPSAMPLE_MODE
+    sweep_thresholds: tuple[float, ...] = SWEEP_THRESHOLDS
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer,
             "quantile": self.quantile,
             "iou_threshold": self.iou_threshold,
+            "detector_rule": "best IoU > iou_threshold",
+            "sweep_thresholds": list(self.sweep_thresholds),
             "probe_version": self.probe_version,
             "probe_size": self.probe_size,
             "mask_shape": list(self.mask_shape),
@@ -179,6 +201,10 @@ class DissectionResult:
     categories: tuple[str, ...]
     thresholds: np.ndarray  # (U,)
     iou: np.ndarray  # (U, K)
+    # Share of the probe's pixels in each unit's binarised, upsampled maps, and in each concept's
+    # masks: what bounds the IoUs (a unit of area a reaches at most a / c with a concept of c > a).
+    unit_area: np.ndarray | None = None  # (U,)
+    concept_area: np.ndarray | None = None  # (K,)
     best_concept: np.ndarray = field(init=False)  # (U,) index into `concepts`
     best_iou: np.ndarray = field(init=False)  # (U,)
 
@@ -197,12 +223,48 @@ class DissectionResult:
 
     @property
     def is_detector(self) -> np.ndarray:
-        return self.best_iou >= self.settings.iou_threshold
+        """Units whose best IoU exceeds the threshold: strictly, as NetDissect's `iou > 0.04`."""
+        return self.best_iou > self.settings.iou_threshold
 
     @property
     def detectors(self) -> int:
-        """Units whose best concept reaches the IoU threshold."""
+        """Units whose best concept's IoU exceeds the IoU threshold."""
         return int(self.is_detector.sum())
+
+    def detectors_at(self, threshold: float) -> int:
+        """Units whose best IoU exceeds `threshold`: the count had the threshold been that."""
+        return int((self.best_iou > threshold).sum())
+
+    def sweep(self) -> dict[float, int]:
+        """Detector count at each of the settings' sweep thresholds (never increasing).
+
+        A count that halves between 0.04 and 0.05 counts threshold crossings of a crowd of units
+        near the threshold, not detectors; the sweep shows which it is.
+        """
+        return {t: self.detectors_at(t) for t in self.settings.sweep_thresholds}
+
+    @property
+    def mean_best_iou(self) -> float:
+        """Mean over units of the best concept's IoU: a threshold-free summary of the layer."""
+        return float(self.best_iou.mean()) if self.n_units else float("nan")
+
+    @property
+    def median_best_iou(self) -> float:
+        return float(np.median(self.best_iou)) if self.n_units else float("nan")
+
+    @property
+    def unit_area_median(self) -> float:
+        """Median over units of the share of probe pixels in a unit's binarised maps."""
+        if self.unit_area is None or not self.n_units:
+            return float("nan")
+        return float(np.median(self.unit_area))
+
+    @property
+    def concept_area_median(self) -> float:
+        """Median over concepts of the share of probe pixels a concept covers."""
+        if self.concept_area is None or not len(self.concept_area):
+            return float("nan")
+        return float(np.median(self.concept_area))
 
     @property
     def unique_concepts(self) -> int:
@@ -218,10 +280,13 @@ class DissectionResult:
         return counts
 
     def summary(self) -> dict[str, Any]:
-        """What a run record keeps: the settings, the unit count and every detector's concept.
+        """What a run record keeps: the settings, the unit count and every detector's concept,
+        the detector counts over the threshold sweep, the mean and median best IoU, and the
+        median unit and concept areas that bound the IoUs.
 
         The counts alone cannot be checked or compared across layers; with the layer, probe
-        version and per-unit labels a reader can.
+        version and per-unit labels a reader can. `best_iou` (every unit's, by unit) lets a
+        reader recount at any threshold.
         """
         return {
             **self.settings.as_dict(),
@@ -230,6 +295,12 @@ class DissectionResult:
                 {"unit": unit, "concept": concept, "iou": round(iou, 4)}
                 for unit, concept, iou in self.unit_labels()
             ],
+            "iou_sweep": {f"{t:.2f}": n for t, n in self.sweep().items()},
+            "mean_best_iou": _rounded(self.mean_best_iou),
+            "median_best_iou": _rounded(self.median_best_iou),
+            "unit_area_median": _rounded(self.unit_area_median, 5),
+            "concept_area_median": _rounded(self.concept_area_median, 5),
+            "best_iou": [round(float(v), 4) for v in self.best_iou],
         }
 
     def unit_labels(self) -> list[tuple[int, str, float]]:
@@ -239,6 +310,11 @@ class DissectionResult:
             for u in np.flatnonzero(self.is_detector)
         ]
         return sorted(rows, key=lambda row: -row[2])
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    """A number for JSON: rounded, None when undefined (JSON has no NaN)."""
+    return round(value, digits) if np.isfinite(value) else None
 
 
 def default_layer(module: nn.Module) -> str:
@@ -328,6 +404,15 @@ def unit_thresholds(
     return _quantile_from_top(top, n, level).float()
 
 
+@dataclass(frozen=True, eq=False)
+class Tally:
+    """What pass 2 sums over the probe: IoUs and the areas that bound them (shares of pixels)."""
+
+    iou: np.ndarray  # (U, K)
+    unit_area: np.ndarray  # (U,) share of all probe pixels in the unit's binarised maps
+    concept_area: np.ndarray  # (K,) share of all probe pixels in the concept's masks
+
+
 @torch.no_grad()
 def tally_iou(
     module: nn.Module,
@@ -338,11 +423,26 @@ def tally_iou(
     batch_size: int = BATCH_SIZE,
     device: torch.device | None = None,
 ) -> np.ndarray:
-    """Pass 2: IoU (U, K) of every unit's binarised, upsampled maps with every concept's masks.
+    """Pass 2: IoU (U, K) of every unit's binarised, upsampled maps with every concept's masks."""
+    return tally(module, probe, layer, thresholds, batch_size=batch_size, device=device).iou
+
+
+@torch.no_grad()
+def tally(
+    module: nn.Module,
+    probe: Probe,
+    layer: str,
+    thresholds: torch.Tensor,
+    *,
+    batch_size: int = BATCH_SIZE,
+    device: torch.device | None = None,
+) -> Tally:
+    """Pass 2: IoUs of every unit with every concept, and unit and concept areas.
 
     Per batch, binarised unit maps (B, U, P) and one-hot masks of the concepts present (B, k, P)
     meet in one matrix product; unit areas are summed per category, over the images annotated in
     that category, so that Σ∪ = Σ|unit| + Σ|concept| − Σ∩ needs no pass over absent concepts.
+    Memory is one batch's maps and masks plus (U, K) sums, whatever the probe's size.
     """
     device = device or _device_of(module)
     read = _LayerReader(module, layer, device)
@@ -355,6 +455,8 @@ def tally_iou(
     intersection = torch.zeros((n_units, len(concepts)), dtype=torch.float64, device=device)
     concept_area = torch.zeros(len(concepts), dtype=torch.float64, device=device)
     unit_area = torch.zeros((n_units, len(category_index)), dtype=torch.float64, device=device)
+    unit_pixels = torch.zeros(n_units, dtype=torch.float64, device=device)
+    pixels = 0
     limits = thresholds.to(device)[None, :, None]
     with FeatureHooks(module, [layer]) as hooks:
         for batch in probe.batches(batch_size):
@@ -382,10 +484,18 @@ def tally_iou(
                 # Σ_b binary_b · onehot_bᵀ: a batched product, faster here than the equivalent einsum.
                 per_image = torch.bmm(binary, onehot.transpose(1, 2))  # (B, U, k)
                 intersection[:, present] += per_image.sum(0).double()
-            unit_area += binary.sum(2).double().T @ annotated.double()
+            per_unit = binary.sum(2).double()  # (B, U)
+            unit_area += per_unit.T @ annotated.double()
+            unit_pixels += per_unit.sum(0)
+            pixels += binary.shape[0] * binary.shape[2]
     union = unit_area[:, concept_category] + concept_area[None, :] - intersection
     iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.zeros_like(union))
-    return iou.cpu().numpy()
+    pixels = max(pixels, 1)
+    return Tally(
+        iou=iou.cpu().numpy(),
+        unit_area=(unit_pixels / pixels).cpu().numpy(),
+        concept_area=(concept_area / pixels).cpu().numpy(),
+    )
 
 
 def dissect(
@@ -393,23 +503,26 @@ def dissect(
     probe: Probe,
     *,
     layer: str | None = None,
-    quantile: float = QUANTILE,
+    quantile: float | None = None,
     iou_threshold: float = IOU_THRESHOLD,
     batch_size: int = BATCH_SIZE,
     device: torch.device | None = None,
 ) -> DissectionResult:
     """Dissect one layer (default: `default_layer`) of a network on a probe: two streamed passes.
 
-    The module is run in eval mode (BatchNorm statistics must not move) and restored afterwards.
+    `quantile` defaults to the probe's own (`quantile` attribute), else NetDissect's 0.005. The
+    module is run in eval mode (BatchNorm statistics must not move) and restored afterwards.
     """
     layer = layer or default_layer(module)
+    if quantile is None:
+        quantile = float(getattr(probe, "quantile", QUANTILE))
     was_training = module.training
     module.eval()
     try:
         thresholds = unit_thresholds(
             module, probe, layer, quantile=quantile, batch_size=batch_size, device=device
         )
-        iou = tally_iou(module, probe, layer, thresholds, batch_size=batch_size, device=device)
+        sums = tally(module, probe, layer, thresholds, batch_size=batch_size, device=device)
     finally:
         module.train(was_training)
     settings = DissectionSettings(
@@ -425,7 +538,9 @@ def dissect(
         concepts=probe.concepts,
         categories=probe.categories,
         thresholds=thresholds.cpu().numpy(),
-        iou=iou,
+        iou=sums.iou,
+        unit_area=sums.unit_area,
+        concept_area=sums.concept_area,
     )
 
 

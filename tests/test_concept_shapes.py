@@ -1,4 +1,8 @@
-"""concept_shapes: deterministic, stratified, and its masks agree with what the pixels show."""
+"""concept_shapes: deterministic, stratified, and its masks agree with what the pixels show.
+
+Object parts (procedural-3) are checked on hand-placed shapes, where a corner, a rim or a hub is
+known, and on generated scenes, where every visible object pixel has exactly one part of its shape.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,11 @@ from bench.datasets.concept_shapes import (
     DARK,
     N_PROBE,
     PALETTE,
+    PARTS,
+    PROBE_QUANTILE,
     SHAPES,
     VERSION,
+    _shape_parts,
     generate_scenes,
     make_probe,
     save_sample_grid,
@@ -68,16 +75,17 @@ def test_bundle_shapes_sizes_and_every_class_in_every_split(bundle):
 def test_probe_is_separate_and_fully_annotated(bundle):
     probe = bundle.extras["concept_probe"]
     assert len(probe) == N_PROBE and probe.images.shape == (N_PROBE, 3, 32, 32)
-    assert probe.categories == ("shape", "colour", "texture", "background")
-    assert len(probe.concepts) == 4 + 4 + 4 + 8
-    assert "probe" in probe.version
+    assert probe.categories == ("shape", "part", "colour", "texture", "background")
+    assert len(probe.concepts) == 4 + 11 + 4 + 4 + 8
+    assert "probe" in probe.version and VERSION in probe.version
+    assert probe.quantile == PROBE_QUANTILE
     assert not any(np.array_equal(probe.images[0], x) for x in bundle.test.x[:50])
     batch = next(probe.batches(8))
-    assert batch.labels.shape == (8, 4, 32, 32)
-    # every pixel is either an object (shape, colour, texture) or background, never both
-    has_object = batch.labels[:, :3] >= 0
+    assert batch.labels.shape == (8, 5, 32, 32)
+    # every pixel is either an object (shape, part, colour, texture) or background, never both
+    has_object = batch.labels[:, :4] >= 0
     assert np.all(has_object.all(1) | ~has_object.any(1))
-    assert np.all(has_object[:, 0] != (batch.labels[:, 3] >= 0))
+    assert np.all(has_object[:, 0] != (batch.labels[:, 4] >= 0))
     assert batch.labels.max() < len(probe.concepts)
     # each layer uses its own category's concept indices
     for layer, category in enumerate(probe.categories):
@@ -151,3 +159,69 @@ def test_sample_grid_is_a_small_png(tmp_path):
 
 def test_probe_size_changes_its_version():
     assert make_probe(10).version != make_probe(N_PROBE).version
+    assert VERSION == "procedural-3"  # parts and the probe's quantile: new caches and run ids
+
+
+def frame(side: int = 33) -> tuple[np.ndarray, np.ndarray]:
+    """Object-frame coordinates (u, v) of a side x side grid centred on 0, one image."""
+    axis = np.arange(side, dtype=np.float32) - side // 2
+    return axis[None, None, :], axis[None, :, None]
+
+
+def part_at(shape: str, size: float, u: float, v: float) -> str | None:
+    grid_u, grid_v = frame()
+    parts = _shape_parts(
+        np.array([SHAPES.index(shape)]), grid_u, grid_v, np.array([size], dtype=np.float32)
+    )[0]
+    index = parts[int(v) + 16, int(u) + 16]
+    return None if index < 0 else PARTS[index]
+
+
+@pytest.mark.parametrize(
+    ("shape", "u", "v", "part"),
+    [
+        ("circle", 0, 0, "circle centre"),
+        ("circle", 8, 0, "circle rim"),  # radius 16/sqrt(pi) = 9.0
+        ("circle", 0, -8, "circle rim"),
+        ("circle", 10, 0, None),
+        ("square", 0, 0, "square centre"),
+        ("square", 7, 7, "square corner"),  # half side 8
+        ("square", -7, 7, "square corner"),
+        ("square", 7, 0, "square side"),
+        ("square", 0, -7, "square side"),
+        ("square", 9, 0, None),
+        ("triangle", 0, 0, "triangle centre"),
+        ("triangle", 0, 12, "triangle corner"),  # circumradius 14.0: a vertex at (0, 14.0)
+        ("triangle", -11, -6, "triangle corner"),  # another at (-12.2, -7.0)
+        ("triangle", 0, -6, "triangle side"),  # the edge opposite the first vertex: v = -7.0
+        ("triangle", 0, -8, None),
+        ("cross", 0, 0, "cross hub"),
+        ("cross", 10, 0, "cross tip"),
+        ("cross", 0, -10, "cross tip"),
+        ("cross", 0, -6, "cross arm"),
+        ("cross", 6, 6, None),  # between two arms
+    ],
+)
+def test_parts_are_where_a_reader_would_put_them(shape, u, v, part):
+    # Size 16 (area 256), unrotated. A cross's arms reach 10.7 from its centre and are 3.6 wide
+    # on each side; its tips are each arm's last 2.7 pixels, its hub the central 7.2 x 7.2.
+    assert part_at(shape, 16.0, u, v) == part
+
+
+def test_every_visible_object_pixel_has_one_part_of_its_own_shape(scenes):
+    parts = scenes.label_maps["part"]
+    objects = scenes.object_map >= 0
+    assert np.all((parts >= 0) == objects)  # parts follow occlusion exactly as shapes do
+    shape_of_part = np.array([SHAPES.index(name.split()[0]) for name in PARTS])
+    assert np.all(shape_of_part[parts[objects]] == scenes.label_maps["shape"][objects])
+    # every part occurs, and no part is a sliver or most of its shape
+    for index, name in enumerate(PARTS):
+        shape = SHAPES.index(name.split()[0])
+        share = (parts == index).sum() / (scenes.label_maps["shape"] == shape).sum()
+        assert 0.15 < share < 0.6, (name, share)
+
+
+def test_generation_is_deterministic_with_parts():
+    first, again = generate_scenes(40, 9), generate_scenes(40, 9)
+    for category in CONCEPT_NAMES:
+        np.testing.assert_array_equal(first.label_maps[category], again.label_maps[category])
