@@ -35,7 +35,7 @@ A claim is restated as its paper makes it, then tested the way a referee would a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -189,6 +189,14 @@ class ClaimVerdict:
     claim: Claim
     datasets: list[DatasetVerdict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+
+    def results_in_order(self) -> Iterator[tuple[DatasetVerdict, ComparisonResult]]:
+        """Every test with its dataset: the primary tests first, then the secondary ones."""
+        for role in ("primary", "secondary"):
+            for dv in self.datasets:
+                for r in dv.results:
+                    if r.test.role == role:
+                        yield dv, r
 
     @property
     def verdict(self) -> str:
@@ -350,27 +358,23 @@ def claims_table(verdicts: list[ClaimVerdict]) -> pd.DataFrame:
         }
         if not cv.datasets:
             rows.append(base)
-        for role in ("primary", "secondary"):
-            for dv in cv.datasets:
-                for r in dv.results:
-                    if r.test.role != role:
-                        continue
-                    s = r.stats
-                    rows.append(
-                        {
-                            **base,
-                            "role": role,
-                            "profile": dv.profile,
-                            "dataset": dv.dataset,
-                            "method": r.test.method,
-                            "baseline": r.test.baseline,
-                            "metric": r.metric,
-                            "expect": r.test.expect,
-                            "margin": r.test.margin,
-                            **{k: s[k] for k in STAT_KEYS},
-                            "p_holm": r.p_holm,
-                            "test_verdict": r.verdict,
-                            "dataset_verdict": dv.verdict,
-                        }
-                    )
+        for dv, r in cv.results_in_order():
+            s = r.stats
+            rows.append(
+                {
+                    **base,
+                    "role": r.test.role,
+                    "profile": dv.profile,
+                    "dataset": dv.dataset,
+                    "method": r.test.method,
+                    "baseline": r.test.baseline,
+                    "metric": r.metric,
+                    "expect": r.test.expect,
+                    "margin": r.test.margin,
+                    **{k: s[k] for k in STAT_KEYS},
+                    "p_holm": r.p_holm,
+                    "test_verdict": r.verdict,
+                    "dataset_verdict": dv.verdict,
+                }
+            )
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)

@@ -677,42 +677,38 @@ def _claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
     shown = []
     for cv in verdicts:
         rows = []
-        for role in ("primary", "secondary"):
-            for dv in cv.datasets:
-                for r in dv.results:
-                    if r.test.role != role:
-                        continue
-                    s = r.stats
-                    ci = (
-                        f"[{format_signed(s['ci95_low'])}, {format_signed(s['ci95_high'])}]"
-                        if not math.isnan(s["ci95_low"])
-                        else "no CI (fewer than 2 paired seeds)"
-                    )
-                    if s["std_diff"] == 0:
-                        ci += " (zero width: every seed gives the same difference)"
-                    rows.append(
-                        {
-                            "role": role,
-                            "dataset": dv.dataset,
-                            "profile": dv.profile,
-                            "page": dataset_page(dv.profile, dv.dataset),
-                            "comparison": r.test.describe(r.metric),
-                            "effect": format_signed(s["mean_diff"]),
-                            "ci": ci,
-                            "n": s["n"],
-                            "p": format_value(s["p_value"]),
-                            "p_holm": format_value(r.p_holm),
-                            "p_title": (
-                                f"{'one-sided' if r.test.expect == 'not_worse' else 'two-sided'} "
-                                f"sign-flip p = {format_value(s['p_value'])} "
-                                f"({s['p_method'] or 'no test'}); Holm over the claim's "
-                                f"{role} tests: {format_value(r.p_holm)}"
-                            ),
-                            "power_seeds": format_seeds(s["seeds_for_80_power"]),
-                            "verdict": r.verdict,
-                            "dataset_verdict": dv.verdict,
-                        }
-                    )
+        for dv, r in cv.results_in_order():
+            s = r.stats
+            ci = (
+                f"[{format_signed(s['ci95_low'])}, {format_signed(s['ci95_high'])}]"
+                if not math.isnan(s["ci95_low"])
+                else "no CI (fewer than 2 paired seeds)"
+            )
+            if s["std_diff"] == 0:
+                ci += " (zero width: every seed gives the same difference)"
+            rows.append(
+                {
+                    "role": r.test.role,
+                    "dataset": dv.dataset,
+                    "profile": dv.profile,
+                    "page": dataset_page(dv.profile, dv.dataset),
+                    "comparison": r.test.describe(r.metric),
+                    "effect": format_signed(s["mean_diff"]),
+                    "ci": ci,
+                    "n": s["n"],
+                    "p": format_value(s["p_value"]),
+                    "p_holm": format_value(r.p_holm),
+                    "p_title": (
+                        f"{'one-sided' if r.test.expect == 'not_worse' else 'two-sided'} "
+                        f"sign-flip p = {format_value(s['p_value'])} "
+                        f"({s['p_method'] or 'no test'}); Holm over the claim's "
+                        f"{r.test.role} tests: {format_value(r.p_holm)}"
+                    ),
+                    "power_seeds": format_seeds(s["seeds_for_80_power"]),
+                    "verdict": r.verdict,
+                    "dataset_verdict": dv.verdict,
+                }
+            )
         shown.append(
             {"claim": cv.claim, "verdict": cv.verdict, "rows": rows, "missing": cv.missing}
         )
