@@ -1,13 +1,16 @@
 """`python -m bench`: run, list, status, report.
 
-The only layer that prints; everything below logs or raises. A `BenchError` becomes one line on
-stderr and exit status 2, never a traceback.
+The only layer that prints; everything below logs or raises. A `BenchError` (bad usage or input)
+becomes one line on stderr and exit status 2, a file-system fault (full disk, a file where a
+folder should be) one line naming the path and exit status 1, never a traceback. SIGTERM is
+handled as Ctrl-C (locks released, finished runs kept), with exit status 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import tempfile
 from collections import Counter
@@ -218,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from bench.registry import load_plugins
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         load_plugins(getattr(args, "plugin", []))
         if args.command == "run":
@@ -230,8 +234,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except OSError as exc:
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
         print(
             "\ninterrupted: finished runs are kept; run the same command to resume", file=sys.stderr
         )
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same cleanup runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`/x/y: No space left on device`: the path and the cause, in one line."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return f"{' -> '.join(paths)}: {cause}" if paths else cause

@@ -11,7 +11,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from bench.errors import BenchError, UnknownNameError
-from bench.registry import Registry
+from bench.paths import check_name
+from bench.registry import Registry, source_file
 
 Modality = Literal["tabular", "image"]
 
@@ -35,6 +36,28 @@ class Split:
         return len(self.y)
 
 
+# Tables are (samples, features); images (samples, channels, height, width).
+FEATURE_DIMENSIONS: dict[str, int] = {"tabular": 2, "image": 4}
+
+
+def _check_split(dataset: str, split_name: str, split: Split, modality: str) -> None:
+    """The dtype and shape contract of a loader's output, checked before any library sees it."""
+    where = f"dataset {dataset!r}: {split_name}"
+    if not isinstance(split.x, np.ndarray) or split.x.dtype != np.float32:
+        found = getattr(split.x, "dtype", type(split.x).__name__)
+        raise BenchError(f"{where}.x must be a float32 numpy array, not {found}")
+    if not isinstance(split.y, np.ndarray) or not np.issubdtype(split.y.dtype, np.integer):
+        found = getattr(split.y, "dtype", type(split.y).__name__)
+        raise BenchError(f"{where}.y must be a numpy array of integer labels, not {found}")
+    if split.y.ndim != 1:
+        raise BenchError(f"{where}.y must be 1-D (one label per sample), not shape {split.y.shape}")
+    expected = FEATURE_DIMENSIONS.get(modality)
+    if split.x.ndim != expected:
+        raise BenchError(
+            f"{where}.x must be {expected}-D for {modality} data, not shape {split.x.shape}"
+        )
+
+
 @dataclass(frozen=True)
 class DatasetBundle:
     name: str
@@ -51,7 +74,10 @@ class DatasetBundle:
 
     def __post_init__(self) -> None:
         # Bad data fails here, with the dataset's name, rather than as NaN losses deep in a run.
+        shapes = set()
         for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+            _check_split(self.name, split_name, split, self.modality)
+            shapes.add(split.x.shape[1:])
             if len(split) == 0:
                 raise BenchError(f"dataset {self.name!r}: the {split_name} split is empty")
             if not np.isfinite(split.x).all():
@@ -64,6 +90,10 @@ class DatasetBundle:
                     f"dataset {self.name!r}: {split_name} labels must lie in "
                     f"0..{len(self.class_names) - 1}"
                 )
+        if len(shapes) > 1:
+            raise BenchError(
+                f"dataset {self.name!r}: the splits' samples have different shapes {sorted(shapes)}"
+            )
         if len(np.unique(self.train.y)) < 2:
             raise BenchError(f"dataset {self.name!r}: the training split has a single class")
 
@@ -148,6 +178,7 @@ class DatasetRegistry(Registry[DatasetEntry]):
         if family is None:
             raise UnknownNameError(self.kind, name, [*self._items, *self.patterns()])
         entry = family.factory(parameter)
+        check_name(entry.name, "dataset")  # the parameter comes from the user
         if entry.name != name:
             raise BenchError(f"dataset {name!r}: write it as {entry.name!r}")
         return entry
@@ -176,7 +207,8 @@ def register_dataset(
 
     def add(loader: Callable[[DatasetLoaderOptions], DatasetBundle]) -> Callable:
         description = (loader.__doc__ or "").strip().splitlines()[0] if loader.__doc__ else ""
-        DATASETS.register(name)(DatasetEntry(name, modality, version, loader, description))
+        entry = DatasetEntry(name, modality, version, loader, description)
+        DATASETS.register(name, source_file(loader))(entry)
         return loader
 
     return add

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from bench.method import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.store import write_atomic
 
 DPI = 96
 REFERENCE_COLOURS = {TEACHER_ROW: "#1f4e9c", **dict.fromkeys(CONTROL_ROWS, "#888888")}
@@ -50,11 +51,16 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
     return sorted(front, key=lambda p: (p.x, -p.y))
 
 
+def plain(text: str) -> str:
+    """`text` shown as typed: matplotlib reads `$…$` as mathtext, and a name such as `a$b$c`
+    would render as a formula or, unbalanced, stop the report with a parse error."""
+    return text.replace("$", r"\$")
+
+
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    tmp.replace(path)
+    write_atomic(
+        path, lambda handle: fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight")
+    )
     return path
 
 
@@ -99,7 +105,9 @@ def tradeoff_plot(
     # readable.
     for i, p in enumerate(sorted(points, key=lambda p: p.x)):
         offset = (4, 4) if i % 2 == 0 else (4, -11)
-        ax.annotate(p.name, (p.x, p.y), xytext=offset, textcoords="offset points", fontsize=8)
+        ax.annotate(
+            plain(p.name), (p.x, p.y), xytext=offset, textcoords="offset points", fontsize=8
+        )
     front = pareto_front(students)
     if front:
         xs, ys = [front[0].x], [front[0].y]
@@ -110,8 +118,8 @@ def tradeoff_plot(
         ax.plot(xs, ys, "-", color=FRONT_COLOUR, linewidth=1.5, label="Pareto front (students)")
     if front or floor_x is not None:
         ax.legend(loc="best", fontsize=8, framealpha=0.8)
-    ax.set_xlabel(f"{x_label} (↑)")
-    ax.set_ylabel(f"{y_label} (↑)")
+    ax.set_xlabel(plain(f"{x_label} (↑)"))
+    ax.set_ylabel(plain(f"{y_label} (↑)"))
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -131,8 +139,8 @@ def bar_chart(
                for n, r in zip(names, roles, strict=True)]  # fmt: skip
     positions = np.arange(len(names))
     ax.bar(positions, means, yerr=[_finite(e) for e in errors], color=colours, capsize=3)
-    ax.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(label)
+    ax.set_xticks(positions, [plain(n) for n in names], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(plain(label))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -155,8 +163,10 @@ def strip_plot(
         )
         ax.scatter(i + offsets, vals, s=22, color=colour, alpha=0.8, zorder=3)
         ax.hlines(vals.mean(), i - 0.25, i + 0.25, color="#222222", linewidth=1.2, zorder=4)
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(f"{label} per seed")
+    ax.set_xticks(
+        np.arange(len(names)), [plain(n) for n in names], rotation=30, ha="right", fontsize=8
+    )
+    ax.set_ylabel(plain(f"{label} per seed"))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -202,6 +212,6 @@ def gallery(
                 amap = amap.sum(axis=0) if amap.ndim == 3 else amap
                 bound = float(np.abs(amap).max()) or 1.0
                 ax.imshow(amap, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
-        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{explainer} attributions on the same test images", fontsize=9)
+        axes[r][0].set_ylabel(plain(name), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(plain(f"{explainer} attributions on the same test images"), fontsize=9)
     return _save(fig, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.method import CONTROL_ROWS, TEACHER_ROW
-from bench.store import write_json_atomic
+from bench.store import write_atomic, write_json_atomic
 
 CATEGORY_ORDER = (
     "prediction",
@@ -139,6 +140,24 @@ def metric_order(frame: pd.DataFrame) -> list[str]:
     return sorted(categories.index, key=rank)
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula prefixed by `'`.
+
+    Names come from plugins and records, which anyone may write; numbers are left as they are.
+    """
+
+    def neutralise(value: object) -> object:
+        if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+            return "'" + value
+        return value
+
+    return frame.map(neutralise)
+
+
 def write_leaderboard(
     frame: pd.DataFrame, results: Path, extras: Mapping[str, pd.DataFrame] | None = None
 ) -> tuple[Path, Path]:
@@ -150,10 +169,9 @@ def write_leaderboard(
     results.mkdir(parents=True, exist_ok=True)
     payload = {"rows": frame.to_dict(orient="records")}
     for name, extra in {"leaderboard": frame, **(extras or {})}.items():
-        csv_path = results / f"{name}.csv"
-        tmp = csv_path.with_suffix(".csv.tmp")
-        extra.to_csv(tmp, index=False)
-        tmp.replace(csv_path)
+        # Text quoted: pandas leaves a bare carriage return in a cell unquoted, which splits the row.
+        text = spreadsheet_safe(extra).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+        write_atomic(results / f"{name}.csv", lambda handle, text=text: handle.write(text.encode()))
         if name != "leaderboard":
             payload[name] = extra.to_dict(orient="records")
     json_path = results / "leaderboard.json"

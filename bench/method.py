@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from bench.registry import Registry
+from bench.registry import Registry, source_file
 
 if TYPE_CHECKING:
     from bench.training import TrainContext
@@ -117,7 +117,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     """Class decorator: register a `Method` subclass under `name`."""
 
     def add(cls: type[Method]) -> type[Method]:
-        if name in REFERENCE_ROWS or "[" in name or "/" in name:
+        if name in REFERENCE_ROWS or "[" in name or "]" in name:
             raise ValueError(f"{name!r} cannot name a method (reserved or not a plain name)")
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({name!r}) decorates a subclass of bench.Method")
@@ -125,6 +125,6 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
         if unknown:
             raise ValueError(f"method {name!r}: unknown modalities {sorted(unknown)}")
         cls.name = name
-        return METHODS.register(name)(cls)
+        return METHODS.register(name, source_file(cls))(cls)
 
     return add

@@ -10,8 +10,10 @@ from bench.data import DATASETS
 from bench.errors import BenchError
 from bench.method import METHODS
 from bench.metrics import metric_settings
+from bench.paths import check_name
 from bench.profiles import PROFILES, Profile
 from bench.specs import RunSpec, TeacherSpec, teacher_spec_for
+from bench.store import MAX_SEED
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,21 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
                 f"--set {item!r}: method {method_name!r} has no parameter {param!r}; "
                 f"its parameters: {valid}"
             )
+        if param in parsed.get(method_name, {}):
+            raise BenchError(f"--set {key} is given twice; give each parameter once")
         parsed.setdefault(method_name, {})[param] = _coerce(raw, cls.defaults[param], key)
     return parsed
 
 
 def variant_name(method: str, overrides: dict[str, Any]) -> str:
-    """The leaderboard row of a method run with overridden parameters, e.g. `kd[temperature=2]`."""
+    """The leaderboard row of a method run with overridden parameters, e.g. `kd[temperature=2]`.
+
+    The row is also a folder name, so the values it holds must keep it a safe one (`bench.paths`).
+    """
     if not overrides:
         return method
     inner = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
-    return f"{method}[{inner}]"
+    return check_name(f"{method}[{inner}]", "--set value in the row")
 
 
 def make_plan(selection: Selection) -> Plan:
@@ -105,6 +112,9 @@ def make_plan(selection: Selection) -> Plan:
     seeds = list(selection.seeds if selection.seeds is not None else profile.seeds)
     if not seeds:
         raise BenchError("no seeds selected")
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise BenchError(f"seed {seed} is outside 0 ... {MAX_SEED} (2^32 - 1)")
 
     runs: list[RunSpec] = []
     for dataset_name in dataset_names:

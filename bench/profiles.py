@@ -7,6 +7,7 @@ result and nothing else.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from bench.data import Modality
@@ -75,8 +76,14 @@ class ModalityBudget:
     teacher_training: TrainBudget | None = None
     teacher_lightgbm: LightGBMBudget | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    @cached_property
+    def _dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The budget as plain data, computed once: planning hashes it for every run, and a
+        suite's runs share a few budgets. Shared between callers, so read it, never change it."""
+        return self._dict
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from bench.errors import BenchError, UnknownNameError
+from bench.paths import check_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,14 +32,25 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._sources: dict[str, str] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator adding a component under `name`; a second component with that name is refused."""
+    def register(self, name: str, source: str | None = None) -> Callable[[T], T]:
+        """Decorator adding a component under `name`; a second component with that name is refused.
+
+        The name must be safe as a file name (`bench.paths`), since records and caches are filed
+        under it. `source` (the defining file) is named in the error when two sources clash.
+        """
+        check_name(name, self.kind)
 
         def add(item: T) -> T:
+            where = source or _source_of(item)
             if name in self._items and self._items[name] is not item:
-                raise BenchError(f"{self.kind} {name!r} is registered twice")
+                raise BenchError(
+                    f"{self.kind} {name!r} is registered twice: by {self._sources[name]} and "
+                    f"by {where}; rename one of them"
+                )
             self._items[name] = item
+            self._sources[name] = where
             return item
 
         return add
@@ -60,6 +73,19 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove a component; tests use it to keep plugin registrations from leaking."""
         self._items.pop(name, None)
+        self._sources.pop(name, None)
+
+
+def source_file(obj: object) -> str:
+    """The file that defines a class or function, for messages; its module when there is none."""
+    try:
+        return inspect.getfile(obj)  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return str(getattr(obj, "__module__", None) or "an unknown source")
+
+
+def _source_of(item: object) -> str:
+    return source_file(item if inspect.isclass(item) or inspect.isfunction(item) else type(item))
 
 
 _BUILTIN_PACKAGES = ("bench.datasets", "bench.methods", "bench.metrics", "bench.models")

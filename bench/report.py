@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import bench
 from bench import figures
 from bench.claims import ClaimVerdict, claims_table, evaluate_all
+from bench.integrity import read_array_sealed
 from bench.leaderboard import (
     aggregate,
     aggregate_seeds,
@@ -58,7 +59,7 @@ from bench.statistics import (
     explanation_excess,
     seed_values,
 )
-from bench.store import iter_records, read_array, record_path
+from bench.store import iter_records, record_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -536,7 +537,7 @@ def _gallery(
             return None
         folder = record_path(results, profile, dataset, name, seed).parent
         # Only a bare file name beside the record is trusted, never a path from the record.
-        return read_array(folder / Path(file_name).name)
+        return read_array_sealed(folder / Path(file_name).name)
 
     teacher_maps = load(TEACHER_ROW, seed, reference.get("file"))
     if teacher_maps is None:
@@ -657,10 +658,7 @@ def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def format_seeds(value: float | None) -> str:

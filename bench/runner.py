@@ -32,6 +32,7 @@ from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.environment import environment
 from bench.errors import DatasetUnavailable, Diverged
 from bench.explainers import ExplainSettings, explain
+from bench.integrity import write_array_sealed
 from bench.leaderboard import CATEGORY_ORDER
 from bench.locks import hold_lock, lock_path, try_lock
 from bench.method import (
@@ -52,7 +53,6 @@ from bench.store import (
     read_record,
     record_path,
     remove_temporaries,
-    write_array_atomic,
     write_json_atomic,
 )
 from bench.teachers import Teacher, obtain_teacher, teacher_dir
@@ -461,7 +461,7 @@ class SuiteRunner:
             record["status"] = "ok"
         except Diverged as exc:
             record.update(status="diverged", error=_error(exc, "training"))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a method's sys.exit() must not end the suite
             record.update(status="failed", error=_error(exc, None))
         if ctx is not None:
             record["training"] = {"best_epoch": ctx.best_epoch, "history": ctx.history}
@@ -627,7 +627,7 @@ def save_attribution_maps(
     index = scoring.explain_index[:GALLERY_SAMPLES]
     maps = np.asarray(scoring.attributions(explainer)[:GALLERY_SAMPLES], dtype=np.float32)
     maps_file = record_file.with_suffix(".maps.npy")
-    write_array_atomic(maps_file, maps)
+    write_array_sealed(maps_file, maps)
     entry: dict[str, Any] = {
         "explainer": explainer,
         "test_index": [int(i) for i in index],
@@ -635,7 +635,7 @@ def save_attribution_maps(
     }
     if with_inputs:
         inputs_file = record_file.with_suffix(".inputs.npy")
-        write_array_atomic(inputs_file, np.asarray(scoring.explain_x[:GALLERY_SAMPLES], np.float32))
+        write_array_sealed(inputs_file, np.asarray(scoring.explain_x[:GALLERY_SAMPLES], np.float32))
         entry["inputs_file"] = inputs_file.name
     return entry
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from bench import SCHEMA_VERSION
@@ -32,8 +33,9 @@ class TeacherSpec:
     # The teacher's own training seed (`Profile.teacher_seeds`); part of its key and run ids.
     seed: int = 0
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # Cached: planning a large suite asks for it once per run (the spec is frozen).
         return stable_hash(asdict(self))
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,7 +77,7 @@ class RunSpec:
     budget: ModalityBudget
     metric_settings: dict[str, Any] = field(hash=False)
 
-    @property
+    @cached_property
     def run_id(self) -> str:
         return stable_hash(
             {

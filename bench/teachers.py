@@ -1,15 +1,18 @@
 """Teachers: trained once per dataset and cached under `results/cache/teachers/`.
 
-Caches are loaded safely (LightGBM's text format; `torch.load(weights_only=True)`), never by
-unpickling, and an entry that fails to load is rebuilt rather than trusted.
+Every cache entry (the model and its info, each cached explanation) is sealed with its SHA-256
+digest (`bench.integrity`) and verified before anything parses it; the parsers then read the
+verified bytes, safely (LightGBM's text format; `torch.load(weights_only=True)`; `np.load` without
+pickles). An entry that is missing, damaged or unverifiable is rebuilt with one warning, never
+trusted; a teacher whose folder disappears while it is in use writes its model back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -25,8 +28,18 @@ from torch import nn
 from bench.data import DatasetBundle
 from bench.explainers import EXPLANATION_RULES, ExplainSettings, explain
 from bench.hooks import FeatureHooks
+from bench.integrity import (
+    MANIFEST,
+    DamagedCache,
+    read_sealed,
+    read_sealed_folder,
+    seal_folder,
+    write_sealed,
+)
+from bench.locks import hold_lock, lock_path
 from bench.method import Batch, ModelOutput
 from bench.models import build_model, count_parameters
+from bench.paths import inside
 from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
 from bench.training import (
@@ -79,6 +92,14 @@ class Teacher:
     ) -> np.ndarray:
         raise NotImplementedError
 
+    def files(self) -> dict[str, bytes]:
+        """The cache entry of this teacher: its model and `info.json`, as bytes."""
+        info = {k: v for k, v in self.info.items() if k != "from_cache"}
+        return {**self._model_files(), "info.json": json.dumps(info, indent=2).encode()}
+
+    def _model_files(self) -> dict[str, bytes]:
+        raise NotImplementedError
+
     def _cached(
         self,
         kind: str,
@@ -88,25 +109,32 @@ class Teacher:
     ) -> dict[str, np.ndarray]:
         """Arrays derived from the teacher (explanations), computed once and kept beside it.
 
-        The file is keyed by a digest of the inputs' bytes and the settings, written atomically and
-        read without unpickling; a damaged file is recomputed, not trusted.
+        The file is keyed by a digest of the inputs' bytes and the settings, sealed with its own
+        digest and read without unpickling; a damaged file is recomputed, not trusted. Under the
+        entry's lock one process computes it while others wait, and the holder first removes
+        what a killed writer left (`.treeshap-….npz.….tmp`).
         """
         digest = hashlib.sha256(repr(settings).encode())
         for array in inputs:
             digest.update(np.ascontiguousarray(array).tobytes() + str(array.shape).encode())
         path = self.folder / f"{kind}-{digest.hexdigest()[:16]}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                return {key: cached[key] for key in cached.files}
-        except FileNotFoundError:
-            pass
-        except Exception as exc:
-            log.warning("teacher cache %s is unreadable (%s); recomputing", path, exc)
-        arrays = compute()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.folder)
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
+        with hold_lock(lock_path(path)):
+            if not (self.folder / MANIFEST).exists():  # the folder was removed while in use
+                log.warning("teacher cache %s vanished; writing the teacher back", self.folder)
+                seal_folder(self.folder, self.files())
+            try:
+                data = read_sealed(path)
+                if data is not None:
+                    with np.load(io.BytesIO(data), allow_pickle=False) as cached:
+                        return {key: cached[key] for key in cached.files}
+            except (DamagedCache, ValueError, OSError) as exc:
+                log.warning("teacher cache %s is damaged (%s); recomputing", path, exc)
+            for stale in self.folder.glob(f".{path.name}.*"):
+                stale.unlink(missing_ok=True)
+            arrays = compute()
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            write_sealed(path, buffer.getvalue())
         return arrays
 
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
@@ -127,6 +155,9 @@ class LightGBMTeacher(Teacher):
         # A leaf holds one value, a split a feature index and a threshold.
         leaves = [tree["num_leaves"] for tree in self.booster.dump_model()["tree_info"]]
         return sum(n + 2 * (n - 1) for n in leaves)
+
+    def _model_files(self) -> dict[str, bytes]:
+        return {"model.txt": self.booster.model_to_string().encode()}
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         raw = self.booster.predict(x, raw_score=True)
@@ -163,6 +194,11 @@ class NetworkTeacher(Teacher):
     @property
     def n_params(self) -> int:
         return count_parameters(self.module)
+
+    def _model_files(self) -> dict[str, bytes]:
+        buffer = io.BytesIO()
+        torch.save(self.module.state_dict(), buffer)
+        return {"model.pt": buffer.getvalue()}
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return network_logits(self.module, x, self.device)
@@ -222,33 +258,34 @@ class NetworkTeacher(Teacher):
 
 
 def teacher_dir(results: Path, spec: TeacherSpec) -> Path:
-    return results / "cache" / "teachers" / spec.dataset / spec.key
+    return inside(results, "cache", "teachers", spec.dataset, spec.key)
 
 
 def obtain_teacher(
     spec: TeacherSpec, bundle: DatasetBundle, results: Path, device: torch.device
 ) -> Teacher:
-    """Load the cached teacher for `spec`, or train and cache it."""
+    """Load the cached teacher for `spec` once its digests check out, or train and cache it."""
     folder = teacher_dir(results, spec)
     if folder.exists():
         try:
             return _load(spec, bundle, folder, device)
         except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
-            log.warning("teacher cache %s is unreadable (%s); retraining", folder, exc)
+            log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
     return _train_and_cache(spec, bundle, folder, device)
 
 
 def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device) -> Teacher:
-    info = json.loads((folder / "info.json").read_text())
+    files = read_sealed_folder(folder)
+    info = json.loads(files["info.json"])
     if info.get("key") != spec.key:
-        raise ValueError(f"cache holds teacher {info.get('key')!r}, not {spec.key!r}")
+        raise DamagedCache(f"cache holds teacher {info.get('key')!r}, not {spec.key!r}")
     info = {**info, "from_cache": True}
     if spec.kind == "lightgbm":
-        booster = lgb.Booster(model_file=str(folder / "model.txt"))
+        booster = lgb.Booster(model_str=files["model.txt"].decode())
         return LightGBMTeacher(booster, spec, bundle, device, info, folder)
     module = _new_network(spec, bundle)
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(files["model.pt"]), map_location="cpu", weights_only=True)
     module.load_state_dict(state)
     return NetworkTeacher(module.to(device), spec, bundle, device, info, folder)
 
@@ -256,29 +293,29 @@ def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.
 def _train_and_cache(
     spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device
 ) -> Teacher:
+    start = time.perf_counter()
+    if spec.kind == "lightgbm":
+        booster, extra = _train_lightgbm(spec, bundle)
+        build: Callable[[dict], Teacher] = lambda info: LightGBMTeacher(  # noqa: E731
+            booster, spec, bundle, device, info, folder
+        )
+    else:
+        module, extra = _train_network(spec, bundle, device)
+        build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
+    teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=folder.parent))
     try:
-        start = time.perf_counter()
-        if spec.kind == "lightgbm":
-            booster, extra = _train_lightgbm(spec, bundle)
-            booster.save_model(str(staging / "model.txt"))
-            build = lambda info: LightGBMTeacher(booster, spec, bundle, device, info, folder)  # noqa: E731
-        else:
-            module, extra = _train_network(spec, bundle, device)
-            torch.save(module.state_dict(), staging / "model.pt")
-            build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
-        info = {"key": spec.key, "train_seconds": time.perf_counter() - start, **extra}
-        (staging / "info.json").write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(staging, folder)
-        except OSError:  # another process cached the same teacher first: use theirs, not ours
-            shutil.rmtree(staging, ignore_errors=True)
-            return _load(spec, bundle, folder, device)
+        seal_folder(staging, teacher.files())
+        staging.rename(folder)
+    except OSError:  # another process cached the same teacher first: use theirs, not ours
+        shutil.rmtree(staging, ignore_errors=True)
+        return _load(spec, bundle, folder, device)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return build({**info, "from_cache": False})
+    teacher.info["from_cache"] = False
+    return teacher
 
 
 def _train_lightgbm(spec: TeacherSpec, bundle: DatasetBundle) -> tuple[lgb.Booster, dict]:

@@ -181,9 +181,25 @@ def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
             logits = student(batch.x)
             student_out = ModelOutput(logits, dict(student_hooks.features))
             teacher_out = teacher.outputs(batch, teacher_layers)
-            return method.loss(batch, student_out, teacher_out, ctx)
+            return checked_terms(method, method.loss(batch, student_out, teacher_out, ctx))
 
         return ctx.fit(student, step, extra)
+
+
+def checked_terms(method: Method, terms: object) -> dict[str, torch.Tensor]:
+    """`terms` if it is what `Method.loss` promises (a dict of named scalar tensors); else an
+    error naming the method and that contract, instead of a failure deep in the training loop."""
+    contract = (
+        f"method {method.name!r}: loss() must return a dict of named scalar tensors, "
+        'e.g. {"ce": ..., "kd": ...}'
+    )
+    if not isinstance(terms, dict) or not terms:
+        raise TypeError(f"{contract}; it returned {type(terms).__name__}")
+    for key, value in terms.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"{contract}; term {key!r} is {shape}")
+    return terms
 
 
 def cross_entropy_step(model: nn.Module) -> StepLoss:

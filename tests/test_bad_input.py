@@ -95,7 +95,7 @@ def test_a_corrupt_teacher_cache_is_rebuilt_not_trusted(cli, tmp_path: Path, cap
     with caplog.at_level(logging.WARNING):
         result = cli(*suite, "--force", "--results", tmp_path)
     assert result.code == 0
-    assert "unreadable" in caplog.text and "retraining" in caplog.text
+    assert "damaged" in caplog.text and "retraining" in caplog.text
     assert "not a LightGBM model" not in model.read_text()
     rebuilt = json.loads((tmp_path / "runs/smoke/wine/teacher/seed0.json").read_text())
     assert rebuilt["teacher"]["from_cache"] is False

@@ -80,21 +80,27 @@ def test_index_has_a_table_per_dataset_with_teacher_row(two_seeds: Path, tmp_pat
     assert "http://" not in html and "https://" not in html
 
 
-def test_markup_in_names_is_escaped(two_seeds: Path, tmp_path: Path) -> None:
+def test_markup_in_records_is_escaped_and_markup_in_names_is_refused(
+    two_seeds: Path, tmp_path: Path, caplog
+) -> None:
     results = copy_of(two_seeds, tmp_path)
     path = results / "runs/smoke/wine/kd/seed0.json"
     record = json.loads(path.read_text())
-    record["method"]["name"] = "<script>alert(1)</script>"
+    record["method"]["citation"] = "<script>alert(1)</script>"  # free text: shown, escaped
     path.write_text(json.dumps(record))
-    html = render_report(results, tmp_path / "site").read_text()
-    assert "<script>alert(1)</script>" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    # Its own page too: a file name made safe, the name shown as text.
-    pages = list((tmp_path / "site").glob("method-*.html"))
-    assert all(re.fullmatch(r"method-[A-Za-z0-9_.-]+\.html", p.name) for p in pages)
-    for page in pages:
-        assert "<script>alert(1)</script>" not in page.read_text()
-    assert any("&lt;script&gt;alert(1)&lt;/script&gt;" in p.read_text() for p in pages)
+    named = results / "runs/smoke/wine/scratch/seed0.json"
+    record = json.loads(named.read_text())
+    record["method"]["name"] = "<b>x</b>"  # a name is also a file name: the record is corrupt
+    named.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        render_report(results, tmp_path / "site")
+    assert "method name '<b>x</b>' is not a safe name" in caplog.text
+    pages = [p.read_text() for p in (tmp_path / "site").glob("*.html")]
+    assert all(
+        re.fullmatch(r"[A-Za-z0-9_.-]+\.html", p.name) for p in (tmp_path / "site").glob("*.html")
+    )
+    assert not any("<script>alert(1)</script>" in page or "<b>x</b>" in page for page in pages)
+    assert any("&lt;script&gt;alert(1)&lt;/script&gt;" in page for page in pages)
 
 
 def test_corrupt_and_foreign_files_are_skipped_with_a_warning(
