@@ -50,7 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="join this Ray cluster (e.g. auto); default: a new local one",
     )
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where networks train and are scored: auto (CUDA when torch sees it, else the CPU), "
+        "cpu, or cuda (an error without CUDA)",
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -63,18 +69,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help="folder with downloaded datasets")
 
     listing = commands.add_parser("list", help="list registered components")
-    listing.add_argument("kind", choices=LIST_KINDS)
+    listing.add_argument("kind", choices=LIST_KINDS, help="what to list")
 
-    status = commands.add_parser("status", help="done / failed / missing runs of a profile")
+    status = commands.add_parser(
+        "status", help="done / failed / missing runs of a profile, and variants on disk"
+    )
+
+    show = commands.add_parser("show", help="one run's record: metrics, timings, provenance, error")
+    show.add_argument(
+        "run",
+        metavar="RUN",
+        help="<dataset>/<method>/seed<k> (e.g. wine/kd/seed0, or wine/kd[temperature=2]/seed1), "
+        "or a run id or its first 6+ characters",
+    )
 
     report = commands.add_parser("report", help="write the leaderboard and report/index.html")
-    report.add_argument("--out", type=Path, default=Path("report"), help="report folder")
+    report.add_argument(
+        "--out", type=Path, default=Path("report"), help="report folder (default: report)"
+    )
+    report.add_argument(
+        "--reference",
+        type=Path,
+        metavar="DIR",
+        help="a reference result set (e.g. reference/default-v1) to rank your runs among; your "
+        "rows are marked, and environments that differ are named",
+    )
 
-    for sub in (run, status, report):
-        sub.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    for sub in (run, status, report, show):
+        sub.add_argument(
+            "--results",
+            type=Path,
+            default=Path("results"),
+            help="results folder (default: results)",
+        )
     for sub in (run, status):
         sub.add_argument("--profile", default="default", help="budget profile (default: default)")
     report.add_argument("--profile", default=None, help="only this profile (default: all found)")
+    show.add_argument(
+        "--profile", default=None, help="the run's profile, when several hold it (default: any)"
+    )
     for sub in (run, listing, status):
         sub.add_argument(
             "--plugin", nargs="+", action="extend", default=[], metavar="FILE",
@@ -147,46 +180,60 @@ def _list(kind: str) -> int:
     from bench.metrics import METRICS
     from bench.profiles import PROFILES
 
+    rows: list[tuple[str, ...]] = []
     if kind == "methods":
         for name in METHODS:
             cls = METHODS.get(name)
             params = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
-            modalities = "+".join(sorted(cls.modalities))
-            print(f"{name:<18} {modalities:<14} {params:<30} {cls.describe()}")
+            rows.append((name, "+".join(sorted(cls.modalities)), params, cls.describe()))
     elif kind == "datasets":
         for name in DATASETS:
             entry = DATASETS.get(name)
-            print(f"{name:<16} {entry.modality:<8} v{entry.version:<12} {entry.description}")
+            rows.append((name, entry.modality, f"v{entry.version}", entry.description))
     elif kind == "metrics":
         for name in METRICS:
             metric = METRICS.get(name)
             arrow = "↑" if metric.higher_is_better else "↓"
             modalities = "+".join(sorted(metric.modalities))
-            print(f"{name:<20} {arrow} {metric.category:<12} {modalities:<14} {metric.description}")
+            rows.append((name, arrow, metric.category, modalities, metric.description))
     else:
         for name in PROFILES:
             profile = PROFILES.get(name)
-            print(
-                f"{name:<10} seeds {list(profile.seeds)}, datasets {', '.join(profile.datasets)}: "
-                f"{profile.description}"
-            )
+            summary = f"seeds {list(profile.seeds)}, datasets {', '.join(profile.datasets)}"
+            rows.append((name, summary, profile.description))
             for dataset in profile.datasets:
                 methods = profile.methods_for(dataset)
                 if methods is not None and methods != profile.methods:
-                    print(f"{'':<10} {dataset}: only {', '.join(methods)}")
+                    rows.append(("", f"{dataset}: only {', '.join(methods)}", ""))
+    print("\n".join(aligned(rows)))
     return 0
 
 
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of text columns, each column as wide as its longest cell (the last one left ragged)."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(
+            [*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]
+        ).rstrip()
+        for row in rows
+    ]
+
+
 def _status(args: argparse.Namespace) -> int:
+    from bench.method import REFERENCE_ROWS
     from bench.planner import Selection, make_plan
-    from bench.store import read_record, record_path
+    from bench.store import iter_records, read_record, record_path
 
     plan = make_plan(Selection(profile=args.profile))
     counts: Counter = Counter()
+    planned = set()
     for spec in plan.runs:
-        record = read_record(
-            record_path(args.results, spec.profile, spec.dataset, spec.variant, spec.seed)
-        )
+        path = record_path(args.results, spec.profile, spec.dataset, spec.variant, spec.seed)
+        planned.add(path)
+        record = read_record(path)
         if record is None:
             state = "missing"
         elif record["run_id"] != spec.run_id:
@@ -195,11 +242,41 @@ def _status(args: argparse.Namespace) -> int:
             state = record["status"]
         counts[state] += 1
         if state not in ("ok", "missing"):
-            error = (record or {}).get("error") or {}
-            detail = f": {error.get('type')}: {error.get('message')}" if error else ""
-            print(f"{state:<8} {spec.label}{detail}")
+            print(f"{state:<8} {spec.label}{_first_error_line(record)}")
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     print(f"profile {plan.profile.name}: {len(plan.runs)} runs: {summary}")
+    # Runs on disk the profile's plan does not hold: `--set` variants and methods run by name.
+    others: dict[tuple[str, str], Counter] = {}
+    for record in iter_records(args.results, plan.profile.name):
+        name, dataset = record["method"]["name"], record["dataset"]["name"]
+        path = record_path(args.results, record["profile"], dataset, name, record["seed"])
+        if name in REFERENCE_ROWS or path in planned:
+            continue
+        others.setdefault((dataset, name), Counter())[record["status"]] += 1
+        if record["status"] != "ok":
+            label = f"{dataset}/{name}/seed{record['seed']}"
+            print(f"{record['status']:<8} {label}{_first_error_line(record)}")
+    if others:
+        print(f"also on disk, outside the profile's plan ({len(others)} variants or methods):")
+        for (dataset, name), states in sorted(others.items()):
+            print(
+                f"  {dataset}/{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            )
+    return 0
+
+
+def _first_error_line(record: dict | None) -> str:
+    error = (record or {}).get("error") or {}
+    if not error:
+        return ""
+    message = (error.get("message") or "").strip().splitlines()
+    return f": {error.get('type')}: {message[0] if message else ''}"
+
+
+def _show(args: argparse.Namespace) -> int:
+    from bench.show import describe_run, find_run
+
+    print(describe_run(find_run(args.results, args.run, args.profile)))
     return 0
 
 
@@ -208,7 +285,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if not (args.results / "runs").is_dir():
         raise BenchError(f"no runs under {args.results}: run `python -m bench run --all` first")
-    index = render_report(args.results, args.out, args.profile)
+    index = render_report(args.results, args.out, args.profile, args.reference)
     print(f"wrote {index} and {args.results / 'leaderboard.csv'}")
     return 0
 
@@ -230,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list(args.kind)
         if args.command == "status":
             return _status(args)
+        if args.command == "show":
+            return _show(args)
         return _report(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

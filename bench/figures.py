@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from bench.method import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.store import write_atomic
@@ -68,6 +72,89 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+# Where a metric's values can lie: an interval drawn past them would show impossible values
+# (accuracy 1.04, a negative count).
+VALID_RANGES: tuple[tuple[str, tuple[float, float]], ...] = (
+    ("expl_spearman_", (-1.0, 1.0)),
+    ("expl_cosine_", (-1.0, 1.0)),
+    ("expl_topk_", (0.0, 1.0)),
+    ("accuracy", (0.0, 1.0)),
+    ("macro_f1", (0.0, 1.0)),
+    ("roc_auc", (0.0, 1.0)),
+    ("teacher_agreement", (0.0, 1.0)),
+    ("concept_detectors", (0.0, math.inf)),
+    ("detectors_", (0.0, math.inf)),
+    ("unique_concepts", (0.0, math.inf)),
+)
+
+
+def valid_range(metric: str) -> tuple[float, float]:
+    """The values `metric` can take; unbounded when it is not listed in `VALID_RANGES`."""
+    for prefix, bounds in VALID_RANGES:
+        if metric.startswith(prefix) and not metric.endswith("_excess"):
+            return bounds
+    return (-math.inf, math.inf)
+
+
+def clipped_error(value: float, half_width: float, bounds: tuple[float, float]) -> list[float]:
+    """A symmetric interval's [below, above] error-bar lengths, cut at the metric's bounds."""
+    half = _finite(half_width)
+    low, high = bounds
+    return [max(0.0, min(half, value - low)), max(0.0, min(half, high - value))]
+
+
+# Label positions tried around a point, nearest first (offsets in points): the first whose box
+# overlaps no other label, marker or the axes' edge is taken.
+LABEL_OFFSETS = tuple(
+    (round(r * math.cos(a)), round(r * math.sin(a)))
+    for r in (6, 14, 24, 36)
+    for a in (math.radians(d) for d in (30, -30, 150, -150, 90, -90, 0, 180))
+)
+
+
+def place_labels(fig: Figure, ax: Axes, points: Sequence[Point]) -> list[Text]:
+    """Label every point where its text overlaps no other label or marker, checked on the
+    rendered bounding boxes; a label that fits nowhere near its point goes to a key beside the
+    axes instead (name and coordinates), so that no two labels ever overlap."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # final limits and transforms before measuring
+    markers = [Bbox.from_bounds(*(ax.transData.transform((p.x, p.y)) - 5), 10, 10) for p in points]
+    frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    placed: list[Bbox] = [legend.get_window_extent(renderer)] if legend else []
+    labels: list[Text] = []
+    unplaced: list[Point] = []
+    for index, p in enumerate(points):
+        for dx, dy in LABEL_OFFSETS:
+            text = ax.annotate(
+                plain(p.name), (p.x, p.y), xytext=(dx, dy), textcoords="offset points",
+                fontsize=8, ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.5}
+                if abs(dx) + abs(dy) > 20 else None,
+            )  # fmt: skip
+            box = text.get_window_extent(renderer).padded(1)
+            others = placed + [m for i, m in enumerate(markers) if i != index]
+            inside_frame = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            if inside_frame and not any(box.overlaps(o) for o in others):
+                placed.append(box)
+                labels.append(text)
+                break
+            text.remove()
+        else:
+            unplaced.append(p)
+    if unplaced:
+        key = "\n".join(f"{plain(p.name)}: ({p.x:.3g}, {p.y:.3g})" for p in unplaced)
+        labels.append(ax.text(1.02, 1.0, key, transform=ax.transAxes, fontsize=7, va="top"))
+    return labels
+
+
+def overlapping_labels(fig: Figure, labels: Sequence[Text]) -> list[tuple[str, str]]:
+    """Pairs of labels whose rendered boxes overlap (the check `place_labels` makes)."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+    return [(a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1 :] if x.overlaps(y)]
+
+
 def tradeoff_plot(
     points: Sequence[Point],
     x_label: str,
@@ -93,20 +180,13 @@ def tradeoff_plot(
         ax.errorbar(
             p.x,
             p.y,
-            xerr=_finite(p.x_err),
-            yerr=_finite(p.y_err),
+            xerr=[[v] for v in clipped_error(p.x, p.x_err, valid_range(x_label))],
+            yerr=[[v] for v in clipped_error(p.y, p.y_err, valid_range(y_label))],
             fmt=marker,
             color=colour,
             markersize=11 if marker == "*" else 6,
             capsize=2,
             elinewidth=0.8,
-        )
-    # Neighbours along x get their labels above and below in turn, so that close points stay
-    # readable.
-    for i, p in enumerate(sorted(points, key=lambda p: p.x)):
-        offset = (4, 4) if i % 2 == 0 else (4, -11)
-        ax.annotate(
-            plain(p.name), (p.x, p.y), xytext=offset, textcoords="offset points", fontsize=8
         )
     front = pareto_front(students)
     if front:
@@ -121,6 +201,8 @@ def tradeoff_plot(
     ax.set_xlabel(plain(f"{x_label} (↑)"))
     ax.set_ylabel(plain(f"{y_label} (↑)"))
     ax.grid(alpha=0.3)
+    ax.margins(0.12)  # room for labels inside the axes
+    place_labels(fig, ax, points)
     return _save(fig, path)
 
 
@@ -131,14 +213,18 @@ def bar_chart(
     roles: Sequence[str],
     label: str,
     path: Path,
+    metric: str = "",
 ) -> Path:
-    """One bar per row (teacher first) with its 95 % interval half-width as an error bar."""
+    """One bar per row (teacher first) with its 95 % interval half-width as an error bar, cut at
+    the values `metric` can take."""
     fig = Figure(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.6))
     ax = fig.add_subplot()
     colours = [REFERENCE_COLOURS.get(n, STUDENT_COLOUR) if r != "student" else STUDENT_COLOUR
                for n, r in zip(names, roles, strict=True)]  # fmt: skip
     positions = np.arange(len(names))
-    ax.bar(positions, means, yerr=[_finite(e) for e in errors], color=colours, capsize=3)
+    bounds = valid_range(metric)
+    clipped = [clipped_error(m, e, bounds) for m, e in zip(means, errors, strict=True)]
+    ax.bar(positions, means, yerr=np.array(clipped).T, color=colours, capsize=3)
     ax.set_xticks(positions, [plain(n) for n in names], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(plain(label))
     ax.grid(axis="y", alpha=0.3)

@@ -19,7 +19,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import bench
 from bench import figures
 from bench.claims import ClaimVerdict, claims_table, evaluate_all
+from bench.errors import BenchError
 from bench.integrity import read_array_sealed
 from bench.leaderboard import (
     aggregate,
@@ -48,6 +49,7 @@ from bench.method import (
     TEACHER_ROW,
     UNTRAINED_CONTROL_ROW,
 )
+from bench.reference import environment_differences, merge_with_reference
 from bench.registry import load_builtins
 from bench.separation import RULE as SEPARATION_RULE
 from bench.separation import not_separating, separation_table
@@ -60,6 +62,7 @@ from bench.statistics import (
     seed_values,
 )
 from bench.store import iter_records, record_path, write_atomic
+from bench.summary import track_summaries
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,14 @@ def format_value(value: float | None) -> str:
         return f"{value:,.0f}"
     # Four significant digits, positional down to 1e-4 (0.005064 reads better than 5.06e-03).
     return f"{value:.4g}"
+
+
+def format_spread(std: float, mean: float) -> str:
+    """A standard deviation to two significant digits; `0` where it is rounding noise (the same
+    value on every seed gives 1e-16, not a spread)."""
+    if abs(std) <= 1e-9 * max(1.0, abs(mean)):
+        return "0"
+    return f"{std:.2g}"
 
 
 def format_signed(value: float | None) -> str:
@@ -174,6 +185,7 @@ class Row:
     role: str
     link: str
     cells: list[Cell]
+    yours: bool = False  # produced by the user, beside a reference set
 
 
 @dataclass
@@ -187,6 +199,18 @@ class Table:
     rows: list[Row] = field(default_factory=list)
     page: str = ""
 
+    def primary(self) -> Table:
+        """The table cut to its primary columns (`is_primary`), for the index; the full table
+        is one click away below it."""
+        keep = [i for i, c in enumerate(self.columns) if is_primary(c.name)]
+        if not keep:
+            return self
+        columns = [replace(self.columns[i], group_start=False) for i in keep]
+        for i, column in enumerate(columns):
+            column.group_start = i == 0 or columns[i - 1].category != column.category
+        rows = [replace(r, cells=[r.cells[i] for i in keep]) for r in self.rows]
+        return replace(self, columns=columns, rows=rows)
+
     @property
     def groups(self) -> list[tuple[str, int]]:
         spans: list[tuple[str, int]] = []
@@ -196,6 +220,17 @@ class Table:
             else:
                 spans.append((column.category, 1))
         return spans
+
+
+# The columns the index shows of each dataset: accuracy, agreement with the teacher's predictions,
+# explanation agreement above its floor, and the dissection's count and threshold-free score.
+PRIMARY_METRICS = ("accuracy", "teacher_agreement", "concept_detectors", "mean_best_iou")
+
+
+def is_primary(metric: str) -> bool:
+    return metric in PRIMARY_METRICS or (
+        metric.startswith("expl_spearman_") and metric.endswith("_excess")
+    )
 
 
 def _columns(part: pd.DataFrame, descriptions: dict[str, str]) -> list[Column]:
@@ -223,12 +258,14 @@ def leaderboard_table(
     descriptions: dict[str, str],
     flagged: set[tuple[str, str, str]] | None = None,
     coverage: dict[tuple[str, str, str, str], float] | None = None,
+    yours: set[tuple[str, str, str]] | None = None,
 ) -> Table:
     """The (profile, dataset) leaderboard: teacher, control rows, then methods; best per column.
 
     `flagged`: (profile, dataset, metric) that separate nothing (`bench.separation`), marked in
     their headers; `coverage`: the mean share of samples scored per (profile, dataset, method,
-    metric), shown in a cell's tooltip when below 1.
+    metric), shown in a cell's tooltip when below 1; `yours`: the (profile, dataset, row) a user
+    produced beside a reference set, marked as theirs.
     """
     part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
     columns = _columns(part, descriptions)
@@ -255,7 +292,7 @@ def leaderboard_table(
             row = indexed.loc[(method, column.name)]
             text = format_value(row["mean"])
             if not math.isnan(row["std"]):
-                text += f" ± {format_value(row['std'])}"
+                text += f" ± {format_spread(row['std'], row['mean'])}"
             title = (
                 f"n={row['n']}; 95% CI [{format_value(row.ci95_low)}, "
                 f"{format_value(row.ci95_high)}]"
@@ -274,7 +311,8 @@ def leaderboard_table(
                     css = "tied"
             value = "" if math.isnan(row["mean"]) else repr(float(row["mean"]))
             cells.append(Cell(text, title, value, css))
-        table.rows.append(Row(method, role, method_page(method), cells))
+        mine = (profile, dataset, method) in (yours or set())
+        table.rows.append(Row(method, role, method_page(method), cells, mine))
     return table
 
 
@@ -341,6 +379,11 @@ class DatasetPage:
     @property
     def has_gallery(self) -> bool:
         return any(f.file.endswith("-gallery.png") for f in self.figures)
+
+    @property
+    def tradeoff(self) -> FigureRef | None:
+        """The accuracy vs. agreement figure with its Pareto front, which the index shows too."""
+        return next((f for f in self.figures if f.file.endswith("-tradeoff.png")), None)
 
 
 def first_explainers(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
@@ -473,6 +516,7 @@ def _dataset_figures(
                 [str(roles[m]) for m, _ in rows],
                 "concept detectors (units)",
                 out / f"{stem}-concepts.png",
+                metric="concept_detectors",
             )
             made.append(
                 FigureRef(
@@ -713,15 +757,30 @@ def _claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
     return shown
 
 
-def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
+def render_report(
+    results: Path, out: Path, profile: str | None = None, reference: Path | None = None
+) -> Path:
     """Write the statistics under `results/` and the site under `out`; returns `out/index.html`.
 
     Files written to `results/`: `leaderboard.csv` (one row per profile, dataset, method, metric,
     with `rank`; explanation metrics also as `<metric>_excess` over the control floor),
     `comparisons.csv`, `average_ranks.csv`, `claims.csv`, and `leaderboard.json` holding all four.
+    With `reference` (a reference result set), its records fill the leaderboard, the user's
+    replace those of the same run, the user's rows are marked, and environments that differ are
+    named (`bench.reference`).
     """
     load_builtins()  # method descriptions come from the registry where a method is known
     records = list(iter_records(results, profile))
+    yours: set[tuple[str, str, str]] = set()
+    differences: list[str] = []
+    if reference is not None:
+        theirs = list(iter_records(reference, profile))
+        if not theirs:
+            raise BenchError(f"no readable records under {reference}/runs to compare with")
+        differences = environment_differences(records, theirs)
+        for line in differences:
+            log.warning("your runs and the reference differ in %s", line)
+        records, yours = merge_with_reference(records, theirs)
     frame = aggregate(records)
     seeds = seed_values(records)
     # Explanation agreement above the strongest control floor: rows derived from the seed values,
@@ -754,32 +813,42 @@ def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
     for record in records:
         for name, meta in (record.get("metric_metadata") or {}).items():
             descriptions.setdefault(name, meta.get("description", ""))
+    for name in ranked.metric.unique():
+        base = name.removesuffix("_excess")
+        if base != name and base in descriptions:
+            descriptions[name] = (
+                f"{descriptions[base]} Minus the strongest control row's value on the same "
+                "teacher seed (the floor): above 0 beats every control."
+            )
 
     tracks = []
     pages = []
     keys = ranked[["profile", "modality", "dataset"]].drop_duplicates()
     for (p, modality), part in keys.groupby(["profile", "modality"], sort=True):
-        tables = []
+        track_pages = []
         for dataset in sorted(part.dataset):
-            table = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage)
-            tables.append(table)
+            table = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, yours)
             explainer = explainers.get((p, dataset))
             figs = _dataset_figures(ranked, seeds, records, results, out, p, dataset, explainer)
-            pages.append(
+            track_pages.append(
                 DatasetPage(
                     table, figs, _comparison_tables(comparisons, p, dataset, explainer), explainer
                 )
             )
+        pages += track_pages
         tracks.append(
             {
                 "profile": p,
                 "modality": modality,
                 "ranks": rank_table(ranked, averages, p, modality, descriptions),
-                "tables": tables,
+                "tables": [page.table for page in track_pages],
+                "tradeoffs": [(pg.table.dataset, pg.table.page, pg.tradeoff)
+                              for pg in track_pages if pg.tradeoff],
             }
-        )
+        )  # fmt: skip
     # Tabular first, then image: the order of DESIGN's tracks.
     tracks.sort(key=lambda t: (t["profile"], t["modality"] != "tabular", t["modality"]))
+    summaries = track_summaries(ranked, comparisons)
     problems = [r for r in records if r["status"] in ("failed", "diverged", "skipped")]
     methods = method_pages(records)
 
@@ -797,6 +866,10 @@ def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
         index,
         env.get_template("index.html.j2").render(
             tracks=tracks,
+            summaries=summaries,
+            reference=reference,
+            differences=differences,
+            dataset_page=dataset_page,
             claims=_claim_rows(verdicts),
             problems=problems,
             methods=methods,
@@ -807,6 +880,22 @@ def render_report(results: Path, out: Path, profile: str | None = None) -> Path:
     dataset_template = env.get_template("dataset.html.j2")
     for page in pages:
         _write(out / page.table.page, dataset_template.render(page=page, **common))
+    metric_columns = _columns(ranked, descriptions) if not ranked.empty else []
+    _write(
+        out / "metrics.html",
+        env.get_template("metrics.html.j2").render(
+            metrics=[
+                {
+                    "name": c.name,
+                    "category": c.category,
+                    "arrow": c.arrow,
+                    "description": c.description,
+                }
+                for c in metric_columns
+            ],  # fmt: skip
+            **common,
+        ),
+    )
     method_template = env.get_template("method.html.j2")
     for method in methods:
         _write(out / method_page(method.name), method_template.render(page=method, **common))

@@ -213,7 +213,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
         target = next(t for t in targets if t["type"] == "page")
         ws = WebSocket(target["webSocketDebuggerUrl"])
         page = Page(ws)
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Network"):
             page.call(f"{domain}.enable")
         page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
                   deviceScaleFactor=1, mobile=False)  # fmt: skip
@@ -291,3 +291,45 @@ def test_the_error_listener_does_see_errors(browser: Page, site: Path) -> None:
     browser.call("Runtime.evaluate", expression="1")  # drain pending events
     assert any("deliberate" in e for e in browser.errors[before:])
     del browser.errors[before:]
+
+
+@pytest.fixture(scope="module")
+def glance_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of `tests/test_glance.py`'s records: `best` beats scratch and kd on both axes."""
+    from tests.test_glance import glance_records
+
+    results = write_records(tmp_path_factory.mktemp("glance-results"), glance_records())
+    out = tmp_path_factory.mktemp("glance-site")
+    render_report(results, out)
+    return out
+
+
+def test_every_page_fits_1400_px_loads_cleanly_and_stays_offline(
+    browser: Page, glance_site: Path
+) -> None:
+    browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=900,
+                 deviceScaleFactor=1, mobile=False)  # fmt: skip
+    try:
+        pages = sorted(glance_site.glob("*.html"))
+        assert {"index.html", "metrics.html", "dataset-p-wine.html"} <= {p.name for p in pages}
+        for page in pages:
+            seen = len(browser.events)
+            browser.open(page.as_uri())
+            overflow = browser.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{page.name} scrolls sideways by {overflow} px at 1400 px"
+            requests = [e["params"]["request"]["url"] for e in browser.events[seen:]
+                        if e.get("method") == "Network.requestWillBeSent"]  # fmt: skip
+            assert requests and all(u.startswith(("file://", "data:")) for u in requests), requests
+        assert browser.errors == []
+        browser.open((glance_site / "index.html").as_uri())
+        marked = browser.evaluate(
+            "Array.from(document.querySelectorAll('table.summary tr'))"
+            ".filter(r => r.cells[0].textContent === 'best')"
+            ".map(r => Array.from(r.cells).slice(1).map(c => c.className))[0]"
+        )
+        assert marked == ["sig-better group-start", "sig-better"]
+    finally:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                     deviceScaleFactor=1, mobile=False)  # fmt: skip

@@ -1,0 +1,189 @@
+"""The leaderboard at a glance: the summary table, readable figures, and the everyday commands."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from bench import figures
+from bench.report import render_report
+from tests.recordkit import make_record, seeded, write_records
+
+SEEDS = 7  # the sign-flip test needs 6+ pairs to reach p < 0.05 after Holm
+
+
+def glance_records() -> list[dict]:
+    """wine with a teacher, a floor, scratch, kd and `best` (better than both on both axes)."""
+    rng = np.random.default_rng(0)
+
+    def noisy(level: float) -> list[float]:
+        return [float(level + e) for e in rng.normal(0, 0.0002, SEEDS)]
+
+    rows = [
+        make_record("p", "wine", "teacher", 0, {"accuracy": 0.97, "expl_spearman_ig": 1.0},
+                    role="teacher"),
+        make_record("p", "wine", "permuted_teacher", 0, {"expl_spearman_ig": 0.30}, role="control"),
+    ]  # fmt: skip
+    for method, acc, agreement in (("scratch", 0.90, 0.50), ("kd", 0.91, 0.55),
+                                   ("best", 0.95, 0.70)):  # fmt: skip
+        rows += seeded(
+            "p", "wine", method, {"accuracy": noisy(acc), "expl_spearman_ig": noisy(agreement)}
+        )
+    return rows
+
+
+def test_the_summary_marks_a_method_better_on_both_axes(tmp_path: Path) -> None:
+    results = write_records(tmp_path / "results", glance_records())
+    html = render_report(results, tmp_path / "site").read_text()
+    glance = html[html.index('id="glance"') : html.index('id="claims"')]
+    row = re.search(r'<tr class="student"><td class="method">best</td>(.*?)</tr>', glance, re.S)
+    assert row is not None
+    cells = re.findall(r'<td class="([^"]*)"[^>]*>(.*?)</td>', row.group(1), re.S)
+    (acc_css, acc), (faith_css, faith) = cells
+    assert "sig-better" in acc_css and acc.startswith("+0.050▲")
+    assert "sig-better" in faith_css and faith.startswith("+0.200▲")
+    assert "vs kd" in acc and "+0.040▲ vs kd" in acc
+    # scratch shows its levels; the teacher and the strongest floor are references.
+    assert re.search(r'<tr class="baseline"><td class="method">scratch</td><td[^>]*>0\.900', glance)
+    assert "strongest floor" in glance and "0.300" in glance and "permuted_teacher" in glance
+
+
+def test_trade_off_labels_never_overlap_and_intervals_stay_valid(tmp_path: Path) -> None:
+    # Eight methods within 0.004 of one another: the old alternating offsets overlapped here.
+    points = [figures.Point(f"method_{i}", "student", 0.5 + 0.0005 * i, 0.97 + 0.0004 * (i % 3),
+                            0.01, 0.05) for i in range(8)]  # fmt: skip
+    points.append(figures.Point("teacher", "teacher", 1.0, 1.0, math.nan, math.nan))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for p in points:
+        ax.plot(p.x, p.y, "o")
+    labels = figures.place_labels(fig, ax, points)
+    assert figures.overlapping_labels(fig, labels) == []
+    text = "\n".join(t.get_text() for t in labels)
+    assert all(p.name in text for p in points)  # every point named, near it or in the key
+    path = figures.tradeoff_plot(points, "expl_spearman_ig", "accuracy", tmp_path / "t.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_intervals_are_cut_at_the_values_a_metric_can_take() -> None:
+    assert figures.clipped_error(0.98, 0.06, figures.valid_range("accuracy")) == pytest.approx(
+        [0.06, 0.02]
+    )
+    assert figures.clipped_error(3.0, 5.0, figures.valid_range("concept_detectors")) == [3.0, 5.0]
+    assert figures.valid_range("expl_spearman_ig") == (-1.0, 1.0)
+    assert figures.valid_range("expl_spearman_ig_excess") == (-math.inf, math.inf)
+    assert figures.clipped_error(0.5, math.nan, (0.0, 1.0)) == [0.0, 0.0]
+
+
+# --- everyday commands -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def wine_run(tmp_path_factory) -> Path:
+    from bench.cli import main
+
+    results = tmp_path_factory.mktemp("results")
+    args = ["run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch", "kd"]
+    assert main([*args, "--results", str(results)]) == 0
+    assert main([*args[:-2], "kd", "--set", "kd.temperature=2", "--results", str(results)]) == 0
+    return results
+
+
+def test_show_prints_one_run_by_name_or_run_id(cli, wine_run: Path) -> None:
+    shown = cli("show", "wine/kd/seed0", "--results", wine_run)
+    assert shown.code == 0
+    assert shown.out.startswith("wine/kd/seed0 (profile smoke, student): ok")
+    assert "parameters  alpha=" in shown.out and "temperature=4.0" in shown.out
+    assert re.search(r"accuracy\s+0\.\d+ ↑", shown.out)
+    assert "timings     train" in shown.out and "git " in shown.out
+    run_id = re.search(r"run id\s+(\w+)", shown.out).group(1)
+    by_id = cli("show", run_id[:8], "--results", wine_run)
+    assert by_id.code == 0 and by_id.out == shown.out
+    variant = cli("show", "wine/kd[temperature=2.0]/seed0", "--results", wine_run)
+    assert variant.code == 0 and "temperature=2.0" in variant.out
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        ("wine/kd/seed9", "no readable record of wine/kd/seed9"),
+        ("../../etc/seed0", "names no run"),
+        ("zz", "names no run"),
+        ("ffffff", "no readable record of run id ffffff"),
+    ],
+)
+def test_show_explains_what_it_could_not_find(cli, wine_run: Path, run: str, message: str) -> None:
+    result = cli("show", run, "--results", wine_run)
+    assert result.code == 2 and message in result.err
+
+
+def test_show_prints_a_failed_runs_traceback(cli, tmp_path: Path) -> None:
+    plugin = Path(__file__).parent / "plugins" / "broken_methods.py"
+    args = ("--profile", "smoke", "--results", tmp_path)
+    cli("run", "--dataset", "wine", "--method", "raises", "--plugin", plugin, *args)
+    shown = cli("show", "wine/raises/seed0", "--results", tmp_path)
+    assert "error       RuntimeError in the run: deliberate failure inside loss()" in shown.out
+    assert "Traceback (most recent call last)" in shown.out
+
+
+def test_status_lists_variants_on_disk(cli, wine_run: Path) -> None:
+    status = cli("status", "--profile", "smoke", "--results", wine_run)
+    assert status.code == 0
+    assert "also on disk, outside the profile's plan (1 variants or methods):" in status.out
+    assert "wine/kd[temperature=2.0]: 1 ok" in status.out
+
+
+def test_list_columns_align_for_long_names(cli, tmp_path: Path) -> None:
+    plugin = tmp_path / "long.py"
+    plugin.write_text(
+        "from bench import Method, register_method\n"
+        "@register_method('a_method_with_a_very_long_name_indeed')\n"
+        "class M(Method):\n    'A long one.'\n"
+    )
+    listed = cli("list", "methods", "--plugin", plugin)
+    rows = [line for line in listed.out.splitlines() if line.strip()]
+    second = {len(re.match(r"\S+\s+", line).group(0)) for line in rows}
+    assert len(second) == 1  # the second column starts at the same place on every row
+
+
+def test_every_option_has_help(capsys) -> None:
+    from bench.cli import _parser
+
+    parser = _parser()
+    commands = parser._subparsers._group_actions[
+        0
+    ].choices  # the run/list/status/report/show parsers
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_report_ranks_your_runs_among_a_reference_set(tmp_path: Path, caplog) -> None:
+    reference = write_records(tmp_path / "reference", glance_records())
+    mine = seeded(
+        "p", "wine", "mine", {"accuracy": [0.93] * SEEDS, "expl_spearman_ig": [0.6] * SEEDS}
+    )
+    for record in mine:
+        record["environment"] = {**record["environment"], "torch_threads": 4}
+    results = write_records(tmp_path / "results", mine)
+    with caplog.at_level("WARNING"):
+        html = render_report(results, tmp_path / "site", reference=reference).read_text()
+    assert (
+        "your runs and the reference differ in torch_threads: yours 4; reference None"
+        in caplog.text
+    )
+    assert 'class="warning"' in html and "torch_threads" in html
+    table = html[html.index('id="table-p-wine"') :]
+    assert re.search(r'>mine</a> <span class="yours"', table)
+    assert not re.search(r'>kd</a> <span class="yours"', table)
+    assert "best" in table  # the reference's rows are there too
+
+
+def test_a_spread_of_rounding_noise_reads_zero(tmp_path: Path) -> None:
+    records = seeded("p", "wine", "kd", {"accuracy": [0.1 + 0.2, 0.3, 0.3]})  # sd 3e-17
+    html = render_report(write_records(tmp_path / "r", records), tmp_path / "site").read_text()
+    assert ">0.3 ± 0<" in html and "e-17" not in html
