@@ -184,8 +184,10 @@ def _list(kind: str) -> int:
     if kind == "methods":
         for name in METHODS:
             cls = METHODS.get(name)
-            params = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
-            rows.append((name, "+".join(sorted(cls.modalities)), params, cls.describe()))
+            rows.append((name, "+".join(sorted(cls.modalities)), cls.describe()))
+            if cls.defaults:  # on a line of its own: gbdt2nn's alone would widen every row
+                params = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
+                rows.append(("", "", f"defaults: {params}"))
     elif kind == "datasets":
         for name in DATASETS:
             entry = DATASETS.get(name)

@@ -25,7 +25,8 @@ class ExplanationEnhancedKD(Method):
     The student's Grad-CAM is built with `create_graph=True` so the explanation term trains it.
     As in the paper, the class explained is the teacher's top-1 prediction ŷ_T and both maps are
     upsampled (bilinear) to the input size before the cosine. Departure: the paper's loss is pure
-    KD (τ²·KL, no label term) with λ ∈ {0.2, 1, 5, 10}; ours adds λ = 1 to this benchmark's `kd`
+    KD (τ²·KL, no label term) with λ ∈ {10, 5, 1, 0} for Grad-CAM networks (their B-cos grid is
+    {0.2, 1, 5, 10}; both ImageNet only, no CIFAR setting); ours adds λ = 1 to this benchmark's `kd`
     row (α·CE + (1−α)·T²·KL, same defaults), so e2kd − kd isolates the explanation term;
     `--set e2kd.alpha=0` gives the paper's form. The teacher's maps are computed once per run:
     with a fixed teacher and no augmentation they equal the live ones.

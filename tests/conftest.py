@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import registry
 from bench.cli import main
@@ -32,6 +33,15 @@ def restore_registries() -> Iterator[None]:
         reg._items.update(items)
     registry._loaded_files.clear()
     registry._loaded_files.update(loaded)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module of tiny tensors (`pytestmark = usefixtures("one_thread")`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @dataclass

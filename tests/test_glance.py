@@ -144,7 +144,7 @@ def test_list_columns_align_for_long_names(cli, tmp_path: Path) -> None:
         "class M(Method):\n    'A long one.'\n"
     )
     listed = cli("list", "methods", "--plugin", plugin)
-    rows = [line for line in listed.out.splitlines() if line.strip()]
+    rows = [line for line in listed.out.splitlines() if line.strip() and not line[0].isspace()]
     second = {len(re.match(r"\S+\s+", line).group(0)) for line in rows}
     assert len(second) == 1  # the second column starts at the same place on every row
 

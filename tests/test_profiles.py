@@ -12,6 +12,7 @@ from bench.errors import BenchError
 from bench.method import METHODS
 from bench.planner import Selection, make_plan
 from bench.profiles import (
+    DEFAULT_METHODS,
     PROFILES,
     Architecture,
     DatasetSettings,
@@ -55,8 +56,10 @@ def test_default_plan_gives_concept_shapes_its_own_network_and_methods():
         by_dataset.setdefault(run.dataset, set()).add(run.method)
     assert set(by_dataset) == {"breast_cancer", "wine", "digits", "concept_shapes"}
     assert by_dataset["concept_shapes"] == {"scratch", "label_smoothing", "kd", "e2kd"}
-    image_methods = {m for m in METHODS.names() if "image" in METHODS.get(m).modalities}
+    image_methods = {m for m in DEFAULT_METHODS if "image" in METHODS.get(m).modalities}
     assert by_dataset["digits"] == image_methods
+    tabular_methods = {m for m in DEFAULT_METHODS if "tabular" in METHODS.get(m).modalities}
+    assert by_dataset["wine"] == tabular_methods
     shapes = next(run for run in plan.runs if run.dataset == "concept_shapes")
     digits = next(run for run in plan.runs if run.dataset == "digits")
     assert shapes.budget.student.kwargs()["depth"] == 4

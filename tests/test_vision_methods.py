@@ -7,7 +7,6 @@ through the real harness on `digits` in the smoke profile.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -42,13 +41,8 @@ CPU = torch.device("cpu")
 SMOKE_IMAGE = PROFILES.get("smoke").budgets["image"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tensors here are tiny: on a shared machine a second intra-op thread only spins."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# The tensors here are tiny: on a shared machine a second intra-op thread only spins.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- shared pieces, by hand ---------------------------------------------------------------

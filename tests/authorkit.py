@@ -1,0 +1,30 @@
+"""Shared pieces of the tests that compare our losses with the authors' released code."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.method import Batch, Method, ModelOutput
+
+
+def random_logits(
+    batch_size: int, num_classes: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student logits, teacher logits (sharper, as a trained teacher's are) and labels, in
+    float64 from a fixed generator."""
+    generator = torch.Generator().manual_seed(seed)
+    student = 2.0 * torch.randn(batch_size, num_classes, generator=generator, dtype=torch.float64)
+    teacher = 5.0 * torch.randn(batch_size, num_classes, generator=generator, dtype=torch.float64)
+    labels = torch.randint(num_classes, (batch_size,), generator=generator)
+    return student, teacher, labels
+
+
+def logit_terms(
+    method: Method, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """A logit method's loss terms for these logits, called as the training loop calls it (a
+    logit method reads no input and no training context)."""
+    batch = Batch(
+        torch.zeros(len(labels), 1, dtype=torch.float64), labels, torch.arange(len(labels))
+    )
+    return method.loss(batch, ModelOutput(student), ModelOutput(teacher), ctx=None)  # type: ignore[arg-type]
