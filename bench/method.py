@@ -42,10 +42,12 @@ class Method:
     """Base class of distillation methods.
 
     Subclasses set `modalities`, `defaults` (every hyper-parameter, overridable with
-    `--set name.param=value`), `citation`, and implement `loss` or `fit`.
+    `--set name.param=value`), `citation`, `family` (one of `FAMILIES`, how the report groups
+    methods), and implement `loss` or `fit`.
     """
 
     name: ClassVar[str] = ""
+    family: ClassVar[str] = "other"
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular", "image"})
     defaults: ClassVar[Mapping[str, Any]] = {}
     citation: ClassVar[str] = ""
@@ -99,6 +101,16 @@ class Method:
 
 METHODS: Registry[type[Method]] = Registry("method")
 
+# How methods are grouped in the report, in this order: what a method distils from its teacher.
+FAMILIES = {
+    "baseline": "Baselines without a teacher signal",
+    "logit": "Logit-based distillation",
+    "feature": "Feature-based distillation",
+    "explanation": "Explanation-aware distillation",
+    "tabular": "Tree-to-network distillation (tables)",
+    "other": "Other methods (plugins)",
+}
+
 # The names of the reference rows, scored once per teacher seed; no method may take them.
 TEACHER_ROW = "teacher"
 # Control rows: the floors of the explanation metrics (DESIGN §6). Random attributions are the
@@ -121,6 +133,10 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
             raise ValueError(f"{name!r} cannot name a method (reserved or not a plain name)")
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({name!r}) decorates a subclass of bench.Method")
+        if cls.family not in FAMILIES:
+            raise ValueError(
+                f"method {name!r}: family {cls.family!r} is not one of {list(FAMILIES)}"
+            )
         unknown = set(cls.modalities) - {"tabular", "image"}
         if unknown:
             raise ValueError(f"method {name!r}: unknown modalities {sorted(unknown)}")

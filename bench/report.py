@@ -43,6 +43,7 @@ from bench.leaderboard import (
 )
 from bench.method import (
     CONTROL_ROWS,
+    FAMILIES,
     METHODS,
     PERMUTED_CONTROL_ROW,
     RANDOM_CONTROL_ROW,
@@ -606,6 +607,7 @@ def _gallery(
 class MethodPage:
     name: str
     role: str
+    family: str  # a key of `bench.method.FAMILIES`, or "reference" for teacher and control rows
     description: str
     citations: list[str]
     params: list[tuple[str, list[tuple[str, str]]]]  # (where, [(key, value)])
@@ -634,6 +636,27 @@ def _describe(name: str, base: Any, role: str) -> str:
     if isinstance(base, str) and base in METHODS:
         return METHODS.get(base).describe()
     return ""
+
+
+def _family(method: dict[str, Any], role: str) -> str:
+    """The record's family (records before families existed: the registered method's)."""
+    if role != "student":
+        return "reference"
+    family = method.get("family")
+    if family in FAMILIES:
+        return str(family)
+    base = method.get("base")
+    return METHODS.get(base).family if isinstance(base, str) and base in METHODS else "other"
+
+
+def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]]]:
+    """The method pages grouped by family, in `FAMILIES` order, reference rows last."""
+    titles = {**FAMILIES, "reference": "Reference rows: the teacher and the controls"}
+    return [
+        (title, [p for p in pages if p.family == key])
+        for key, title in titles.items()
+        if any(p.family == key for p in pages)
+    ]
 
 
 def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
@@ -691,6 +714,7 @@ def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
             MethodPage(
                 name,
                 role,
+                _family(group[0]["method"], role),
                 _describe(name, base, role),
                 citations,
                 params,
@@ -873,6 +897,7 @@ def render_report(
             claims=_claim_rows(verdicts),
             problems=problems,
             methods=methods,
+            families=method_families(methods),
             n_records=len(records),
             **common,
         ),

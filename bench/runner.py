@@ -393,6 +393,7 @@ class SuiteRunner:
                 "base": spec.method,
                 "params": dict(spec.params),
                 "citation": METHODS.get(spec.method).citation,
+                "family": METHODS.get(spec.method).family,
             },
             "teacher": spec.teacher.as_dict(),
             "student": None,

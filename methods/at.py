@@ -47,6 +47,7 @@ class AttentionTransfer(Method):
     0.0046 — since a larger β transfers more attention, which is the method.
     """
 
+    family = "feature"
     modalities = frozenset({"image"})
     defaults = {"beta": 100.0}
     citation = (

@@ -59,6 +59,7 @@ class DIST(Method):
     constant τ² and has no gradient.
     """
 
+    family = "logit"
     defaults = {"alpha": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0}
     citation = (
         "Huang, You, Wang, Qian and Xu, Knowledge Distillation from A Stronger Teacher, "

@@ -54,6 +54,7 @@ class DecoupledKD(Method):
     budget (`warmup_fraction`), at epoch granularity.
     """
 
+    family = "logit"
     modalities = frozenset({"image"})
     defaults = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_fraction": 20 / 240}
     citation = (

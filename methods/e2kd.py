@@ -32,6 +32,7 @@ class ExplanationEnhancedKD(Method):
     with a fixed teacher and no augmentation they equal the live ones.
     """
 
+    family = "explanation"
     modalities = frozenset({"image"})
     defaults = {"alpha": 0.5, "temperature": 4.0, "lambda": 1.0}
     citation = (

@@ -61,6 +61,7 @@ class FitNet(Method):
     been chosen on validation.
     """
 
+    family = "feature"
     modalities = frozenset({"image"})
     defaults = {"hint_weight": 10.0, "kd_weight": 0.0, "temperature": 4.0, "hint": "middle"}
     citation = (

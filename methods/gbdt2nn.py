@@ -270,6 +270,7 @@ class GBDT2NN(Method):
     default profile.
     """
 
+    family = "tabular"
     modalities = frozenset({"tabular"})
     defaults = {
         "groups": 10,

@@ -23,6 +23,7 @@ class GBDT2NNJoint(GBDT2NN):
     `imitation_rows` training rows (a fixed seeded subset).
     """
 
+    family = "explanation"
     defaults = {**GBDT2NN.defaults, "lambda": 1.0, "imitation_rows": 4096}
     citation = (
         "Huang, Li, Yan, Luo and Li, Joint learning of interpretation and distillation, "

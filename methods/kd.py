@@ -18,6 +18,7 @@ class KnowledgeDistillation(Method):
     both). The default has not yet been chosen on validation.
     """
 
+    family = "logit"
     defaults = {"alpha": 0.5, "temperature": 4.0}
     citation = (
         "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, "

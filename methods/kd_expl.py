@@ -23,6 +23,7 @@ class KDWithExplanationImitation(Method):
     `imitation_rows` training rows (a fixed seeded subset) to bound its cost on large tables.
     """
 
+    family = "explanation"
     modalities = frozenset({"tabular"})
     defaults = {"alpha": 0.5, "temperature": 4.0, "lambda": 1.0, "imitation_rows": 4096}
     citation = (

@@ -15,6 +15,7 @@ class LabelSmoothing(Method):
     class similarity; they report it lowers the number of concept detectors.
     """
 
+    family = "baseline"
     defaults = {"epsilon": 0.1}
     citation = (
         "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016; "

@@ -57,6 +57,7 @@ class NormalizedKD(Method):
     teacher-weighted target term.
     """
 
+    family = "logit"
     defaults = {"gamma": 3.5, "temperature": 3.0}
     citation = (
         "Yang, Zeng, Li, Zhang, Yuan and Li, From Knowledge Distillation to Self-Knowledge "

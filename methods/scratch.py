@@ -15,6 +15,7 @@ class Scratch(Method):
     beating it.
     """
 
+    family = "baseline"
     citation = "Baseline: supervised training with cross-entropy, no teacher."
 
     def loss(

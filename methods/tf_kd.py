@@ -59,6 +59,7 @@ class TeacherFreeKD(Method):
     their per-sample loop, with the same values.
     """
 
+    family = "logit"
     defaults = {"alpha": 0.1, "temperature": 20.0, "correct_prob": 0.99, "multiplier": 100.0}
     citation = (
         "Yuan, Tay, Li, Wang and Feng, Revisiting Knowledge Distillation via Label Smoothing "

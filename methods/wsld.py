@@ -67,6 +67,7 @@ class WeightedSoftLabelDistillation(Method):
     label-smoothed hard loss (off in their configuration) is not offered.
     """
 
+    family = "logit"
     defaults = {"alpha": 2.5, "temperature": 2.0}
     citation = (
         "Zhou, Song, Chen, Zhou, Wang, Yuan and Zhang, Rethinking Soft Labels for Knowledge "

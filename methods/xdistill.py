@@ -86,6 +86,7 @@ class XDistillation(Method):
     the encoder is, so the student has more parameters than the standard one.
     """
 
+    family = "explanation"
     modalities = frozenset({"image"})
     defaults = {"alpha": 0.5, "temperature": 4.0, "gamma": 1.0, "ae_width": 8}
     citation = (

@@ -187,3 +187,33 @@ def test_a_spread_of_rounding_noise_reads_zero(tmp_path: Path) -> None:
     records = seeded("p", "wine", "kd", {"accuracy": [0.1 + 0.2, 0.3, 0.3]})  # sd 3e-17
     html = render_report(write_records(tmp_path / "r", records), tmp_path / "site").read_text()
     assert ">0.3 ± 0<" in html and "e-17" not in html
+
+
+def test_the_methods_list_is_grouped_by_family(tmp_path: Path) -> None:
+    results = write_records(tmp_path / "results", glance_records())
+    html = render_report(results, tmp_path / "site").read_text()
+    methods = html[html.index('id="methods"') :]
+    headings = re.findall(r"<h3>(.*?)</h3>", methods)
+    assert headings == [
+        "Baselines without a teacher signal",  # scratch
+        "Logit-based distillation",  # kd
+        "Other methods (plugins)",  # best: not a registered method
+        "Reference rows: the teacher and the controls",
+    ]
+    logit = methods[methods.index("Logit-based") : methods.index("Other methods")]
+    assert ">kd</a>" in logit and "Hinton" not in logit  # hand-written records cite nothing
+
+
+def test_every_method_declares_a_known_family() -> None:
+    from bench.method import FAMILIES, METHODS, Method, register_method
+
+    assert all(METHODS.get(name).family in FAMILIES for name in METHODS.names())
+    assert {METHODS.get(n).family for n in ("kd", "fitnet", "e2kd", "gbdt2nn", "scratch")} == {
+        "logit", "feature", "explanation", "tabular", "baseline",
+    }  # fmt: skip
+
+    class Odd(Method):
+        family = "magic"
+
+    with pytest.raises(ValueError, match="family 'magic' is not one of"):
+        register_method("odd")(Odd)

@@ -10,6 +10,7 @@ from bench import Batch, Method, ModelOutput, TrainContext, register_method
 class SoftTarget(Method):
     """Cross-entropy against the teacher's softmax only: no labels at all."""
 
+    family = "logit"
     defaults = {"weight": 1.0}
     citation = "Test plugin: distillation on soft targets alone."
 
