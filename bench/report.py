@@ -206,9 +206,11 @@ class Table:
         keep = [i for i, c in enumerate(self.columns) if is_primary(c.name)]
         if not keep:
             return self
-        columns = [replace(self.columns[i], group_start=False) for i in keep]
-        for i, column in enumerate(columns):
-            column.group_start = i == 0 or columns[i - 1].category != column.category
+        categories = [self.columns[i].category for i in keep]
+        columns = [
+            replace(self.columns[i], group_start=n == 0 or categories[n - 1] != categories[n])
+            for n, i in enumerate(keep)
+        ]
         rows = [replace(r, cells=[r.cells[i] for i in keep]) for r in self.rows]
         return replace(self, columns=columns, rows=rows)
 

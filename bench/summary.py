@@ -63,18 +63,18 @@ def _signed(value: float) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:+.3f}"
 
 
-def _difference(comparisons: pd.DataFrame, key: tuple[str, str, str, str, str]) -> pd.Series | None:
-    profile, dataset, method, baseline, metric = key
-    match = comparisons[
-        (comparisons.profile == profile) & (comparisons.dataset == dataset)
-        & (comparisons.method == method) & (comparisons.baseline == baseline)
-        & (comparisons.metric == metric)
-    ]  # fmt: skip
-    return None if match.empty else match.iloc[0]
+COMPARISON_KEY = ["profile", "dataset", "method", "baseline", "metric"]
+Differences = dict[tuple[str, str, str, str, str], pd.Series]
+
+
+def _differences(comparisons: pd.DataFrame) -> Differences:
+    """`comparisons.csv` rows by (profile, dataset, method, baseline, metric), indexed once for
+    the whole summary rather than filtered again for every cell."""
+    return {tuple(key): row for key, row in comparisons.set_index(COMPARISON_KEY).iterrows()}
 
 
 def _effect_cell(
-    comparisons: pd.DataFrame, profile: str, dataset: str, method: str, metric: str
+    differences: Differences, profile: str, dataset: str, method: str, metric: str
 ) -> SummaryCell:
     """Δ vs scratch as the text, Δ vs kd below it, both marked where significant after Holm."""
     parts, titles, css = [], [], ""
@@ -82,7 +82,7 @@ def _effect_cell(
         if method == baseline:
             parts.append("")
             continue
-        row = _difference(comparisons, (profile, dataset, method, baseline, metric))
+        row = differences.get((profile, dataset, method, baseline, metric))
         if row is None or pd.isna(row.mean_diff):
             parts.append("")
             continue
@@ -125,6 +125,7 @@ def _floor_cell(means: pd.DataFrame, profile: str, dataset: str) -> SummaryCell:
 
 def track_summaries(means: pd.DataFrame, comparisons: pd.DataFrame) -> list[SummaryTable]:
     """One table per (profile, modality) of the aggregated rows `means` (leaderboard rows)."""
+    differences = _differences(comparisons)
     tables = []
     for (profile, modality), part in means.groupby(["profile", "modality"], sort=True):
         datasets = sorted(part.dataset.unique())
@@ -156,7 +157,7 @@ def track_summaries(means: pd.DataFrame, comparisons: pd.DataFrame) -> list[Summ
                     ]
                 else:
                     cells += [
-                        _effect_cell(comparisons, profile, d, method, metric)
+                        _effect_cell(differences, profile, d, method, metric)
                         for metric in (PRIMARY_ACCURACY, PRIMARY_FAITHFULNESS)
                     ]
             role = "baseline" if method == "scratch" else "student"
