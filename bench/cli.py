@@ -23,6 +23,8 @@ LIST_KINDS = ("methods", "datasets", "metrics", "profiles")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from bench.planner import PRESETS
+
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmark suite for explainable knowledge distillation.",
@@ -65,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="METHOD.PARAM=VALUE",
         help="override a method hyper-parameter; makes a variant row such as kd[temperature=2]",
+    )
+    run.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="run every method with a preset's parameters (--set still overrides them): "
+        + "; ".join(f"{name}: {what}" for name, what in PRESETS.items()),
     )
     run.add_argument("--data-dir", type=Path, help="folder with downloaded datasets")
 
@@ -131,6 +139,7 @@ def _run(args: argparse.Namespace) -> int:
         methods=tuple(args.method) if args.method else None,
         seeds=tuple(args.seeds) if args.seeds is not None else None,
         overrides=tuple(args.overrides),
+        preset=args.preset,
     )
     plan = make_plan(selection)
     _check_writable(args.results)
@@ -185,9 +194,13 @@ def _list(kind: str) -> int:
         for name in METHODS:
             cls = METHODS.get(name)
             rows.append((name, "+".join(sorted(cls.modalities)), cls.describe()))
-            if cls.defaults:  # on a line of its own: gbdt2nn's alone would widen every row
-                params = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
+            # Parameters on lines of their own: gbdt2nn's alone would widen every row.
+            if cls.hyperparameters():
+                params = ", ".join(f"{k}={v}" for k, v in cls.hyperparameters().items())
                 rows.append(("", "", f"defaults: {params}"))
+            if cls.paper_changes():
+                params = ", ".join(f"{k}={v}" for k, v in cls.paper_changes().items())
+                rows.append(("", "", f"--preset paper: {params}"))
     elif kind == "datasets":
         for name in DATASETS:
             entry = DATASETS.get(name)

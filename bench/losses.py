@@ -5,7 +5,9 @@ import torch.nn.functional as F
 
 
 def kd_kl(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float | torch.Tensor,
 ) -> torch.Tensor:
     """Hinton et al. 2015: T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch.
 
@@ -15,3 +17,34 @@ def kd_kl(
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
+
+
+# The authors' guard against a constant row, added to its standard deviation.
+STANDARDISE_EPS = 1e-7
+
+
+def standardise_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Sun et al. 2024: each row z-scored, (z − mean) / (1e-7 + std), the std unbiased (n − 1).
+
+    A student need not match the teacher's logit range, only their relations: after the z-score a
+    softmax at any temperature compares shapes, not scales. The unbiased deviation and the eps
+    follow the authors' `normalize` (sunshangquan/logit-standardization-KD,
+    `mdistiller/distillers/KD.py`); the test restates it (tests/test_presets.py).
+    """
+    mean = logits.mean(dim=-1, keepdim=True)
+    return (logits - mean) / (STANDARDISE_EPS + logits.std(dim=-1, keepdim=True))
+
+
+def relation_precision(device: torch.device) -> torch.autocast:
+    """A region with autocast off, for the relation matrices of a batch.
+
+    Under float16 autocast a Gram matrix of flattened activations can overflow and the expansion
+    ‖a‖² + ‖b‖² − 2a·b of a distance cancels to noise; the methods compute their relations in
+    float32 (see `at_least_float32`) whatever precision the loop trains in.
+    """
+    return torch.autocast(device.type, enabled=False)
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float32 unless already finer (float64 tests stay so)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from bench.losses import standardise_logits
 from bench.registry import Registry, source_file
 
 if TYPE_CHECKING:
@@ -38,22 +39,61 @@ class ModelOutput:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+# The parameter of the logit-standardisation switch (`Method.standardisable`).
+STANDARDISE = "standardise"
+
+
 class Method:
     """Base class of distillation methods.
 
     Subclasses set `modalities`, `defaults` (every hyper-parameter, overridable with
     `--set name.param=value`), `citation`, `family` (one of `FAMILIES`, how the report groups
-    methods), and implement `loss` or `fit`.
+    methods), and implement `loss` or `fit`. They may set `paper_defaults`, the authors' own
+    released values of some of those parameters (on CIFAR-100 where they released those; what
+    `--preset paper` runs), and `standardisable`, for a logit method whose teacher-matching terms
+    read `distilled_logits` (what `--set METHOD.standardise=true` switches).
     """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = "other"
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular", "image"})
     defaults: ClassVar[Mapping[str, Any]] = {}
+    paper_defaults: ClassVar[Mapping[str, Any]] = {}
+    standardisable: ClassVar[bool] = False
+    # Set by a method whose loss differentiates the student's logits by its input (Jacobian or
+    # saliency matching): the shared loop then hands the student an input that requires grad.
+    input_requires_grad: ClassVar[bool] = False
     citation: ClassVar[str] = ""
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        self.params: Mapping[str, Any] = MappingProxyType({**self.defaults, **(params or {})})
+        self.params: Mapping[str, Any] = MappingProxyType(
+            {**self.hyperparameters(), **(params or {})}
+        )
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Every parameter `--set` may change, with its default.
+
+        The standardisation switch is not among `defaults`: a run that leaves it off names no such
+        parameter, so its run id (and its records) are those of the method before the switch
+        existed.
+        """
+        switch = {STANDARDISE: False} if cls.standardisable else {}
+        return {**cls.defaults, **switch}
+
+    @classmethod
+    def paper_changes(cls) -> dict[str, Any]:
+        """The `paper_defaults` that differ from `defaults`: what `--preset paper` changes."""
+        return {k: v for k, v in cls.paper_defaults.items() if cls.defaults[k] != v}
+
+    def distilled_logits(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits the teacher-matching terms compare: as they are, or each row z-scored when
+        the run sets `standardise` (Sun et al. 2024). Cross-entropy always reads the raw logits."""
+        if not self.params.get(STANDARDISE, False):
+            return student_logits, teacher_logits
+        return standardise_logits(student_logits), standardise_logits(teacher_logits)
 
     def build_student(self, ctx: TrainContext) -> nn.Module:
         """The student network; by default the profile's standard student for the modality."""
@@ -140,6 +180,12 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
         unknown = set(cls.modalities) - {"tabular", "image"}
         if unknown:
             raise ValueError(f"method {name!r}: unknown modalities {sorted(unknown)}")
+        stray = set(cls.paper_defaults) - set(cls.defaults)
+        if stray:
+            raise ValueError(
+                f"method {name!r}: paper_defaults names {sorted(stray)}, which are not among its "
+                f"defaults {sorted(cls.defaults)}"
+            )
         cls.name = name
         return METHODS.register(name, source_file(cls))(cls)
 

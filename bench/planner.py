@@ -25,6 +25,7 @@ class Selection:
     methods: tuple[str, ...] | None = None
     seeds: tuple[int, ...] | None = None
     overrides: tuple[str, ...] = ()
+    preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,39 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         method_name, dot, param = key.partition(".")
         if not sep or not dot or not method_name or not param:
             raise BenchError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. kd.temperature=2")
-        cls = METHODS.get(method_name)
-        if param not in cls.defaults:
-            valid = ", ".join(sorted(cls.defaults)) or "(it has none)"
+        parameters = METHODS.get(method_name).hyperparameters()
+        if param not in parameters:
+            valid = ", ".join(sorted(parameters)) or "(it has none)"
             raise BenchError(
                 f"--set {item!r}: method {method_name!r} has no parameter {param!r}; "
                 f"its parameters: {valid}"
             )
         if param in parsed.get(method_name, {}):
             raise BenchError(f"--set {key} is given twice; give each parameter once")
-        parsed.setdefault(method_name, {})[param] = _coerce(raw, cls.defaults[param], key)
+        parsed.setdefault(method_name, {})[param] = _coerce(raw, parameters[param], key)
     return parsed
+
+
+# `--preset NAME`: which parameter values every selected method runs with, before `--set`.
+PRESETS = {
+    "paper": "each method's `paper_defaults`, the authors' released values (CIFAR-100 where "
+    "they released those)",
+}
+
+
+def preset_overrides(preset: str | None, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The overrides a preset makes, per method: only the values that differ from its defaults.
+
+    A preset is a set of overrides like `--set`, so its rows are named by what they change
+    (`kd[alpha=0.1]`) and a method whose defaults already are the paper's keeps its own row and
+    its finished runs.
+    """
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise BenchError(f"--preset {preset!r}: known presets are {', '.join(PRESETS)}")
+    changes = {name: METHODS.get(name).paper_changes() for name in methods}
+    return {name: changed for name, changed in changes.items() if changed}
 
 
 def variant_name(method: str, overrides: dict[str, Any]) -> str:
@@ -105,10 +128,17 @@ def make_plan(selection: Selection) -> Plan:
     selected = list(dict.fromkeys(m for names in methods_of.values() for m in names))
     for name in selected:
         METHODS.get(name)
-    overrides = parse_overrides(selection.overrides)
-    for name in overrides:
+    given = parse_overrides(selection.overrides)
+    for name in given:
         if name not in selected:
             raise BenchError(f"--set names method {name!r}, which is not among those selected")
+    overrides = preset_overrides(selection.preset, selected)
+    for name, values in given.items():  # `--set` wins over the preset
+        overrides[name] = {**overrides.get(name, {}), **values}
+    for name, values in overrides.items():
+        # A value equal to the default computes the default: it keeps the plain row and its runs.
+        defaults = METHODS.get(name).hyperparameters()
+        overrides[name] = {k: v for k, v in values.items() if v != defaults[k]}
     seeds = list(selection.seeds if selection.seeds is not None else profile.seeds)
     if not seeds:
         raise BenchError("no seeds selected")
@@ -136,7 +166,7 @@ def make_plan(selection: Selection) -> Plan:
             cls = METHODS.get(method_name)
             if entry.modality not in cls.modalities:
                 continue
-            params = {**cls.defaults, **overrides.get(method_name, {})}
+            params = {**cls.defaults, **overrides.get(method_name, {})}  # an unset switch: absent
             for seed in seeds:
                 runs.append(
                     RunSpec(

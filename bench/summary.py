@@ -9,7 +9,9 @@ metrics:
 - faithfulness to the teacher: Spearman agreement of the student's integrated-gradients map with
   the teacher's explanation, in excess of the strongest control row of the same teacher seed
   (`PRIMARY_FAITHFULNESS`). Integrated gradients because no method trains on it, so no method
-  agrees by construction (the claims' primary metric too), and the excess because raw agreement
+  agrees by construction (the claims' primary metric too); the one exception in kind is
+  `jacobian_kd`, which matches the input gradient that IG integrates, so its IG agreement is
+  partly trained for and is read as such. The excess because raw agreement
   is meaningless without its floor. Paired differences of the excess equal those of the raw
   agreement, since both rows of a pair share their teacher seed's floor.
 

@@ -79,10 +79,21 @@ class TrainContext:
         )
 
     def batches(self):
-        """The training split in a fresh seeded order, as device-resident slices."""
+        """The training split in a fresh seeded order, as device-resident slices.
+
+        A last batch of a single sample joins the one before it: batch norm in train mode cannot
+        normalise one sample on a 1x1 map, and batch-relation losses (RKD's distances, DIST's
+        intra-class correlation, ReviewKD's pooled level) have nothing to relate. None of the
+        default profile's splits ends so, so their batches are unchanged.
+        """
         order = torch.randperm(len(self.y_train), generator=self.generator).to(self.device)
-        for start in range(0, len(order), self.budget.batch_size):
-            index = order[start : start + self.budget.batch_size]
+        size = self.budget.batch_size
+        starts = list(range(0, len(order), size))
+        if len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(order)
+            index = order[start:end]
             yield Batch(self.x_train[index], self.y_train[index], index)
 
     def fit(
@@ -178,6 +189,8 @@ def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
     with FeatureHooks(student, method.student_layers(student)) as student_hooks:
 
         def step(batch: Batch) -> dict[str, torch.Tensor]:
+            if method.input_requires_grad:  # a gathered copy: the split itself is untouched
+                batch.x.requires_grad_(True)
             logits = student(batch.x)
             student_out = ModelOutput(logits, dict(student_hooks.features))
             teacher_out = teacher.outputs(batch, teacher_layers)

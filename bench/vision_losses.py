@@ -1,7 +1,9 @@
-"""Pieces shared by the image distillation methods: stages, resizing, attention maps, Grad-CAM.
+"""Pieces shared by the image distillation methods: stages and their pairing, resizing, attention
+maps, Grad-CAM and the penultimate embedding.
 
-Each is written once here and used by several methods (FitNets, attention transfer, e2KD,
-XDistillation), so that two methods comparing "the same" map really compute the same thing.
+Each is written once here and used by several methods (FitNets, attention transfer, NST, VID, OFD,
+ReviewKD, the relational methods, e2KD, XDistillation), so that two methods comparing "the same"
+map really compute the same thing.
 Layers are found by module path, as everywhere in the harness: the registered architectures name
 their convolutional stages as top-level children in forward order (`block1 .. blockN`;
 `stem, layer1 .. layer3`) and name the last one `last_conv_layer`. Grad-CAM is taken where
@@ -21,6 +23,7 @@ from bench.gradcam import conv_stages as conv_stages  # re-exported for the meth
 from bench.gradcam import gradcam_layer
 from bench.gradcam import last_conv_layer as last_conv_layer
 from bench.hooks import FeatureHooks
+from bench.method import Method
 from bench.training import EVAL_BATCH, TrainContext
 
 
@@ -57,6 +60,22 @@ def match_spatial(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 
 
+def coarser_grid(*maps: torch.Tensor) -> torch.Size:
+    """The (H, W) of whichever map has the fewest cells: where maps of two resolutions meet.
+
+    RepDistiller's feature losses pool the finer of two square maps to the coarser side before
+    comparing them; the grid with fewer cells is that side for square maps and also serves the
+    non-square ones.
+    """
+    return min((m.shape[-2:] for m in maps), key=lambda hw: hw.numel())
+
+
+def on_coarser_grid(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both maps on the `coarser_grid` of the two, the finer one average-pooled to it."""
+    size = coarser_grid(a, b)
+    return match_spatial(a, size), match_spatial(b, size)
+
+
 def attention_map(features: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
     """Zagoruyko & Komodakis 2017: Q = vec(Σ_c A_c²) / ‖vec(Σ_c A_c²)‖₂, shape (N, H·W).
 
@@ -80,8 +99,7 @@ def attention_transfer_loss(
     difference and averages, which is what this does (β is applied by the method). Maps of
     different resolutions are compared on the coarser grid.
     """
-    s_hw, t_hw = student_features.shape[-2:], teacher_features.shape[-2:]
-    size = min(s_hw, t_hw, key=lambda hw: hw.numel())  # the coarser grid (fewer cells)
+    size = coarser_grid(student_features, teacher_features)
     difference = attention_map(student_features, size) - attention_map(teacher_features, size)
     return difference.pow(2).mean()
 
@@ -128,12 +146,43 @@ def grad_cam_maps(
     return torch.cat(maps)
 
 
+def paired_stages(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
+    """The last k stages of each network, paired in order, k the smaller stage count.
+
+    Attention transfer's paper (and RepDistiller for NST and VID) pairs the outputs of the
+    residual groups of two networks with equally many groups; counting from the output end pairs
+    the deepest, most semantic layers when the counts differ.
+    """
+    s_stages, t_stages = conv_stages(student), conv_stages(teacher)
+    k = min(len(s_stages), len(t_stages))
+    return list(zip(s_stages[-k:], t_stages[-k:], strict=True))
+
+
 def network_teacher(ctx: TrainContext) -> nn.Module:
     """The teacher's network, for methods that read its layers; tree teachers have none."""
     module = ctx.teacher.module if ctx.teacher is not None else None
     if module is None:
         raise BenchError("this method needs a network teacher (image datasets); found none")
     return module
+
+
+class PairedStagesMethod(Method):
+    """A method that compares the student's and the teacher's `paired_stages`, one pair a term.
+
+    It finds the pairs once the student is built and hooks both sides of each (attention
+    transfer, NST, VID, ReviewKD); `self.pairs` holds them, student layer first.
+    """
+
+    def build_student(self, ctx: TrainContext) -> nn.Module:
+        student = super().build_student(ctx)
+        self.pairs = paired_stages(student, network_teacher(ctx))
+        return student
+
+    def student_layers(self, student: nn.Module) -> Sequence[str]:
+        return [s for s, _ in self.pairs]
+
+    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
+        return [t for _, t in self.pairs]
 
 
 def teacher_grad_cams(ctx: TrainContext) -> torch.Tensor:
@@ -147,3 +196,10 @@ def teacher_grad_cams(ctx: TrainContext) -> torch.Tensor:
     layer = gradcam_layer(teacher, ctx.bundle.input_shape)
     maps = grad_cam_maps(teacher, layer, ctx.x_train, predicted)
     return match_spatial(maps[:, None], ctx.x_train.shape[-2:])[:, 0]
+
+
+# The penultimate embedding that RKD and PKT distil (RepDistiller's `feat[-1]`, mdistiller's
+# `pooled_feat`): the registered image architectures pool their last stage into the (N, D)
+# features their linear `head` reads in a child called `pool`. On an architecture without one
+# the hooks fail with the list of valid layer names.
+EMBEDDING_LAYER = "pool"

@@ -1,29 +1,15 @@
 """Attention transfer (Zagoruyko & Komodakis 2017)."""
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from bench.method import Batch, Method, ModelOutput, register_method
+from bench.method import Batch, ModelOutput, register_method
 from bench.training import TrainContext
-from bench.vision_losses import attention_transfer_loss, conv_stages, network_teacher
-
-
-def paired_stages(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:
-    """The last k stages of each network, paired in order, k the smaller stage count.
-
-    The paper pairs the outputs of the residual groups of two networks with equally many groups;
-    counting from the output end pairs the deepest, most semantic layers when the counts differ.
-    """
-    s_stages, t_stages = conv_stages(student), conv_stages(teacher)
-    k = min(len(s_stages), len(t_stages))
-    return list(zip(s_stages[-k:], t_stages[-k:], strict=True))
+from bench.vision_losses import PairedStagesMethod, attention_transfer_loss
 
 
 @register_method("at")
-class AttentionTransfer(Method):
+class AttentionTransfer(PairedStagesMethod):
     """CE plus β/2 · Σ_j ‖Q_S^j/‖Q_S^j‖ − Q_T^j/‖Q_T^j‖‖², Q = Σ_c A_c² over paired layers.
 
     The student learns where the teacher's activations concentrate, through the mean over batch
@@ -50,21 +36,11 @@ class AttentionTransfer(Method):
     family = "feature"
     modalities = frozenset({"image"})
     defaults = {"beta": 100.0}
+    paper_defaults = {"beta": 2000.0}
     citation = (
         "Zagoruyko and Komodakis, Paying More Attention to Attention: Improving the Performance "
         "of Convolutional Neural Networks via Attention Transfer, ICLR 2017, arXiv:1612.03928."
     )
-
-    def build_student(self, ctx: TrainContext) -> nn.Module:
-        student = super().build_student(ctx)
-        self.pairs = paired_stages(student, network_teacher(ctx))
-        return student
-
-    def student_layers(self, student: nn.Module) -> Sequence[str]:
-        return [s for s, _ in self.pairs]
-
-    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
-        return [t for _, t in self.pairs]
 
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext

@@ -55,12 +55,14 @@ class DIST(Method):
     Two properties of the loss to keep in mind on small benchmark data. With two classes (a
     binary tabular task) the centred class scores of a sample are ±(p − ½), so the inter-class
     correlation is ±1, nearly constant, and almost all of the signal comes from the intra-class
-    term. The intra-class term needs a batch of at least two samples; on a batch of one it is the
-    constant τ² and has no gradient.
+    term. The intra-class term needs a batch of at least two samples (the shared loop never forms
+    a batch of one); on a batch of one it would be the constant τ² and have no gradient.
     """
 
     family = "logit"
+    standardisable = True
     defaults = {"alpha": 1.0, "beta": 2.0, "gamma": 2.0, "temperature": 4.0}
+    paper_defaults = defaults
     citation = (
         "Huang, You, Wang, Qian and Xu, Knowledge Distillation from A Stronger Teacher, "
         "NeurIPS 2022, arXiv:2205.10536."
@@ -69,9 +71,8 @@ class DIST(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
-        inter, intra = dist_relations(
-            student_out.logits, teacher_out.logits, self.params["temperature"]
-        )
+        student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
+        inter, intra = dist_relations(student, teacher, self.params["temperature"])
         return {
             "ce": self.params["alpha"] * F.cross_entropy(student_out.logits, batch.y),
             "inter": self.params["beta"] * inter,

@@ -55,8 +55,10 @@ class DecoupledKD(Method):
     """
 
     family = "logit"
+    standardisable = True
     modalities = frozenset({"image"})
     defaults = {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_fraction": 20 / 240}
+    paper_defaults = defaults
     citation = (
         "Zhao, Cui, Song, Qiu and Liang, Decoupled Knowledge Distillation, CVPR 2022, "
         "arXiv:2203.08679."
@@ -65,9 +67,8 @@ class DecoupledKD(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
-        tckd, nckd = decoupled_kd(
-            student_out.logits, teacher_out.logits, batch.y, self.params["temperature"]
-        )
+        student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
+        tckd, nckd = decoupled_kd(student, teacher, batch.y, self.params["temperature"])
         warmup_epochs = self.params["warmup_fraction"] * ctx.num_epochs
         ramp = min((ctx.epoch + 1) / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
         return {

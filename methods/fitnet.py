@@ -57,13 +57,19 @@ class FitNet(Method):
     default), so the row measures the hint and nothing else. Weight: our hint loss is
     ½·mean‖r(v_g) − u_h‖², so the default hint_weight 10 is an effective 5 on the plain mean
     squared error, where RepDistiller's CIFAR-100 runs use 100 (`--set fitnet.hint_weight=200`
-    reproduces it; `tests/test_authors_feature.py` checks the mapping). The default has not yet
-    been chosen on validation.
+    reproduces it, and is `paper_defaults`; `tests/test_authors_feature.py` checks the mapping).
+    Chosen on validation, never on test: best validation accuracy on digits (default profile,
+    seeds 0–2 over three teachers, `python -m bench run --dataset digits --method fitnet --set
+    fitnet.hint_weight=W --seeds 0 1 2`, the maximum of `training.history.val_accuracy`) is
+    0.9722 ± 0.0053 at W = 10, 0.9433 ± 0.0064 at 50 and 0.8993 ± 0.0092 at the authors' 200
+    (± the standard error over seeds; paired by seed, 50 − 10: −0.029 ± 0.012, 200 − 10:
+    −0.073 ± 0.015): on our small student a large weight trades the labels for the hint.
     """
 
     family = "feature"
     modalities = frozenset({"image"})
     defaults = {"hint_weight": 10.0, "kd_weight": 0.0, "temperature": 4.0, "hint": "middle"}
+    paper_defaults = {"hint_weight": 200.0, "kd_weight": 0.0, "hint": "middle"}
     citation = (
         "Romero, Ballas, Kahou, Chassang, Gatta and Bengio, FitNets: Hints for Thin Deep Nets, "
         "ICLR 2015, arXiv:1412.6550."

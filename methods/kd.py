@@ -14,12 +14,25 @@ class KnowledgeDistillation(Method):
 
     The teacher's soft labels carry how similar it finds the classes, which the hard labels lack.
     Departure: α = 0.5 weighs CE and KD equally, where RepDistiller and mdistiller use 0.1·CE +
-    0.9·KD at T = 4 on CIFAR-100 (`--set kd.alpha=0.1`; `tests/test_authors_logit.py` checks
-    both). The default has not yet been chosen on validation.
+    0.9·KD at T = 4 on CIFAR-100 (`paper_defaults`, run by `--preset paper`;
+    `tests/test_authors_logit.py` checks both). The validation split cannot tell the two apart:
+    best validation accuracy on digits (default profile, seeds 0–2 over three teachers; `python -m
+    bench run --dataset digits wine breast_cancer --method kd --set kd.alpha=A --seeds 0 1 2`, the
+    maximum of each record's `training.history.val_accuracy`) is 0.9711 ± 0.0042 at α = 0.1,
+    0.9745 ± 0.0023 at 0.5 and 0.9745 ± 0.0012 at 0.9 (± the standard error over seeds; 0.1 − 0.5
+    paired by seed: −0.0034 ± 0.0020), and 1.0 on wine and breast_cancer at every α and seed but
+    one (breast_cancer, α = 0.9, seed 0: 0.989). So 0.5 stays: it is what the committed reference
+    set and the claims measured, and `e2kd`, `xdistill` and `kd_expl` add their terms to this same
+    α so that their difference from `kd` isolates the term.
+
+    `--set kd.standardise=true` z-scores both networks' logits before the KL (logit
+    standardisation, Sun et al. 2024; the authors pair it with T = 2 and a KD weight of 9).
     """
 
     family = "logit"
+    standardisable = True
     defaults = {"alpha": 0.5, "temperature": 4.0}
+    paper_defaults = {"alpha": 0.1, "temperature": 4.0}
     citation = (
         "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, "
         "NeurIPS Deep Learning Workshop 2015, arXiv:1503.02531."
@@ -29,7 +42,8 @@ class KnowledgeDistillation(Method):
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
         alpha, temperature = self.params["alpha"], self.params["temperature"]
+        student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
         return {
             "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
-            "kd": (1 - alpha) * kd_kl(student_out.logits, teacher_out.logits, temperature),
+            "kd": (1 - alpha) * kd_kl(student, teacher, temperature),
         }

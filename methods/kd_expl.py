@@ -20,7 +20,9 @@ class KDWithExplanationImitation(Method):
     teacher's TreeSHAP against the student's gradient × (input − training mean), trained through
     the gradient), added to Hinton et al.'s KD with this benchmark's `kd` defaults, so kd_expl − kd
     isolates the term and gbdt2nn_joint − kd_expl the student. Imitation applies to at most
-    `imitation_rows` training rows (a fixed seeded subset) to bound its cost on large tables.
+    `imitation_rows` training rows (a fixed seeded subset) to bound its cost on large tables. A
+    teacher norm below 1e-3 × the batch's mean is floored (`bench.explanation_loss`), so a row the
+    teacher explains with zeros cannot blow the term up.
     """
 
     family = "explanation"

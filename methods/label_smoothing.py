@@ -17,6 +17,7 @@ class LabelSmoothing(Method):
 
     family = "baseline"
     defaults = {"epsilon": 0.1}
+    paper_defaults = defaults  # Szegedy et al. 2016 and Han et al. 2023: ε = 0.1
     citation = (
         "Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016; "
         "as a control in Han et al., On the Impact of Knowledge Distillation for Model "

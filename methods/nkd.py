@@ -58,7 +58,9 @@ class NormalizedKD(Method):
     """
 
     family = "logit"
+    standardisable = True
     defaults = {"gamma": 3.5, "temperature": 3.0}
+    paper_defaults = defaults
     citation = (
         "Yang, Zeng, Li, Zhang, Yuan and Li, From Knowledge Distillation to Self-Knowledge "
         "Distillation: A Unified Approach with Normalized Loss and Customized Soft Labels, "
@@ -68,8 +70,9 @@ class NormalizedKD(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
+        student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
         target_term, non_target = normalized_kd(
-            student_out.logits, teacher_out.logits, batch.y, self.params["temperature"]
+            student, teacher, batch.y, self.params["temperature"]
         )
         return {
             "ce": F.cross_entropy(student_out.logits, batch.y),

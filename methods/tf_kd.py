@@ -59,8 +59,9 @@ class TeacherFreeKD(Method):
     their per-sample loop, with the same values.
     """
 
-    family = "logit"
+    family = "baseline"
     defaults = {"alpha": 0.1, "temperature": 20.0, "correct_prob": 0.99, "multiplier": 100.0}
+    paper_defaults = defaults
     citation = (
         "Yuan, Tay, Li, Wang and Feng, Revisiting Knowledge Distillation via Label Smoothing "
         "Regularization, CVPR 2020, arXiv:1909.11723."

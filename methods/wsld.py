@@ -68,7 +68,9 @@ class WeightedSoftLabelDistillation(Method):
     """
 
     family = "logit"
+    standardisable = True
     defaults = {"alpha": 2.5, "temperature": 2.0}
+    paper_defaults = defaults  # their only released configuration (ImageNet)
     citation = (
         "Zhou, Song, Chen, Zhou, Wang, Yuan and Zhang, Rethinking Soft Labels for Knowledge "
         "Distillation: A Bias-Variance Tradeoff Perspective, ICLR 2021, arXiv:2102.00650."
@@ -77,9 +79,8 @@ class WeightedSoftLabelDistillation(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
-        wsl = weighted_soft_label_loss(
-            student_out.logits, teacher_out.logits, batch.y, self.params["temperature"]
-        )
+        student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
+        wsl = weighted_soft_label_loss(student, teacher, batch.y, self.params["temperature"])
         return {
             "ce": F.cross_entropy(student_out.logits, batch.y),
             "wsl": self.params["alpha"] * wsl,

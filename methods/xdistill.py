@@ -77,9 +77,10 @@ def strip_classifier(student: nn.Module) -> nn.Module:
 class XDistillation(Method):
     """CE + KD + γ·MSE: an autoencoder learns the teacher's Grad-CAM; its code feeds the classifier.
 
-    The paper is not public beyond its abstract; this is our reading (DESIGN §5), not its text. A
-    small convolutional autoencoder maps the input to the teacher's Grad-CAM of its predicted
-    class (upsampled to the input size and scaled to a maximum of 1 per sample); its encoder
+    Our reading of the paper's abstract (DESIGN §5), not of its text: arXiv:2111.06945 lists a
+    full text, which this implementation has not been checked against, and no code was released;
+    tests/test_authors_existing.py checks the code against that reading. A small convolutional
+    autoencoder maps the input to the teacher's Grad-CAM of its predicted class (upsampled to the input size and scaled to a maximum of 1 per sample); its encoder
     features are concatenated with the student's last feature map before the classifier; student
     and autoencoder train jointly with α·CE + (1−α)·T²·KL (our `kd` defaults) + γ·MSE(decoded
     map, teacher map). The decoder serves training only and is not part of the scored student;

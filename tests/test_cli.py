@@ -20,7 +20,7 @@ from bench.cli import main
         ),
         (
             ("--all", "--set", "kd.nope=1"),
-            "has no parameter 'nope'; its parameters: alpha, temperature",
+            "has no parameter 'nope'; its parameters: alpha, standardise, temperature",
         ),
         (("--all", "--set", "kd.temperature=hot"), "expected a float like 4.0"),
         (("--all", "--set", "kd=1"), "expected METHOD.PARAM=VALUE"),

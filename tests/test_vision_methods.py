@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from torch import nn
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
+from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.errors import BenchError
 from bench.losses import kd_kl
 from bench.method import METHODS, Batch, ModelOutput
-from bench.methods.at import paired_stages
 from bench.methods.dkd import decoupled_kd
 from bench.methods.e2kd import explanation_loss
 from bench.methods.fitnet import HintRegressor, hint_loss, pick_stage
 from bench.methods.xdistill import FusedStudent, strip_classifier
 from bench.models import build_model, count_parameters
 from bench.planner import Selection, make_plan
-from bench.profiles import PROFILES, TrainBudget
-from bench.teachers import Teacher, obtain_teacher
+from bench.profiles import PROFILES, Architecture, TrainBudget
+from bench.specs import TeacherSpec
+from bench.teachers import NetworkTeacher, Teacher, obtain_teacher
 from bench.training import TrainContext, seed_everything
 from bench.vision_losses import (
     attention_map,
@@ -34,6 +35,7 @@ from bench.vision_losses import (
     grad_cam,
     grad_cam_maps,
     last_conv_layer,
+    paired_stages,
 )
 
 VISION_METHODS = ("fitnet", "at", "dkd", "e2kd", "xdistill")
@@ -328,3 +330,57 @@ def test_xdistill_student_is_one_network_that_grad_cam_can_explain(
     peaks = method.teacher_maps.amax(dim=(1, 2))
     assert peaks.max().item() == pytest.approx(1.0)
     assert method.teacher_maps.shape[-2:] == (8, 8)
+
+
+# --- every image method through the shared loop, on a split that ends in one sample ---------
+
+
+@pytest.mark.parametrize(("size", "batch", "expected"), [(65, 64, [65]), (129, 64, [64, 65]),
+                                                         (130, 64, [64, 64, 2]), (2, 64, [2])])  # fmt: skip
+def test_a_last_batch_of_one_sample_joins_the_one_before(
+    size: int, batch: int, expected: list[int]
+) -> None:
+    """Batch norm cannot normalise one sample on a 1x1 map and batch-relation losses have
+    nothing to relate; every sample is still seen once per epoch."""
+    split = Split(np.zeros((size, 1, 4, 4), dtype=np.float32), np.arange(size) % 2)
+    bundle = DatasetBundle("random", "0", "image", split, split, split, ("a", "b"))
+    student = Architecture("small_cnn", (("width", 4), ("depth", 1)))
+    ctx = TrainContext(bundle, None, TrainBudget(1, batch, 1e-3), student, CPU, seed=0)
+    batches = list(ctx.batches())
+    assert [len(b.y) for b in batches] == expected
+    assert sorted(torch.cat([b.index for b in batches]).tolist()) == list(range(size))
+
+
+@pytest.fixture(scope="module")
+def odd_split_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetBundle, Teacher]:
+    """65 training images, so that a batch size of 64 would leave a last batch of one sample,
+    and an untrained ResNet teacher (as good as any for the loop's mechanics)."""
+    rng = np.random.default_rng(0)
+    train = Split(rng.random((65, 1, 8, 8), dtype=np.float32), np.arange(65) % 3)
+    val = Split(rng.random((12, 1, 8, 8), dtype=np.float32), np.arange(12) % 3)
+    bundle = DatasetBundle("random", "0", "image", train, val, val, ("a", "b", "c"))
+    torch.manual_seed(0)
+    module = build_model("resnet", (1, 8, 8), 3, width=4, blocks=1)
+    spec = TeacherSpec("random", "0", "image", "resnet", {})
+    folder = tmp_path_factory.mktemp("teacher")
+    return bundle, NetworkTeacher(module, spec, bundle, CPU, {}, folder)
+
+
+IMAGE_METHODS = [name for name in METHODS.names() if "image" in METHODS.get(name).modalities]
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+@pytest.mark.parametrize("depth", [2, 3])
+def test_every_image_method_trains_on_an_odd_split_to_finite_losses(
+    odd_split_teacher: tuple[DatasetBundle, Teacher], name: str, depth: int
+) -> None:
+    """Two epochs of each registered image method on 8x8 images: depth 3 gives the student a
+    2x2 last stage (1x1 pyramid levels, stage pairs of different resolutions)."""
+    bundle, teacher = odd_split_teacher
+    seed_everything(0)
+    student_arch = Architecture("small_cnn", (("width", 4), ("depth", depth)))
+    ctx = TrainContext(bundle, teacher, TrainBudget(2, 64, 1e-2), student_arch, CPU, seed=0)
+    METHODS.get(name)().fit(ctx)
+    terms = {key: values for key, values in ctx.history.items() if key.startswith("loss/")}
+    assert terms and all(len(values) == 2 for values in terms.values())
+    assert all(math.isfinite(value) for values in terms.values() for value in values)
