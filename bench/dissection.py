@@ -43,6 +43,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.hooks import FeatureHooks
+from bench.models import eval_mode
 
 QUANTILE = 0.005  # NetDissect's top quantile, the default for probes that do not set their own
 IOU_THRESHOLD = 0.04  # NetDissect; a detector's best IoU must exceed it
@@ -516,15 +517,11 @@ def dissect(
     layer = layer or default_layer(module)
     if quantile is None:
         quantile = float(getattr(probe, "quantile", QUANTILE))
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         thresholds = unit_thresholds(
             module, probe, layer, quantile=quantile, batch_size=batch_size, device=device
         )
         sums = tally(module, probe, layer, thresholds, batch_size=batch_size, device=device)
-    finally:
-        module.train(was_training)
     settings = DissectionSettings(
         layer=layer,
         quantile=quantile,

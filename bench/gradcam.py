@@ -25,6 +25,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.hooks import FeatureHooks
+from bench.models import eval_mode
 
 MIN_SIDE = 4
 
@@ -59,15 +60,11 @@ def last_conv_layer(model: nn.Module) -> str:
 def stage_sides(model: nn.Module, layers: Sequence[str], input_shape: Sequence[int]) -> list[int]:
     """The smaller spatial side of each layer's output on one input of `input_shape` (C, H, W),
     found by one forward pass in eval mode (batch-norm statistics are left untouched)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         device = next(model.parameters()).device
         with FeatureHooks(model, layers) as hooks:
             model(torch.zeros(1, *input_shape, device=device))
             return [min(hooks.features[layer].shape[-2:]) for layer in layers]
-    finally:
-        model.train(was_training)
 
 
 def gradcam_layer(model: nn.Module, input_shape: Sequence[int]) -> str:

@@ -1,5 +1,8 @@
 """Loss terms shared by several methods, each written as its paper states it."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +20,20 @@ def kd_kl(
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
+
+
+def optional_kd(
+    params: Mapping[str, Any], student_logits: torch.Tensor, teacher_logits: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """`{"kd": kd_weight · kd_kl(...)}` at the method's `temperature`, or nothing at weight 0.
+
+    The KD term that feature methods add on request (RepDistiller's `-a`), off by default so
+    that their rows measure their own term; `--set METHOD.kd_weight=1` gives their "+KD" rows.
+    """
+    if params["kd_weight"] <= 0:
+        return {}
+    kd = kd_kl(student_logits, teacher_logits, params["temperature"])
+    return {"kd": params["kd_weight"] * kd}
 
 
 # The authors' guard against a constant row, added to its standard deviation.

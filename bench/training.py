@@ -67,6 +67,16 @@ class TrainContext:
     def num_epochs(self) -> int:
         return self.budget.epochs
 
+    def warmup_ramp(self, fraction: float) -> float:
+        """min((epoch + 1) / (fraction · epochs), 1): a linear warm-up over `fraction` of the
+        epoch budget, epochs counted from 1 as mdistiller counts them (1 when `fraction` is 0).
+
+        Methods that ramp their terms (DKD, ReviewKD) keep their authors' share of the schedule
+        (e.g. 20 of 240 epochs) rather than their epoch count, so the ramp scales with the budget.
+        """
+        span = fraction * self.num_epochs
+        return min((self.epoch + 1) / span, 1.0) if span > 0 else 1.0
+
     @property
     def uses_mixed_precision(self) -> bool:
         """float16 autocast and loss scaling when the budget asks for it and a GPU runs the loop."""

@@ -23,7 +23,9 @@ from bench.gradcam import conv_stages as conv_stages  # re-exported for the meth
 from bench.gradcam import gradcam_layer
 from bench.gradcam import last_conv_layer as last_conv_layer
 from bench.hooks import FeatureHooks
-from bench.method import Method
+from bench.losses import at_least_float32, relation_precision
+from bench.method import Batch, Method, ModelOutput
+from bench.models import eval_mode
 from bench.training import EVAL_BATCH, TrainContext
 
 
@@ -35,14 +37,9 @@ def feature_shapes(
 
     Run in eval mode so that probing leaves batch-norm statistics untouched.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with FeatureHooks(model, layers) as hooks:
-            model(sample)
-            return {layer: hooks.features[layer].shape for layer in layers}
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FeatureHooks(model, layers) as hooks:
+        model(sample)
+        return {layer: hooks.features[layer].shape for layer in layers}
 
 
 def match_spatial(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -130,19 +127,14 @@ def grad_cam_maps(
     For teachers and trained students: the model runs in eval mode (its mode is restored after)
     and its weights are not touched, as gradients are taken with respect to the activation only.
     """
-    was_training = model.training
-    model.eval()
     maps = []
-    try:
-        with torch.enable_grad(), FeatureHooks(model, [layer]) as hooks:
-            for start in range(0, len(x), batch_size):
-                # An input that requires grad keeps a graph even if the weights are frozen.
-                chunk = x[start : start + batch_size].detach().requires_grad_(True)
-                logits = model(chunk)
-                scores = logits.gather(1, target[start : start + batch_size, None]).squeeze(1)
-                maps.append(grad_cam(hooks.features[layer], scores, create_graph=False).detach())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.enable_grad(), FeatureHooks(model, [layer]) as hooks:
+        for start in range(0, len(x), batch_size):
+            # An input that requires grad keeps a graph even if the weights are frozen.
+            chunk = x[start : start + batch_size].detach().requires_grad_(True)
+            logits = model(chunk)
+            scores = logits.gather(1, target[start : start + batch_size, None]).squeeze(1)
+            maps.append(grad_cam(hooks.features[layer], scores, create_graph=False).detach())
     return torch.cat(maps)
 
 
@@ -203,3 +195,38 @@ def teacher_grad_cams(ctx: TrainContext) -> torch.Tensor:
 # features their linear `head` reads in a child called `pool`. On an architecture without one
 # the hooks fail with the list of valid layer names.
 EMBEDDING_LAYER = "pool"
+
+
+class BatchRelationMethod(Method):
+    """A method that matches relations among a batch's samples at one layer of each network
+    (RKD, SP, PKT): cross-entropy plus the terms of `relations`.
+
+    `relations` receives both layers' outputs flattened to (N, D) and in float32 even under a
+    float16 autocast (a GPU profile): a Gram or distance matrix of half-precision activations
+    can overflow or cancel to noise. `relation_layer` names the layer, by default the pooled
+    penultimate embedding (`EMBEDDING_LAYER`).
+    """
+
+    def relation_layer(self, model: nn.Module) -> str:
+        return EMBEDDING_LAYER
+
+    def student_layers(self, student: nn.Module) -> Sequence[str]:
+        return [self.relation_layer(student)]
+
+    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
+        return [self.relation_layer(teacher)]
+
+    def relations(self, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted relation terms of (N, D) student and teacher features."""
+        raise NotImplementedError
+
+    def loss(
+        self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
+    ) -> dict[str, torch.Tensor]:
+        (student,) = student_out.features.values()
+        (teacher,) = teacher_out.features.values()
+        with relation_precision(student.device):
+            wide_student = at_least_float32(student.flatten(1))
+            wide_teacher = at_least_float32(teacher.flatten(1))
+            terms = self.relations(wide_student, wide_teacher)
+        return {"ce": F.cross_entropy(student_out.logits, batch.y), **terms}

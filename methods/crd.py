@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.losses import kd_kl
+from bench.losses import optional_kd
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
 from bench.vision_losses import conv_stages, feature_shapes, network_teacher
@@ -261,7 +261,4 @@ class ContrastiveRepresentationDistillation(Method):
             "ce": F.cross_entropy(student_out.logits, batch.y),
             "crd": self.params["beta"] * crd,
         }
-        if self.params["kd_weight"] > 0:
-            kd = kd_kl(student_out.logits, teacher_out.logits, self.params["temperature"])
-            terms["kd"] = self.params["kd_weight"] * kd
-        return terms
+        return {**terms, **optional_kd(self.params, student_out.logits, teacher_out.logits)}

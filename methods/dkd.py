@@ -69,8 +69,7 @@ class DecoupledKD(Method):
     ) -> dict[str, torch.Tensor]:
         student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
         tckd, nckd = decoupled_kd(student, teacher, batch.y, self.params["temperature"])
-        warmup_epochs = self.params["warmup_fraction"] * ctx.num_epochs
-        ramp = min((ctx.epoch + 1) / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
+        ramp = ctx.warmup_ramp(self.params["warmup_fraction"])
         return {
             "ce": F.cross_entropy(student_out.logits, batch.y),
             "tckd": ramp * self.params["alpha"] * tckd.mean(),

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.losses import kd_kl
+from bench.losses import optional_kd
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
 from bench.vision_losses import conv_stages, feature_shapes, match_spatial, network_teacher
@@ -99,7 +99,4 @@ class FitNet(Method):
             "ce": F.cross_entropy(student_out.logits, batch.y),
             "hint": self.params["hint_weight"] * hint_loss(self.regressor, guided, hint),
         }
-        if self.params["kd_weight"] > 0:
-            kd = kd_kl(student_out.logits, teacher_out.logits, self.params["temperature"])
-            terms["kd"] = self.params["kd_weight"] * kd
-        return terms
+        return {**terms, **optional_kd(self.params, student_out.logits, teacher_out.logits)}

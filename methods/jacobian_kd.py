@@ -6,6 +6,7 @@ from torch import nn
 
 from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
+from bench.models import eval_mode
 from bench.training import EVAL_BATCH, TrainContext
 from bench.vision_losses import network_teacher
 
@@ -49,18 +50,13 @@ def teacher_input_gradients(ctx: TrainContext) -> torch.Tensor:
     """
     teacher = network_teacher(ctx)
     predicted = ctx.teacher.train_logits.argmax(dim=1)
-    was_training = teacher.training
-    teacher.eval()
     parts = []
-    try:
-        with torch.enable_grad():
-            for start in range(0, len(ctx.x_train), EVAL_BATCH):
-                chunk = ctx.x_train[start : start + EVAL_BATCH].detach().requires_grad_(True)
-                explained = predicted[start : start + EVAL_BATCH]
-                gradient = input_gradients(teacher(chunk), chunk, explained, create_graph=False)
-                parts.append(gradient.detach())
-    finally:
-        teacher.train(was_training)
+    with eval_mode(teacher), torch.enable_grad():
+        for start in range(0, len(ctx.x_train), EVAL_BATCH):
+            chunk = ctx.x_train[start : start + EVAL_BATCH].detach().requires_grad_(True)
+            explained = predicted[start : start + EVAL_BATCH]
+            gradient = input_gradients(teacher(chunk), chunk, explained, create_graph=False)
+            parts.append(gradient.detach())
     return torch.cat(parts)
 
 

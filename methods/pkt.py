@@ -1,15 +1,9 @@
 """Probabilistic knowledge transfer (Passalis and Tefas 2018)."""
 
-from collections.abc import Sequence
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from bench.losses import at_least_float32, relation_precision
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import EMBEDDING_LAYER
+from bench.method import register_method
+from bench.vision_losses import BatchRelationMethod
 
 # The authors' guard, added to each norm and to both probabilities inside the logarithm.
 PKT_EPS = 1e-7
@@ -36,7 +30,7 @@ def pkt_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("pkt")
-class ProbabilisticKT(Method):
+class ProbabilisticKT(BatchRelationMethod):
     """CE + β·mean_ij p^T_{j|i}·log(p^T_{j|i}/p^S_{j|i}), p from a cosine kernel.
 
     Matching features one by one needs the student to have the teacher's width and scale;
@@ -74,22 +68,5 @@ class ProbabilisticKT(Method):
         "Transfer, ECCV 2018, arXiv:1803.10837."
     )
 
-    def student_layers(self, student: nn.Module) -> Sequence[str]:
-        return [EMBEDDING_LAYER]
-
-    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
-        return [EMBEDDING_LAYER]
-
-    def loss(
-        self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
-    ) -> dict[str, torch.Tensor]:
-        (student,) = student_out.features.values()
-        (teacher,) = teacher_out.features.values()
-        with relation_precision(student.device):
-            pkt = pkt_loss(
-                at_least_float32(student.flatten(1)), at_least_float32(teacher.flatten(1))
-            )
-        return {
-            "ce": F.cross_entropy(student_out.logits, batch.y),
-            "pkt": self.params["beta"] * pkt,
-        }
+    def relations(self, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pkt": self.params["beta"] * pkt_loss(student, teacher)}

@@ -208,8 +208,7 @@ class ReviewKD(PairedStagesMethod):
     ) -> dict[str, torch.Tensor]:
         student_levels = [student_out.features[s] for s, _ in self.pairs]
         teacher_levels = [teacher_out.features[t] for _, t in self.pairs]
-        warmup_epochs = self.params["warmup_fraction"] * ctx.num_epochs
-        ramp = min((ctx.epoch + 1) / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
+        ramp = ctx.warmup_ramp(self.params["warmup_fraction"])
         review = self.review_loss(student_levels, teacher_levels)
         return {
             "ce": F.cross_entropy(student_out.logits, batch.y),

@@ -1,15 +1,10 @@
 """Relational knowledge distillation (Park, Kim, Lu and Cho 2019)."""
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from bench.losses import at_least_float32, relation_precision
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import EMBEDDING_LAYER
+from bench.method import register_method
+from bench.vision_losses import BatchRelationMethod
 
 # The authors' floor under a squared distance before its square root (lenscloth/RKD `pdist`).
 DISTANCE_EPS = 1e-12
@@ -63,7 +58,7 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 
 @register_method("rkd")
-class RelationalKD(Method):
+class RelationalKD(BatchRelationMethod):
     """CE + β·(w_d·Huber(ψ_D^S, ψ_D^T) + w_a·Huber(ψ_A^S, ψ_A^T)) on the pooled embeddings.
 
     Classic KD transfers what the teacher outputs for each sample on its own; RKD transfers how
@@ -98,27 +93,9 @@ class RelationalKD(Method):
         "Park, Kim, Lu and Cho, Relational Knowledge Distillation, CVPR 2019, arXiv:1904.05068."
     )
 
-    def student_layers(self, student: nn.Module) -> Sequence[str]:
-        return [EMBEDDING_LAYER]
-
-    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
-        return [EMBEDDING_LAYER]
-
-    def loss(
-        self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
-    ) -> dict[str, torch.Tensor]:
-        (student,) = student_out.features.values()
-        (teacher,) = teacher_out.features.values()
-        with relation_precision(student.device):
-            student, teacher = (
-                at_least_float32(student.flatten(1)),
-                at_least_float32(teacher.flatten(1)),
-            )
-            distance = rkd_distance_loss(student, teacher)
-            angle = rkd_angle_loss(student, teacher)
+    def relations(self, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
         beta = self.params["beta"]
         return {
-            "ce": F.cross_entropy(student_out.logits, batch.y),
-            "distance": beta * self.params["distance_weight"] * distance,
-            "angle": beta * self.params["angle_weight"] * angle,
+            "distance": beta * self.params["distance_weight"] * rkd_distance_loss(student, teacher),
+            "angle": beta * self.params["angle_weight"] * rkd_angle_loss(student, teacher),
         }

@@ -1,15 +1,11 @@
 """Similarity-preserving knowledge distillation (Tung and Mori 2019)."""
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import at_least_float32, relation_precision
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import conv_stages
+from bench.method import register_method
+from bench.vision_losses import BatchRelationMethod, conv_stages
 
 
 def batch_similarity(activations: torch.Tensor) -> torch.Tensor:
@@ -28,7 +24,7 @@ def similarity_preserving_loss(student: torch.Tensor, teacher: torch.Tensor) -> 
 
 
 @register_method("sp")
-class SimilarityPreservingKD(Method):
+class SimilarityPreservingKD(BatchRelationMethod):
     """CE + β/N²·‖G_T − G_S‖²_F, G the row-normalised batch Gram matrix of the last stage.
 
     Two inputs that the teacher represents alike should be represented alike by the student, and
@@ -71,22 +67,8 @@ class SimilarityPreservingKD(Method):
         "Tung and Mori, Similarity-Preserving Knowledge Distillation, ICCV 2019, arXiv:1907.09682."
     )
 
-    def student_layers(self, student: nn.Module) -> Sequence[str]:
-        return conv_stages(student)[-1:]
+    def relation_layer(self, model: nn.Module) -> str:
+        return conv_stages(model)[-1]
 
-    def teacher_layers(self, teacher: nn.Module) -> Sequence[str]:
-        return conv_stages(teacher)[-1:]
-
-    def loss(
-        self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
-    ) -> dict[str, torch.Tensor]:
-        (student,) = student_out.features.values()
-        (teacher,) = teacher_out.features.values()
-        with relation_precision(student.device):
-            sp = similarity_preserving_loss(
-                at_least_float32(student.flatten(1)), at_least_float32(teacher.flatten(1))
-            )
-        return {
-            "ce": F.cross_entropy(student_out.logits, batch.y),
-            "sp": self.params["beta"] * sp,
-        }
+    def relations(self, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"sp": self.params["beta"] * similarity_preserving_loss(student, teacher)}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import kd_kl
+from bench.losses import optional_kd
 from bench.method import Batch, ModelOutput, register_method
 from bench.training import TrainContext
 from bench.vision_losses import (
@@ -148,7 +148,4 @@ class VariationalInformationDistillation(PairedStagesMethod):
             "ce": F.cross_entropy(student_out.logits, batch.y),
             "vid": self.params["beta"] * vid,
         }
-        if self.params["kd_weight"] > 0:
-            kd = kd_kl(student_out.logits, teacher_out.logits, self.params["temperature"])
-            terms["kd"] = self.params["kd_weight"] * kd
-        return terms
+        return {**terms, **optional_kd(self.params, student_out.logits, teacher_out.logits)}
