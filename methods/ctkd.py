@@ -123,15 +123,21 @@ class CurriculumTemperatureKD(Method):
     )
 
     def trainable_modules(self, student: nn.Module, ctx: TrainContext) -> nn.Module:
-        p = self.params
-        self.temperature = CurriculumTemperature(p["theta_init"], p["t_start"], p["t_end"])
+        params = self.params
+        self.temperature = CurriculumTemperature(
+            params["theta_init"], params["t_start"], params["t_end"]
+        )
         return self.temperature
 
     def reversal_strength(self, ctx: TrainContext) -> float:
         """λ of the current epoch."""
-        p = self.params
+        params = self.params
         return cosine_curriculum(
-            ctx.epoch, ctx.num_epochs, p["lambda_min"], p["lambda_max"], p["curriculum_fraction"]
+            ctx.epoch,
+            ctx.num_epochs,
+            params["lambda_min"],
+            params["lambda_max"],
+            params["curriculum_fraction"],
         )
 
     def loss(
