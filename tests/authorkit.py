@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from bench.data import DatasetBundle, Split
 from bench.method import Batch, Method, ModelOutput
+from bench.profiles import Architecture, TrainBudget
+from bench.training import TrainContext
 
 
 def random_logits(
@@ -28,3 +32,13 @@ def logit_terms(
         torch.zeros(len(labels), 1, dtype=torch.float64), labels, torch.arange(len(labels))
     )
     return method.loss(batch, ModelOutput(student), ModelOutput(teacher), ctx=None)  # type: ignore[arg-type]
+
+
+def image_context() -> TrainContext:
+    """A real training context of four random 8×8 images, for `Method.loss` of methods that read
+    none of it but the signature needs one (no teacher: the tests pass its outputs directly)."""
+    rng = np.random.default_rng(0)
+    split = Split(rng.random((4, 1, 8, 8), dtype=np.float32), np.arange(4) % 2)
+    bundle = DatasetBundle("random", "0", "image", split, split, split, ("a", "b"))
+    student = Architecture("small_cnn", (("width", 4), ("depth", 1)))
+    return TrainContext(bundle, None, TrainBudget(1, 4, 1e-3), student, torch.device("cpu"), 0)

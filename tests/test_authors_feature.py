@@ -29,21 +29,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DatasetBundle, Split
 from bench.losses import kd_kl
 from bench.method import Batch, ModelOutput
 from bench.methods.at import AttentionTransfer
 from bench.methods.e2kd import ExplanationEnhancedKD, explanation_loss
 from bench.methods.fitnet import FitNet, HintRegressor, hint_loss
-from bench.profiles import Architecture, TrainBudget
 from bench.training import TrainContext
 from bench.vision_losses import attention_transfer_loss, grad_cam, grad_cam_maps, match_spatial
+from tests.authorkit import image_context
 
 DOUBLE = torch.float64
 RTOL = 1e-6
@@ -57,11 +55,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def ctx() -> TrainContext:
     """A real training context for `Method.loss`; the three losses compared here do not read it."""
-    rng = np.random.default_rng(0)
-    split = Split(rng.random((4, 1, 8, 8), dtype=np.float32), np.arange(4) % 2)
-    bundle = DatasetBundle("random", "0", "image", split, split, split, ("a", "b"))
-    student = Architecture("small_cnn", (("width", 4), ("depth", 1)))
-    return TrainContext(bundle, None, TrainBudget(1, 4, 1e-3), student, torch.device("cpu"), 0)
+    return image_context()
 
 
 def assert_same(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 0.0) -> None:

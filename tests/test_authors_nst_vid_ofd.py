@@ -61,6 +61,7 @@ from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
 from bench.teachers import NetworkTeacher
 from bench.training import TrainContext, seed_everything
+from tests.authorkit import image_context
 
 DOUBLE = torch.float64
 RTOL = 1e-6
@@ -73,11 +74,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def ctx() -> TrainContext:
     """A real training context for `Method.loss`; the losses compared here do not read it."""
-    rng = np.random.default_rng(0)
-    split = Split(rng.random((4, 1, 8, 8), dtype=np.float32), np.arange(4) % 2)
-    bundle = DatasetBundle("random", "0", "image", split, split, split, ("a", "b"))
-    student = Architecture("small_cnn", (("width", 4), ("depth", 1)))
-    return TrainContext(bundle, None, TrainBudget(1, 4, 1e-3), student, torch.device("cpu"), 0)
+    return image_context()
 
 
 def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:

@@ -32,19 +32,17 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.data import DatasetBundle, Split
 from bench.method import Batch, Method, ModelOutput
 from bench.methods.pkt import ProbabilisticKT, pkt_loss
 from bench.methods.rkd import RelationalKD, rkd_angle_loss, rkd_distance_loss
 from bench.methods.sp import SimilarityPreservingKD, similarity_preserving_loss
 from bench.models import build_model
-from bench.profiles import Architecture, TrainBudget
 from bench.training import TrainContext
+from tests.authorkit import image_context
 
 DOUBLE = torch.float64
 RTOL = 1e-6
@@ -58,11 +56,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def ctx() -> TrainContext:
     """A real training context for `Method.loss`; the three losses compared here do not read it."""
-    rng = np.random.default_rng(0)
-    split = Split(rng.random((4, 1, 8, 8), dtype=np.float32), np.arange(4) % 2)
-    bundle = DatasetBundle("random", "0", "image", split, split, split, ("a", "b"))
-    student = Architecture("small_cnn", (("width", 4), ("depth", 1)))
-    return TrainContext(bundle, None, TrainBudget(1, 4, 1e-3), student, CPU, 0)
+    return image_context()
 
 
 def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
