@@ -1,7 +1,7 @@
 """Datasets published as files: where a loader looks for them, how it downloads them, how it splits.
 
-Fashion-MNIST and CIFAR-10 come as a few files with published MD5 sums and an official train/test
-division. Their loaders share one policy, kept here:
+Fashion-MNIST, CIFAR-10 and CIFAR-100 come as a few files with published MD5 sums and an official
+train/test division. Their loaders share one policy, kept here:
 
 - a loader looks in folders of its own (the `--data-dir` first), then downloads into
   `<data-dir>/...` or, without `--data-dir`, into the user cache folder (`$XKD_DATA_DIR`, else
@@ -29,7 +29,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -213,8 +213,12 @@ def image_bundle(
     splits: tuple[Split, Split, Split],
     class_names: tuple[str, ...],
     source: Path,
+    extras: Mapping[str, object] | None = None,
 ) -> DatasetBundle:
-    """An image dataset's bundle; `source` (the folder its files were read from) is provenance."""
+    """An image dataset's bundle; `source` (the folder its files were read from) is provenance.
+
+    `extras` are stored besides it (e.g. `cifar100`'s normalisation statistics).
+    """
     train, val, test = splits
     return DatasetBundle(
         name=name,
@@ -224,5 +228,5 @@ def image_bundle(
         val=val,
         test=test,
         class_names=class_names,
-        extras={"source": str(source)},
+        extras={"source": str(source), **(extras or {})},
     )

@@ -69,11 +69,13 @@ def idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
-def labelled_images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def labelled_images(
+    n: int, shape: tuple[int, ...], seed: int, classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Random uint8 images with balanced labels; each image's first pixel is its label, so a
     test can see that images and labels stay paired through the splits."""
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+    labels = rng.permutation(np.arange(n) % classes).astype(np.uint8)
     images = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
     images.reshape(n, -1)[:, 0] = labels
     return images, labels
@@ -125,12 +127,18 @@ def write_cifar(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_archive(path: Path, batches: Path, extra: dict[str, bytes] | None = None) -> Path:
-    """`cifar-10-python.tar.gz`: the batch folder, a file it does not need, and `extra` members."""
+def write_archive(
+    path: Path,
+    batches: Path,
+    extra: dict[str, bytes] | None = None,
+    folder: str = cifar10.FOLDER,
+) -> Path:
+    """A CIFAR archive: the batch folder under the name `folder` (CIFAR-10's unless told), a file
+    it does not need, and `extra` members."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    members = {"cifar-10-batches-py/readme.html": b"<p>not needed</p>", **(extra or {})}
+    members = {f"{folder}/readme.html": b"<p>not needed</p>", **(extra or {})}
     with tarfile.open(path, "w:gz") as tar:
-        tar.add(batches, arcname="cifar-10-batches-py")
+        tar.add(batches, arcname=folder)
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
