@@ -1,4 +1,5 @@
-"""The image teacher: a CIFAR-style ResNet (He et al. 2016) in plain PyTorch, sized by the profile."""
+"""CIFAR-style ResNets (He et al. 2016) in plain PyTorch: the image teacher sized by the profile, and
+the fixed layouts of the CIFAR-100 distillation literature (RepDistiller's models/resnet.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from bench.models import register_model
 from bench.models.cnn import conv_bn_relu
+from bench.models.staged import StagedNetwork, authors_initialisation
 
 
 class BasicBlock(nn.Module):
@@ -32,32 +34,30 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
-    """`stem`, `layer1 .. layer3` (widths w, 2w, 4w; the last two halve the resolution), `head`."""
+class ResNet(StagedNetwork):
+    """`stem`, `layer1 .. layer3` (widths w, 2w, 4w; the last two halve the resolution), `head`.
 
-    def __init__(self, in_channels: int, num_classes: int, width: int, blocks: int) -> None:
+    The stem is `stem_width` wide (w unless given): RepDistiller's resnet8x4 and resnet32x4 have a
+    32-channel stem before stages of 64, 128 and 256, so their first stage opens with a projection.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        width: int,
+        blocks: int,
+        stem_width: int | None = None,
+    ) -> None:
         super().__init__()
-        self.stem = conv_bn_relu(in_channels, width)
-        channels = width
-        self.layer_names: list[str] = []
+        channels = width if stem_width is None else stem_width
+        self.add_stage("stem", conv_bn_relu(in_channels, channels))
         for i, (mult, stride) in enumerate(((1, 1), (2, 2), (4, 2)), start=1):
             stage = [BasicBlock(channels, width * mult, stride)]
             stage += [BasicBlock(width * mult, width * mult, 1) for _ in range(blocks - 1)]
-            self.add_module(f"layer{i}", nn.Sequential(*stage))
-            self.layer_names.append(f"layer{i}")
+            self.add_stage(f"layer{i}", nn.Sequential(*stage))
             channels = width * mult
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(channels, num_classes)
-
-    @property
-    def last_conv_layer(self) -> str:
-        return self.layer_names[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for name in self.layer_names:
-            x = getattr(self, name)(x)
-        return self.head(self.pool(x))
+        self.add_classifier(channels, num_classes)
 
 
 @register_model("resnet")
@@ -66,3 +66,36 @@ def build_resnet(
 ) -> nn.Module:
     """blocks=1 gives a ResNet-8, blocks=3 a ResNet-20 (CIFAR layouts)."""
     return ResNet(input_shape[0], num_classes, width=width, blocks=blocks)
+
+
+# RepDistiller models/resnet.py: resnetN has a 16-channel stem and stages of 16, 32 and 64 channels,
+# resnetNx4 a 32-channel stem and stages of 64, 128 and 256; N = 6 * blocks + 2.
+
+
+@register_model("resnet20")
+def build_resnet20(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return authors_initialisation(ResNet(input_shape[0], num_classes, width=16, blocks=3))
+
+
+@register_model("resnet56")
+def build_resnet56(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return authors_initialisation(ResNet(input_shape[0], num_classes, width=16, blocks=9))
+
+
+@register_model("resnet110")
+def build_resnet110(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return authors_initialisation(ResNet(input_shape[0], num_classes, width=16, blocks=18))
+
+
+@register_model("resnet8x4")
+def build_resnet8x4(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return authors_initialisation(
+        ResNet(input_shape[0], num_classes, width=64, blocks=1, stem_width=32)
+    )
+
+
+@register_model("resnet32x4")
+def build_resnet32x4(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    return authors_initialisation(
+        ResNet(input_shape[0], num_classes, width=64, blocks=5, stem_width=32)
+    )
