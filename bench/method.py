@@ -24,11 +24,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class Batch:
-    """A minibatch of the training split; `index` locates its rows for precomputed teacher outputs."""
+    """A minibatch of the training split; `index` locates its rows for precomputed teacher outputs.
+
+    `augmented`: the images were cropped and flipped (`TrainBudget.crop_padding`), so anything
+    computed once from the training split's images (teacher logits, features, maps) belongs to
+    other images; teachers and methods then compute it from `x`.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
+    augmented: bool = False
 
 
 @dataclass

@@ -465,7 +465,11 @@ class SuiteRunner:
         except (Exception, SystemExit) as exc:  # a method's sys.exit() must not end the suite
             record.update(status="failed", error=_error(exc, None))
         if ctx is not None:
-            record["training"] = {"best_epoch": ctx.best_epoch, "history": ctx.history}
+            record["training"] = {
+                "best_epoch": ctx.best_epoch,
+                "last_epoch_test_accuracy": ctx.last_epoch_test_accuracy,
+                "history": ctx.history,
+            }
         timings["total"] = time.perf_counter() - started
         record.update(timings=timings, ended=_now())
         write_json_atomic(self.path_of(spec), record)

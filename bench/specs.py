@@ -56,7 +56,7 @@ def teacher_spec_for(
         raise ValueError(f"profile {profile.name!r} sets no network teacher for images")
     settings = {
         "architecture": asdict(budget.teacher_network),
-        "training": asdict(budget.teacher_training),
+        "training": budget.teacher_training.as_dict(),
     }
     return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings, seed)
 

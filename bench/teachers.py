@@ -140,6 +140,8 @@ class Teacher:
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
         if layers:
             raise ValueError(f"{self.spec.kind} teachers expose no layers (asked for {layers})")
+        if batch.augmented:
+            raise ValueError(f"{self.spec.kind} teachers cannot see augmented images")
         return ModelOutput(self.train_logits[batch.index])
 
 
@@ -220,6 +222,12 @@ class NetworkTeacher(Teacher):
         ]
 
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
+        """The teacher's logits (and `layers`' outputs) on `batch`: looked up in what was
+        computed once over the training split, or computed live on an augmented batch."""
+        if batch.augmented:
+            with torch.no_grad(), FeatureHooks(self.module, layers) as hooks:
+                logits = self.module(batch.x)
+                return ModelOutput(logits, dict(hooks.features))
         if not layers:
             return ModelOutput(self.train_logits[batch.index])
         key = tuple(layers)
@@ -237,8 +245,8 @@ class NetworkTeacher(Teacher):
     def _precompute_features(self, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
         """The layers' outputs over the whole training split, or None when they would not fit.
 
-        The teacher is frozen, in eval mode, and the loop does not augment, so these are exactly
-        what a live forward pass per batch would give: one pass per run instead of one per batch
+        The teacher is frozen and in eval mode, so on batches that are not augmented these are
+        exactly what a live forward pass per batch would give: one pass per run instead of one per batch
         (FitNets and attention transfer otherwise spend most of their time in the teacher).
         """
         x = self._train_x
@@ -370,4 +378,8 @@ def _train_network(
         seed=spec.seed,
     )
     module = ctx.fit(module, cross_entropy_step(module))
-    return module, {"best_epoch": ctx.best_epoch, "history": ctx.history}
+    return module, {
+        "best_epoch": ctx.best_epoch,
+        "last_epoch_test_accuracy": ctx.last_epoch_test_accuracy,
+        "history": ctx.history,
+    }

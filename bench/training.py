@@ -10,7 +10,7 @@ import copy
 import functools
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.augment import black_fill, crop_and_flip
 from bench.data import DatasetBundle
-from bench.errors import Diverged
+from bench.errors import BenchError, Diverged
 from bench.hooks import FeatureHooks
 from bench.method import Batch, Method, ModelOutput
 from bench.models import build_model
@@ -54,6 +55,7 @@ class TrainContext:
     # Per-epoch mean of every named loss term, and the validation accuracy: kept in the record.
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
+    last_epoch_test_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         to = self.device
@@ -62,6 +64,16 @@ class TrainContext:
         self.x_val = torch.as_tensor(self.bundle.val.x, device=to)
         self.y_val = torch.as_tensor(self.bundle.val.y, device=to)
         self.generator = torch.Generator().manual_seed(self.seed)
+        if self.budget.augments and self.x_train.dim() != 4:
+            raise BenchError(
+                f"dataset {self.bundle.name!r}: crop-and-flip augmentation needs images, "
+                f"not {self.bundle.modality} data"
+            )
+        self._fill = black_fill(self.bundle.extras)
+        teacher_module = getattr(self.teacher, "module", None)
+        if self.budget.channels_last and teacher_module is not None:
+            # The teacher reads the same NHWC batches; in its own layout it would convert them.
+            teacher_module.to(memory_format=torch.channels_last)
 
     @property
     def num_epochs(self) -> int:
@@ -101,36 +113,53 @@ class TrainContext:
         starts = list(range(0, len(order), size))
         if len(starts) > 1 and len(order) - starts[-1] == 1:
             starts.pop()
+        augments = self.budget.augments
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else len(order)
             index = order[start:end]
-            yield Batch(self.x_train[index], self.y_train[index], index)
+            x = self.x_train[index]
+            if augments:
+                x = crop_and_flip(x, self.budget.crop_padding, self.generator, self._fill)
+            if self.budget.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield Batch(x, self.y_train[index], index, augmented=augments)
 
     def fit(
         self, model: nn.Module, step_loss: StepLoss, extra: nn.Module | None = None
     ) -> nn.Module:
-        """Train `model` with Adam, together with `extra` (modules the loss uses, e.g. a regressor).
+        """Train `model` by the budget's optimiser, together with `extra` (modules the loss uses,
+        e.g. a regressor).
 
         Returns the model with the weights of its best validation-accuracy epoch, in eval mode;
-        `extra` is trained alongside but neither returned nor selected on.
+        `extra` is trained alongside but neither returned nor selected on. The test accuracy of
+        the last epoch's weights is kept too (`last_epoch_test_accuracy`), never used to choose:
+        papers of the CIFAR recipe report either that or the best epoch's.
         Raises `Diverged` at the end of the first epoch with a non-finite loss.
         """
         model.to(self.device)
         # One container so that the optimiser and train/eval switches reach both.
         trained = nn.ModuleList([model] if extra is None else [model, extra.to(self.device)])
-        optimiser = torch.optim.Adam(
-            trained.parameters(), lr=self.budget.lr, weight_decay=self.budget.weight_decay
+        if self.budget.channels_last:
+            trained.to(memory_format=torch.channels_last)
+        compiled = self.budget.compile and self.device.type == "cuda"
+        if compiled:
+            model.compile()  # in place: hooks, state-dict keys and the caller's handle stay
+        optimiser = self.make_optimiser(trained.parameters())
+        schedule = torch.optim.lr_scheduler.MultiStepLR(
+            optimiser, list(self.budget.lr_milestones), gamma=self.budget.lr_decay
         )
         # Disabled, autocast and the scaler are pass-throughs: the float32 path is unchanged.
         mixed = self.uses_mixed_precision
-        scaler = torch.amp.GradScaler(self.device.type, enabled=mixed)
+        dtype = getattr(torch, self.budget.autocast_dtype)
+        # bfloat16 has float32's exponent range: its gradients need no scaling.
+        scaler = torch.amp.GradScaler(self.device.type, enabled=mixed and dtype == torch.float16)
         best_accuracy, best_state = -1.0, None
         for epoch in range(self.budget.epochs):
             self.epoch = epoch
             trained.train()
             logged: list[dict[str, torch.Tensor]] = []
             for batch in self.batches():
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=mixed):
+                with torch.autocast(self.device.type, dtype=dtype, enabled=mixed):
                     terms = step_loss(batch)
                     total = functools.reduce(operator.add, terms.values())
                 optimiser.zero_grad(set_to_none=True)
@@ -140,6 +169,7 @@ class TrainContext:
                 # Kept where they are and read once per epoch: reading a loss (or testing it for
                 # NaN) at every step would make the CPU wait for the device at every step.
                 logged.append({key: value.detach() for key, value in terms.items()})
+            schedule.step()
             means = _epoch_means(logged)
             bad = [key for key, value in means.items() if not math.isfinite(value)]
             if bad:
@@ -152,19 +182,44 @@ class TrainContext:
             if accuracy > best_accuracy:
                 best_accuracy, self.best_epoch = accuracy, epoch
                 best_state = copy.deepcopy(model.state_dict())
+        test = self.bundle.test
+        self.last_epoch_test_accuracy = top1_accuracy(
+            model,
+            torch.as_tensor(test.x, device=self.device),
+            torch.as_tensor(test.y, device=self.device),
+        )
         if best_state is not None:
             model.load_state_dict(best_state)
+        if compiled:
+            # Scoring runs the eager module: explainers hook layers and differentiate through
+            # them, each of which would recompile the graph (`nn.Module.compile` keeps the
+            # compiled call here, and `__call__` falls back to eager without it).
+            model._compiled_call_impl = None
         trained.eval()
         return model
 
-    @torch.no_grad()
+    def make_optimiser(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """The budget's optimiser over `parameters`: SGD with momentum, or Adam."""
+        budget = self.budget
+        if budget.optimiser == "sgd":
+            return torch.optim.SGD(
+                parameters, lr=budget.lr, momentum=budget.momentum, weight_decay=budget.weight_decay
+            )
+        return torch.optim.Adam(parameters, lr=budget.lr, weight_decay=budget.weight_decay)
+
     def validation_accuracy(self, model: nn.Module) -> float:
-        model.eval()
-        correct = 0
-        for start in range(0, len(self.y_val), EVAL_BATCH):
-            logits = model(self.x_val[start : start + EVAL_BATCH])
-            correct += int((logits.argmax(1) == self.y_val[start : start + EVAL_BATCH]).sum())
-        return correct / len(self.y_val)
+        return top1_accuracy(model, self.x_val, self.y_val)
+
+
+@torch.no_grad()
+def top1_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of `model` (left in eval mode) on device-resident `x`, `y`."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(y), EVAL_BATCH):
+        logits = model(x[start : start + EVAL_BATCH])
+        correct += int((logits.argmax(1) == y[start : start + EVAL_BATCH]).sum())
+    return correct / len(y)
 
 
 def _epoch_means(logged: list[dict[str, torch.Tensor]]) -> dict[str, float]:

@@ -12,7 +12,7 @@ their convolutional stages as top-level children in forward order (`block1 .. bl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,17 +177,40 @@ class PairedStagesMethod(Method):
         return [t for _, t in self.pairs]
 
 
-def teacher_grad_cams(ctx: TrainContext) -> torch.Tensor:
-    """The teacher's Grad-CAM of its own predicted class for every training sample, (N, H, W).
+PerImage = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-    Computed once per run at input resolution (bilinear upsampling): the teacher is fixed and the
-    loop applies no augmentation, so these are exactly the maps a live teacher would give.
+
+class TeacherPerImage:
+    """A fixed function of the teacher per training image and its predicted class (its Grad-CAM,
+    its input gradient), as the methods that train on one read it for a batch.
+
+    Without augmentation it is computed once over the training split and looked up by index:
+    the teacher is frozen, so these are exactly the values a live teacher gives per batch. On an
+    augmented batch a stored value would belong to the un-augmented image, so it is computed
+    from the batch's own images and the teacher's prediction on them.
+    `compute(teacher, x, classes)` returns one detached value per image.
     """
-    teacher = network_teacher(ctx)
-    predicted = ctx.teacher.train_logits.argmax(dim=1)
-    layer = gradcam_layer(teacher, ctx.bundle.input_shape)
-    maps = grad_cam_maps(teacher, layer, ctx.x_train, predicted)
-    return match_spatial(maps[:, None], ctx.x_train.shape[-2:])[:, 0]
+
+    def __init__(self, ctx: TrainContext, compute: PerImage) -> None:
+        self.teacher = network_teacher(ctx)
+        self.compute = compute
+        self.table: torch.Tensor | None = None
+        if not ctx.budget.augments:
+            predicted = ctx.teacher.train_logits.argmax(dim=1)
+            self.table = compute(self.teacher, ctx.x_train, predicted)
+
+    def __call__(self, batch: Batch, teacher_out: ModelOutput) -> torch.Tensor:
+        if self.table is not None and not batch.augmented:
+            return self.table[batch.index]
+        return self.compute(self.teacher, batch.x, teacher_out.logits.argmax(dim=1))
+
+
+def teacher_grad_cam(teacher: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """The teacher's Grad-CAM of `classes` for images `x`, (N, H, W) at input resolution
+    (bilinear upsampling), where `bench.gradcam` takes it."""
+    layer = gradcam_layer(teacher, x.shape[1:])
+    maps = grad_cam_maps(teacher, layer, x, classes)
+    return match_spatial(maps[:, None], x.shape[-2:])[:, 0]
 
 
 # The penultimate embedding that RKD and PKT distil (RepDistiller's `feat[-1]`, mdistiller's

@@ -10,7 +10,7 @@ from bench.gradcam import gradcam_layer
 from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
-from bench.vision_losses import grad_cam, match_spatial, teacher_grad_cams
+from bench.vision_losses import TeacherPerImage, grad_cam, match_spatial, teacher_grad_cam
 
 
 def explanation_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ class ExplanationEnhancedKD(Method):
     )
 
     def fit(self, ctx: TrainContext) -> nn.Module:
-        self.teacher_maps = teacher_grad_cams(ctx)
+        self.teacher_maps = TeacherPerImage(ctx, teacher_grad_cam)
         self.input_shape = ctx.bundle.input_shape
         return super().fit(ctx)
 
@@ -63,7 +63,7 @@ class ExplanationEnhancedKD(Method):
         explained = teacher_out.logits.argmax(dim=1)
         scores = student_out.logits.gather(1, explained[:, None]).squeeze(1)
         student_maps = grad_cam(activation, scores, create_graph=True)
-        teacher_maps = self.teacher_maps[batch.index]
+        teacher_maps = self.teacher_maps(batch, teacher_out)
         student_maps = match_spatial(student_maps[:, None], teacher_maps.shape[-2:])[:, 0]
         return {
             "ce": alpha * F.cross_entropy(student_out.logits, batch.y),

@@ -8,7 +8,7 @@ from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.models import eval_mode
 from bench.training import EVAL_BATCH, TrainContext
-from bench.vision_losses import network_teacher
+from bench.vision_losses import TeacherPerImage
 
 
 def input_gradients(
@@ -40,21 +40,20 @@ def jacobian_matching_loss(
     return (student - teacher).pow(2).sum(dim=1).mean()
 
 
-def teacher_input_gradients(ctx: TrainContext) -> torch.Tensor:
-    """The teacher's input gradient of its own predicted class for every training sample.
+def teacher_input_gradients(
+    teacher: nn.Module, x: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """The teacher's input gradient of class `classes[i]` for each image `x[i]`, detached.
 
-    Computed once per run, in eval mode and in chunks: the teacher is fixed and the loop applies
-    no augmentation, so these are exactly the gradients a live teacher would give per batch (as
-    `bench.vision_losses.teacher_grad_cams` does for Grad-CAM). Gradients are taken with respect
-    to the input only; the teacher's weights are not touched.
+    In eval mode and in chunks (`TeacherPerImage` calls it once over the training split, or per
+    augmented batch). Gradients are taken with respect to the input only; the teacher's weights
+    are not touched.
     """
-    teacher = network_teacher(ctx)
-    predicted = ctx.teacher.train_logits.argmax(dim=1)
     parts = []
     with eval_mode(teacher), torch.enable_grad():
-        for start in range(0, len(ctx.x_train), EVAL_BATCH):
-            chunk = ctx.x_train[start : start + EVAL_BATCH].detach().requires_grad_(True)
-            explained = predicted[start : start + EVAL_BATCH]
+        for start in range(0, len(x), EVAL_BATCH):
+            chunk = x[start : start + EVAL_BATCH].detach().requires_grad_(True)
+            explained = classes[start : start + EVAL_BATCH]
             gradient = input_gradients(teacher(chunk), chunk, explained, create_graph=False)
             parts.append(gradient.detach())
     return torch.cat(parts)
@@ -118,7 +117,7 @@ class JacobianMatchingKD(Method):
     )
 
     def fit(self, ctx: TrainContext) -> nn.Module:
-        self.teacher_gradients = teacher_input_gradients(ctx)
+        self.teacher_gradients = TeacherPerImage(ctx, teacher_input_gradients)
         return super().fit(ctx)
 
     def loss(
@@ -127,7 +126,7 @@ class JacobianMatchingKD(Method):
         alpha, temperature = self.params["alpha"], self.params["temperature"]
         explained = teacher_out.logits.argmax(dim=1)
         student_grads = input_gradients(student_out.logits, batch.x, explained, create_graph=True)
-        matching = jacobian_matching_loss(student_grads, self.teacher_gradients[batch.index])
+        matching = jacobian_matching_loss(student_grads, self.teacher_gradients(batch, teacher_out))
         return {
             "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
             "kd": (1 - alpha) * kd_kl(student_out.logits, teacher_out.logits, temperature),

@@ -11,7 +11,13 @@ from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.models.cnn import conv_bn_relu
 from bench.training import TrainContext
-from bench.vision_losses import feature_shapes, last_conv_layer, match_spatial, teacher_grad_cams
+from bench.vision_losses import (
+    TeacherPerImage,
+    feature_shapes,
+    last_conv_layer,
+    match_spatial,
+    teacher_grad_cam,
+)
 
 
 class Concat(nn.Module):
@@ -73,6 +79,15 @@ def strip_classifier(student: nn.Module) -> nn.Module:
     return student
 
 
+def peak_normalised_grad_cam(
+    teacher: nn.Module, x: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """The teacher's Grad-CAM (`teacher_grad_cam`) divided by its peak: the decoder's sigmoid
+    target, in [0, 1]."""
+    maps = teacher_grad_cam(teacher, x, classes)
+    return maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+
+
 @register_method("xdistill")
 class XDistillation(Method):
     """CE + KD + γ·MSE: an autoencoder learns the teacher's Grad-CAM; its code feeds the classifier.
@@ -96,8 +111,7 @@ class XDistillation(Method):
     )
 
     def fit(self, ctx: TrainContext) -> nn.Module:
-        maps = teacher_grad_cams(ctx)
-        self.teacher_maps = maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        self.teacher_maps = TeacherPerImage(ctx, peak_normalised_grad_cam)
         return super().fit(ctx)
 
     def build_student(self, ctx: TrainContext) -> nn.Module:
@@ -128,5 +142,5 @@ class XDistillation(Method):
             "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
             "kd": (1 - alpha) * kd_kl(student_out.logits, teacher_out.logits, temperature),
             "reconstruction": self.params["gamma"]
-            * F.mse_loss(decoded, self.teacher_maps[batch.index]),
+            * F.mse_loss(decoded, self.teacher_maps(batch, teacher_out)),
         }

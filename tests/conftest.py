@@ -22,6 +22,17 @@ registry.load_plugins()
 ALL_REGISTRIES = (METHODS, DATASETS, METRICS, MODELS, PROFILES)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a GPU: skipped where torch sees none (`benchmarks/gpu_check.sh`
+    runs them with `-m cuda` on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run by benchmarks/gpu_check.sh on a GPU)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def restore_registries() -> Iterator[None]:
     """Plugins registered by a test must not leak into the next one."""

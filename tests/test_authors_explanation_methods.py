@@ -57,7 +57,7 @@ from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
 from bench.teachers import NetworkTeacher
 from bench.training import TrainContext
-from bench.vision_losses import last_conv_layer
+from bench.vision_losses import TeacherPerImage, last_conv_layer
 
 DOUBLE = torch.float64
 RTOL = 1e-6
@@ -354,7 +354,7 @@ def float64_context(
 ) -> TrainContext:
     """A real TrainContext whose training split and teacher are float64 (bundles are float32
     by contract, so the split is replaced after construction); the teacher is the stand-in
-    `teacher_input_gradients` reads: its network and its training-split logits."""
+    `TeacherPerImage` reads: its network and its training-split logits."""
     n, *shape = train_x.shape
     classes = int(train_y.max()) + 1
     bundle = random_bundle(n, shape, classes, 0)
@@ -403,7 +403,7 @@ def test_jacobian_kd_terms_and_gradients_are_the_papers(
     # split, the batch's input made to require grad before the student's forward pass.
     method = JacobianMatchingKD({"alpha": alpha, "temperature": temperature, "lambda": lam})
     ctx = float64_context(teacher, train_x, train_y)
-    method.teacher_gradients = teacher_input_gradients(ctx)
+    method.teacher_gradients = TeacherPerImage(ctx, teacher_input_gradients)
     x = train_x[index].requires_grad_(True)
     ours = method.loss(
         Batch(x, y, index),
@@ -430,8 +430,9 @@ def test_teacher_gradients_are_each_images_own_jacobian_of_its_predicted_class()
     teacher = ConvNet(2, 4, 2, 7).to(DOUBLE).eval()
     train_x = torch.randn(9, 2, 6, 6, dtype=DOUBLE)
     ctx = float64_context(teacher, train_x, torch.arange(9) % 7)
-    ours = teacher_input_gradients(ctx)
-    predicted = ctx.teacher.train_logits.argmax(dim=1).tolist()
+    predicted = ctx.teacher.train_logits.argmax(dim=1)
+    ours = teacher_input_gradients(teacher, train_x, predicted)
+    predicted = predicted.tolist()
     theirs = torch.stack(
         [paper_jacobian(teacher, x, c) for x, c in zip(train_x, predicted, strict=True)]
     )

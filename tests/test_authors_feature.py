@@ -440,7 +440,7 @@ def test_e2kd_terms_and_gradient_are_the_authors(
     x = train_x[index]
     y = torch.randint(CLASSES, (batch,), generator=generator)
 
-    # The teacher's maps: ours as `teacher_grad_cams` makes them (all training images, at input
+    # The teacher's maps: ours as `TeacherPerImage` makes them (all training images, at input
     # size), the authors' live on the batch.
     with torch.no_grad():
         train_predicted = teacher(train_x).argmax(dim=1)
@@ -457,7 +457,8 @@ def test_e2kd_terms_and_gradient_are_the_authors(
 
     # Ours, through the method's own loss.
     method = ExplanationEnhancedKD({"alpha": alpha, "temperature": temperature, "lambda": lam})
-    method.teacher_maps = ours_teacher
+    # The lookup `TeacherPerImage` makes on a batch that is not augmented.
+    method.teacher_maps = lambda batch, _: ours_teacher[batch.index]
     activation = student.features(x)
     s_logits = student.head(activation)
     ours = method.loss(

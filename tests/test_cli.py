@@ -16,7 +16,9 @@ from bench.cli import main
         (("--method", "nope"), "unknown method 'nope'; valid methods: "),
         (
             ("--all", "--profile", "nope"),
-            "unknown profile 'nope'; valid profiles: default, full, smoke",
+            "unknown profile 'nope'; valid profiles: cifar100, cifar100-resnet110-resnet20, "
+            "cifar100-resnet32x4-shufflenetv1, cifar100-resnet56-resnet20, cifar100-vgg13-vgg8, "
+            "cifar100-wrn_40_2-wrn_16_2, default, full, smoke",
         ),
         (
             ("--all", "--set", "kd.nope=1"),

@@ -113,7 +113,7 @@ def test_mixed_precision_changes_nothing_on_the_cpu():
     assert plain_ctx.history == mixed_ctx.history
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on CUDA only")
+@pytest.mark.cuda
 def test_mixed_precision_trains_on_a_gpu():
     ctx, _ = train_digits(True, torch.device("cuda"))
     assert ctx.uses_mixed_precision

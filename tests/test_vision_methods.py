@@ -327,9 +327,9 @@ def test_xdistill_student_is_one_network_that_grad_cam_can_explain(
     maps = grad_cam_maps(student, last_conv_layer(student), x, student(x).argmax(1))
     assert maps.shape[0] == 6 and torch.isfinite(maps).all()
     # The teacher's maps it learned to reconstruct are scaled to a maximum of 1 per sample.
-    peaks = method.teacher_maps.amax(dim=(1, 2))
+    peaks = method.teacher_maps.table.amax(dim=(1, 2))
     assert peaks.max().item() == pytest.approx(1.0)
-    assert method.teacher_maps.shape[-2:] == (8, 8)
+    assert method.teacher_maps.table.shape[-2:] == (8, 8)
 
 
 # --- every image method through the shared loop, on a split that ends in one sample ---------

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.augment import black_fill
 from bench.data import DatasetBundle
 from bench.explainers import EXPLAINERS, ExplainSettings
 from bench.profiles import ExplanationBudget
@@ -85,12 +86,16 @@ class ScoringContext:
 
     @cached_property
     def explain_settings(self) -> ExplainSettings:
-        """Baseline: the training mean for tables (DESIGN §5), a black image for images."""
+        """Baseline: the training mean for tables (DESIGN §5), a black image for images (in a
+        bundle stored standardised, the value black takes after standardisation)."""
         train = self.bundle.train.x
         if self.bundle.modality == "tabular":
             baseline = train.mean(axis=0)
         else:
             baseline = np.zeros(train.shape[1:], dtype=np.float32)
+            black = black_fill(self.bundle.extras)
+            if black is not None:
+                baseline += black.numpy()[:, None, None]
         steps = self.explanation.ig_steps if self.explanation else 32
         return ExplainSettings(baseline.astype(np.float32), steps, seed=EXPLAIN_SUBSET_SEED)
 
