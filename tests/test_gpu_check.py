@@ -1,0 +1,65 @@
+"""`benchmarks/gpu_check.sh`, the GPU track's device check, run end to end in its CPU dry run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+@pytest.mark.slow
+def test_the_dry_run_checks_every_step_on_the_cpu(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", "--out", str(summary_path), "--work", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["mode"] == "dry-run (CPU)" and summary["ok"]
+    steps = summary["steps"]
+    assert list(steps) == ["cuda_tests", "training", "step_ratio", "ray"]
+    assert all(step["ok"] and step["error"] is None for step in steps.values())
+
+    counts = steps["cuda_tests"]["figures"]
+    assert counts.get("skipped", 0) >= 25 and "failed" not in counts  # every one found, none run
+
+    training = steps["training"]["figures"]
+    assert training["dataset"] == "gpu_check_shapes" and training["device"] == "cpu"
+    assert training["pair"] == "resnet56 -> resnet20" and training["epochs"] == 1
+    for key in ("teacher_accuracy", "student_accuracy_best_validation_epoch",
+                "student_accuracy_last_epoch"):  # fmt: skip
+        assert 0.0 <= training[key] <= 1.0
+    assert training["student_train_images_per_second"] > 0
+
+    step = steps["step_ratio"]["figures"]
+    assert step["device"] == "cpu" and step["images_per_epoch"] == 32
+    assert step["step_ratio"] > 0 and step["images_per_second_harness"] > 0
+
+    assert steps["ray"]["figures"]["device"] == "cpu"
+    assert 0.0 <= steps["ray"]["figures"]["accuracy"] <= 1.0
+    # Each step's output is kept beside the results.
+    assert all(Path(step["log"]).is_file() for step in steps.values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_without_a_gpu_the_check_says_to_use_the_dry_run(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--out", str(tmp_path / "summary.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "torch sees no CUDA device here; use --dry-run" in done.stderr
+    assert not (tmp_path / "summary.json").exists()
