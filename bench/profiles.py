@@ -39,13 +39,14 @@ class TrainBudget:
     momentum: float = 0.9  # SGD's; Adam ignores it
     lr_milestones: tuple[int, ...] = ()
     lr_decay: float = 0.1
-    # Random crop with `crop_padding` pixels of zero padding and a horizontal flip of each
-    # training image, drawn from the run's seeded generator and applied on the device in batches
+    # Random crop with `crop_padding` pixels of black padding (`bench.augment`) and a horizontal
+    # flip of each training image, drawn from the run's seeded generator and applied on the device in batches
     # (0: no augmentation). The teacher then sees each augmented batch live.
     crop_padding: int = 0
     autocast_dtype: AutocastType = "float16"
-    # Memory layout of images and convolutions (CUDA's tensor cores prefer NHWC); no effect on
-    # the numbers beyond floating-point summation order.
+    # Memory layout of images and convolutions while training on CUDA (its tensor cores prefer
+    # NHWC); no effect on the numbers beyond floating-point summation order. The CPU keeps the
+    # plain layout.
     channels_last: bool = False
     # `torch.compile` the trained network's forward (CUDA only: on a CPU the compile time of a
     # short run exceeds what it saves).

@@ -499,7 +499,10 @@ class SuiteRunner:
             role="teacher",
             method={"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings},
             teacher={**spec.as_dict(), **info},
-            training={"history": teacher.info.get("history")},
+            training={
+                "last_epoch_test_accuracy": teacher.info.get("last_epoch_test_accuracy"),
+                "history": teacher.info.get("history"),
+            },
             timings={"train": info["train_seconds"], "score": time.perf_counter() - started},
         )
         write_json_atomic(self.reference_path(spec), record)

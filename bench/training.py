@@ -71,8 +71,9 @@ class TrainContext:
             )
         self._fill = black_fill(self.bundle.extras)
         teacher_module = getattr(self.teacher, "module", None)
-        if self.budget.channels_last and teacher_module is not None:
+        if self.uses_channels_last and teacher_module is not None:
             # The teacher reads the same NHWC batches; in its own layout it would convert them.
+            # Idempotent, and only on CUDA, whose numbers are not bitwise reproducible anyway.
             teacher_module.to(memory_format=torch.channels_last)
 
     @property
@@ -91,8 +92,16 @@ class TrainContext:
 
     @property
     def uses_mixed_precision(self) -> bool:
-        """float16 autocast and loss scaling when the budget asks for it and a GPU runs the loop."""
+        """Autocast (`autocast_dtype`; float16 with loss scaling) when the budget asks for it and
+        a GPU runs the loop."""
         return self.budget.mixed_precision and self.device.type == "cuda"
+
+    @property
+    def uses_channels_last(self) -> bool:
+        """The NHWC layout when the budget asks for it and a GPU runs the loop: on a CPU the
+        layout changes float32 summation order (resnet20's logits by ~2e-6), and CPU runs stay
+        bit-for-bit what they were."""
+        return self.budget.channels_last and self.device.type == "cuda"
 
     def default_student(self) -> nn.Module:
         arch = self.student_architecture
@@ -120,7 +129,7 @@ class TrainContext:
             x = self.x_train[index]
             if augments:
                 x = crop_and_flip(x, self.budget.crop_padding, self.generator, self._fill)
-            if self.budget.channels_last:
+            if self.uses_channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield Batch(x, self.y_train[index], index, augmented=augments)
 
@@ -139,7 +148,7 @@ class TrainContext:
         model.to(self.device)
         # One container so that the optimiser and train/eval switches reach both.
         trained = nn.ModuleList([model] if extra is None else [model, extra.to(self.device)])
-        if self.budget.channels_last:
+        if self.uses_channels_last:
             trained.to(memory_format=torch.channels_last)
         compiled = self.budget.compile and self.device.type == "cuda"
         if compiled:
@@ -190,6 +199,10 @@ class TrainContext:
         )
         if best_state is not None:
             model.load_state_dict(best_state)
+        if self.uses_channels_last:
+            # Returned in the layout a model loaded from the cache has, so that a teacher's
+            # outputs do not depend on whether it was trained in this process or loaded.
+            trained.to(memory_format=torch.contiguous_format)
         if compiled:
             # Scoring runs the eager module: explainers hook layers and differentiate through
             # them, each of which would recompile the graph (`nn.Module.compile` keeps the

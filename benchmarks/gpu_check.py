@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,7 @@ class Sizes:
 GPU = Sizes(
     "cuda",
     {"XKD_CHECK_EPOCHS": "10", "XKD_STEP_IMAGES": str(64 * 48), "XKD_STEP_EPOCHS": "2"},
-    {"cuda_tests": 60, "training": 270, "step_ratio": 90, "ray": 60},
+    {"cuda_tests": 100, "training": 230, "step_ratio": 90, "ray": 60},
 )
 DRY_RUN = Sizes(
     "cpu",
@@ -85,24 +86,30 @@ class Step:
 
 
 def run_step(step: Step, command: list[str], env: dict[str, str], limit: int, log: Path) -> str:
-    """Run `command`, keep its output in `log`; the output, or raise with its tail on failure."""
+    """Run `command`, its output going to `log`; the output, or raise with its tail on failure.
+
+    The command leads a process group of its own, and the whole group is killed when it overruns
+    `limit`: Ray's daemons and workers, pytest's and the compiler's children would otherwise
+    outlive it and keep the GPU.
+    """
     started = time.perf_counter()
     step.log = str(log)
-    try:
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit, check=False
-        )
-        output = done.stdout + done.stderr
-    except subprocess.TimeoutExpired as exc:
-        # What the command wrote before it was stopped comes back as bytes, whatever `text` says.
-        parts = (exc.stdout, exc.stderr)
-        log.write_text("".join(p.decode(errors="replace") if p else "" for p in parts))
-        raise RuntimeError(f"did not finish within {limit} s") from None
-    finally:
-        step.seconds = round(time.perf_counter() - started, 1)
-    log.write_text(output)
-    if done.returncode != 0:
-        raise RuntimeError(f"exit status {done.returncode}: {output[-LOG_TAIL:]}")
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise RuntimeError(f"did not finish within {limit} s") from None
+        finally:
+            step.seconds = round(time.perf_counter() - started, 1)
+    output = log.read_text(errors="replace")
+    if process.returncode != 0:
+        raise RuntimeError(f"exit status {process.returncode}: {output[-LOG_TAIL:]}")
     return output
 
 
@@ -127,12 +134,15 @@ def cuda_tests(step: Step, env: dict[str, str], sizes: Sizes, work: Path, _: Pat
 
 
 def has_cifar100(data_dir: Path | None) -> bool:
+    """Whether `data_dir` holds cifar100's files or its archive, where its loader looks first
+    (the check never downloads: a GPU machine may have no network)."""
     if data_dir is None:
         return False
-    files = ("train", "test", "meta")
-    folders = (data_dir, data_dir / "cifar-100-python")
-    batches = any(all((f / name).is_file() for name in files) for f in folders)
-    return batches or (data_dir / "cifar-100-python.tar.gz").is_file()
+    from bench.datasets import cifar100
+
+    folders = (data_dir, data_dir / cifar100.FOLDER)
+    batches = any(all((f / name).is_file() for name in cifar100.BATCH_FILES) for f in folders)
+    return batches or (data_dir / cifar100.ARCHIVE.name).is_file()
 
 
 def record(results: Path, profile: str, dataset: str, row: str) -> dict[str, Any]:

@@ -79,7 +79,7 @@ class JacobianMatchingKD(Method):
     both for teacher and student: the full Jacobian costs one backward pass per class, and we
     read the paper's experiments as matching the teacher's top-scoring output only (the
     third-party re-implementations read it so too). The teacher's gradients are computed once
-    per run (`teacher_input_gradients`).
+    per run (`teacher_input_gradients`), or per batch on augmented images (`TeacherPerImage`).
 
     Departures: the KD part is this benchmark's `kd` row (α·CE + (1−α)·T²·KL, same defaults),
     so jacobian_kd − kd isolates the Jacobian term. No released configuration exists, so its

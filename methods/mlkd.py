@@ -90,8 +90,9 @@ class MultiLevelKD(Method):
       difference on any of the three; 0.09 and 0.009 trail 0.0009 on digits by one validation
       image in two seeds of three (−0.0023, standard error 0.0012). It is also the authors' 0.9
       scaled by (10/100)³, from their 100 classes to digits' 10.
-    - One view. Our loop applies no augmentation (the teacher's outputs are precomputed once per
-      training row), so our one view stands for both of theirs: the objective above with weak =
+    - One view. Our loop shows each image once per step, plain or (under the cifar100 recipe)
+      cropped and flipped, never in a weak and a strong version, so our one view stands for
+      both of theirs: the objective above with weak =
       strong, i.e. 2·0.1·CE + 0.9·Σ_T [(1 + m)·KD_T + c·CC_T + m·BC_T] at the paper's weights;
       ours is 2·ce_weight·CE + Σ_T [kd_weight·(1 + m)·KD_T + cc_weight·c·CC_T + bc_weight·m·BC_T]
       (tests/test_authors_ctkd_mlkd.py checks it against their code fed the same logits as both

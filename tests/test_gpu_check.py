@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +67,26 @@ def test_without_a_gpu_the_check_says_to_use_the_dry_run(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "torch sees no CUDA device here; use --dry-run" in done.stderr
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_a_step_that_overruns_is_stopped_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its process group is killed: a Ray daemon or a compile worker would outlive the step."""
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", check)  # dataclasses look their module up
+    spec.loader.exec_module(check)
+    marker = tmp_path / "child.pid"
+    command = ["bash", "-c", f"sleep 60 & echo $! > {marker}; echo started; wait"]
+    step = check.Step("overrun")
+    with pytest.raises(RuntimeError, match="did not finish within 1 s"):
+        check.run_step(step, command, dict(os.environ), 1, tmp_path / "overrun.log")
+    assert 1 <= step.seconds < 30
+    assert (tmp_path / "overrun.log").read_text() == "started\n"
+    child = int(marker.read_text())
+    time.sleep(0.2)
+    assert (
+        not Path(f"/proc/{child}").exists()
+        or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]
+    )

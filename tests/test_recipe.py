@@ -201,11 +201,14 @@ def test_sgd_with_momentum_or_adam_as_the_budget_says(bundle: DatasetBundle) -> 
     assert isinstance(adam, torch.optim.Adam)
 
 
-def test_augmented_batches_are_cropped_flipped_and_channels_last(bundle: DatasetBundle) -> None:
+def test_augmented_batches_are_cropped_and_flipped_in_the_plain_layout_on_a_cpu(
+    bundle: DatasetBundle,
+) -> None:
     ctx = TrainContext(bundle, None, recipe(), TINY_STUDENT, CPU, seed=0)
+    assert not ctx.uses_channels_last  # CUDA only: the CPU's summation order stays as it was
     batches = list(ctx.batches())
     assert all(b.augmented for b in batches)
-    assert all(b.x.is_contiguous(memory_format=torch.channels_last) for b in batches)
+    assert all(b.x.is_contiguous() for b in batches)
     changed = [not torch.equal(b.x, ctx.x_train[b.index]) for b in batches]
     assert all(changed)
     plain = TrainContext(bundle, None, recipe(crop_padding=0), TINY_STUDENT, CPU, seed=0)
@@ -265,8 +268,8 @@ IMAGE_METHODS = [name for name in METHODS.names() if "image" in METHODS.get(name
 def test_every_image_method_trains_under_the_recipe(
     bundle: DatasetBundle, teacher: Teacher, name: str
 ) -> None:
-    """SGD, a milestone, crop-and-flip and channels-last: the methods' features arrive in NHWC
-    layout and their teacher's outputs (and per-image maps) are computed live."""
+    """SGD, a milestone and crop-and-flip: the teacher's outputs (and per-image maps) are
+    computed live on the augmented images. (Channels-last, CUDA only, in the GPU tests.)"""
     seed_everything(0)
     ctx = TrainContext(bundle, teacher, recipe(), TINY_STUDENT, CPU, seed=0)
     student = METHODS.get(name)().fit(ctx)
@@ -313,6 +316,21 @@ def gpu_teacher(bundle: DatasetBundle, tmp_path_factory: pytest.TempPathFactory)
     module = build_model("resnet", bundle.input_shape, 3, width=4, blocks=1).to(CUDA)
     spec = TeacherSpec("random", "0", "image", "resnet", {})
     return NetworkTeacher(module, spec, bundle, CUDA, {}, tmp_path_factory.mktemp("gpu-teacher"))
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_batches_teacher_and_student_train_channels_last_and_return_plain(
+    bundle: DatasetBundle, gpu_teacher: Teacher
+) -> None:
+    ctx = TrainContext(bundle, gpu_teacher, gpu_recipe(), TINY_STUDENT, CUDA, seed=0)
+    assert ctx.uses_channels_last
+    assert all(b.x.is_contiguous(memory_format=torch.channels_last) for b in ctx.batches())
+    assert gpu_teacher.module.layer1[0].conv1.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    student = METHODS.get("kd")().fit(ctx)
+    # Returned in the layout a model loaded from the cache has.
+    assert all(p.is_contiguous() for p in student.parameters())
 
 
 @pytest.mark.cuda

@@ -178,13 +178,15 @@ def test_the_profile_resnet_is_unchanged_by_the_separate_stem_width() -> None:
     assert isinstance(model.layer1[0].shortcut, nn.Identity)  # stem and layer1 equally wide
 
 
-@pytest.mark.parametrize(("name", "classifier_std"), [("resnet8x4", None), ("wrn_16_2", None),
-                                                      ("vgg8", 0.01)])  # fmt: skip
+@pytest.mark.parametrize(("name", "zero_bias", "classifier_std"),
+                         [("resnet8x4", False, None), ("wrn_16_2", True, None),
+                          ("vgg8", True, 0.01)])  # fmt: skip
 def test_the_standard_architectures_start_from_the_authors_initialisation(
-    name: str, classifier_std: float | None
+    name: str, zero_bias: bool, classifier_std: float | None
 ) -> None:
     """He-normal over the fan-out (RepDistiller's kaiming_normal_(mode="fan_out") and its
-    normal_(0, sqrt(2 / (k·k·out)))), batch norms at 1 and 0, the classifier's bias 0."""
+    normal_(0, sqrt(2 / (k·k·out)))), batch norms at 1 and 0; the classifier as each family's
+    file leaves it (ResNets: PyTorch's; WRNs: bias 0; VGGs: N(0, 0.01), bias 0)."""
     torch.manual_seed(0)
     model = build_model(name, CIFAR, CLASSES)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.numel() > 20_000]
@@ -195,7 +197,7 @@ def test_the_standard_architectures_start_from_the_authors_initialisation(
     assert convs
     assert all((m.weight == 1).all() and (m.bias == 0).all()
                for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # fmt: skip
-    assert (model.head.bias == 0).all()
+    assert (model.head.bias == 0).all() == zero_bias
     if classifier_std is not None:
         assert model.head.weight.std().item() == pytest.approx(classifier_std, rel=0.05)
 

@@ -36,11 +36,14 @@ class StagedNetwork(nn.Module):
         return self.head(self.pool(x))
 
 
-def authors_initialisation(model: nn.Module, classifier_std: float | None = None) -> nn.Module:
+def authors_initialisation(
+    model: nn.Module, zero_classifier_bias: bool = False, classifier_std: float | None = None
+) -> nn.Module:
     """`model` initialised as RepDistiller initialises its ResNets, WRNs and VGGs (models/resnet.py,
     wrn.py, vgg.py, commit b84f547c): convolutions He-normal over their fan-out (biases 0), batch
-    norms at weight 1 and bias 0; the classifier's bias 0 and, with `classifier_std` (VGG's
-    0.01), its weights normal with that deviation.
+    norms at weight 1 and bias 0. The classifier keeps PyTorch's initialisation (the ResNets'),
+    or its bias is 0 (`zero_classifier_bias`, the WRNs'), or its weights are normal with
+    deviation `classifier_std` and its bias 0 (the VGGs', 0.01).
 
     PyTorch's default starts a convolution at a third of that variance (Kaiming-uniform with
     a = √5). The literature's accuracies come from its own start, so the standard architectures
@@ -56,7 +59,8 @@ def authors_initialisation(model: nn.Module, classifier_std: float | None = None
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     head = model.get_submodule("head")
-    nn.init.zeros_(head.bias)
+    if zero_classifier_bias or classifier_std is not None:
+        nn.init.zeros_(head.bias)
     if classifier_std is not None:
         nn.init.normal_(head.weight, 0.0, classifier_std)
     return model

@@ -78,9 +78,13 @@ class WideResNet(StagedNetwork):
 
 @register_model("wrn_16_2")
 def build_wrn_16_2(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return authors_initialisation(WideResNet(input_shape[0], num_classes, blocks=2, widen=2))
+    return authors_initialisation(
+        WideResNet(input_shape[0], num_classes, blocks=2, widen=2), zero_classifier_bias=True
+    )
 
 
 @register_model("wrn_40_2")
 def build_wrn_40_2(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return authors_initialisation(WideResNet(input_shape[0], num_classes, blocks=6, widen=2))
+    return authors_initialisation(
+        WideResNet(input_shape[0], num_classes, blocks=6, widen=2), zero_classifier_bias=True
+    )
