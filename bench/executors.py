@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,7 +38,8 @@ from bench.environment import resolve_device
 from bench.errors import BenchError
 from bench.planner import Plan
 from bench.profiles import PROFILES
-from bench.runner import DatasetStage, RunOptions, SuiteRunner
+from bench.progress import SilentProgress, Work
+from bench.runner import DatasetStage, RunOptions, SuiteRunner, stage_label
 from bench.specs import RunSpec
 from bench.teachers import Teacher
 
@@ -77,17 +78,12 @@ class JobResult:
     teacher_ready: bool = False
 
 
-class RecordingProgress:
-    """A worker's progress: the finished runs are kept and sent back to the parent."""
+class RecordingProgress(SilentProgress):
+    """A worker's progress: the finished runs are kept and sent back to the parent, which
+    times the worker's stages itself."""
 
     def __init__(self) -> None:
         self.finished_runs: list[Finished] = []
-
-    def start(self, total: int, already_done: int) -> None:
-        pass
-
-    def stage(self, label: str, stage: str) -> None:
-        pass
 
     def finished(self, label: str, status: str, seconds: float) -> None:
         self.finished_runs.append(Finished(label, status, seconds))
@@ -193,6 +189,7 @@ class _Job:
     args: tuple[Any, ...]
     runs: tuple[RunSpec, ...]  # the runs whose records the job writes (or, if it dies, we do)
     stage: str
+    work: Work  # what the progress display's cost model counts it as
     attempt: int = 1
 
 
@@ -394,15 +391,17 @@ class PoolExecutor:
         profile = runner.plan.profile.name
         waiting: deque[_Job] = deque(
             _Job(
-                f"{stage.dataset} (teacher seed {stage.teacher.seed})",
+                stage_label(stage),
                 teacher_job,
                 (setup, stage, profile),
                 tuple(stage.runs),
                 "the teacher stage",
+                ("teacher", stage.dataset),
             )
             for stage in stages
         )
         in_flight: dict[Any, _Job] = {}
+        submitted: dict[Any, float] = {}
         statuses: list[str] = []
         try:
             while waiting or in_flight:
@@ -414,12 +413,22 @@ class PoolExecutor:
                     ):
                         break
                     job = waiting.popleft()
-                    in_flight[self.backend.submit(job.fn, job.args)] = job
-                self._show(runner, in_flight.values(), len(waiting))
+                    handle = self.backend.submit(job.fn, job.args)
+                    in_flight[handle], submitted[handle] = job, time.perf_counter()
+                    runner.progress.began(job.label, job.work)
+                    runner.progress.stage(job.label, f"{job.stage} in a worker")
                 for handle, outcome in self.backend.wait(list(in_flight)):
                     job = in_flight.pop(handle)
+                    seconds = time.perf_counter() - submitted.pop(handle)
+                    retry = (
+                        isinstance(outcome, BaseException)
+                        and self.backend.worker_lost(outcome)
+                        and job.attempt < MAX_ATTEMPTS
+                    )
+                    if job.work[0] == "teacher" and not retry:  # runs report themselves
+                        runner.progress.teacher_finished(job.label, job.work[1], seconds)
                     if isinstance(outcome, BaseException):
-                        if self.backend.worker_lost(outcome) and job.attempt < MAX_ATTEMPTS:
+                        if retry:
                             log.warning("worker died during %s; trying it again", job.label)
                             waiting.appendleft(replace(job, attempt=job.attempt + 1))
                         else:
@@ -430,7 +439,14 @@ class PoolExecutor:
                         statuses.append(line.status)
                     if outcome.teacher_ready:
                         waiting.extend(
-                            _Job(spec.label, student_job, (setup, spec), (spec,), "training")
+                            _Job(
+                                spec.label,
+                                student_job,
+                                (setup, spec),
+                                (spec,),
+                                "training",
+                                ("run", spec.dataset),
+                            )
                             for spec in job.runs
                         )
         except BaseException:
@@ -450,12 +466,6 @@ class PoolExecutor:
             runner.record_unrun(spec, "failed", exc, job.stage, lock_wait=DEAD_WORKER_LOCK_WAIT)
             for spec in job.runs
         ]
-
-    @staticmethod
-    def _show(runner: SuiteRunner, jobs: Iterable[_Job], queued: int) -> None:
-        labels = [job.label for job in jobs]
-        shown = ", ".join(labels[:3]) + (f" +{len(labels) - 3}" if len(labels) > 3 else "")
-        runner.progress.stage(shown, f"running, {queued} queued")
 
 
 def make_executor(

@@ -1,11 +1,27 @@
-"""The live progress display of `bench run`: a status line with stage, elapsed time and ETA."""
+"""The live progress display of `bench run`: a line per finished run, and a status line with the
+current stage, its own elapsed time and epoch, and an ETA from a per-stage cost model.
+
+The ETA used to be the mean time of the runs so far times the runs left; a suite whose teachers
+train for minutes before any student starts, and whose datasets differ tenfold in cost, made it
+say 6:39 left at 50 % when 48 minutes were left. Now every piece of work is one of two kinds,
+a dataset's teacher stage or a student run, and each piece is estimated by what the same kind
+cost on the same dataset, measured as the suite goes (or, before anything of its dataset has
+finished, what that kind cost on the others). The status line is redrawn every `refresh`
+seconds by a background thread, so it never stands still during a long stage.
+"""
 
 from __future__ import annotations
 
+import statistics
 import sys
+import threading
 import time
-from collections import Counter
-from typing import TextIO
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Literal, Protocol, TextIO
+
+WorkKind = Literal["teacher", "run"]
+Work = tuple[WorkKind, str]  # (kind, dataset)
 
 
 def clock(seconds: float) -> str:
@@ -15,71 +31,231 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-class TerminalProgress:
-    """Prints a line per finished run and, on a terminal, redraws a status line below them.
+def dataset_of(label: str) -> str:
+    """The dataset of a run label (`digits/kd/seed0`) or of a teacher stage's (`digits`)."""
+    return label.partition("/")[0]
 
-    The ETA is the mean time of the runs executed so far times the runs left, so it sharpens as
-    the suite goes; runs that had finished before do not count.
-    """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
-        self.total = 0
-        self.completed = 0
-        self.executed_seconds = 0.0
-        self.executed = 0
-        self.started = time.perf_counter()
-        self.statuses: Counter = Counter()
-        self.current = ""
+class CostModel:
+    """Seconds per piece of work, measured as the suite goes, and what the rest should take."""
 
-    def start(self, total: int, already_done: int) -> None:
-        self.total, self.completed = total, already_done
-        self.started = time.perf_counter()
-        todo = total - already_done
-        self._print(f"{total} runs planned: {already_done} already done, {todo} to run")
+    def __init__(self) -> None:
+        self.measured: dict[Work, list[float]] = defaultdict(list)
+
+    def record(self, work: Work, seconds: float) -> None:
+        self.measured[work].append(seconds)
+
+    def estimate(self, work: Work) -> float | None:
+        """The mean of this kind on this dataset; else of this kind on any dataset; else None."""
+        own = self.measured.get(work)
+        if own:
+            return statistics.fmean(own)
+        kind = [s for (k, _), values in self.measured.items() if k == work[0] for s in values]
+        return statistics.fmean(kind) if kind else None
+
+    def remaining(
+        self, pending: Counter[Work], running: Iterable[tuple[Work, float]], slots: int
+    ) -> float | None:
+        """Seconds until `pending` work and the `running` (work, seconds so far) are done, with
+        `slots` pieces at a time; None while some kind of pending work has no measurement yet."""
+        total = 0.0
+        for work, count in pending.items():
+            if count <= 0:
+                continue
+            estimate = self.estimate(work)
+            if estimate is None:
+                return None
+            total += estimate * count
+        for work, elapsed in running:
+            estimate = self.estimate(work)
+            if estimate is None:
+                return None
+            total += max(estimate - elapsed, 0.0)
+        return total / max(slots, 1)
+
+
+class Progress(Protocol):
+    """What the runner and the executors report as a suite goes; the CLI draws it."""
+
+    def start(
+        self, total: int, already_done: int, work: Iterable[Work] = (), slots: int = 1
+    ) -> None: ...
+
+    def began(self, label: str, work: Work) -> None: ...
+
+    def stage(self, label: str, stage: str) -> None: ...
+
+    def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None: ...
+
+    def teacher_finished(self, label: str, dataset: str, seconds: float) -> None: ...
+
+    def finished(self, label: str, status: str, seconds: float) -> None: ...
+
+
+class SilentProgress:
+    """A `Progress` that ignores what it is told (a worker's; the default of tests)."""
+
+    def start(
+        self, total: int, already_done: int, work: Iterable[Work] = (), slots: int = 1
+    ) -> None:
+        pass
+
+    def began(self, label: str, work: Work) -> None:
+        pass
 
     def stage(self, label: str, stage: str) -> None:
-        self.current = f"{label}: {stage}"
+        pass
+
+    def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
+        pass
+
+    def teacher_finished(self, label: str, dataset: str, seconds: float) -> None:
+        pass
+
+    def finished(self, label: str, status: str, seconds: float) -> None:
+        pass
+
+
+class TerminalProgress:
+    """Prints a line per finished run and, on a terminal, keeps a status line below them.
+
+    `clock` is injectable so that the ETA can be tested against a fake one.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        refresh: float = 1.0,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self.now = clock
+        self.refresh = refresh
+        self.total = 0
+        self.completed = 0
+        self.slots = 1
+        self.started = self.now()
+        self.statuses: Counter = Counter()
+        self.costs = CostModel()
+        self.pending: Counter[Work] = Counter()
+        # By label: the work under way and when it began; what it is doing and since when.
+        self.running: dict[str, tuple[Work, float]] = {}
+        self.doing: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # --- what the runner and the executors report ------------------------------------------
+    def start(
+        self, total: int, already_done: int, work: Iterable[Work] = (), slots: int = 1
+    ) -> None:
+        """The suite's plan: `work` lists every teacher stage and run still to do."""
+        with self._lock:
+            self.total, self.completed, self.slots = total, already_done, slots
+            self.started = self.now()
+            self.pending = Counter(work)
+        todo = total - already_done
+        self._print(f"{total} runs planned: {already_done} already done, {todo} to run")
+        if self.live and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._ticker.start()
+
+    def began(self, label: str, work: Work) -> None:
+        """A piece of work started: it leaves the pending work, and counts as what is left of
+        its estimate until it finishes."""
+        with self._lock:
+            if label not in self.running and self.pending[work] > 0:
+                self.pending[work] -= 1
+            self.running[label] = (work, self.now())
+
+    def stage(self, label: str, stage: str) -> None:
+        """What `label` is doing now; its stage clock restarts when the stage changes."""
+        with self._lock:
+            known = self.doing.get(label)
+            if known is None or known[0].split(" epoch ")[0] != stage.split(" epoch ")[0]:
+                self.doing[label] = (stage, self.now())
+            else:
+                self.doing[label] = (stage, known[1])
+        self._draw()
+
+    def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
+        """Epoch `epoch` (from 1) of `epochs` of `label`'s `stage` has begun."""
+        self.stage(label, f"{stage} epoch {epoch}/{epochs}")
+
+    def teacher_finished(self, label: str, dataset: str, seconds: float) -> None:
+        with self._lock:
+            self._done(label, ("teacher", dataset), seconds)
         self._draw()
 
     def finished(self, label: str, status: str, seconds: float) -> None:
-        self.completed += 1
-        self.statuses[status] += 1
-        if status in ("ok", "failed", "diverged"):
-            self.executed += 1
-            self.executed_seconds += seconds
+        with self._lock:
+            self.completed += 1
+            self.statuses[status] += 1
+            measured = status in ("ok", "failed", "diverged")
+            self._done(label, ("run", dataset_of(label)), seconds if measured else None)
         width = len(str(self.total))
         self._print(
             f"[{self.completed:>{width}}/{self.total}] {status:<8} {label} ({seconds:.1f}s)"
         )
 
-    def eta(self) -> float | None:
-        if not self.executed:
-            return None
-        return self.executed_seconds / self.executed * (self.total - self.completed)
+    def _done(self, label: str, work: Work, seconds: float | None) -> None:
+        """Called with the lock held: `work` is no longer running (or, if it never began, as a
+        run recorded as skipped, no longer pending)."""
+        self.doing.pop(label, None)
+        if self.running.pop(label, None) is None and self.pending[work] > 0:
+            self.pending[work] -= 1
+        if seconds is not None:
+            self.costs.record(work, seconds)
 
-    def _status_line(self) -> str:
-        elapsed = clock(time.perf_counter() - self.started)
+    # --- what the display says ---------------------------------------------------------------
+    def eta(self) -> float | None:
+        with self._lock:
+            now = self.now()
+            running = [(work, now - since) for work, since in self.running.values()]
+            return self.costs.remaining(self.pending, running, self.slots)
+
+    def status_line(self) -> str:
         eta = self.eta()
-        percent = 100 * self.completed // max(self.total, 1)
+        with self._lock:
+            now = self.now()
+            percent = 100 * self.completed // max(self.total, 1)
+            doing = [
+                f"{label}: {stage} ({clock(now - since)})"
+                for label, (stage, since) in self.doing.items()
+            ]
+            elapsed = clock(now - self.started)
+        current = "; ".join(doing[:2]) + (f"; +{len(doing) - 2} more" if len(doing) > 2 else "")
+        idle = "done" if self.completed >= self.total else "waiting"
         return (
-            f"[{self.completed}/{self.total}] {percent}% | {self.current} | elapsed {elapsed}"
-            f" | ETA {clock(eta) if eta is not None else '?'}"
+            f"[{self.completed}/{self.total}] {percent}% | {current or idle} | "
+            f"elapsed {elapsed} | ETA {clock(eta) if eta is not None else '?'}"
         )
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.refresh):
+            self._draw()
 
     def _draw(self) -> None:
         if self.live:
-            self.stream.write("\r\033[K" + self._status_line())
-            self.stream.flush()
+            line = self.status_line()
+            with self._lock:
+                self.stream.write("\r\033[K" + line)
+                self.stream.flush()
 
     def _print(self, line: str) -> None:
-        if self.live:
-            self.stream.write("\r\033[K")
-        self.stream.write(line + "\n")
+        with self._lock:
+            if self.live:
+                self.stream.write("\r\033[K")
+            self.stream.write(line + "\n")
         self._draw()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if self.live:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write("\r\033[K")
+                self.stream.flush()

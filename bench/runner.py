@@ -48,6 +48,7 @@ from bench.metrics.dissection import dissection_summary
 from bench.models import build_model, count_parameters
 from bench.planner import Plan
 from bench.profiles import Profile
+from bench.progress import Progress, SilentProgress
 from bench.specs import RunSpec, TeacherSpec, stable_hash
 from bench.store import (
     read_record,
@@ -64,27 +65,6 @@ log = logging.getLogger(__name__)
 CONTROL_CATEGORIES = frozenset(
     c for c in CATEGORY_ORDER if c == "explanation" or c.startswith("quantus_")
 )
-
-
-class Progress(Protocol):
-    """What the runner reports as it goes; the CLI draws it, tests may record it."""
-
-    def start(self, total: int, already_done: int) -> None: ...
-
-    def stage(self, label: str, stage: str) -> None: ...
-
-    def finished(self, label: str, status: str, seconds: float) -> None: ...
-
-
-class SilentProgress:
-    def start(self, total: int, already_done: int) -> None:
-        pass
-
-    def stage(self, label: str, stage: str) -> None:
-        pass
-
-    def finished(self, label: str, status: str, seconds: float) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -105,6 +85,11 @@ class DatasetStage:
     runs: list[RunSpec]
     # Whether the teacher's reference rows (teacher, random control) are already recorded.
     teacher_done: bool
+
+
+def stage_label(stage: DatasetStage) -> str:
+    """How the progress display names a teacher stage: its dataset and teacher seed."""
+    return f"{stage.dataset} (teacher seed {stage.teacher.seed})"
 
 
 class Executor(Protocol):
@@ -261,8 +246,11 @@ class SuiteRunner:
             spec for spec in self.plan.runs if not self._is_done(self.path_of(spec), spec.run_id)
         ]
         summary.counts["done"] = len(self.plan.runs) - len(todo)
-        self.progress.start(len(self.plan.runs), summary.counts["done"])
         stages = self.dataset_stages(todo)
+        work = [("teacher", stage.dataset) for stage in stages]
+        work += [("run", spec.dataset) for stage in stages for spec in stage.runs]
+        slots = self.executor.backend.slots if self.executor is not None else 1
+        self.progress.start(len(self.plan.runs), summary.counts["done"], work, slots)
         if self.executor is not None:
             statuses = self.executor.execute(self, stages)
         else:
@@ -302,9 +290,20 @@ class SuiteRunner:
         Returns the data and the teacher; or, when either cannot be had, the statuses of the
         stage's runs, whose records then say why (`skipped` for unavailable data, else `failed`).
         """
+        label = stage_label(stage)
+        self.progress.began(label, ("teacher", stage.dataset))
+        started = time.perf_counter()
+        try:
+            return self._prepare_dataset(stage, label)
+        finally:
+            self.progress.teacher_finished(label, stage.dataset, time.perf_counter() - started)
+
+    def _prepare_dataset(
+        self, stage: DatasetStage, label: str
+    ) -> tuple[DatasetBundle, Teacher] | list[str]:
         entry = DATASETS.get(stage.dataset)
         try:
-            self.progress.stage(stage.dataset, "loading data")
+            self.progress.stage(label, "loading data")
             bundle = entry.load(DatasetLoaderOptions(data_dir=self.options.data_dir))
         except DatasetUnavailable as exc:
             log.warning("dataset %s unavailable: %s", stage.dataset, exc)
@@ -315,8 +314,8 @@ class SuiteRunner:
             ]
 
         try:
-            self.progress.stage(stage.dataset, "teacher")
-            teacher = self.teacher_stage(stage.teacher, bundle, stage.teacher_done)
+            self.progress.stage(label, "teacher")
+            teacher = self.teacher_stage(stage.teacher, bundle, stage.teacher_done, label)
         except Exception as exc:
             log.error("teacher of %s failed: %s", stage.dataset, exc)
             return [
@@ -325,7 +324,7 @@ class SuiteRunner:
         return bundle, teacher
 
     def teacher_stage(
-        self, spec: TeacherSpec, bundle: DatasetBundle, teacher_done: bool
+        self, spec: TeacherSpec, bundle: DatasetBundle, teacher_done: bool, label: str
     ) -> Teacher:
         """The dataset's teacher, trained at most once however many processes need it: under
         the teacher's lock a second process waits, then loads the first one's from the cache."""
@@ -334,10 +333,19 @@ class SuiteRunner:
             # Staging folders of a training that was killed: no one else is training it now.
             for stale in folder.parent.glob(f".{spec.key}.*"):
                 shutil.rmtree(stale, ignore_errors=True)
-            teacher = obtain_teacher(spec, bundle, self.options.results, self.options.device)
+            teacher = obtain_teacher(
+                spec,
+                bundle,
+                self.options.results,
+                self.options.device,
+                on_epoch=lambda epoch, epochs: self.progress.epoch(
+                    label, "teacher training", epoch, epochs
+                ),
+            )
             if not teacher_done and not self._reference_done(spec):
                 for row in REFERENCE_ROWS:
                     remove_temporaries(self.reference_path(spec, row))
+                self.progress.stage(label, "scoring the teacher and its controls")
                 self._score_teacher(teacher, bundle)
         return teacher
 
@@ -426,6 +434,7 @@ class SuiteRunner:
         timings: dict[str, float] = {}
         ctx: TrainContext | None = None
         try:
+            self.progress.began(spec.label, ("run", spec.dataset))
             self.progress.stage(spec.label, "training")
             seed_everything(spec.seed)
             method = METHODS.get(spec.method)(dict(spec.params))
@@ -436,6 +445,9 @@ class SuiteRunner:
                 student_architecture=spec.budget.student,
                 device=self.options.device,
                 seed=spec.seed,
+                on_epoch=lambda epoch, epochs: self.progress.epoch(
+                    spec.label, "training", epoch, epochs
+                ),
             )
             student = method.fit(ctx)
             timings["train"] = time.perf_counter() - started

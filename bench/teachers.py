@@ -270,9 +270,14 @@ def teacher_dir(results: Path, spec: TeacherSpec) -> Path:
 
 
 def obtain_teacher(
-    spec: TeacherSpec, bundle: DatasetBundle, results: Path, device: torch.device
+    spec: TeacherSpec,
+    bundle: DatasetBundle,
+    results: Path,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> Teacher:
-    """Load the cached teacher for `spec` once its digests check out, or train and cache it."""
+    """Load the cached teacher for `spec` once its digests check out, or train and cache it
+    (`on_epoch` is told each epoch of a network teacher's training, as `TrainContext` says)."""
     folder = teacher_dir(results, spec)
     if folder.exists():
         try:
@@ -280,7 +285,7 @@ def obtain_teacher(
         except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
             log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
-    return _train_and_cache(spec, bundle, folder, device)
+    return _train_and_cache(spec, bundle, folder, device, on_epoch)
 
 
 def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device) -> Teacher:
@@ -299,7 +304,11 @@ def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.
 
 
 def _train_and_cache(
-    spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device
+    spec: TeacherSpec,
+    bundle: DatasetBundle,
+    folder: Path,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> Teacher:
     start = time.perf_counter()
     if spec.kind == "lightgbm":
@@ -308,7 +317,7 @@ def _train_and_cache(
             booster, spec, bundle, device, info, folder
         )
     else:
-        module, extra = _train_network(spec, bundle, device)
+        module, extra = _train_network(spec, bundle, device, on_epoch)
         build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
     teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +373,10 @@ def _new_network(spec: TeacherSpec, bundle: DatasetBundle) -> nn.Module:
 
 
 def _train_network(
-    spec: TeacherSpec, bundle: DatasetBundle, device: torch.device
+    spec: TeacherSpec,
+    bundle: DatasetBundle,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> tuple[nn.Module, dict]:
     seed_everything(spec.seed)
     module = _new_network(spec, bundle)
@@ -376,6 +388,7 @@ def _train_network(
         student_architecture=Architecture(arch["model"], tuple(map(tuple, arch["size"]))),
         device=device,
         seed=spec.seed,
+        on_epoch=on_epoch,
     )
     module = ctx.fit(module, cross_entropy_step(module))
     return module, {

@@ -56,6 +56,8 @@ class TrainContext:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
     last_epoch_test_accuracy: float | None = None
+    # Told (epoch from 1, epochs) as each epoch begins: the progress display shows it.
+    on_epoch: Callable[[int, int], None] | None = None
 
     def __post_init__(self) -> None:
         to = self.device
@@ -165,6 +167,8 @@ class TrainContext:
         best_accuracy, best_state = -1.0, None
         for epoch in range(self.budget.epochs):
             self.epoch = epoch
+            if self.on_epoch is not None:
+                self.on_epoch(epoch + 1, self.budget.epochs)
             trained.train()
             logged: list[dict[str, torch.Tensor]] = []
             for batch in self.batches():
