@@ -364,6 +364,10 @@ class PoolExecutor:
     def name(self) -> str:
         return self.backend.name
 
+    @property
+    def slots(self) -> int:
+        return self.backend.slots
+
     def resolve_device(self, requested: str) -> torch.device:
         return self.backend.resolve_device(requested)
 

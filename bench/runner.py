@@ -95,6 +95,11 @@ def stage_label(stage: DatasetStage) -> str:
 class Executor(Protocol):
     """Executes dataset stages somewhere other than this process (`bench.executors`)."""
 
+    @property
+    def slots(self) -> int:
+        """How many jobs run at once."""
+        ...
+
     def execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]: ...
 
 
@@ -249,7 +254,7 @@ class SuiteRunner:
         stages = self.dataset_stages(todo)
         work = [("teacher", stage.dataset) for stage in stages]
         work += [("run", spec.dataset) for stage in stages for spec in stage.runs]
-        slots = self.executor.backend.slots if self.executor is not None else 1
+        slots = self.executor.slots if self.executor is not None else 1
         self.progress.start(len(self.plan.runs), summary.counts["done"], work, slots)
         if self.executor is not None:
             statuses = self.executor.execute(self, stages)
