@@ -10,6 +10,10 @@ from bench.method import Batch, Method, ModelOutput
 from bench.profiles import Architecture, TrainBudget
 from bench.training import TrainContext
 
+# Every comparison with an author's formula is made in float64 and must agree to this relative
+# tolerance; an absolute one is allowed only where exact zeros occur.
+RTOL = 1e-6
+
 
 def random_logits(
     batch_size: int, num_classes: int, seed: int
@@ -42,3 +46,20 @@ def image_context() -> TrainContext:
     bundle = DatasetBundle("random", "0", "image", split, split, split, ("a", "b"))
     student = Architecture("small_cnn", (("width", 4), ("depth", 1)))
     return TrainContext(bundle, None, TrainBudget(1, 4, 1e-3), student, torch.device("cpu"), 0)
+
+
+def assert_same(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 0.0) -> None:
+    """Equal to `RTOL` relative, both in float64; `atol` only where exact zeros occur."""
+    assert ours.dtype == theirs.dtype == torch.float64
+    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=atol)
+
+
+def epoch_context(num_epochs: int, epoch: int) -> TrainContext:
+    """A real context on a two-sample image dataset, at 0-based `epoch` of `num_epochs` (for
+    the methods whose loss follows a schedule over the epochs)."""
+    split = Split(np.zeros((2, 1, 2, 2), dtype=np.float32), np.array([0, 1]))
+    bundle = DatasetBundle("toy", "1", "image", split, split, split, ("a", "b"))
+    budget = TrainBudget(epochs=num_epochs, batch_size=64, lr=1e-3)
+    ctx = TrainContext(bundle, None, budget, Architecture("cnn"), torch.device("cpu"), seed=0)
+    ctx.epoch = epoch
+    return ctx

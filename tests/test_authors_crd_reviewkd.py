@@ -59,18 +59,13 @@ from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
 from bench.teachers import NetworkTeacher
 from bench.training import TrainContext, seed_everything
+from tests.authorkit import assert_same
 
 DOUBLE = torch.float64
-RTOL = 1e-6
 CPU = torch.device("cpu")
 
 # The tensors here are tiny: on a shared machine a second intra-op thread only spins.
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.dtype == theirs.dtype == DOUBLE
-    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=0.0)
 
 
 def image_bundle(labels: np.ndarray, side: int = 8) -> DatasetBundle:

@@ -42,7 +42,7 @@ from bench.methods.ctkd import CurriculumTemperatureKD
 from bench.methods.mlkd import MultiLevelKD
 from bench.profiles import Architecture, TrainBudget
 from bench.training import TrainContext
-from tests.authorkit import random_logits
+from tests.authorkit import epoch_context, random_logits
 
 RTOL = 1e-6
 ATOL = 1e-12
@@ -56,16 +56,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert ours.dtype == torch.float64
     torch.testing.assert_close(ours, theirs.reshape(ours.shape), rtol=RTOL, atol=ATOL)
-
-
-def train_context(num_epochs: int, epoch: int) -> TrainContext:
-    """A real context on a two-sample image dataset, at 0-based `epoch` of `num_epochs`."""
-    split = Split(np.zeros((2, 1, 2, 2), dtype=np.float32), np.array([0, 1]))
-    bundle = DatasetBundle("toy", "1", "image", split, split, split, ("a", "b"))
-    budget = TrainBudget(epochs=num_epochs, batch_size=64, lr=1e-3)
-    ctx = TrainContext(bundle, None, budget, Architecture("cnn"), torch.device("cpu"), seed=0)
-    ctx.epoch = epoch
-    return ctx
 
 
 def batch_of(labels: torch.Tensor) -> Batch:
@@ -132,7 +122,7 @@ def authors_ctkd(logit_s, logit_t, target, global_t, cos_value, p, logit_stand=F
 
 def ctkd_with_theta(params: dict, theta: float) -> CurriculumTemperatureKD:
     method = CurriculumTemperatureKD(params)
-    module = method.trainable_modules(nn.Identity(), train_context(240, 0)).double()
+    module = method.trainable_modules(nn.Identity(), epoch_context(240, 0)).double()
     with torch.no_grad():
         module.theta.fill_(theta)
     return method
@@ -152,7 +142,7 @@ def test_ctkd_terms_equal_the_authors_loss_at_a_fixed_temperature(
         student, teacher, labels = random_logits(batch_size, num_classes, seed)
         method = ctkd_with_theta({**changes, "standardise": standardise}, theta)
         terms = method.loss(
-            batch_of(labels), ModelOutput(student), ModelOutput(teacher), train_context(240, 3)
+            batch_of(labels), ModelOutput(student), ModelOutput(teacher), epoch_context(240, 3)
         )
         assert set(terms) == {"ce", "kd"}
         global_t = torch.full((1,), theta, dtype=torch.float64)
@@ -172,7 +162,7 @@ def test_ctkd_temperature_gradient_is_minus_lambda_times_the_kd_gradient(
     against a central finite difference; the student's gradient is not reversed."""
     student, teacher, labels = random_logits(16, 10, 40 + epoch)
     method = ctkd_with_theta({"standardise": standardise}, 0.4)
-    ctx = train_context(240, epoch)
+    ctx = epoch_context(240, epoch)
     lam = method.reversal_strength(ctx)
     ours_s = student.clone().requires_grad_(True)
     ours = sum(
@@ -211,13 +201,13 @@ def test_ctkd_lambda_follows_the_authors_cosine_schedule_over_a_scaled_span(
     method = CurriculumTemperatureKD()
     loops = method.params["curriculum_fraction"] * num_epochs
     for epoch in range(num_epochs):
-        ours = method.reversal_strength(train_context(num_epochs, epoch))
+        ours = method.reversal_strength(epoch_context(num_epochs, epoch))
         assert ours == pytest.approx(-authors_cosine_decay(epoch + 1, 0.0, -1.0, loops), abs=1e-12)
 
 
 def test_ctkd_lambda_at_a_few_epochs_of_the_authors_240() -> None:
     method = CurriculumTemperatureKD()
-    lam = {e: method.reversal_strength(train_context(240, e)) for e in (0, 4, 9, 10, 239)}
+    lam = {e: method.reversal_strength(epoch_context(240, e)) for e in (0, 4, 9, 10, 239)}
     assert lam[0] == pytest.approx((1 - math.cos(math.pi / 10)) / 2)  # ≈ 0.0245, not 0
     assert lam[4] == pytest.approx(0.5)
     assert lam[9] == lam[10] == lam[239] == pytest.approx(1.0)
@@ -341,7 +331,7 @@ def authors_mlkd(s_weak, s_strong, t_weak, t_strong, target, p, logit_stand=Fals
 
 def mlkd_terms(method: MultiLevelKD, student, teacher, labels) -> dict[str, torch.Tensor]:
     return method.loss(
-        batch_of(labels), ModelOutput(student), ModelOutput(teacher), train_context(240, 0)
+        batch_of(labels), ModelOutput(student), ModelOutput(teacher), epoch_context(240, 0)
     )
 
 

@@ -65,9 +65,9 @@ from bench.models import build_model
 from bench.profiles import Architecture, TrainBudget
 from bench.training import StepLoss, TrainContext
 from bench.treeshap import Contributions, tree_contributions
+from tests.authorkit import RTOL, assert_same
 
 DOUBLE = torch.float64
-RTOL = 1e-6
 # Only for entries that are zero in exact arithmetic (dead ReLUs, leaves no row reaches).
 ATOL = 1e-12
 CPU = torch.device("cpu")
@@ -78,11 +78,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- shared pieces ------------------------------------------------------------------------------
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 0.0) -> None:
-    assert ours.dtype == theirs.dtype == DOUBLE
-    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=atol)
 
 
 @contextmanager

@@ -58,19 +58,13 @@ from bench.specs import TeacherSpec
 from bench.teachers import NetworkTeacher
 from bench.training import TrainContext
 from bench.vision_losses import TeacherPerImage, last_conv_layer
+from tests.authorkit import assert_same
 
 DOUBLE = torch.float64
-RTOL = 1e-6
 CPU = torch.device("cpu")
 
 # The tensors here are tiny: on a shared machine a second intra-op thread only spins.
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 0.0) -> None:
-    """Equal to `RTOL` relative (float64); `atol` only where exact zeros occur."""
-    assert ours.dtype == theirs.dtype == DOUBLE
-    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=atol)
 
 
 def random_bundle(n: int, shape: Sequence[int], classes: int, seed: int) -> DatasetBundle:

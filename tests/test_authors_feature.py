@@ -41,10 +41,9 @@ from bench.methods.e2kd import ExplanationEnhancedKD, explanation_loss
 from bench.methods.fitnet import FitNet, HintRegressor, hint_loss
 from bench.training import TrainContext
 from bench.vision_losses import attention_transfer_loss, grad_cam, grad_cam_maps, match_spatial
-from tests.authorkit import image_context
+from tests.authorkit import assert_same, image_context
 
 DOUBLE = torch.float64
-RTOL = 1e-6
 CLASSES = 5
 
 
@@ -56,12 +55,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ctx() -> TrainContext:
     """A real training context for `Method.loss`; the three losses compared here do not read it."""
     return image_context()
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor, atol: float = 0.0) -> None:
-    """Equal to `RTOL` relative (float64); `atol` only for tensors with exact zeros (ReLU maps)."""
-    assert ours.dtype == theirs.dtype == DOUBLE
-    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=atol)
 
 
 def random_logits(batch: int, generator: torch.Generator) -> torch.Tensor:

@@ -14,17 +14,14 @@ of DKD's, KD's temperature); KD's α differs by design (ours 0.5, theirs 0.1) an
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from bench.data import DatasetBundle, Split
 from bench.method import Batch, ModelOutput
 from bench.methods.dkd import DecoupledKD
 from bench.methods.kd import KnowledgeDistillation
 from bench.methods.label_smoothing import LabelSmoothing
-from bench.profiles import Architecture, TrainBudget
-from bench.training import TrainContext
+from tests.authorkit import epoch_context
 
 RTOL = 1e-6
 # Only for terms that are exactly zero on both sides (NCKD with two classes has one non-target).
@@ -53,16 +50,6 @@ def random_inputs(
     labels = torch.randint(num_classes, (batch_size,), generator=generator)
     batch = Batch(torch.zeros(batch_size, 1, 2, 2), labels, torch.arange(batch_size))
     return batch, ModelOutput(student), ModelOutput(teacher)
-
-
-def train_context(num_epochs: int, epoch: int) -> TrainContext:
-    """A real context on a two-sample image dataset, at 0-based `epoch` of `num_epochs`."""
-    split = Split(np.zeros((2, 1, 2, 2), dtype=np.float32), np.array([0, 1]))
-    bundle = DatasetBundle("toy", "1", "image", split, split, split, ("a", "b"))
-    budget = TrainBudget(epochs=num_epochs, batch_size=64, lr=1e-3)
-    ctx = TrainContext(bundle, None, budget, Architecture("cnn"), torch.device("cpu"), seed=0)
-    ctx.epoch = epoch
-    return ctx
 
 
 def assert_terms_equal(ours: Terms, theirs: Terms) -> None:
@@ -199,7 +186,7 @@ def test_kd_equals_repdistiller(
 ) -> None:
     batch, student, teacher = random_inputs(batch_size, num_classes)
     method = KnowledgeDistillation({"alpha": alpha, "temperature": temperature})
-    ours = method.loss(batch, student, teacher, train_context(240, 100))
+    ours = method.loss(batch, student, teacher, epoch_context(240, 100))
     theirs = repdistiller_kd(
         student.logits,
         teacher.logits,
@@ -220,7 +207,7 @@ def test_kd_equals_mdistiller(
 ) -> None:
     batch, student, teacher = random_inputs(batch_size, num_classes, seed=1)
     method = KnowledgeDistillation({"alpha": alpha, "temperature": temperature})
-    ours = method.loss(batch, student, teacher, train_context(240, 100))
+    ours = method.loss(batch, student, teacher, epoch_context(240, 100))
     theirs = mdistiller_kd(
         student.logits,
         teacher.logits,
@@ -245,7 +232,7 @@ def test_kd_temperature_default_is_the_authors() -> None:
 @pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
 def test_label_smoothing_equals_szegedy(batch_size: int, num_classes: int, epsilon: float) -> None:
     batch, student, teacher = random_inputs(batch_size, num_classes, seed=2)
-    ours = LabelSmoothing({"epsilon": epsilon}).loss(batch, student, teacher, train_context(5, 0))
+    ours = LabelSmoothing({"epsilon": epsilon}).loss(batch, student, teacher, epoch_context(5, 0))
     assert_terms_equal(ours, szegedy_label_smoothing(student.logits, batch.y, epsilon))
 
 
@@ -278,7 +265,7 @@ def test_dkd_equals_mdistiller_after_warmup(
     epoch = 19
     batch, student, teacher = random_inputs(batch_size, num_classes, seed=3)
     method = DecoupledKD({"alpha": alpha, "beta": beta, "temperature": temperature})
-    ours = method.loss(batch, student, teacher, train_context(240, epoch))
+    ours = method.loss(batch, student, teacher, epoch_context(240, epoch))
     theirs = mdistiller_dkd(student.logits, teacher.logits, batch.y, alpha, beta, temperature)
     assert mdistiller_warmup(epoch + 1, MDISTILLER_DKD["warmup"]) == 1.0
     assert_terms_equal(ours, theirs)
@@ -296,7 +283,7 @@ def test_dkd_warmup_is_mdistillers_ramp(num_epochs: int) -> None:
     )
     warmup = p["warmup_fraction"] * num_epochs
     for epoch in range(num_epochs):
-        ours = method.loss(batch, student, teacher, train_context(num_epochs, epoch))
+        ours = method.loss(batch, student, teacher, epoch_context(num_epochs, epoch))
         ramp = mdistiller_warmup(epoch + 1, warmup)
         expected = {
             "ce": theirs["ce"],
@@ -305,7 +292,7 @@ def test_dkd_warmup_is_mdistillers_ramp(num_epochs: int) -> None:
         }
         assert_terms_equal(ours, expected)
     # The first epoch already carries 1/WARMUP of the KD terms (mdistiller's epoch 1), not 0.
-    first = method.loss(batch, student, teacher, train_context(num_epochs, 0))
+    first = method.loss(batch, student, teacher, epoch_context(num_epochs, 0))
     assert first["tckd"].item() == pytest.approx(
         min(1 / warmup, 1.0) * theirs["tckd"].item(), rel=RTOL
     )

@@ -61,10 +61,9 @@ from bench.profiles import Architecture, TrainBudget
 from bench.specs import TeacherSpec
 from bench.teachers import NetworkTeacher
 from bench.training import TrainContext, seed_everything
-from tests.authorkit import image_context
+from tests.authorkit import RTOL, assert_same, image_context
 
 DOUBLE = torch.float64
-RTOL = 1e-6
 CLASSES = 5
 
 # The tensors here are tiny: on a shared machine a second intra-op thread only spins.
@@ -75,11 +74,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ctx() -> TrainContext:
     """A real training context for `Method.loss`; the losses compared here do not read it."""
     return image_context()
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.dtype == theirs.dtype == DOUBLE
-    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=0.0)
 
 
 def random_batch(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

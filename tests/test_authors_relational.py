@@ -42,10 +42,9 @@ from bench.methods.rkd import RelationalKD, rkd_angle_loss, rkd_distance_loss
 from bench.methods.sp import SimilarityPreservingKD, similarity_preserving_loss
 from bench.models import build_model
 from bench.training import TrainContext
-from tests.authorkit import image_context
+from tests.authorkit import assert_same, image_context
 
 DOUBLE = torch.float64
-RTOL = 1e-6
 CLASSES = 5
 CPU = torch.device("cpu")
 
@@ -57,11 +56,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ctx() -> TrainContext:
     """A real training context for `Method.loss`; the three losses compared here do not read it."""
     return image_context()
-
-
-def assert_same(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.dtype == theirs.dtype == DOUBLE
-    torch.testing.assert_close(ours, theirs, rtol=RTOL, atol=0.0)
 
 
 def features(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
