@@ -83,7 +83,7 @@ class Progress(Protocol):
 
     def began(self, label: str, work: Work) -> None: ...
 
-    def stage(self, label: str, stage: str) -> None: ...
+    def stage(self, label: str, stage: str, detail: str = "") -> None: ...
 
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None: ...
 
@@ -103,7 +103,7 @@ class SilentProgress:
     def began(self, label: str, work: Work) -> None:
         pass
 
-    def stage(self, label: str, stage: str) -> None:
+    def stage(self, label: str, stage: str, detail: str = "") -> None:
         pass
 
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
@@ -139,9 +139,9 @@ class TerminalProgress:
         self.statuses: Counter = Counter()
         self.costs = CostModel()
         self.pending: Counter[Work] = Counter()
-        # By label: the work under way and when it began; what it is doing and since when.
+        # By label: the work under way and when it began; its stage, detail and since when.
         self.running: dict[str, tuple[Work, float]] = {}
-        self.doing: dict[str, tuple[str, float]] = {}
+        self.doing: dict[str, tuple[str, str, float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -169,19 +169,18 @@ class TerminalProgress:
                 self.pending[work] -= 1
             self.running[label] = (work, self.now())
 
-    def stage(self, label: str, stage: str) -> None:
-        """What `label` is doing now; its stage clock restarts when the stage changes."""
+    def stage(self, label: str, stage: str, detail: str = "") -> None:
+        """What `label` is doing now (`detail`: where within the stage); its stage clock
+        restarts when the stage changes, not when only the detail does."""
         with self._lock:
             known = self.doing.get(label)
-            if known is None or known[0].split(" epoch ")[0] != stage.split(" epoch ")[0]:
-                self.doing[label] = (stage, self.now())
-            else:
-                self.doing[label] = (stage, known[1])
+            since = known[2] if known is not None and known[0] == stage else self.now()
+            self.doing[label] = (stage, detail, since)
         self._draw()
 
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
         """Epoch `epoch` (from 1) of `epochs` of `label`'s `stage` has begun."""
-        self.stage(label, f"{stage} epoch {epoch}/{epochs}")
+        self.stage(label, stage, f"epoch {epoch}/{epochs}")
 
     def teacher_finished(self, label: str, dataset: str, seconds: float) -> None:
         with self._lock:
@@ -221,8 +220,8 @@ class TerminalProgress:
             now = self.now()
             percent = 100 * self.completed // max(self.total, 1)
             doing = [
-                f"{label}: {stage} ({clock(now - since)})"
-                for label, (stage, since) in self.doing.items()
+                f"{label}: {' '.join(filter(None, (stage, detail)))} ({clock(now - since)})"
+                for label, (stage, detail, since) in self.doing.items()
             ]
             elapsed = clock(now - self.started)
         current = "; ".join(doing[:2]) + (f"; +{len(doing) - 2} more" if len(doing) > 2 else "")

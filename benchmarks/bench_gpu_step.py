@@ -53,6 +53,8 @@ ROUNDS = int(os.environ.get("XKD_STEP_ROUNDS", 3))
 CLASSES, SHAPE = 100, (3, 32, 32)
 ALPHA, TEMPERATURE = 0.5, 4.0  # kd's defaults
 BUDGET = replace(cifar100_recipe(0.05), epochs=EPOCHS, lr_milestones=(), compile=COMPILE)
+# As the harness lays data out: channels-last on CUDA only (`TrainContext.uses_channels_last`).
+CHANNELS_LAST = ON_GPU and BUDGET.channels_last
 
 
 def images(n: int, seed: int) -> Split:
@@ -68,7 +70,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetBundle, Ne
     bundle = DatasetBundle("random", "0", "image", images(IMAGES, 0), val, val, names)
     torch.manual_seed(0)
     module = build_model(TEACHER, SHAPE, CLASSES).to(DEVICE)
-    if BUDGET.channels_last:
+    if CHANNELS_LAST:
         module.to(memory_format=torch.channels_last)
     spec = TeacherSpec("random", "0", "image", TEACHER, {})
     folder = tmp_path_factory.mktemp("teacher")
@@ -92,7 +94,9 @@ def harness(bundle: DatasetBundle, teacher: NetworkTeacher) -> TrainContext:
 def bare(bundle: DatasetBundle, teacher: NetworkTeacher) -> list[float]:
     """The same epochs written by hand; returns each epoch's mean loss."""
     seed_everything(0)
-    model = build_model(STUDENT, SHAPE, CLASSES).to(DEVICE, memory_format=torch.channels_last)
+    model = build_model(STUDENT, SHAPE, CLASSES).to(DEVICE)
+    if CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
     if COMPILE and ON_GPU:
         model.compile()
     optimiser = torch.optim.SGD(
@@ -110,7 +114,8 @@ def bare(bundle: DatasetBundle, teacher: NetworkTeacher) -> list[float]:
         for start in range(0, len(y), BUDGET.batch_size):
             index = order[start : start + BUDGET.batch_size]
             batch = crop_and_flip(x[index], BUDGET.crop_padding, generator)
-            batch = batch.contiguous(memory_format=torch.channels_last)
+            if CHANNELS_LAST:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=mixed):
                 with torch.no_grad():
                     soft = teacher.module(batch)
