@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 from collections import OrderedDict
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -409,3 +410,55 @@ def test_detector_count_follows_the_settings_threshold():
     best = np.array([0.02, 0.04, 0.05, 0.0500001, 0.2])
     assert synthetic_result(best, 0.04).detectors == 3
     assert synthetic_result(best, 0.05).detectors == 2  # Han et al.'s threshold, strictly
+
+
+def count_forward_calls(model: nn.Module) -> list[int]:
+    calls = [0]
+    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_one_forward_pass_serves_both_passes_and_equals_running_the_model_twice(monkeypatch):
+    """The kept activations are read back by the tally; past `KEEP_BYTES` the model runs again,
+    with the same result."""
+    probe = make_probe(60)
+    model = small_random_net()
+    calls = count_forward_calls(model)
+    kept = dissect(model, probe, layer="conv2", batch_size=7)
+    assert calls[0] == 9  # ceil(60 / 7) batches, once
+    monkeypatch.setattr("bench.dissection.KEEP_BYTES", 0)
+    calls[0] = 0
+    rerun = dissect(model, probe, layer="conv2", batch_size=7)
+    assert calls[0] == 18
+    np.testing.assert_array_equal(kept.thresholds, rerun.thresholds)
+    np.testing.assert_array_equal(kept.iou, rerun.iou)
+    np.testing.assert_array_equal(kept.unit_area, rerun.unit_area)
+    assert kept.iou.max() > 0
+
+
+class RepeatingProbe:
+    """A probe whose batches name every concept of its first layer twice (a copy of the layer
+    appended), as Broden's overlapping mask layers may: a pixel must still count once."""
+
+    def __init__(self, probe: ConceptProbe) -> None:
+        self.probe, self.version = probe, probe.version
+        self.concepts, self.categories = probe.concepts, probe.categories
+        self.mask_shape, self.quantile = probe.mask_shape, probe.quantile
+
+    def __len__(self) -> int:
+        return len(self.probe)
+
+    def batches(self, batch_size: int):
+        for batch in self.probe.batches(batch_size):
+            labels = np.concatenate([batch.labels, batch.labels[:, :1]], axis=1)
+            yield replace(batch, labels=labels, distinct=False)
+
+
+def test_a_concept_named_by_two_layers_at_a_pixel_counts_once():
+    probe = make_probe(40)
+    model = small_random_net()
+    plain = dissect(model, probe, layer="conv2", batch_size=16)
+    repeated = dissect(model, RepeatingProbe(probe), layer="conv2", batch_size=16)
+    np.testing.assert_array_equal(plain.iou, repeated.iou)
+    np.testing.assert_array_equal(plain.concept_area, repeated.concept_area)
+    assert plain.iou.max() > 0

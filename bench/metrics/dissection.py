@@ -1,7 +1,7 @@
 """Network dissection metrics (DESIGN §7): how many units of the last conv block detect a concept.
 
-All of them read one dissection per scored model, computed on first use: dissection costs two
-passes over the probe, and every number here is a view of the same result.
+All of them read one dissection per scored model, computed on first use: dissection costs a forward
+pass over the probe and more, and every number here is a view of the same result.
 
 `concept_detectors` counts units whose best IoU exceeds 0.04 (NetDissect, Bau et al. 2017). One
 count at one threshold cannot tell detectors from a crowd of units just above it, so the same
