@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from bench.environment import resolve_device
 from bench.errors import BenchError
 from bench.planner import Plan
 from bench.profiles import PROFILES
-from bench.progress import SilentProgress, Work
+from bench.progress import Progress, SilentProgress, Work, epoch_detail
 from bench.runner import DatasetStage, RunOptions, SuiteRunner, stage_label
 from bench.specs import RunSpec
 from bench.teachers import Teacher
@@ -79,11 +80,19 @@ class JobResult:
 
 
 class RecordingProgress(SilentProgress):
-    """A worker's progress: the finished runs are kept and sent back to the parent, which
-    times the worker's stages itself."""
+    """A worker's progress: the finished runs are kept and sent back to the parent with the
+    job's result, which times the worker's stages itself; in a process pool, each stage and
+    epoch is sent to the parent as it begins (`_stages`), for its status line."""
 
     def __init__(self) -> None:
         self.finished_runs: list[Finished] = []
+
+    def stage(self, label: str, stage: str, detail: str = "") -> None:
+        if _stages is not None:
+            _stages.put((label, stage, detail))
+
+    def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
+        self.stage(label, stage, epoch_detail(epoch, epochs))
 
     def finished(self, label: str, status: str, seconds: float) -> None:
         self.finished_runs.append(Finished(label, status, seconds))
@@ -101,12 +110,21 @@ class WorkerSetup:
 
 
 _prepared: WorkerSetup | None = None
+# In a process-pool worker, the parent's queue of (label, stage, detail) reports.
+_stages: Any = None
 # The data and teacher of the last dataset this worker served: its next job is likely the same one.
 _loaded: tuple[str, DatasetBundle, Teacher] | None = None
 
 
+def _init_worker(parent_pid: int, stages: Any) -> None:
+    """Process-pool worker initialiser: report stages to the parent's queue, die with it."""
+    global _stages
+    _stages = stages
+    _die_with_parent(parent_pid)
+
+
 def _die_with_parent(parent_pid: int) -> None:
-    """Pool worker initialiser: end with the parent, even when it is killed with SIGKILL (Linux).
+    """End this worker with the parent, even when it is killed with SIGKILL (Linux).
 
     Otherwise a killed `bench run` leaves workers finishing their runs in the background, and the
     resumed suite finds those runs locked. Ctrl-C is the parent's to handle: it stops the pool.
@@ -199,6 +217,10 @@ class Backend:
     name = ""
     slots = 1  # jobs in flight at most
     threads = 1  # torch threads per job
+    # A queue of (label, stage, detail) that workers report as their stages and epochs begin;
+    # None where the backend has no such channel (Ray: the status line shows each job's
+    # elapsed time, not its epoch).
+    stages: Any = None
 
     def resolve_device(self, requested: str) -> torch.device:
         return resolve_device(requested)
@@ -231,13 +253,15 @@ class ProcessBackend(Backend):
         self.slots = jobs
         self.threads = max(1, available_cores() // jobs)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._context = multiprocessing.get_context("spawn")
+        self.stages = self._context.Queue()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self.slots,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent,
-            initargs=(os.getpid(),),
+            mp_context=self._context,
+            initializer=_init_worker,
+            initargs=(os.getpid(), self.stages),
         )
 
     def submit(self, fn: Callable[..., JobResult], args: tuple[Any, ...]) -> Any:
@@ -274,6 +298,7 @@ class ProcessBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self.stages.close()
 
 
 class RayBackend(Backend):
@@ -391,6 +416,23 @@ class PoolExecutor:
         )
 
     def execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]:
+        relay = None
+        if self.backend.stages is not None:
+            relay = threading.Thread(
+                target=_relay_stages,
+                args=(self.backend.stages, runner.progress),
+                name="stage-relay",
+                daemon=True,
+            )
+            relay.start()
+        try:
+            return self._execute(runner, stages)
+        finally:
+            if relay is not None:
+                self.backend.stages.put(None)
+                relay.join()
+
+    def _execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]:
         setup = self._setup(runner)
         profile = runner.plan.profile.name
         waiting: deque[_Job] = deque(
@@ -470,6 +512,12 @@ class PoolExecutor:
             runner.record_unrun(spec, "failed", exc, job.stage, lock_wait=DEAD_WORKER_LOCK_WAIT)
             for spec in job.runs
         ]
+
+
+def _relay_stages(stages: Any, progress: Progress) -> None:
+    """Pass the workers' stage reports to the parent's progress display until a None arrives."""
+    while (report := stages.get()) is not None:
+        progress.stage(*report)
 
 
 def make_executor(

@@ -31,6 +31,11 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def epoch_detail(epoch: int, epochs: int) -> str:
+    """How the status line shows an epoch (from 1) of a stage: `epoch 3/30`."""
+    return f"epoch {epoch}/{epochs}"
+
+
 def dataset_of(label: str) -> str:
     """The dataset of a run label (`digits/kd/seed0`) or of a teacher stage's (`digits`)."""
     return label.partition("/")[0]
@@ -171,8 +176,11 @@ class TerminalProgress:
 
     def stage(self, label: str, stage: str, detail: str = "") -> None:
         """What `label` is doing now (`detail`: where within the stage); its stage clock
-        restarts when the stage changes, not when only the detail does."""
+        restarts when the stage changes, not when only the detail does. Ignored once `label`
+        is no longer under way (a worker's report can arrive after its job's result)."""
         with self._lock:
+            if label not in self.running:
+                return
             known = self.doing.get(label)
             since = known[2] if known is not None and known[0] == stage else self.now()
             self.doing[label] = (stage, detail, since)
@@ -180,7 +188,7 @@ class TerminalProgress:
 
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
         """Epoch `epoch` (from 1) of `epochs` of `label`'s `stage` has begun."""
-        self.stage(label, stage, f"epoch {epoch}/{epochs}")
+        self.stage(label, stage, epoch_detail(epoch, epochs))
 
     def teacher_finished(self, label: str, dataset: str, seconds: float) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.executors import make_executor
 from bench.planner import Selection, make_plan
 from bench.progress import CostModel, TerminalProgress, dataset_of
 from bench.runner import RunOptions, SuiteRunner
@@ -122,6 +123,7 @@ def test_a_live_status_line_is_redrawn_while_nothing_happens() -> None:
     stream = Terminal()
     shown = TerminalProgress(stream, refresh=0.02)
     shown.start(1, 0, [("run", "digits")])
+    shown.began("digits/kd/seed0", ("run", "digits"))
     shown.stage("digits/kd/seed0", "training")
     time.sleep(0.3)
     shown.close()
@@ -146,12 +148,19 @@ def test_a_stream_that_is_not_a_terminal_gets_finished_lines_only() -> None:
     ]
 
 
-def test_a_suite_reports_its_teacher_and_student_epochs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [None, 2])
+def test_a_suite_reports_its_teacher_and_student_epochs(tmp_path: Path, jobs: int | None) -> None:
+    """In this process, and from the workers of a process pool (relayed to the parent)."""
     stream = Terminal()
     shown = TerminalProgress(stream, refresh=3600)
     plan = make_plan(Selection(profile="smoke", datasets=("digits",), methods=("kd",)))
     options = RunOptions(results=tmp_path, device=torch.device("cpu"))
-    SuiteRunner(plan, options, shown).run()
+    executor = make_executor(None, jobs, None)
+    try:
+        SuiteRunner(plan, options, shown, executor).run()
+    finally:
+        if executor is not None:
+            executor.close()
     shown.close()
     drawn = stream.getvalue()
     assert "digits (teacher seed 0): teacher training epoch 3/3" in drawn
