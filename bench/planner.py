@@ -139,12 +139,12 @@ def make_plan(selection: Selection) -> Plan:
         # A value equal to the default computes the default: it keeps the plain row and its runs.
         defaults = METHODS.get(name).hyperparameters()
         overrides[name] = {k: v for k, v in values.items() if v != defaults[k]}
-    seeds = list(selection.seeds if selection.seeds is not None else profile.seeds)
-    if not seeds:
-        raise BenchError("no seeds selected")
-    for seed in seeds:
-        if not 0 <= seed <= MAX_SEED:
-            raise BenchError(f"seed {seed} is outside 0 ... {MAX_SEED} (2^32 - 1)")
+    if selection.seeds is not None:
+        if not selection.seeds:
+            raise BenchError("no seeds selected")
+        for seed in selection.seeds:
+            if not 0 <= seed <= MAX_SEED:
+                raise BenchError(f"seed {seed} is outside 0 ... {MAX_SEED} (2^32 - 1)")
 
     runs: list[RunSpec] = []
     for dataset_name in dataset_names:
@@ -154,12 +154,7 @@ def make_plan(selection: Selection) -> Plan:
                 f"profile {profile.name!r} sets no budget for {entry.modality} datasets such as "
                 f"{entry.name!r}; it covers: {', '.join(profile.budgets)}"
             )
-        teachers = {
-            seed: teacher_spec_for(
-                profile, entry.name, entry.version, entry.modality, profile.teacher_seed_for(seed)
-            )
-            for seed in seeds
-        }
+        teachers: dict[int, TeacherSpec] = {}
         budget = profile.budget(entry.name, entry.modality)
         settings = metric_settings(entry.modality)
         for method_name in methods_of[dataset_name]:
@@ -167,7 +162,16 @@ def make_plan(selection: Selection) -> Plan:
             if entry.modality not in cls.modalities:
                 continue
             params = {**cls.defaults, **overrides.get(method_name, {})}  # an unset switch: absent
+            seeds = selection.seeds or profile.seeds_for(entry.name, method_name)
             for seed in seeds:
+                if seed not in teachers:
+                    teachers[seed] = teacher_spec_for(
+                        profile,
+                        entry.name,
+                        entry.version,
+                        entry.modality,
+                        profile.teacher_seed_for(seed),
+                    )
                 runs.append(
                     RunSpec(
                         profile=profile.name,

@@ -53,8 +53,8 @@ ROUNDS = int(os.environ.get("XKD_STEP_ROUNDS", 3))
 CLASSES, SHAPE = 100, (3, 32, 32)
 ALPHA, TEMPERATURE = 0.5, 4.0  # kd's defaults
 BUDGET = replace(cifar100_recipe(0.05), epochs=EPOCHS, lr_milestones=(), compile=COMPILE)
-# As the harness lays data out: channels-last on CUDA only (`TrainContext.uses_channels_last`).
-CHANNELS_LAST = ON_GPU and BUDGET.channels_last
+# As the harness lays data out (`TrainContext.uses_channels_last`).
+CHANNELS_LAST = BUDGET.channels_last
 
 
 def images(n: int, seed: int) -> Split:
@@ -70,7 +70,7 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetBundle, Ne
     bundle = DatasetBundle("random", "0", "image", images(IMAGES, 0), val, val, names)
     torch.manual_seed(0)
     module = build_model(TEACHER, SHAPE, CLASSES).to(DEVICE)
-    if CHANNELS_LAST:
+    if CHANNELS_LAST and ON_GPU:  # the harness converts a shared teacher on CUDA only
         module.to(memory_format=torch.channels_last)
     spec = TeacherSpec("random", "0", "image", TEACHER, {})
     folder = tmp_path_factory.mktemp("teacher")

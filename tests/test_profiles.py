@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from bench.data import DATASETS, DatasetLoaderOptions
+from bench.claims import CLAIMS
 from bench.errors import BenchError
 from bench.method import METHODS
+from bench.metrics import METRICS
 from bench.planner import Selection, make_plan
 from bench.profiles import (
     DEFAULT_METHODS,
@@ -118,3 +120,54 @@ def test_mixed_precision_trains_on_a_gpu():
     ctx, _ = train_digits(True, torch.device("cuda"))
     assert ctx.uses_mixed_precision
     assert ctx.history["val_accuracy"][-1] > 0.5
+
+
+def claim_pairs_measured_on(dataset: str) -> set[str]:
+    """The methods and baselines of every claim's primary test that the default suite can make on
+    `dataset`: both run there, and the metric is measured there (the dissection metrics only on
+    a dataset with a concept probe)."""
+    entry = DATASETS.get(dataset)
+    has_probe = "concept_probe" in entry.load(DatasetLoaderOptions()).extras
+    runs = {
+        name
+        for name in DEFAULT.methods_for(dataset) or ()
+        if entry.modality in METHODS.get(name).modalities
+    }
+    methods: set[str] = set()
+    for claim in CLAIMS:
+        for test in claim.primary:
+            needs_probe = METRICS.get(test.metric).category == "dissection"
+            if {test.method, test.baseline} <= runs and (has_probe or not needs_probe):
+                methods |= {test.method, test.baseline}
+    return methods
+
+
+@pytest.mark.parametrize("dataset", DEFAULT.datasets)
+def test_default_gives_exactly_the_claims_comparisons_ten_seeds_over_three_teachers(dataset):
+    """Every primary comparison of a claim gets ≥ 10 paired student seeds over ≥ 3 teacher seeds
+    on every default dataset that tests it; methods that decide no claim there keep three."""
+    plan = make_plan(Selection(profile="default", datasets=(dataset,)))
+    claimed = claim_pairs_measured_on(dataset)
+    assert claimed  # every default dataset tests some claim
+    for method in {run.method for run in plan.runs}:
+        runs = [run for run in plan.runs if run.method == method]
+        seeds = {run.seed for run in runs}
+        if method in claimed:
+            assert len(seeds) >= 10, method
+            assert len({run.teacher.seed for run in runs}) >= 3, method
+        else:
+            assert seeds == set(DEFAULT.seeds), method
+    # Pairs share their seeds and, seed by seed, their teacher.
+    for test in (t for claim in CLAIMS for t in claim.primary):
+        if {test.method, test.baseline} <= claimed:
+            pairs = [
+                {(r.seed, r.teacher.key) for r in plan.runs if r.method == name}
+                for name in (test.method, test.baseline)
+            ]
+            assert pairs[0] == pairs[1]
+
+
+def test_a_seed_selection_applies_to_every_method():
+    plan = make_plan(Selection(profile="default", datasets=("wine",), seeds=(4, 5)))
+    assert {run.seed for run in plan.runs} == {4, 5}
+    assert {run.method for run in plan.runs} >= {"scratch", "kd"}

@@ -97,15 +97,18 @@ def test_recipe_settings_are_hashed_only_when_set() -> None:
 
 def test_the_default_profiles_plan_keeps_the_run_ids_of_its_reference_records() -> None:
     """A budget's `as_dict` is what run ids hash; one that sets no recipe setting hashes
-    exactly the five settings it had before, so finished runs keep their ids."""
-    budget = PROFILES.get("default").budgets["image"]
+    exactly the five settings it had before, so finished runs keep their ids (the tables';
+    the image budgets have since asked for the channels-last layout, which is hashed)."""
+    budget = PROFILES.get("default").budgets["tabular"]
     assert budget.as_dict()["student_training"] == {
-        "epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4, "mixed_precision": False,
+        "epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4, "mixed_precision": False,
     }  # fmt: skip
     plan = make_plan(
-        Selection(profile="default", datasets=("digits",), methods=("kd",), seeds=(0,))
+        Selection(profile="default", datasets=("wine",), methods=("kd",), seeds=(0,))
     )
-    assert plan.runs[0].run_id == "ecf18346891367fe"  # as recorded before these settings existed
+    assert plan.runs[0].run_id == "1979200f0a10adf3"  # reference/default-v1's wine/kd/seed0
+    image = PROFILES.get("default").budgets["image"].as_dict()["student_training"]
+    assert image["channels_last"] is True
 
 
 @pytest.mark.parametrize(
@@ -201,14 +204,18 @@ def test_sgd_with_momentum_or_adam_as_the_budget_says(bundle: DatasetBundle) -> 
     assert isinstance(adam, torch.optim.Adam)
 
 
-def test_augmented_batches_are_cropped_and_flipped_in_the_plain_layout_on_a_cpu(
-    bundle: DatasetBundle,
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_augmented_batches_are_cropped_and_flipped_in_the_budgets_layout_on_a_cpu(
+    bundle: DatasetBundle, channels_last: bool
 ) -> None:
-    ctx = TrainContext(bundle, None, recipe(), TINY_STUDENT, CPU, seed=0)
-    assert not ctx.uses_channels_last  # CUDA only: the CPU's summation order stays as it was
+    ctx = TrainContext(
+        bundle, None, recipe(channels_last=channels_last), TINY_STUDENT, CPU, seed=0
+    )
+    assert ctx.uses_channels_last == channels_last
     batches = list(ctx.batches())
     assert all(b.augmented for b in batches)
-    assert all(b.x.is_contiguous() for b in batches)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(b.x.is_contiguous(memory_format=layout) for b in batches)
     changed = [not torch.equal(b.x, ctx.x_train[b.index]) for b in batches]
     assert all(changed)
     plain = TrainContext(bundle, None, recipe(crop_padding=0), TINY_STUDENT, CPU, seed=0)
