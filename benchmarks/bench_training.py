@@ -66,6 +66,9 @@ def bare(bundle: DatasetBundle, teacher: Teacher, budget, select: bool = False):
     seed_everything(0)
     arch, train = budget.student, budget.student_training
     model = build_model(arch.model, bundle.input_shape, bundle.num_classes, **arch.kwargs())
+    # The images' layout of the budget, as the harness lays them out (channels-last for images).
+    layout = torch.channels_last if train.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     x, y = torch.as_tensor(bundle.train.x), torch.as_tensor(bundle.train.y)
     soft = teacher.train_logits
@@ -79,7 +82,7 @@ def bare(bundle: DatasetBundle, teacher: Teacher, budget, select: bool = False):
         total, steps = 0.0, 0
         for start in range(0, len(y), train.batch_size):
             index = order[start : start + train.batch_size]
-            logits = model(x[index])
+            logits = model(x[index].contiguous(memory_format=layout))
             loss = ALPHA * F.cross_entropy(logits, y[index]) + (1 - ALPHA) * kd_kl(
                 logits, soft[index], TEMPERATURE
             )
@@ -97,6 +100,7 @@ def bare(bundle: DatasetBundle, teacher: Teacher, budget, select: bool = False):
                 best_accuracy, best_state = accuracy, copy.deepcopy(model.state_dict())
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)
     return losses, model
 
 
