@@ -1,6 +1,6 @@
 """A user's runs beside a reference result set (`report --reference DIR`).
 
-The reference's records (e.g. the committed `reference/default-v1`) fill the leaderboard; a
+The reference's records (e.g. the committed `reference/default-v2`) fill the leaderboard; a
 user's record of the same (profile, dataset, row, seed) replaces the reference's, so a user who
 reruns or adds a method sees it ranked among the reference's methods. The rows the user produced
 are marked in the report. Numbers from two machines are only comparable when their environments
