@@ -37,18 +37,19 @@ def probe():
     return make_probe()
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    # The default profile's image teacher (ResNet-8, width 16); weights do not change the cost.
-    torch.manual_seed(0)
-    return ResNet(3, 16, width=16, blocks=1).eval()
+# The default profile's image teacher (ResNet-8, width 16) and concept_shapes student, with
+# their last block's unit count; weights do not change the cost.
+NETWORKS = {
+    "teacher": (lambda: ResNet(3, 16, width=16, blocks=1), 64),
+    "student": (lambda: SmallCNN(3, 16, width=16, depth=4), 128),
+}
 
 
-@pytest.fixture(scope="module")
-def student():
-    # The default profile's concept_shapes student.
+@pytest.fixture(scope="module", params=list(NETWORKS))
+def network(request) -> tuple[str, torch.nn.Module, int]:
+    build, units = NETWORKS[request.param]
     torch.manual_seed(0)
-    return SmallCNN(3, 16, width=16, depth=4).eval()
+    return request.param, build().eval(), units
 
 
 @torch.no_grad()
@@ -57,23 +58,14 @@ def forward_pass(model: torch.nn.Module, images) -> None:
         model(torch.as_tensor(images[start : start + BATCH_SIZE]))
 
 
-@pytest.mark.benchmark(group="dissection-vs-forward")
-def test_forward_pass_over_probe(benchmark, probe, teacher):
-    benchmark(forward_pass, teacher, probe.images)
+def test_forward_pass_over_probe(benchmark, probe, network):
+    name, model, _ = network
+    benchmark.group = f"{name}: dissection vs forward"
+    benchmark(forward_pass, model, probe.images)
 
 
-@pytest.mark.benchmark(group="dissection-vs-forward")
-def test_dissection_of_last_conv_block(benchmark, probe, teacher):
-    result = benchmark(dissect, teacher, probe)
-    assert result.n_units == 64 and result.settings.quantile == probe.quantile
-
-
-@pytest.mark.benchmark(group="student-dissection-vs-forward")
-def test_student_forward_pass_over_probe(benchmark, probe, student):
-    benchmark(forward_pass, student, probe.images)
-
-
-@pytest.mark.benchmark(group="student-dissection-vs-forward")
-def test_student_dissection_of_last_conv_block(benchmark, probe, student):
-    result = benchmark(dissect, student, probe)
-    assert result.n_units == 128 and result.settings.layer == "block4"
+def test_dissection_of_last_conv_block(benchmark, probe, network):
+    name, model, units = network
+    benchmark.group = f"{name}: dissection vs forward"
+    result = benchmark(dissect, model, probe)
+    assert result.n_units == units and result.settings.quantile == probe.quantile
