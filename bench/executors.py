@@ -21,6 +21,7 @@ import ctypes.util
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import threading
@@ -112,6 +113,8 @@ class WorkerSetup:
 _prepared: WorkerSetup | None = None
 # In a process-pool worker, the parent's queue of (label, stage, detail) reports.
 _stages: Any = None
+# Seconds between the parent's looks at that queue when it is empty.
+RELAY_POLL = 0.2
 # The data and teacher of the last dataset this worker served: its next job is likely the same one.
 _loaded: tuple[str, DatasetBundle, Teacher] | None = None
 
@@ -119,8 +122,11 @@ _loaded: tuple[str, DatasetBundle, Teacher] | None = None
 def _init_worker(parent_pid: int, stages: Any) -> None:
     """Process-pool worker initialiser: report stages to the parent's queue, die with it."""
     global _stages
-    _stages = stages
     _die_with_parent(parent_pid)
+    # A report not yet written when the worker exits is dropped: the worker never waits on the
+    # parent's reading (progress lines are not results).
+    stages.cancel_join_thread()
+    _stages = stages
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -416,21 +422,21 @@ class PoolExecutor:
         )
 
     def execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]:
-        relay = None
-        if self.backend.stages is not None:
-            relay = threading.Thread(
-                target=_relay_stages,
-                args=(self.backend.stages, runner.progress),
-                name="stage-relay",
-                daemon=True,
-            )
-            relay.start()
+        if self.backend.stages is None:
+            return self._execute(runner, stages)
+        stop = threading.Event()
+        relay = threading.Thread(
+            target=_relay_stages,
+            args=(self.backend.stages, runner.progress, stop),
+            name="stage-relay",
+            daemon=True,
+        )
+        relay.start()
         try:
             return self._execute(runner, stages)
         finally:
-            if relay is not None:
-                self.backend.stages.put(None)
-                relay.join()
+            stop.set()
+            relay.join(timeout=RELAY_POLL * 10)
 
     def _execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]:
         setup = self._setup(runner)
@@ -514,9 +520,17 @@ class PoolExecutor:
         ]
 
 
-def _relay_stages(stages: Any, progress: Progress) -> None:
-    """Pass the workers' stage reports to the parent's progress display until a None arrives."""
-    while (report := stages.get()) is not None:
+def _relay_stages(stages: Any, progress: Progress, stop: threading.Event) -> None:
+    """Pass the workers' stage reports to the parent's progress display until `stop` is set.
+
+    It polls rather than waiting for a sentinel: a worker terminated mid-report (Ctrl-C, a crash)
+    can leave the queue's write lock held, and a sentinel put after it would never arrive.
+    """
+    while not stop.is_set():
+        try:
+            report = stages.get(timeout=RELAY_POLL)
+        except queue.Empty:
+            continue
         progress.stage(*report)
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.data import DATASETS, DatasetLoaderOptions
 from bench.claims import CLAIMS
+from bench.data import DATASETS, DatasetLoaderOptions
 from bench.errors import BenchError
 from bench.method import METHODS
 from bench.metrics import METRICS

@@ -103,9 +103,7 @@ def test_the_default_profiles_plan_keeps_the_run_ids_of_its_reference_records() 
     assert budget.as_dict()["student_training"] == {
         "epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4, "mixed_precision": False,
     }  # fmt: skip
-    plan = make_plan(
-        Selection(profile="default", datasets=("wine",), methods=("kd",), seeds=(0,))
-    )
+    plan = make_plan(Selection(profile="default", datasets=("wine",), methods=("kd",), seeds=(0,)))
     assert plan.runs[0].run_id == "1979200f0a10adf3"  # reference/default-v1's wine/kd/seed0
     image = PROFILES.get("default").budgets["image"].as_dict()["student_training"]
     assert image["channels_last"] is True
@@ -208,9 +206,7 @@ def test_sgd_with_momentum_or_adam_as_the_budget_says(bundle: DatasetBundle) -> 
 def test_augmented_batches_are_cropped_and_flipped_in_the_budgets_layout_on_a_cpu(
     bundle: DatasetBundle, channels_last: bool
 ) -> None:
-    ctx = TrainContext(
-        bundle, None, recipe(channels_last=channels_last), TINY_STUDENT, CPU, seed=0
-    )
+    ctx = TrainContext(bundle, None, recipe(channels_last=channels_last), TINY_STUDENT, CPU, seed=0)
     assert ctx.uses_channels_last == channels_last
     batches = list(ctx.batches())
     assert all(b.augmented for b in batches)
