@@ -234,6 +234,9 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_runs(tmp_path: Path) -> Non
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # ...and Ctrl-C handled as there: a suite started in the background by a shell without
+        # job control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for(lambda: len(student_records(tmp_path)) >= 1, "the first finished run")
     workers = children_of(process.pid)
