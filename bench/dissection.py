@@ -375,14 +375,12 @@ class ProbeActivations:
         self.batch_size, self.device = batch_size, device
         self.keep_bytes = KEEP_BYTES if keep_bytes is None else keep_bytes
         self._kept: list[torch.Tensor] | None = None
-        self.forward_passes = 0
 
     def __iter__(self) -> Iterator[tuple[ProbeBatch, torch.Tensor]]:
         batches = self.probe.batches(self.batch_size)
         if self._kept is not None:
             yield from zip(batches, self._kept, strict=True)
             return
-        self.forward_passes += 1
         kept: list[torch.Tensor] | None = []
         size = 0
         with FeatureHooks(self.module, [self.layer]) as hooks:
