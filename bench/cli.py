@@ -13,11 +13,18 @@ import logging
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bench import registry
 from bench.errors import BenchError
+from bench.progress import TerminalProgress, clock
+
+if TYPE_CHECKING:
+    from bench.planner import Plan
 
 LIST_KINDS = ("methods", "datasets", "metrics", "profiles")
 
@@ -125,11 +132,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.environment import resolve_device
-    from bench.executors import make_executor
+    from bench.catalogue import load_catalogue
     from bench.planner import Selection, make_plan
-    from bench.progress import TerminalProgress, clock
-    from bench.runner import RunOptions, SuiteRunner
+    from bench.resume import FinishedRecords
 
     if not (args.all or args.dataset or args.method):
         raise BenchError("say what to run: --all, or --dataset NAME... and/or --method NAME...")
@@ -141,8 +146,28 @@ def _run(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
         preset=args.preset,
     )
-    plan = make_plan(selection)
+    started = time.perf_counter()
+    plan = make_plan(selection, load_catalogue(args.plugin))
     _check_writable(args.results)
+    if not args.force:
+        finished = FinishedRecords(args.results)
+        if not finished.stages(plan, finished.todo(plan)):
+            # Nothing to train or score: answered from the records, without importing torch.
+            seconds = clock(time.perf_counter() - started)
+            print(f"{len(plan.runs)} runs ({len(plan.runs)} done) in {seconds}; "
+                  f"records in {args.results}")  # fmt: skip
+            return 0
+    # Work to do: the runs are planned again from the registries themselves, which the workers
+    # also read, so that the cached catalogue only ever decides whether there is work.
+    registry.load_plugins(args.plugin)
+    return _execute(make_plan(selection), args)
+
+
+def _execute(plan: Plan, args: argparse.Namespace) -> int:
+    from bench.environment import resolve_device
+    from bench.executors import make_executor
+    from bench.runner import RunOptions, SuiteRunner
+
     executor = make_executor(args.executor, args.jobs, args.ray_address)
     progress = TerminalProgress()
     try:
@@ -183,33 +208,29 @@ def _check_writable(results: Path) -> None:
         ) from exc
 
 
-def _list(kind: str) -> int:
-    from bench.data import DATASETS
-    from bench.method import METHODS
-    from bench.metrics import METRICS
+def _list(kind: str, plugins: Sequence[str]) -> int:
+    from bench.catalogue import load_catalogue
     from bench.profiles import PROFILES
 
+    catalogue = load_catalogue(plugins)
     rows: list[tuple[str, ...]] = []
     if kind == "methods":
-        for name in METHODS:
-            cls = METHODS.get(name)
-            rows.append((name, "+".join(sorted(cls.modalities)), cls.describe()))
+        for name, method in sorted(catalogue.methods.items()):
+            rows.append((name, "+".join(method.modalities), method.description))
             # Parameters on lines of their own: gbdt2nn's alone would widen every row.
-            if cls.hyperparameters():
-                params = ", ".join(f"{k}={v}" for k, v in cls.hyperparameters().items())
+            if method.hyperparameters:
+                params = ", ".join(f"{k}={v}" for k, v in method.hyperparameters.items())
                 rows.append(("", "", f"defaults: {params}"))
-            if cls.paper_changes():
-                params = ", ".join(f"{k}={v}" for k, v in cls.paper_changes().items())
+            if method.paper_changes:
+                params = ", ".join(f"{k}={v}" for k, v in method.paper_changes.items())
                 rows.append(("", "", f"--preset paper: {params}"))
     elif kind == "datasets":
-        for name in DATASETS:
-            entry = DATASETS.get(name)
-            rows.append((name, entry.modality, f"v{entry.version}", entry.description))
+        for name, dataset in sorted(catalogue.datasets.items()):
+            rows.append((name, dataset.modality, f"v{dataset.version}", dataset.description))
     elif kind == "metrics":
-        for name in METRICS:
-            metric = METRICS.get(name)
+        for name, metric in sorted(catalogue.metrics.items()):
             arrow = "↑" if metric.higher_is_better else "↓"
-            modalities = "+".join(sorted(metric.modalities))
+            modalities = "+".join(metric.modalities)
             rows.append((name, arrow, metric.category, modalities, metric.description))
     else:
         for name in PROFILES:
@@ -238,11 +259,12 @@ def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from bench.method import REFERENCE_ROWS
+    from bench.catalogue import load_catalogue
     from bench.planner import Selection, make_plan
     from bench.store import iter_records, read_record, record_path
+    from bench.vocabulary import REFERENCE_ROWS
 
-    plan = make_plan(Selection(profile=args.profile))
+    plan = make_plan(Selection(profile=args.profile), load_catalogue(args.plugin))
     counts: Counter = Counter()
     planned = set()
     for spec in plan.runs:
@@ -300,6 +322,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if not (args.results / "runs").is_dir():
         raise BenchError(f"no runs under {args.results}: run `python -m bench run --all` first")
+    registry.load_plugins()  # the descriptions of `$BENCH_PLUGINS` methods
     index = render_report(args.results, args.out, args.profile, args.reference)
     print(f"wrote {index} and {args.results / 'leaderboard.csv'}")
     return 0
@@ -311,15 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from bench.registry import load_plugins
-
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        load_plugins(getattr(args, "plugin", []))
+        # Each command imports what it needs, and the components only when it trains or scores:
+        # `list`, `status` and planning read the catalogue (`bench.catalogue`) instead.
         if args.command == "run":
             return _run(args)
         if args.command == "list":
-            return _list(args.kind)
+            return _list(args.kind, args.plugin)
         if args.command == "status":
             return _status(args)
         if args.command == "show":

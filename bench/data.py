@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -13,8 +13,7 @@ from sklearn.model_selection import train_test_split
 from bench.errors import BenchError, UnknownNameError
 from bench.paths import check_name
 from bench.registry import Registry, source_file
-
-Modality = Literal["tabular", "image"]
+from bench.vocabulary import Modality
 
 # Every dataset is split with its own seed, never the run's, so that all runs of a dataset see the
 # same test set and their scores are comparable.

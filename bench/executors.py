@@ -41,7 +41,8 @@ from bench.errors import BenchError
 from bench.planner import Plan
 from bench.profiles import PROFILES
 from bench.progress import Progress, SilentProgress, Work, epoch_detail
-from bench.runner import DatasetStage, RunOptions, SuiteRunner, stage_label
+from bench.resume import DatasetStage, stage_label
+from bench.runner import RunOptions, SuiteRunner
 from bench.specs import RunSpec
 from bench.teachers import Teacher
 
@@ -156,7 +157,7 @@ def prepare_worker(setup: WorkerSetup) -> None:
 
 
 def _runner(setup: WorkerSetup, profile: str) -> SuiteRunner:
-    runner = SuiteRunner(Plan(PROFILES.get(profile), []), setup.options, RecordingProgress())
+    runner = SuiteRunner(Plan(PROFILES.get(profile), [], {}), setup.options, RecordingProgress())
     runner.suite_started = setup.suite_started
     return runner
 

@@ -80,12 +80,6 @@ class ExplanationImitation:
     """
 
     def __init__(self, ctx: TrainContext, rows: int) -> None:
-        teacher = ctx.teacher
-        contributions = getattr(teacher, "contributions", None)
-        if contributions is None:
-            raise TypeError(
-                "explanation imitation needs a tree teacher with TreeSHAP contributions"
-            )
         x, y = ctx.bundle.train.x, ctx.bundle.train.y
         n = len(y)
         if rows <= 0 or rows >= n:
@@ -96,7 +90,12 @@ class ExplanationImitation:
         # The whole split is passed as is when it is used whole, so that its cache entry is shared
         # with every other user of the training split's TreeSHAP.
         x_subset = x if len(subset) == n else x[subset]
-        phi = contributions(x_subset).for_targets(y[subset])
+        contributions = ctx.teacher.contributions(x_subset) if ctx.teacher is not None else None
+        if contributions is None:
+            raise TypeError(
+                "explanation imitation needs a tree teacher with TreeSHAP contributions"
+            )
+        phi = contributions.for_targets(y[subset])
         self.phi_teacher = torch.as_tensor(phi, dtype=torch.float32, device=ctx.device)
         # Position of every training row in the subset, or -1 for rows outside it.
         position = np.full(n, -1, dtype=np.int64)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.method import CONTROL_ROWS, TEACHER_ROW
 from bench.store import write_atomic, write_json_atomic
+from bench.vocabulary import CONTROL_ROWS, TEACHER_ROW
 
 CATEGORY_ORDER = (
     "prediction",

@@ -8,42 +8,19 @@ override `fit` instead.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from bench.catalogue import check_choices
+from bench.contracts import Batch, ModelOutput
+from bench.hooks import FeatureHooks
 from bench.losses import standardise_logits
 from bench.registry import Registry, source_file
-
-if TYPE_CHECKING:
-    from bench.training import TrainContext
-
-
-@dataclass
-class Batch:
-    """A minibatch of the training split; `index` locates its rows for precomputed teacher outputs.
-
-    `augmented`: the images were cropped and flipped (`TrainBudget.crop_padding`), so anything
-    computed once from the training split's images (teacher logits, features, maps) belongs to
-    other images; teachers and methods then compute it from `x`.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    index: torch.Tensor
-    augmented: bool = False
-
-
-@dataclass
-class ModelOutput:
-    """Logits plus the intermediate activations of the layers the method asked to hook."""
-
-    logits: torch.Tensor
-    features: dict[str, torch.Tensor] = field(default_factory=dict)
-
+from bench.training import TrainContext
+from bench.vocabulary import FAMILIES, MODALITIES, REFERENCE_ROWS
 
 # The parameter of the logit-standardisation switch (`Method.standardisable`).
 STANDARDISE = "standardise"
@@ -69,12 +46,15 @@ class Method:
     # Set by a method whose loss differentiates the student's logits by its input (Jacobian or
     # saliency matching): the shared loop then hands the student an input that requires grad.
     input_requires_grad: ClassVar[bool] = False
+    # The allowed values of parameters that take one of a closed set (e.g. which layer): a value
+    # outside them is refused when the suite is planned (exit status 2), not by every run.
+    choices: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     citation: ClassVar[str] = ""
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        self.params: Mapping[str, Any] = MappingProxyType(
-            {**self.hyperparameters(), **(params or {})}
-        )
+        merged = {**self.hyperparameters(), **(params or {})}
+        check_choices(self.name, merged, self.choices)
+        self.params: Mapping[str, Any] = MappingProxyType(merged)
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
@@ -134,8 +114,6 @@ class Method:
 
     def fit(self, ctx: TrainContext) -> nn.Module:
         """Train and return the student; the default runs the shared loop over `loss`."""
-        from bench.training import train_with_loss
-
         return train_with_loss(ctx, self)
 
     @classmethod
@@ -146,29 +124,6 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-
-# How methods are grouped in the report, in this order: what a method distils from its teacher.
-FAMILIES = {
-    "baseline": "Baselines without a teacher signal",
-    "logit": "Logit-based distillation",
-    "feature": "Feature-based distillation",
-    "explanation": "Explanation-aware distillation",
-    "tabular": "Tree-to-network distillation (tables)",
-    "other": "Other methods (plugins)",
-}
-
-# The names of the reference rows, scored once per teacher seed; no method may take them.
-TEACHER_ROW = "teacher"
-# Control rows: the floors of the explanation metrics (DESIGN §6). Random attributions are the
-# floor of an explainer that ignores the model; the teacher's explanation of another test sample
-# is the floor of one that knows the data but not the sample (on concept_shapes it already agrees
-# with the teacher at Spearman 0.37); a randomly initialised student of the standard architecture
-# is the floor of a student that learned nothing (its architecture alone shapes its maps).
-RANDOM_CONTROL_ROW = "random_explainer"
-PERMUTED_CONTROL_ROW = "permuted_teacher"
-UNTRAINED_CONTROL_ROW = "untrained_student"
-CONTROL_ROWS = (RANDOM_CONTROL_ROW, PERMUTED_CONTROL_ROW, UNTRAINED_CONTROL_ROW)
-REFERENCE_ROWS = (TEACHER_ROW, *CONTROL_ROWS)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
@@ -183,16 +138,55 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
             raise ValueError(
                 f"method {name!r}: family {cls.family!r} is not one of {list(FAMILIES)}"
             )
-        unknown = set(cls.modalities) - {"tabular", "image"}
+        unknown = set(cls.modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"method {name!r}: unknown modalities {sorted(unknown)}")
-        stray = set(cls.paper_defaults) - set(cls.defaults)
+        stray = (set(cls.paper_defaults) | set(cls.choices)) - set(cls.defaults)
         if stray:
             raise ValueError(
-                f"method {name!r}: paper_defaults names {sorted(stray)}, which are not among its "
-                f"defaults {sorted(cls.defaults)}"
+                f"method {name!r}: paper_defaults or choices name {sorted(stray)}, which are not "
+                f"among its defaults {sorted(cls.defaults)}"
             )
+        check_choices(name, cls.defaults, cls.choices)
+        check_choices(name, cls.paper_defaults, cls.choices)
         cls.name = name
         return METHODS.register(name, source_file(cls))(cls)
 
     return add
+
+
+def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
+    """The default `Method.fit`: the shared loop over the method's named loss terms."""
+    student = method.build_student(ctx).to(ctx.device)
+    extra = method.trainable_modules(student, ctx)
+    teacher = ctx.teacher
+    if teacher is None:
+        raise ValueError("train_with_loss needs a teacher in the context")
+    teacher_layers = list(method.teacher_layers(teacher.module)) if teacher.module else []
+    with FeatureHooks(student, method.student_layers(student)) as student_hooks:
+
+        def step(batch: Batch) -> dict[str, torch.Tensor]:
+            if method.input_requires_grad:  # a gathered copy: the split itself is untouched
+                batch.x.requires_grad_(True)
+            logits = student(batch.x)
+            student_out = ModelOutput(logits, dict(student_hooks.features))
+            teacher_out = teacher.outputs(batch, teacher_layers)
+            return checked_terms(method, method.loss(batch, student_out, teacher_out, ctx))
+
+        return ctx.fit(student, step, extra)
+
+
+def checked_terms(method: Method, terms: object) -> dict[str, torch.Tensor]:
+    """`terms` if it is what `Method.loss` promises (a dict of named scalar tensors); else an
+    error naming the method and that contract, instead of a failure deep in the training loop."""
+    contract = (
+        f"method {method.name!r}: loss() must return a dict of named scalar tensors, "
+        'e.g. {"ce": ..., "kd": ...}'
+    )
+    if not isinstance(terms, dict) or not terms:
+        raise TypeError(f"{contract}; it returned {type(terms).__name__}")
+    for key, value in terms.items():
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"{contract}; term {key!r} is {shape}")
+    return terms

@@ -1,4 +1,8 @@
-"""Planning: a profile plus the CLI's selection becomes the list of `RunSpec`s to run."""
+"""Planning: a profile plus the CLI's selection becomes the list of `RunSpec`s to run.
+
+Planning reads a `Catalogue` (names, parameters, settings), never the components' code, so that
+it runs without torch (`bench.catalogue`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.data import DATASETS
+from bench.catalogue import Catalogue, check_choices, from_registries
 from bench.errors import BenchError
-from bench.method import METHODS
-from bench.metrics import metric_settings
 from bench.paths import check_name
 from bench.profiles import PROFILES, Profile
-from bench.specs import RunSpec, TeacherSpec, teacher_spec_for
+from bench.specs import RunSpec, TeacherSpec, reference_run_id, teacher_spec_for
 from bench.store import MAX_SEED
 
 
@@ -32,6 +34,8 @@ class Selection:
 class Plan:
     profile: Profile
     runs: list[RunSpec]
+    # The run id of each teacher's reference rows (teacher and controls), by teacher key.
+    reference_ids: dict[str, str]
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(run.dataset for run in self.runs))
@@ -62,7 +66,7 @@ def _coerce(raw: str, default: Any, where: str) -> Any:
     return raw
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+def parse_overrides(items: Sequence[str], catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     """`["kd.temperature=2"]` -> `{"kd": {"temperature": 2.0}}`, checked against each method."""
     parsed: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -70,7 +74,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         method_name, dot, param = key.partition(".")
         if not sep or not dot or not method_name or not param:
             raise BenchError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. kd.temperature=2")
-        parameters = METHODS.get(method_name).hyperparameters()
+        method = catalogue.method(method_name)
+        parameters = method.hyperparameters
         if param not in parameters:
             valid = ", ".join(sorted(parameters)) or "(it has none)"
             raise BenchError(
@@ -79,7 +84,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
             )
         if param in parsed.get(method_name, {}):
             raise BenchError(f"--set {key} is given twice; give each parameter once")
-        parsed.setdefault(method_name, {})[param] = _coerce(raw, parameters[param], key)
+        value = _coerce(raw, parameters[param], key)
+        check_choices(method_name, {param: value}, method.choices)
+        parsed.setdefault(method_name, {})[param] = value
     return parsed
 
 
@@ -90,7 +97,9 @@ PRESETS = {
 }
 
 
-def preset_overrides(preset: str | None, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+def preset_overrides(
+    preset: str | None, methods: Sequence[str], catalogue: Catalogue
+) -> dict[str, dict[str, Any]]:
     """The overrides a preset makes, per method: only the values that differ from its defaults.
 
     A preset is a set of overrides like `--set`, so its rows are named by what they change
@@ -101,7 +110,7 @@ def preset_overrides(preset: str | None, methods: Sequence[str]) -> dict[str, di
         return {}
     if preset not in PRESETS:
         raise BenchError(f"--preset {preset!r}: known presets are {', '.join(PRESETS)}")
-    changes = {name: METHODS.get(name).paper_changes() for name in methods}
+    changes = {name: catalogue.method(name).paper_changes for name in methods}
     return {name: changed for name, changed in changes.items() if changed}
 
 
@@ -116,28 +125,30 @@ def variant_name(method: str, overrides: dict[str, Any]) -> str:
     return check_name(f"{method}[{inner}]", "--set value in the row")
 
 
-def make_plan(selection: Selection) -> Plan:
+def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
+    """The runs of a selection; `catalogue` defaults to the registries this process has loaded."""
+    catalogue = catalogue or from_registries()
     profile = PROFILES.get(selection.profile)
     dataset_names = list(selection.datasets or profile.datasets)
     for name in dataset_names:
-        DATASETS.get(name)
+        catalogue.dataset(name)
     methods_of = {
-        name: list(selection.methods or profile.methods_for(name) or METHODS.names())
+        name: list(selection.methods or profile.methods_for(name) or sorted(catalogue.methods))
         for name in dataset_names
     }
     selected = list(dict.fromkeys(m for names in methods_of.values() for m in names))
     for name in selected:
-        METHODS.get(name)
-    given = parse_overrides(selection.overrides)
+        catalogue.method(name)
+    given = parse_overrides(selection.overrides, catalogue)
     for name in given:
         if name not in selected:
             raise BenchError(f"--set names method {name!r}, which is not among those selected")
-    overrides = preset_overrides(selection.preset, selected)
+    overrides = preset_overrides(selection.preset, selected, catalogue)
     for name, values in given.items():  # `--set` wins over the preset
         overrides[name] = {**overrides.get(name, {}), **values}
     for name, values in overrides.items():
         # A value equal to the default computes the default: it keeps the plain row and its runs.
-        defaults = METHODS.get(name).hyperparameters()
+        defaults = catalogue.method(name).hyperparameters
         overrides[name] = {k: v for k, v in values.items() if v != defaults[k]}
     if selection.seeds is not None:
         if not selection.seeds:
@@ -147,8 +158,9 @@ def make_plan(selection: Selection) -> Plan:
                 raise BenchError(f"seed {seed} is outside 0 ... {MAX_SEED} (2^32 - 1)")
 
     runs: list[RunSpec] = []
+    reference_ids: dict[str, str] = {}
     for dataset_name in dataset_names:
-        entry = DATASETS.get(dataset_name)
+        entry = catalogue.dataset(dataset_name)
         if entry.modality not in profile.budgets:
             raise BenchError(
                 f"profile {profile.name!r} sets no budget for {entry.modality} datasets such as "
@@ -156,12 +168,12 @@ def make_plan(selection: Selection) -> Plan:
             )
         teachers: dict[int, TeacherSpec] = {}
         budget = profile.budget(entry.name, entry.modality)
-        settings = metric_settings(entry.modality)
+        settings = catalogue.metric_settings(entry.modality)
         for method_name in methods_of[dataset_name]:
-            cls = METHODS.get(method_name)
-            if entry.modality not in cls.modalities:
+            method = catalogue.method(method_name)
+            if entry.modality not in method.modalities:
                 continue
-            params = {**cls.defaults, **overrides.get(method_name, {})}  # an unset switch: absent
+            params = {**method.defaults, **overrides.get(method_name, {})}  # unset switch: absent
             seeds = selection.seeds or profile.seeds_for(entry.name, method_name)
             for seed in seeds:
                 if seed not in teachers:
@@ -171,6 +183,9 @@ def make_plan(selection: Selection) -> Plan:
                         entry.version,
                         entry.modality,
                         profile.teacher_seed_for(seed),
+                    )
+                    reference_ids[teachers[seed].key] = reference_run_id(
+                        teachers[seed], budget, settings
                     )
                 runs.append(
                     RunSpec(
@@ -190,6 +205,7 @@ def make_plan(selection: Selection) -> Plan:
     if not runs:
         raise BenchError(
             f"no compatible (dataset, method) pair in the selection: datasets {dataset_names} "
-            f"({', '.join(DATASETS.get(d).modality for d in dataset_names)}), methods {selected}"
+            f"({', '.join(catalogue.dataset(d).modality for d in dataset_names)}), "
+            f"methods {selected}"
         )
-    return Plan(profile, runs)
+    return Plan(profile, runs, reference_ids)

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Literal, get_args
 
-from bench.data import Modality
 from bench.registry import Registry
+from bench.vocabulary import Modality
 
 Optimiser = Literal["adam", "sgd"]
 AutocastType = Literal["float16", "bfloat16"]

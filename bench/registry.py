@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -88,21 +88,29 @@ def _source_of(item: object) -> str:
     return source_file(item if inspect.isclass(item) or inspect.isfunction(item) else type(item))
 
 
-_BUILTIN_PACKAGES = ("bench.datasets", "bench.methods", "bench.metrics", "bench.models")
+BUILTIN_PACKAGES = ("bench.datasets", "bench.methods", "bench.metrics", "bench.models")
 ENTRY_POINT_GROUPS = ("bench.methods", "bench.datasets")
 PLUGIN_ENV = "BENCH_PLUGINS"
 _loaded_files: dict[Path, object] = {}
+_builtins_loaded = False
 
 
 def load_builtins() -> None:
     """Import every built-in component module so that its decorators run."""
     import pkgutil
 
-    for package_name in _BUILTIN_PACKAGES:
+    global _builtins_loaded
+    for package_name in BUILTIN_PACKAGES:
         package = importlib.import_module(package_name)
         for info in pkgutil.iter_modules(package.__path__):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package_name}.{info.name}")
+    _builtins_loaded = True
+
+
+def builtins_loaded() -> bool:
+    """Whether this process has imported the built-in components (and torch with them)."""
+    return _builtins_loaded
 
 
 def load_entry_points() -> None:
@@ -152,10 +160,15 @@ def _innermost_frame_in(path: Path, exc: BaseException) -> traceback.FrameSummar
     return frames[-1] if frames else None
 
 
-def load_plugins(files: list[str] | None = None) -> None:
+def plugin_files(files: Sequence[str | Path] = ()) -> list[str | Path]:
+    """The plugin files to load: those of `BENCH_PLUGINS`, then the given ones."""
+    from_env = [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
+    return [*from_env, *files]
+
+
+def load_plugins(files: Sequence[str | Path] = ()) -> None:
     """Load built-ins, entry points, `BENCH_PLUGINS` files and the given files, in that order."""
     load_builtins()
     load_entry_points()
-    from_env = [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p]
-    for path in [*from_env, *(files or [])]:
+    for path in plugin_files(files):
         load_plugin_file(path)

@@ -41,15 +41,7 @@ from bench.leaderboard import (
     metric_order,
     write_leaderboard,
 )
-from bench.method import (
-    CONTROL_ROWS,
-    FAMILIES,
-    METHODS,
-    PERMUTED_CONTROL_ROW,
-    RANDOM_CONTROL_ROW,
-    TEACHER_ROW,
-    UNTRAINED_CONTROL_ROW,
-)
+from bench.method import METHODS
 from bench.reference import environment_differences, merge_with_reference
 from bench.registry import load_builtins
 from bench.separation import RULE as SEPARATION_RULE
@@ -64,6 +56,14 @@ from bench.statistics import (
 )
 from bench.store import iter_records, record_path, write_atomic
 from bench.summary import track_summaries
+from bench.vocabulary import (
+    CONTROL_ROWS,
+    FAMILIES,
+    PERMUTED_CONTROL_ROW,
+    RANDOM_CONTROL_ROW,
+    TEACHER_ROW,
+    UNTRAINED_CONTROL_ROW,
+)
 
 log = logging.getLogger(__name__)
 

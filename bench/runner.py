@@ -1,7 +1,7 @@
 """The runner: teacher stage once per dataset, then every run's student stage, each to a record.
 
 Failures are isolated: a run that raises is recorded as `failed` (with its traceback), one whose
-loss goes non-finite as `diverged`, and the suite goes on. Finished runs whose id still matches
+loss goes non-finite as `diverged`, and the suite goes on. FinishedRecords runs whose id still matches
 the plan are skipped, so an interrupted suite resumes where it stopped.
 
 Processes may share a results folder (two `bench run`s, or the workers of `bench.executors`): a
@@ -35,29 +35,27 @@ from bench.explainers import ExplainSettings, explain
 from bench.integrity import write_array_sealed
 from bench.leaderboard import CATEGORY_ORDER
 from bench.locks import hold_lock, lock_path, try_lock
-from bench.method import (
-    METHODS,
+from bench.method import METHODS
+from bench.metrics import ScoringContext, metric_settings, score
+from bench.metrics.dissection import dissection_summary
+from bench.models import build_model, count_parameters
+from bench.planner import Plan
+from bench.progress import Progress, SilentProgress
+from bench.resume import DatasetStage, FinishedRecords, stage_label
+from bench.specs import RunSpec, TeacherSpec, reference_run_id
+from bench.store import (
+    remove_temporaries,
+    write_json_atomic,
+)
+from bench.teachers import Teacher, obtain_teacher, teacher_dir
+from bench.training import TrainContext, network_logits, seed_everything
+from bench.vocabulary import (
     PERMUTED_CONTROL_ROW,
     RANDOM_CONTROL_ROW,
     REFERENCE_ROWS,
     TEACHER_ROW,
     UNTRAINED_CONTROL_ROW,
 )
-from bench.metrics import ScoringContext, metric_settings, score
-from bench.metrics.dissection import dissection_summary
-from bench.models import build_model, count_parameters
-from bench.planner import Plan
-from bench.profiles import Profile
-from bench.progress import Progress, SilentProgress
-from bench.specs import RunSpec, TeacherSpec, stable_hash
-from bench.store import (
-    read_record,
-    record_path,
-    remove_temporaries,
-    write_json_atomic,
-)
-from bench.teachers import Teacher, obtain_teacher, teacher_dir
-from bench.training import TrainContext, network_logits, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +71,6 @@ class RunOptions:
     device: torch.device
     force: bool = False
     data_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class DatasetStage:
-    """One teacher's share of a suite: its teacher stage, then the runs still to do that learn
-    from it (a dataset has one stage per teacher seed)."""
-
-    dataset: str
-    teacher: TeacherSpec
-    runs: list[RunSpec]
-    # Whether the teacher's reference rows (teacher, random control) are already recorded.
-    teacher_done: bool
-
-
-def stage_label(stage: DatasetStage) -> str:
-    """How the progress display names a teacher stage: its dataset and teacher seed."""
-    return f"{stage.dataset} (teacher seed {stage.teacher.seed})"
 
 
 class Executor(Protocol):
@@ -188,18 +169,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def teacher_run_id(spec: TeacherSpec, profile: Profile) -> str:
-    """The id of a dataset's reference rows (teacher and random control): what scoring them needs."""
-    return stable_hash(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "teacher": spec.key,
-            "budget": profile.budget(spec.dataset, spec.modality).as_dict(),
-            "metrics": metric_settings(spec.modality),
-        }
-    )
-
-
 class SuiteRunner:
     """Executes a plan: in this process, one run after another (the `local` executor), or through
     an `Executor`, whose workers call `prepare_dataset` and `run_student` themselves."""
@@ -221,37 +190,31 @@ class SuiteRunner:
         self.suite_started = time.time()
 
     # --- what is already done -------------------------------------------------------------
+    @property
+    def finished(self) -> FinishedRecords:
+        redo_before = self.suite_started if self.options.force else None
+        return FinishedRecords(self.options.results, redo_before)
+
     def path_of(self, spec: RunSpec) -> Path:
-        return record_path(
-            self.options.results, spec.profile, spec.dataset, spec.variant, spec.seed
-        )
+        return self.finished.run_path(spec)
 
     def reference_path(self, spec: TeacherSpec, row: str = TEACHER_ROW) -> Path:
         """The record of one of a teacher's reference rows (the teacher or a control row)."""
-        return record_path(
-            self.options.results, self.plan.profile.name, spec.dataset, row, spec.seed
-        )
+        return self.finished.reference_path(self.plan.profile.name, spec, row)
 
-    def _is_done(self, path: Path, run_id: str) -> bool:
-        record = read_record(path)
-        if record is None or record["status"] != "ok" or record["run_id"] != run_id:
-            return False
-        if not self.options.force:
-            return True
-        try:
-            return path.stat().st_mtime >= self.suite_started
-        except FileNotFoundError:
-            return False
+    def reference_id(self, spec: TeacherSpec) -> str:
+        """The run id of a teacher's reference rows, from the registries of this process (a
+        worker's plan holds no runs to take it from)."""
+        budget = self.plan.profile.budget(spec.dataset, spec.modality)
+        return reference_run_id(spec, budget, metric_settings(spec.modality))
 
     # --- the suite -------------------------------------------------------------------------
     def run(self) -> Summary:
         started = time.perf_counter()
         summary = Summary()
-        todo = [
-            spec for spec in self.plan.runs if not self._is_done(self.path_of(spec), spec.run_id)
-        ]
+        todo = self.finished.todo(self.plan)
         summary.counts["done"] = len(self.plan.runs) - len(todo)
-        stages = self.dataset_stages(todo)
+        stages = self.finished.stages(self.plan, todo)
         work = [("teacher", stage.dataset) for stage in stages]
         work += [("run", spec.dataset) for stage in stages for spec in stage.runs]
         slots = self.executor.slots if self.executor is not None else 1
@@ -264,23 +227,6 @@ class SuiteRunner:
             summary.counts[status] += 1
         summary.seconds = time.perf_counter() - started
         return summary
-
-    def dataset_stages(self, todo: list[RunSpec]) -> list[DatasetStage]:
-        """One stage per teacher (dataset and teacher seed) with runs to do or reference rows to
-        score, in plan order."""
-        stages = []
-        for teacher_spec in self.plan.teachers:
-            runs = [spec for spec in todo if spec.teacher.key == teacher_spec.key]
-            teacher_done = self._reference_done(teacher_spec)
-            if runs or not teacher_done:
-                stages.append(DatasetStage(teacher_spec.dataset, teacher_spec, runs, teacher_done))
-        return stages
-
-    def _reference_done(self, spec: TeacherSpec) -> bool:
-        reference_id = teacher_run_id(spec, self.plan.profile)
-        return all(
-            self._is_done(self.reference_path(spec, row), reference_id) for row in REFERENCE_ROWS
-        )
 
     def _run_dataset(self, stage: DatasetStage) -> list[str]:
         prepared = self.prepare_dataset(stage)
@@ -347,7 +293,10 @@ class SuiteRunner:
                     label, "teacher training", epoch, epochs
                 ),
             )
-            if not teacher_done and not self._reference_done(spec):
+            profile = self.plan.profile.name
+            if not teacher_done and not self.finished.reference_done(
+                profile, spec, self.reference_id(spec)
+            ):
                 for row in REFERENCE_ROWS:
                     remove_temporaries(self.reference_path(spec, row))
                 self.progress.stage(label, "scoring the teacher and its controls")
@@ -380,7 +329,7 @@ class SuiteRunner:
         """
         path = self.path_of(spec)
         with try_lock(lock_path(path), wait=lock_wait) as held:
-            if held and not self._is_done(path, spec.run_id):
+            if held and not self.finished.is_done(path, spec.run_id):
                 remove_temporaries(path)
                 return work()
         status = "done" if held else "locked"
@@ -604,7 +553,7 @@ class SuiteRunner:
         now = _now()
         return {
             "schema_version": SCHEMA_VERSION,
-            "run_id": teacher_run_id(spec, self.plan.profile),
+            "run_id": self.reference_id(spec),
             "status": "ok",
             "role": None,
             "dataset": {

@@ -13,8 +13,8 @@ from functools import cached_property
 from typing import Any
 
 from bench import SCHEMA_VERSION
-from bench.data import Modality
 from bench.profiles import ModalityBudget, Profile
+from bench.vocabulary import Modality
 
 
 def stable_hash(value: Any, length: int = 16) -> str:
@@ -59,6 +59,21 @@ def teacher_spec_for(
         "training": budget.teacher_training.as_dict(),
     }
     return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings, seed)
+
+
+def reference_run_id(
+    spec: TeacherSpec, budget: ModalityBudget, metric_settings: dict[str, Any]
+) -> str:
+    """The run id of a teacher's reference rows (the teacher and the control rows): what scoring
+    them depends on, which is its teacher, its budget and the metrics' settings."""
+    return stable_hash(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "teacher": spec.key,
+            "budget": budget.as_dict(),
+            "metrics": metric_settings,
+        }
+    )
 
 
 @dataclass(frozen=True)

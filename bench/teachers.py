@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.contracts import Batch, ModelOutput
 from bench.data import DatasetBundle
 from bench.explainers import EXPLANATION_RULES, ExplainSettings, explain
 from bench.hooks import FeatureHooks
@@ -37,7 +38,6 @@ from bench.integrity import (
     write_sealed,
 )
 from bench.locks import hold_lock, lock_path
-from bench.method import Batch, ModelOutput
 from bench.models import build_model, count_parameters
 from bench.paths import inside
 from bench.profiles import Architecture, TrainBudget
@@ -58,9 +58,13 @@ FEATURE_CACHE_BYTES = 1 << 30
 
 
 class Teacher:
-    """A trained teacher: logits for any input, and per-batch outputs for the training loop."""
+    """A trained teacher: logits for any input, and per-batch outputs for the training loop.
+
+    Implements `bench.contracts.TeacherModel`, what a method may ask of a teacher.
+    """
 
     module: nn.Module | None = None
+    booster: lgb.Booster | None = None
 
     def __init__(
         self,
@@ -91,6 +95,10 @@ class Teacher:
         self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
     ) -> np.ndarray:
         raise NotImplementedError
+
+    def contributions(self, x: np.ndarray) -> Contributions | None:
+        """TreeSHAP contributions: a tree ensemble's; a network has none."""
+        return None
 
     def files(self) -> dict[str, bytes]:
         """The cache entry of this teacher: its model and `info.json`, as bytes."""

@@ -12,7 +12,6 @@ import math
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,15 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.augment import black_fill, crop_and_flip
+from bench.contracts import Batch, TeacherModel
 from bench.data import DatasetBundle
 from bench.errors import BenchError, Diverged
-from bench.hooks import FeatureHooks
-from bench.method import Batch, Method, ModelOutput
 from bench.models import build_model
 from bench.profiles import Architecture, TrainBudget
-
-if TYPE_CHECKING:
-    from bench.teachers import Teacher
 
 StepLoss = Callable[[Batch], dict[str, torch.Tensor]]
 EVAL_BATCH = 1024
@@ -46,7 +41,7 @@ class TrainContext:
     """Everything a method may use while training one student."""
 
     bundle: DatasetBundle
-    teacher: Teacher | None
+    teacher: TeacherModel | None
     budget: TrainBudget
     student_architecture: Architecture
     device: torch.device
@@ -72,7 +67,7 @@ class TrainContext:
                 f"not {self.bundle.modality} data"
             )
         self._fill = black_fill(self.bundle.extras)
-        teacher_module = getattr(self.teacher, "module", None)
+        teacher_module = self.teacher.module if self.teacher is not None else None
         if self.uses_channels_last and self.device.type == "cuda" and teacher_module is not None:
             # The teacher reads the same NHWC batches; in its own layout it would convert them.
             # Only on CUDA, whose numbers are not bitwise reproducible anyway: on a CPU a shared
@@ -264,43 +259,6 @@ def network_logits(module: nn.Module, x: np.ndarray, device: torch.device) -> np
         for start in range(0, len(x), EVAL_BATCH)
     ]
     return np.concatenate(parts)
-
-
-def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:
-    """The default `Method.fit`: the shared loop over the method's named loss terms."""
-    student = method.build_student(ctx).to(ctx.device)
-    extra = method.trainable_modules(student, ctx)
-    teacher = ctx.teacher
-    if teacher is None:
-        raise ValueError("train_with_loss needs a teacher in the context")
-    teacher_layers = list(method.teacher_layers(teacher.module)) if teacher.module else []
-    with FeatureHooks(student, method.student_layers(student)) as student_hooks:
-
-        def step(batch: Batch) -> dict[str, torch.Tensor]:
-            if method.input_requires_grad:  # a gathered copy: the split itself is untouched
-                batch.x.requires_grad_(True)
-            logits = student(batch.x)
-            student_out = ModelOutput(logits, dict(student_hooks.features))
-            teacher_out = teacher.outputs(batch, teacher_layers)
-            return checked_terms(method, method.loss(batch, student_out, teacher_out, ctx))
-
-        return ctx.fit(student, step, extra)
-
-
-def checked_terms(method: Method, terms: object) -> dict[str, torch.Tensor]:
-    """`terms` if it is what `Method.loss` promises (a dict of named scalar tensors); else an
-    error naming the method and that contract, instead of a failure deep in the training loop."""
-    contract = (
-        f"method {method.name!r}: loss() must return a dict of named scalar tensors, "
-        'e.g. {"ce": ..., "kd": ...}'
-    )
-    if not isinstance(terms, dict) or not terms:
-        raise TypeError(f"{contract}; it returned {type(terms).__name__}")
-    for key, value in terms.items():
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise TypeError(f"{contract}; term {key!r} is {shape}")
-    return terms
 
 
 def cross_entropy_step(model: nn.Module) -> StepLoss:

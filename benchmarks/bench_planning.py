@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from bench import registry
-from bench.method import REFERENCE_ROWS
 from bench.planner import Selection, make_plan
-from bench.runner import RunOptions, SuiteRunner, teacher_run_id
+from bench.runner import RunOptions, SuiteRunner
 from bench.store import record_path, write_json_atomic
+from bench.vocabulary import REFERENCE_ROWS
 
 registry.load_plugins()
 RUNS = 1000
@@ -70,7 +70,7 @@ def finished_suite(tmp_path_factory):
             path = record_path(results, plan.profile.name, spec.dataset, row, spec.seed)
             reference = {
                 **finished_record(runner, plan.runs[0]),
-                "run_id": teacher_run_id(spec, plan.profile),
+                "run_id": plan.reference_ids[spec.key],
             }
             write_json_atomic(path, reference)
     return selection, options, len(plan.runs)

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
 from bench.losses import optional_kd
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
@@ -17,8 +16,6 @@ POSITIONS = ("middle", "last")
 
 def pick_stage(model: nn.Module, position: str) -> str:
     """The paper's choice is the middle layer of each network; `last` is offered as a variant."""
-    if position not in POSITIONS:
-        raise BenchError(f"fitnet.hint={position!r}: valid positions are {', '.join(POSITIONS)}")
     stages = conv_stages(model)
     return stages[len(stages) // 2] if position == "middle" else stages[-1]
 
@@ -70,6 +67,7 @@ class FitNet(Method):
     modalities = frozenset({"image"})
     defaults = {"hint_weight": 10.0, "kd_weight": 0.0, "temperature": 4.0, "hint": "middle"}
     paper_defaults = {"hint_weight": 200.0, "kd_weight": 0.0, "hint": "middle"}
+    choices = {"hint": POSITIONS}
     citation = (
         "Romero, Ballas, Kahou, Chassang, Gatta and Bengio, FitNets: Hints for Thin Deep Nets, "
         "ICLR 2015, arXiv:1412.6550."

@@ -309,7 +309,7 @@ class GBDT2NN(Method):
 
     def distil_trees(self, ctx: TrainContext) -> tuple[GBDT2NNStudent, torch.Tensor]:
         """Stage 1: the student with its fixed heads, and every training row's target embeddings."""
-        booster = getattr(ctx.teacher, "booster", None)
+        booster = ctx.teacher.booster if ctx.teacher is not None else None
         if booster is None:
             raise TypeError("gbdt2nn distils a LightGBM teacher; this teacher has no booster")
         p = self.params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from bench import registry
+from bench.catalogue import CACHE_ENV
 from bench.cli import main
 from bench.data import DATASETS
 from bench.method import METHODS
@@ -31,6 +33,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def catalogue_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Commands the tests run, in this process or another, cache their catalogue in a folder of
+    the session, never in the user's ~/.cache."""
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("catalogue"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV)
+    else:
+        os.environ[CACHE_ENV] = before
 
 
 @pytest.fixture(autouse=True)

@@ -25,6 +25,10 @@ from bench.cli import main
             "has no parameter 'nope'; its parameters: alpha, standardise, temperature",
         ),
         (("--all", "--set", "kd.temperature=hot"), "expected a float like 4.0"),
+        (
+            ("--all", "--set", "fitnet.hint=bogus"),
+            "fitnet.hint='bogus': valid values are middle, last",
+        ),
         (("--all", "--set", "kd=1"), "expected METHOD.PARAM=VALUE"),
         (("--all", "--set", "nope.x=1"), "unknown method 'nope'"),
         (("--method", "scratch", "--set", "kd.alpha=0.1"), "not among those selected"),

@@ -13,10 +13,11 @@ import pytest
 from bench import SCHEMA_VERSION
 from bench.cli import main
 from bench.data import DATASETS
-from bench.method import METHODS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.method import METHODS
 from bench.metrics import METRICS
 from bench.profiles import PROFILES
 from bench.store import REQUIRED_KEYS, read_record, record_path
+from bench.vocabulary import RANDOM_CONTROL_ROW, TEACHER_ROW
 from tests.conftest import read_records
 
 SMOKE = PROFILES.get("smoke")

@@ -20,10 +20,10 @@ import torch
 
 from bench.data import DATASETS, DatasetLoaderOptions
 from bench.locks import hold_lock, lock_path
-from bench.method import REFERENCE_ROWS
 from bench.profiles import PROFILES
 from bench.specs import teacher_spec_for
 from bench.teachers import _train_and_cache, obtain_teacher, teacher_dir
+from bench.vocabulary import REFERENCE_ROWS
 from tests.conftest import read_records
 from tests.test_determinism import comparable_metrics
 from tests.test_locks import held_by_another_process

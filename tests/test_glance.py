@@ -205,7 +205,8 @@ def test_the_methods_list_is_grouped_by_family(tmp_path: Path) -> None:
 
 
 def test_every_method_declares_a_known_family() -> None:
-    from bench.method import FAMILIES, METHODS, Method, register_method
+    from bench.method import METHODS, Method, register_method
+    from bench.vocabulary import FAMILIES
 
     assert all(METHODS.get(name).family in FAMILIES for name in METHODS.names())
     assert {METHODS.get(n).family for n in ("kd", "fitnet", "e2kd", "gbdt2nn", "scratch")} == {

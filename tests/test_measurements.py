@@ -15,7 +15,7 @@ from torch import nn
 
 from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.gradcam import MIN_SIDE, GradCamUnavailable, gradcam_layer
-from bench.method import METHODS, PERMUTED_CONTROL_ROW, REFERENCE_ROWS, UNTRAINED_CONTROL_ROW
+from bench.method import METHODS
 from bench.metrics import METRICS, ScoringContext, aggregate_samples, score
 from bench.metrics.explanation import spearman_per_sample
 from bench.metrics.quantus_metrics import _normalised_areas, _spearman, faithfulness_correlation
@@ -28,6 +28,7 @@ from bench.specs import teacher_spec_for
 from bench.store import read_record, record_path
 from bench.teachers import obtain_teacher
 from bench.training import TrainContext, seed_everything
+from bench.vocabulary import PERMUTED_CONTROL_ROW, REFERENCE_ROWS, UNTRAINED_CONTROL_ROW
 
 CPU = torch.device("cpu")
 SMOKE = PROFILES.get("smoke")

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.catalogue import from_registries
 from bench.data import DatasetBundle, Split
 from bench.errors import BenchError
 from bench.losses import standardise_logits
@@ -189,7 +190,7 @@ def test_set_wins_over_the_preset() -> None:
 
 def test_an_unknown_preset_is_named_with_the_known_ones() -> None:
     with pytest.raises(BenchError, match="--preset 'authors'.*paper"):
-        preset_overrides("authors", ["kd"])
+        preset_overrides("authors", ["kd"], from_registries())
     assert set(PRESETS) == {"paper"}
 
 
@@ -209,8 +210,20 @@ def test_registration_refuses_paper_defaults_that_are_not_parameters(monkeypatch
         defaults = {"alpha": 0.5}
         paper_defaults = {"alpha": 0.1, "beta": 3.0}
 
-    with pytest.raises(ValueError, match=r"paper_defaults names \['beta'\]"):
+    with pytest.raises(ValueError, match=r"paper_defaults or choices name \['beta'\]"):
         register_method("stray")(Stray)
+
+
+def test_registration_refuses_defaults_outside_their_choices(monkeypatch) -> None:
+    monkeypatch.setattr("bench.method.METHODS", Registry("method"))
+
+    class Outside(Method):
+        defaults = {"layer": "middle"}
+        paper_defaults = {"layer": "first"}
+        choices = {"layer": ("middle", "last")}
+
+    with pytest.raises(BenchError, match="outside.layer='first': valid values are middle, last"):
+        register_method("outside")(Outside)
 
 
 def test_the_cli_runs_a_preset_and_lists_it(cli, tmp_path) -> None:

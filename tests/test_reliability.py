@@ -190,9 +190,15 @@ def test_record_validation_names_the_problem(change: dict, problem: str) -> None
 # --- 4. no name escapes the results folder ---------------------------------------------------------
 def test_a_set_value_cannot_lead_a_record_outside_the_results(cli, tmp_path) -> None:
     outside = tmp_path / "x"
+    plugin = tmp_path / "free_text.py"
+    plugin.write_text(
+        "from bench import Method, register_method\n"
+        '@register_method("free_text")\nclass M(Method):\n    defaults = {"note": "a"}\n'
+    )
     result = cli(
-        "run", "--profile", "smoke", "--dataset", "digits", "--method", "fitnet",
-        "--set", f"fitnet.hint=/../../../../../../../..{outside}", "--results", tmp_path / "res",
+        "run", "--profile", "smoke", "--dataset", "digits", "--method", "free_text",
+        "--plugin", plugin, "--set", f"free_text.note=/../../../../../../../..{outside}",
+        "--results", tmp_path / "res",
     )  # fmt: skip
     assert result.code == 2
     assert "is not allowed" in result.err and "no path separators" in result.err

@@ -218,8 +218,11 @@ def test_hint_layers_follow_the_student_depth(depth: int, middle: str, last: str
     teacher = build_model("resnet", (1, 8, 8), 10, width=4, blocks=2)
     assert pick_stage(teacher, "middle") == "layer2"
     assert pick_stage(teacher, "last") == "layer3"
-    with pytest.raises(BenchError, match="middle, last"):
-        pick_stage(student, "first")
+
+
+def test_a_hint_position_outside_the_choices_is_refused() -> None:
+    with pytest.raises(BenchError, match="fitnet.hint='first': valid values are middle, last"):
+        METHODS.get("fitnet")({"hint": "first"})
 
 
 def test_attention_pairs_count_from_the_output_end() -> None:

@@ -1,0 +1,246 @@
+"""The catalogue: what the registries hold, as plain data, so that `list`, `status` and planning
+answer without importing torch.
+
+Registering a method or a metric means importing its module, and with it torch, captum and quantus
+(5-8 s here), while planning needs only names, parameters and settings. So the first command after
+the code changed imports every component, builds the catalogue from the live registries and writes
+it to a cache file (`$XKD_CACHE_DIR`, else ~/.cache/xkd-bench); later commands read it back.
+
+A cache file is trusted only under the fingerprint of the code it was built from: the bytes of
+every source file of bench and its built-in components, of the plugin files (`--plugin`,
+`$BENCH_PLUGINS`) and of the modules of the installed entry points. Any edit of those files, a
+plugin added or removed, a torn or foreign file: the catalogue is rebuilt. Not covered: a module
+that a plugin file imports from elsewhere (edit the plugin file, or delete the cache, after
+changing one). Once the registries are loaded in a process (a runner about to train, a test, a
+library caller), they are the catalogue and no file is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import registry
+from bench.errors import BenchError, UnknownNameError
+from bench.store import write_atomic
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "XKD_CACHE_DIR"
+DEFAULT_CACHE = Path("~/.cache/xkd-bench")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method as planning and `list` see it (`bench.method.Method`)."""
+
+    name: str
+    family: str
+    modalities: tuple[str, ...]
+    defaults: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    paper_changes: dict[str, Any]
+    # The allowed values of the parameters whose values form a closed set (`Method.choices`).
+    choices: dict[str, list[Any]]
+    description: str
+    citation: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: what identifies its data, not its loader (`bench.data`)."""
+
+    name: str
+    modality: str
+    version: str
+    description: str
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A registered metric: its declaration, not its code (`bench.metrics.Metric`)."""
+
+    name: str
+    category: str
+    higher_is_better: bool
+    modalities: tuple[str, ...]
+    description: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    methods: dict[str, MethodInfo]
+    datasets: dict[str, DatasetInfo]
+    metrics: dict[str, MetricInfo]
+
+    def method(self, name: str) -> MethodInfo:
+        return _lookup(self.methods, "method", name)
+
+    def dataset(self, name: str) -> DatasetInfo:
+        return _lookup(self.datasets, "dataset", name)
+
+    def metric_settings(self, modality: str) -> dict[str, Any]:
+        """What a run id hashes of the metrics of a modality: each metric's name and settings."""
+        return {m.name: m.settings for m in self.metrics.values() if modality in m.modalities}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            kind: {name: asdict(info) for name, info in sorted(entries.items())}
+            for kind, entries in (
+                ("methods", self.methods),
+                ("datasets", self.datasets),
+                ("metrics", self.metrics),
+            )
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Catalogue:
+        def entries(kind: str, info: type) -> dict[str, Any]:
+            return {name: _info(info, fields) for name, fields in data[kind].items()}
+
+        return cls(
+            methods=entries("methods", MethodInfo),
+            datasets=entries("datasets", DatasetInfo),
+            metrics=entries("metrics", MetricInfo),
+        )
+
+
+def check_choices(method: str, params: Mapping[str, Any], choices: Mapping[str, Any]) -> None:
+    """Refuse a parameter value outside its method's declared choices, naming the valid ones."""
+    for param, allowed in choices.items():
+        if param in params and params[param] not in allowed:
+            valid = ", ".join(map(str, allowed))
+            raise BenchError(f"{method}.{param}={params[param]!r}: valid values are {valid}")
+
+
+def _lookup(entries: Mapping[str, Any], kind: str, name: str) -> Any:
+    try:
+        return entries[name]
+    except KeyError:
+        raise UnknownNameError(kind, name, entries) from None
+
+
+def _info(info: type, fields: Mapping[str, Any]) -> Any:
+    """An entry from its JSON fields; lists become the tuples the dataclass declares."""
+    return info(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def from_registries() -> Catalogue:
+    """The catalogue of the registries as this process has loaded them (imports torch)."""
+    from bench.data import DATASETS
+    from bench.method import METHODS
+    from bench.metrics import METRICS
+
+    methods = {}
+    for name in METHODS:
+        cls = METHODS.get(name)
+        methods[name] = MethodInfo(
+            name=name,
+            family=cls.family,
+            modalities=tuple(sorted(cls.modalities)),
+            defaults=dict(cls.defaults),
+            hyperparameters=cls.hyperparameters(),
+            paper_changes=cls.paper_changes(),
+            choices={param: list(values) for param, values in cls.choices.items()},
+            description=cls.describe(),
+            citation=cls.citation,
+        )
+    datasets = {
+        name: DatasetInfo(name, entry.modality, entry.version, entry.description)
+        for name in DATASETS
+        for entry in [DATASETS.get(name)]
+    }
+    metrics = {
+        name: MetricInfo(
+            name=name,
+            category=metric.category,
+            higher_is_better=metric.higher_is_better,
+            modalities=tuple(sorted(metric.modalities)),
+            description=metric.description,
+            settings=dict(metric.settings),
+        )
+        for name in METRICS
+        for metric in [METRICS.get(name)]
+    }
+    return Catalogue(methods, datasets, metrics)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def code_fingerprint(plugin_files: Sequence[str | Path] = ()) -> str:
+    """A hash of every file whose code can change what the registries hold (module docstring),
+    this module's own among them: a change of the catalogue's fields changes it too."""
+    digest = hashlib.sha256()
+    sources: list[Path] = []
+    for package in ("bench", *registry.BUILTIN_PACKAGES):
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            sources += sorted(Path(folder).rglob("*.py"))
+    sources += [Path(p).resolve() for p in registry.plugin_files(plugin_files)]
+    for group in registry.ENTRY_POINT_GROUPS:
+        for entry in importlib.metadata.entry_points(group=group):
+            digest.update(f"{group}:{entry.name}={entry.value}".encode())
+            spec = importlib.util.find_spec(entry.module)
+            if spec is not None and spec.origin and Path(spec.origin).is_file():
+                sources.append(Path(spec.origin))
+    for path in dict.fromkeys(sources):
+        digest.update(str(path).encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"<unreadable>")  # `load_plugins` names the missing file
+    return digest.hexdigest()[:32]
+
+
+def load_catalogue(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
+    """The catalogue of the built-ins and these plugins: from the cache when the code is the one
+    it was built from, else built from the registries (importing them) and cached."""
+    if registry.builtins_loaded():
+        registry.load_plugins(list(plugin_files))
+        return from_registries()
+    fingerprint = code_fingerprint(plugin_files)
+    path = cache_root() / f"catalogue-{fingerprint}.json"
+    cached = _read(path, fingerprint)
+    if cached is not None:
+        return cached
+    registry.load_plugins(list(plugin_files))
+    catalogue = from_registries()
+    _write(path, fingerprint, catalogue)
+    return catalogue
+
+
+def _read(path: Path, fingerprint: str) -> Catalogue | None:
+    try:
+        data = json.loads(path.read_text())
+        if data["fingerprint"] != fingerprint:
+            raise ValueError(f"fingerprint {data['fingerprint']!r}, expected {fingerprint!r}")
+        return Catalogue.from_dict(data["catalogue"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # torn, foreign or old: rebuild
+        log.warning("ignoring the catalogue cache %s (%s); rebuilding it", path, exc)
+        return None
+
+
+def _write(path: Path, fingerprint: str, catalogue: Catalogue) -> None:
+    """Cache the catalogue and drop the files of older code; a cache that cannot be written costs
+    time on the next command, not a failed one."""
+    text = json.dumps({"fingerprint": fingerprint, "catalogue": catalogue.as_dict()}, indent=1)
+    try:
+        write_atomic(path, lambda handle: handle.write(text.encode()))
+        for old in path.parent.glob("catalogue-*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not cache the catalogue in %s: %s", path.parent, exc)
