@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
-from bench.errors import BenchError, UnknownNameError
+from bench.errors import UnknownNameError
 from bench.store import write_atomic
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,6 @@ class Catalogue:
             datasets=entries("datasets", DatasetInfo),
             metrics=entries("metrics", MetricInfo),
         )
-
-
-def check_choices(method: str, params: Mapping[str, Any], choices: Mapping[str, Any]) -> None:
-    """Refuse a parameter value outside its method's declared choices, naming the valid ones."""
-    for param, allowed in choices.items():
-        if param in params and params[param] not in allowed:
-            valid = ", ".join(map(str, allowed))
-            raise BenchError(f"{method}.{param}={params[param]!r}: valid values are {valid}")
 
 
 def _lookup(entries: Mapping[str, Any], kind: str, name: str) -> Any:

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from bench.errors import BenchError, UnknownNameError
 from bench.paths import check_name
-from bench.registry import Registry, source_file
+from bench.registry import Registry, first_paragraph, source_file
 from bench.vocabulary import Modality
 
 # Every dataset is split with its own seed, never the run's, so that all runs of a dataset see the
@@ -198,14 +198,14 @@ DATASETS: DatasetRegistry = DatasetRegistry()
 def register_dataset(
     name: str, *, modality: Modality, version: str
 ) -> Callable[[Callable[[DatasetLoaderOptions], DatasetBundle]], Callable]:
-    """Register a loader `f(options) -> DatasetBundle`; its docstring's first line describes it.
+    """Register a loader `f(options) -> DatasetBundle`; its docstring's first paragraph describes it.
 
     The version is declared here, not only in the bundle, so that planning (and run ids) need no
     data: a changed version redoes the dataset's runs.
     """
 
     def add(loader: Callable[[DatasetLoaderOptions], DatasetBundle]) -> Callable:
-        description = (loader.__doc__ or "").strip().splitlines()[0] if loader.__doc__ else ""
+        description = first_paragraph(loader.__doc__)
         entry = DatasetEntry(name, modality, version, loader, description)
         DATASETS.register(name, source_file(loader))(entry)
         return loader

@@ -19,13 +19,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
+import torch.nn.functional as F
+from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from bench.class_scores import CONVENTION, centre_over_classes
 from bench.explanation_loss import gradient_times_input
-from bench.gradcam import MIN_SIDE, gradcam_layer, has_gradcam
-from bench.registry import Registry
+from bench.gradcam import MIN_SIDE, grad_cam_maps, gradcam_layer, has_gradcam
+from bench.registry import Registry, first_paragraph
 
 
 class ClassScores(nn.Module):
@@ -89,7 +90,7 @@ def register_explainer(
     requires: Callable[[nn.Module | None, tuple[int, ...]], bool] | None = None,
 ) -> Callable[[AttributeFn], AttributeFn]:
     def add(fn: AttributeFn) -> AttributeFn:
-        description = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
+        description = first_paragraph(fn.__doc__)
         EXPLAINERS.register(name)(Explainer(name, modalities, fn, description, sign, requires))
         return fn
 
@@ -137,9 +138,10 @@ def _grad_cam(
 ) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017) of the deepest convolutional stage of at least 4×4
     (`bench.gradcam`), upsampled bilinearly."""
-    layer = model.module.get_submodule(gradcam_layer(model.module, tuple(x.shape[1:])))
-    cam = LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
-    return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+    # The layer's path inside `model`, which wraps the network as `module`.
+    layer = "module." + gradcam_layer(model.module, tuple(x.shape[1:]))
+    cam = grad_cam_maps(model, layer, x, targets, batch_size=len(x))
+    return F.interpolate(cam[:, None], size=tuple(x.shape[2:]), mode="bilinear")
 
 
 @register_explainer("random")

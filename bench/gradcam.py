@@ -8,9 +8,10 @@ other, so an "agreement" on them measured the ramp). A map must have at least `M
 along each side to say *where* in the image the evidence lies; 4 is the smallest grid that puts
 an interior between the borders, and what a 4-block student keeps on 32×32 images.
 
-The rule, one for every model and for every use (scoring with Captum's `LayerGradCam` in
-`bench.explainers`, training on Grad-CAM in e2KD and XDistillation through
-`bench.vision_losses`): start at the model's `last_conv_layer` (or its last convolutional
+Grad-CAM itself is defined once, here (`grad_cam`): the scoring explainer (`bench.explainers`)
+and the methods that train on Grad-CAM (e2KD, XDistillation) compute the same maps, and a test
+holds it equal to Captum's `LayerGradCam`. Where it is taken is one rule, for every model and
+every use: start at the model's `last_conv_layer` (or its last convolutional
 stage) and walk back through its stages to the first whose output is at least `MIN_SIDE`×`MIN_SIDE`
 on the dataset's input shape. A model with no such stage has no Grad-CAM: its Grad-CAM metrics
 are not computed (`GradCamUnavailable`), rather than computed on a ramp.
@@ -21,11 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
 from bench.hooks import FeatureHooks
 from bench.models import eval_mode
+from bench.training import EVAL_BATCH
 
 MIN_SIDE = 4
 
@@ -98,3 +101,40 @@ def has_gradcam(model: nn.Module | None, input_shape: Sequence[int]) -> bool:
     except GradCamUnavailable:
         return False
     return True
+
+
+def grad_cam(activation: torch.Tensor, scores: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    """Selvaraju et al. 2017: ReLU(Σ_k α_k A_k) with α_k the spatial mean of ∂y_c/∂A_k, (N, H, W).
+
+    `scores` holds each sample's class score y_c, computed from `activation`. The gradient of
+    their sum is taken at once, which is each sample's own gradient as long as samples do not
+    interact between the layer and the logits (true of the registered models' pooling-and-linear
+    heads, also in train mode). With `create_graph=True` the map is differentiable in the model's
+    weights, so a loss on it trains the model (e2KD).
+    """
+    (gradient,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    return F.relu((weights * activation).sum(dim=1))
+
+
+def grad_cam_maps(
+    model: nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+) -> torch.Tensor:
+    """Grad-CAM maps (N, H, W) of a fixed model at `layer` for class `target`, detached.
+
+    For teachers and trained students: the model runs in eval mode (its mode is restored after)
+    and its weights are not touched, as gradients are taken with respect to the activation only.
+    """
+    maps = []
+    with eval_mode(model), torch.enable_grad(), FeatureHooks(model, [layer]) as hooks:
+        for start in range(0, len(x), batch_size):
+            # An input that requires grad keeps a graph even if the weights are frozen.
+            chunk = x[start : start + batch_size].detach().requires_grad_(True)
+            logits = model(chunk)
+            scores = logits.gather(1, target[start : start + batch_size, None]).squeeze(1)
+            maps.append(grad_cam(hooks.features[layer], scores, create_graph=False).detach())
+    return torch.cat(maps)

@@ -12,13 +12,13 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bench.catalogue import check_choices
 from bench.contracts import Batch, ModelOutput
 from bench.hooks import FeatureHooks
-from bench.losses import standardise_logits
-from bench.registry import Registry, source_file
+from bench.losses import kd_kl, standardise_logits
+from bench.registry import Registry, check_choices, first_paragraph, source_file
 from bench.training import TrainContext
 from bench.vocabulary import FAMILIES, MODALITIES, REFERENCE_ROWS
 
@@ -81,6 +81,23 @@ class Method:
             return student_logits, teacher_logits
         return standardise_logits(student_logits), standardise_logits(teacher_logits)
 
+    def hinton_terms(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """α·CE(labels) + (1−α)·T²·KL(teacher ‖ student) as the terms `ce` and `kd`, at the
+        method's `alpha` and `temperature` (Hinton et al. 2015; `kd_kl`).
+
+        KD and the methods that add their own term to it (kd_expl, e2kd, xdistill) share this
+        one definition, so that their difference from kd is their term. The KL reads
+        `distilled_logits`; cross-entropy the raw logits.
+        """
+        alpha, temperature = self.params["alpha"], self.params["temperature"]
+        student, teacher = self.distilled_logits(student_logits, teacher_logits)
+        return {
+            "ce": alpha * F.cross_entropy(student_logits, labels),
+            "kd": (1 - alpha) * kd_kl(student, teacher, temperature),
+        }
+
     def build_student(self, ctx: TrainContext) -> nn.Module:
         """The student network; by default the profile's standard student for the modality."""
         return ctx.default_student()
@@ -119,8 +136,7 @@ class Method:
     @classmethod
     def describe(cls) -> str:
         """The first paragraph of the class docstring: what the report and `list` show."""
-        doc = (cls.__doc__ or "").strip()
-        return " ".join(doc.split("\n\n")[0].split())
+        return first_paragraph(cls.__doc__)
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.catalogue import Catalogue, check_choices, from_registries
+from bench.catalogue import Catalogue, from_registries
 from bench.errors import BenchError
 from bench.paths import check_name
 from bench.profiles import PROFILES, Profile
+from bench.registry import check_choices
 from bench.specs import RunSpec, TeacherSpec, reference_run_id, teacher_spec_for
 from bench.store import MAX_SEED
 

@@ -15,9 +15,9 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bench.errors import BenchError, UnknownNameError
 from bench.paths import check_name
@@ -74,6 +74,20 @@ class Registry(Generic[T]):
         """Remove a component; tests use it to keep plugin registrations from leaking."""
         self._items.pop(name, None)
         self._sources.pop(name, None)
+
+
+def check_choices(method: str, params: Mapping[str, Any], choices: Mapping[str, Any]) -> None:
+    """Refuse a parameter value outside its method's declared choices, naming the valid ones."""
+    for param, allowed in choices.items():
+        if param in params and params[param] not in allowed:
+            valid = ", ".join(map(str, allowed))
+            raise BenchError(f"{method}.{param}={params[param]!r}: valid values are {valid}")
+
+
+def first_paragraph(doc: str | None) -> str:
+    """The first paragraph of a docstring, on one line: how `list`, the records and the report
+    describe a registered component."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 def source_file(obj: object) -> str:

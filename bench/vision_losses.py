@@ -1,5 +1,5 @@
 """Pieces shared by the image distillation methods: stages and their pairing, resizing, attention
-maps, Grad-CAM and the penultimate embedding.
+maps, the teacher's Grad-CAM maps and the penultimate embedding.
 
 Each is written once here and used by several methods (FitNets, attention transfer, NST, VID, OFD,
 ReviewKD, the relational methods, e2KD, XDistillation), so that two methods comparing "the same"
@@ -20,13 +20,13 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.gradcam import conv_stages as conv_stages  # re-exported for the methods
-from bench.gradcam import gradcam_layer
+from bench.gradcam import grad_cam_maps, gradcam_layer
 from bench.gradcam import last_conv_layer as last_conv_layer
 from bench.hooks import FeatureHooks
 from bench.losses import at_least_float32, relation_precision
 from bench.method import Batch, Method, ModelOutput
 from bench.models import eval_mode
-from bench.training import EVAL_BATCH, TrainContext
+from bench.training import TrainContext
 
 
 @torch.no_grad()
@@ -99,43 +99,6 @@ def attention_transfer_loss(
     size = coarser_grid(student_features, teacher_features)
     difference = attention_map(student_features, size) - attention_map(teacher_features, size)
     return difference.pow(2).mean()
-
-
-def grad_cam(activation: torch.Tensor, scores: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
-    """Selvaraju et al. 2017: ReLU(Σ_k α_k A_k) with α_k the spatial mean of ∂y_c/∂A_k, (N, H, W).
-
-    `scores` holds each sample's class score y_c, computed from `activation`. The gradient of
-    their sum is taken at once, which is each sample's own gradient as long as samples do not
-    interact between the layer and the logits (true of the registered models' pooling-and-linear
-    heads, also in train mode). With `create_graph=True` the map is differentiable in the model's
-    weights, so a loss on it trains the model (e2KD).
-    """
-    (gradient,) = torch.autograd.grad(scores.sum(), activation, create_graph=create_graph)
-    weights = gradient.mean(dim=(2, 3), keepdim=True)
-    return F.relu((weights * activation).sum(dim=1))
-
-
-def grad_cam_maps(
-    model: nn.Module,
-    layer: str,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    batch_size: int = EVAL_BATCH,
-) -> torch.Tensor:
-    """Grad-CAM maps (N, H, W) of a fixed model at `layer` for class `target`, detached.
-
-    For teachers and trained students: the model runs in eval mode (its mode is restored after)
-    and its weights are not touched, as gradients are taken with respect to the activation only.
-    """
-    maps = []
-    with eval_mode(model), torch.enable_grad(), FeatureHooks(model, [layer]) as hooks:
-        for start in range(0, len(x), batch_size):
-            # An input that requires grad keeps a graph even if the weights are frozen.
-            chunk = x[start : start + batch_size].detach().requires_grad_(True)
-            logits = model(chunk)
-            scores = logits.gather(1, target[start : start + batch_size, None]).squeeze(1)
-            maps.append(grad_cam(hooks.features[layer], scores, create_graph=False).detach())
-    return torch.cat(maps)
 
 
 def paired_stages(student: nn.Module, teacher: nn.Module) -> list[tuple[str, str]]:

@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.gradcam import gradcam_layer
-from bench.losses import kd_kl
+from bench.gradcam import grad_cam, gradcam_layer
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
-from bench.vision_losses import TeacherPerImage, grad_cam, match_spatial, teacher_grad_cam
+from bench.vision_losses import TeacherPerImage, match_spatial, teacher_grad_cam
 
 
 def explanation_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
@@ -58,7 +57,6 @@ class ExplanationEnhancedKD(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
-        alpha, temperature = self.params["alpha"], self.params["temperature"]
         (activation,) = student_out.features.values()
         explained = teacher_out.logits.argmax(dim=1)
         scores = student_out.logits.gather(1, explained[:, None]).squeeze(1)
@@ -66,7 +64,6 @@ class ExplanationEnhancedKD(Method):
         teacher_maps = self.teacher_maps(batch, teacher_out)
         student_maps = match_spatial(student_maps[:, None], teacher_maps.shape[-2:])[:, 0]
         return {
-            "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
-            "kd": (1 - alpha) * kd_kl(student_out.logits, teacher_out.logits, temperature),
+            **self.hinton_terms(student_out.logits, teacher_out.logits, batch.y),
             "explanation": self.params["lambda"] * explanation_loss(student_maps, teacher_maps),
         }

@@ -1,9 +1,7 @@
 """Classic knowledge distillation (Hinton et al. 2015)."""
 
 import torch
-import torch.nn.functional as F
 
-from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.training import TrainContext
 
@@ -41,9 +39,4 @@ class KnowledgeDistillation(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
-        alpha, temperature = self.params["alpha"], self.params["temperature"]
-        student, teacher = self.distilled_logits(student_out.logits, teacher_out.logits)
-        return {
-            "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
-            "kd": (1 - alpha) * kd_kl(student, teacher, temperature),
-        }
+        return self.hinton_terms(student_out.logits, teacher_out.logits, batch.y)

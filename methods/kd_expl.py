@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.explanation_loss import ExplanationImitation
-from bench.losses import kd_kl
 from bench.method import Batch, Method, register_method
 from bench.training import TrainContext
 
@@ -40,14 +38,11 @@ class KDWithExplanationImitation(Method):
             raise ValueError("kd_expl needs a teacher in the context")
         imitation = ExplanationImitation(ctx, self.params["imitation_rows"])
         student = self.build_student(ctx).to(ctx.device)
-        alpha, temperature = self.params["alpha"], self.params["temperature"]
 
         def step(batch: Batch) -> dict[str, torch.Tensor]:
             logits = student(batch.x)
-            teacher_logits = teacher.train_logits[batch.index]
             return {
-                "ce": alpha * F.cross_entropy(logits, batch.y),
-                "kd": (1 - alpha) * kd_kl(logits, teacher_logits, temperature),
+                **self.hinton_terms(logits, teacher.train_logits[batch.index], batch.y),
                 "imitation": self.params["lambda"]
                 * imitation.loss(student, batch.x, batch.y, batch.index),
             }

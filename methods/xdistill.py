@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchError
-from bench.losses import kd_kl
 from bench.method import Batch, Method, ModelOutput, register_method
 from bench.models.cnn import conv_bn_relu
 from bench.training import TrainContext
@@ -136,11 +135,9 @@ class XDistillation(Method):
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext
     ) -> dict[str, torch.Tensor]:
-        alpha, temperature = self.params["alpha"], self.params["temperature"]
         decoded = self.decoder(student_out.features["encoder"])
         return {
-            "ce": alpha * F.cross_entropy(student_out.logits, batch.y),
-            "kd": (1 - alpha) * kd_kl(student_out.logits, teacher_out.logits, temperature),
+            **self.hinton_terms(student_out.logits, teacher_out.logits, batch.y),
             "reconstruction": self.params["gamma"]
             * F.mse_loss(decoded, self.teacher_maps(batch, teacher_out)),
         }

@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.gradcam import grad_cam, grad_cam_maps
 from bench.losses import kd_kl
 from bench.method import Batch, ModelOutput
 from bench.methods.at import AttentionTransfer
 from bench.methods.e2kd import ExplanationEnhancedKD, explanation_loss
 from bench.methods.fitnet import FitNet, HintRegressor, hint_loss
 from bench.training import TrainContext
-from bench.vision_losses import attention_transfer_loss, grad_cam, grad_cam_maps, match_spatial
+from bench.vision_losses import attention_transfer_loss, match_spatial
 from tests.authorkit import assert_same, image_context
 
 DOUBLE = torch.float64

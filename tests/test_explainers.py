@@ -96,6 +96,30 @@ def test_grad_cam_is_a_non_negative_input_sized_map() -> None:
     assert cam.min() >= 0.0
 
 
+@pytest.mark.parametrize(("model_name", "kwargs"), [("small_cnn", {"width": 4, "depth": 3}),
+                                                    ("resnet", {"width": 4, "blocks": 1})])  # fmt: skip
+def test_the_one_grad_cam_equals_captums_layer_grad_cam(model_name: str, kwargs: dict) -> None:
+    """The scoring explainer runs `bench.gradcam.grad_cam`, which e2KD and XDistillation train
+    on; on the centred class scores it equals Captum's `LayerGradCam`, upsampled as Captum does."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    from bench.gradcam import gradcam_layer
+
+    torch.manual_seed(0)
+    model = build_model(model_name, (3, 16, 16), 5, **kwargs).eval()
+    x = np.random.default_rng(1).random((6, 3, 16, 16)).astype(np.float32)
+    targets = np.array([0, 1, 2, 3, 4, 0])
+    settings = ExplainSettings(np.zeros((3, 16, 16), dtype=np.float32))
+    ours = explain("gradcam", model, x, targets, 5, settings, CPU)
+    scores = ClassScores(model, 5).eval()
+    layer = model.get_submodule(gradcam_layer(model, (3, 16, 16)))
+    inputs, target = torch.as_tensor(x), torch.as_tensor(targets)
+    cam = LayerGradCam(scores, layer).attribute(inputs, target=target, relu_attributions=True)
+    captum = LayerAttribution.interpolate(cam, (16, 16), interpolate_mode="bilinear")
+    assert captum.abs().max() > 0
+    np.testing.assert_allclose(ours, captum.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_random_control_is_reproducible_and_input_dependent() -> None:
     x = np.random.default_rng(0).random((2, 6)).astype(np.float32)
     settings = ExplainSettings(np.zeros(6, dtype=np.float32))

@@ -17,6 +17,7 @@ from torch import nn
 
 from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.errors import BenchError
+from bench.gradcam import grad_cam, grad_cam_maps
 from bench.losses import kd_kl
 from bench.method import METHODS, Batch, ModelOutput
 from bench.methods.dkd import decoupled_kd
@@ -32,8 +33,6 @@ from bench.training import TrainContext, seed_everything
 from bench.vision_losses import (
     attention_map,
     attention_transfer_loss,
-    grad_cam,
-    grad_cam_maps,
     last_conv_layer,
     paired_stages,
 )

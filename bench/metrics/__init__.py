@@ -20,7 +20,7 @@ from bench.augment import black_fill
 from bench.data import DatasetBundle
 from bench.explainers import EXPLAINERS, ExplainSettings
 from bench.profiles import ExplanationBudget
-from bench.registry import Registry
+from bench.registry import Registry, first_paragraph
 
 # Fixed, not the run's seed: every run of a dataset is scored on the same test rows, and with the
 # same perturbations.
@@ -198,10 +198,10 @@ def register_metric(
     applies: Callable[[ScoringContext], bool] | None = None,
     measures_time: bool = False,
 ) -> Callable[[Compute], Compute]:
-    """Register `compute(ctx) -> float`; its docstring's first line is the metric's description."""
+    """Register `compute(ctx) -> float`; its docstring's first paragraph is the metric's description."""
 
     def add(compute: Compute) -> Compute:
-        description = " ".join((compute.__doc__ or "").strip().split("\n\n")[0].split())
+        description = first_paragraph(compute.__doc__)
         metric = Metric(
             name=name,
             category=category,
