@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,29 +81,44 @@ class Catalogue:
     methods: dict[str, MethodInfo]
     datasets: dict[str, DatasetInfo]
     metrics: dict[str, MetricInfo]
+    # Families of parameterised dataset names, prefix -> pattern (`openml` -> `openml:<id>`).
+    families: dict[str, str]
+    # The plugin files the catalogue covers: loaded to resolve a name of a family.
+    plugin_files: tuple[str, ...] = field(default=(), compare=False)
 
     def method(self, name: str) -> MethodInfo:
         return _lookup(self.methods, "method", name)
 
     def dataset(self, name: str) -> DatasetInfo:
-        return _lookup(self.datasets, "dataset", name)
+        """A registered dataset, or a name of a family (`openml:1590`), whose entry its family's
+        code computes: the registries are loaded for it."""
+        if name in self.datasets:
+            return self.datasets[name]
+        prefix, sep, _ = name.partition(":")
+        if not (sep and prefix in self.families):
+            raise UnknownNameError("dataset", name, [*self.datasets, *self.families.values()])
+        from bench.data import DATASETS
+
+        registry.load_plugins(list(self.plugin_files))
+        return _dataset_info(DATASETS.get(name))
 
     def metric_settings(self, modality: str) -> dict[str, Any]:
         """What a run id hashes of the metrics of a modality: each metric's name and settings."""
         return {m.name: m.settings for m in self.metrics.values() if modality in m.modalities}
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            kind: {name: asdict(info) for name, info in sorted(entries.items())}
-            for kind, entries in (
+        entries = {
+            kind: {name: asdict(info) for name, info in sorted(items.items())}
+            for kind, items in (
                 ("methods", self.methods),
                 ("datasets", self.datasets),
                 ("metrics", self.metrics),
             )
         }
+        return {**entries, "families": dict(sorted(self.families.items()))}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Catalogue:
+    def from_dict(cls, data: Mapping[str, Any], plugin_files: Sequence[str] = ()) -> Catalogue:
         def entries(kind: str, info: type) -> dict[str, Any]:
             return {name: _info(info, fields) for name, fields in data[kind].items()}
 
@@ -111,6 +126,8 @@ class Catalogue:
             methods=entries("methods", MethodInfo),
             datasets=entries("datasets", DatasetInfo),
             metrics=entries("metrics", MetricInfo),
+            families=dict(data["families"]),
+            plugin_files=tuple(plugin_files),
         )
 
 
@@ -126,7 +143,11 @@ def _info(info: type, fields: Mapping[str, Any]) -> Any:
     return info(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-def from_registries() -> Catalogue:
+def _dataset_info(entry: Any) -> DatasetInfo:
+    return DatasetInfo(entry.name, entry.modality, entry.version, entry.description)
+
+
+def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
     """The catalogue of the registries as this process has loaded them (imports torch)."""
     from bench.data import DATASETS
     from bench.method import METHODS
@@ -146,11 +167,7 @@ def from_registries() -> Catalogue:
             description=cls.describe(),
             citation=cls.citation,
         )
-    datasets = {
-        name: DatasetInfo(name, entry.modality, entry.version, entry.description)
-        for name in DATASETS
-        for entry in [DATASETS.get(name)]
-    }
+    datasets = {name: _dataset_info(DATASETS.get(name)) for name in DATASETS}
     metrics = {
         name: MetricInfo(
             name=name,
@@ -163,7 +180,9 @@ def from_registries() -> Catalogue:
         for name in METRICS
         for metric in [METRICS.get(name)]
     }
-    return Catalogue(methods, datasets, metrics)
+    families = {pattern.partition(":")[0]: pattern for pattern in DATASETS.patterns()}
+    files = tuple(str(path) for path in plugin_files)
+    return Catalogue(methods, datasets, metrics, families, files)
 
 
 def cache_root() -> Path:
@@ -200,24 +219,24 @@ def load_catalogue(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
     it was built from, else built from the registries (importing them) and cached."""
     if registry.builtins_loaded():
         registry.load_plugins(list(plugin_files))
-        return from_registries()
+        return from_registries(plugin_files)
     fingerprint = code_fingerprint(plugin_files)
     path = cache_root() / f"catalogue-{fingerprint}.json"
-    cached = _read(path, fingerprint)
+    cached = _read(path, fingerprint, plugin_files)
     if cached is not None:
         return cached
     registry.load_plugins(list(plugin_files))
-    catalogue = from_registries()
+    catalogue = from_registries(plugin_files)
     _write(path, fingerprint, catalogue)
     return catalogue
 
 
-def _read(path: Path, fingerprint: str) -> Catalogue | None:
+def _read(path: Path, fingerprint: str, plugin_files: Sequence[str | Path]) -> Catalogue | None:
     try:
         data = json.loads(path.read_text())
         if data["fingerprint"] != fingerprint:
             raise ValueError(f"fingerprint {data['fingerprint']!r}, expected {fingerprint!r}")
-        return Catalogue.from_dict(data["catalogue"])
+        return Catalogue.from_dict(data["catalogue"], [str(p) for p in plugin_files])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # torn, foreign or old: rebuild

@@ -261,8 +261,7 @@ def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
 def _status(args: argparse.Namespace) -> int:
     from bench.catalogue import load_catalogue
     from bench.planner import Selection, make_plan
-    from bench.store import iter_records, read_record, record_path
-    from bench.vocabulary import REFERENCE_ROWS
+    from bench.records import REFERENCE_ROWS, iter_records, read_record, record_path
 
     plan = make_plan(Selection(profile=args.profile), load_catalogue(args.plugin))
     counts: Counter = Counter()
@@ -322,7 +321,6 @@ def _report(args: argparse.Namespace) -> int:
 
     if not (args.results / "runs").is_dir():
         raise BenchError(f"no runs under {args.results}: run `python -m bench run --all` first")
-    registry.load_plugins()  # the descriptions of `$BENCH_PLUGINS` methods
     index = render_report(args.results, args.out, args.profile, args.reference)
     print(f"wrote {index} and {args.results / 'leaderboard.csv'}")
     return 0

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
+from bench.records import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.store import write_atomic
-from bench.vocabulary import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
 
 DPI = 96
 REFERENCE_COLOURS = {TEACHER_ROW: "#1f4e9c", **dict.fromkeys(CONTROL_ROWS, "#888888")}

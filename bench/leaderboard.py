@@ -12,22 +12,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.records import CONTROL_ROWS, TEACHER_ROW
 from bench.store import write_atomic, write_json_atomic
-from bench.vocabulary import CONTROL_ROWS, TEACHER_ROW
+from bench.vocabulary import BASELINES, CATEGORY_ORDER
 
-CATEGORY_ORDER = (
-    "prediction",
-    "fidelity",
-    "explanation",
-    "explanation_excess",
-    "quantus_faithfulness",
-    "quantus_robustness",
-    "quantus_complexity",
-    "quantus_randomisation",
-    "quantus_localisation",
-    "dissection",
-    "efficiency",
-)
 COLUMNS = [
     "profile", "dataset", "modality", "method", "role", "metric", "category",
     "higher_is_better", "mean", "std", "ci95_low", "ci95_high", "n",
@@ -122,7 +110,7 @@ def mean_coverage(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str
 
 def method_order(methods: Iterable[str]) -> list[str]:
     """Teacher first, then the control row, then the baselines, then the rest alphabetically."""
-    first = (TEACHER_ROW, *CONTROL_ROWS, "scratch", "label_smoothing", "kd")
+    first = (TEACHER_ROW, *CONTROL_ROWS, BASELINES[0], "label_smoothing", *BASELINES[1:])
     names = set(methods)
     return [m for m in first if m in names] + sorted(names - set(first))
 

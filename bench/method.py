@@ -18,9 +18,10 @@ from torch import nn
 from bench.contracts import Batch, ModelOutput
 from bench.hooks import FeatureHooks
 from bench.losses import kd_kl, standardise_logits
+from bench.records import REFERENCE_ROWS
 from bench.registry import Registry, check_choices, first_paragraph, source_file
 from bench.training import TrainContext
-from bench.vocabulary import FAMILIES, MODALITIES, REFERENCE_ROWS
+from bench.vocabulary import FAMILIES, MODALITIES
 
 # The parameter of the logit-standardisation switch (`Method.standardisable`).
 STANDARDISE = "standardise"

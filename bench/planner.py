@@ -14,9 +14,9 @@ from bench.catalogue import Catalogue, from_registries
 from bench.errors import BenchError
 from bench.paths import check_name
 from bench.profiles import PROFILES, Profile
+from bench.records import MAX_SEED
 from bench.registry import check_choices
 from bench.specs import RunSpec, TeacherSpec, reference_run_id, teacher_spec_for
-from bench.store import MAX_SEED
 
 
 @dataclass(frozen=True)

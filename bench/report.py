@@ -30,6 +30,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import bench
 from bench import figures
+from bench.catalogue import Catalogue, load_catalogue
 from bench.claims import ClaimVerdict, claims_table, evaluate_all
 from bench.errors import BenchError
 from bench.integrity import read_array_sealed
@@ -41,9 +42,16 @@ from bench.leaderboard import (
     metric_order,
     write_leaderboard,
 )
-from bench.method import METHODS
+from bench.records import (
+    CONTROL_ROWS,
+    PERMUTED_CONTROL_ROW,
+    RANDOM_CONTROL_ROW,
+    TEACHER_ROW,
+    UNTRAINED_CONTROL_ROW,
+    iter_records,
+    record_path,
+)
 from bench.reference import environment_differences, merge_with_reference
-from bench.registry import load_builtins
 from bench.separation import RULE as SEPARATION_RULE
 from bench.separation import not_separating, separation_table
 from bench.statistics import (
@@ -54,16 +62,9 @@ from bench.statistics import (
     explanation_excess,
     seed_values,
 )
-from bench.store import iter_records, record_path, write_atomic
+from bench.store import write_atomic
 from bench.summary import track_summaries
-from bench.vocabulary import (
-    CONTROL_ROWS,
-    FAMILIES,
-    PERMUTED_CONTROL_ROW,
-    RANDOM_CONTROL_ROW,
-    TEACHER_ROW,
-    UNTRAINED_CONTROL_ROW,
-)
+from bench.vocabulary import BASELINES, FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ def _comparison_tables(
     wanted = [m.replace("{explainer}", explainer or "?") for m in HEADLINE_METRICS]
     metrics = [m for m in wanted if m in set(part.metric)]
     tables = []
-    for baseline in ("scratch", "kd"):
+    for baseline in BASELINES:
         rows_of = part[part.baseline == baseline]
         if rows_of.empty:
             continue
@@ -632,23 +633,26 @@ def _flatten(params: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix.rstrip("."), str(params))]
 
 
-def _describe(name: str, base: Any, role: str) -> str:
+def _describe(name: str, method: dict[str, Any], role: str, catalogue: Catalogue) -> str:
+    """The record's description of its row (records written before descriptions were: the
+    catalogue's, for a method it still holds)."""
     if name in REFERENCE_DESCRIPTIONS and role != "student":
         return REFERENCE_DESCRIPTIONS[name]
-    if isinstance(base, str) and base in METHODS:
-        return METHODS.get(base).describe()
-    return ""
+    if isinstance(method.get("description"), str):
+        return method["description"]
+    base = method.get("base")
+    return catalogue.methods[base].description if base in catalogue.methods else ""
 
 
-def _family(method: dict[str, Any], role: str) -> str:
-    """The record's family (records before families existed: the registered method's)."""
+def _family(method: dict[str, Any], role: str, catalogue: Catalogue) -> str:
+    """The record's family (records before families existed: the catalogue's)."""
     if role != "student":
         return "reference"
     family = method.get("family")
     if family in FAMILIES:
         return str(family)
     base = method.get("base")
-    return METHODS.get(base).family if isinstance(base, str) and base in METHODS else "other"
+    return catalogue.methods[base].family if base in catalogue.methods else "other"
 
 
 def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]]]:
@@ -661,7 +665,7 @@ def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]
     ]
 
 
-def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
+def method_pages(records: list[dict[str, Any]], catalogue: Catalogue) -> list[MethodPage]:
     """One page per leaderboard row name, from the records' `method` objects and provenance."""
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -671,7 +675,6 @@ def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
     for name in method_order(by_method):
         group = by_method[name]
         role = str(group[0].get("role") or "student")
-        base = group[0]["method"].get("base")
         citations = sorted(
             {str(r["method"]["citation"]) for r in group if r["method"].get("citation")}
         )
@@ -716,8 +719,8 @@ def method_pages(records: list[dict[str, Any]]) -> list[MethodPage]:
             MethodPage(
                 name,
                 role,
-                _family(group[0]["method"], role),
-                _describe(name, base, role),
+                _family(group[0]["method"], role, catalogue),
+                _describe(name, group[0]["method"], role, catalogue),
                 citations,
                 params,
                 [(p, d, dataset_page(p, d)) for p, d in datasets],
@@ -784,7 +787,11 @@ def _claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
 
 
 def render_report(
-    results: Path, out: Path, profile: str | None = None, reference: Path | None = None
+    results: Path,
+    out: Path,
+    profile: str | None = None,
+    reference: Path | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Path:
     """Write the statistics under `results/` and the site under `out`; returns `out/index.html`.
 
@@ -793,9 +800,10 @@ def render_report(
     `comparisons.csv`, `average_ranks.csv`, `claims.csv`, and `leaderboard.json` holding all four.
     With `reference` (a reference result set), its records fill the leaderboard, the user's
     replace those of the same run, the user's rows are marked, and environments that differ are
-    named (`bench.reference`).
+    named (`bench.reference`). The report reads records only; `catalogue` (default: the cached
+    one, `bench.catalogue`) describes the methods of records written before records described
+    them.
     """
-    load_builtins()  # method descriptions come from the registry where a method is known
     records = list(iter_records(results, profile))
     yours: set[tuple[str, str, str]] = set()
     differences: list[str] = []
@@ -876,7 +884,7 @@ def render_report(
     tracks.sort(key=lambda t: (t["profile"], t["modality"] != "tabular", t["modality"]))
     summaries = track_summaries(ranked, comparisons)
     problems = [r for r in records if r["status"] in ("failed", "diverged", "skipped")]
-    methods = method_pages(records)
+    methods = method_pages(records, catalogue or load_catalogue())
 
     env = Environment(
         loader=PackageLoader("bench", "templates"),

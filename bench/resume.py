@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.planner import Plan
+from bench.records import REFERENCE_ROWS, TEACHER_ROW, read_record, record_path
 from bench.specs import RunSpec, TeacherSpec
-from bench.store import read_record, record_path
-from bench.vocabulary import REFERENCE_ROWS, TEACHER_ROW
 
 
 @dataclass(frozen=True)

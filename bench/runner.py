@@ -27,13 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import SCHEMA_VERSION
 from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.environment import environment
 from bench.errors import DatasetUnavailable, Diverged
 from bench.explainers import ExplainSettings, explain
 from bench.integrity import write_array_sealed
-from bench.leaderboard import CATEGORY_ORDER
 from bench.locks import hold_lock, lock_path, try_lock
 from bench.method import METHODS
 from bench.metrics import ScoringContext, metric_settings, score
@@ -41,6 +39,14 @@ from bench.metrics.dissection import dissection_summary
 from bench.models import build_model, count_parameters
 from bench.planner import Plan
 from bench.progress import Progress, SilentProgress
+from bench.records import (
+    PERMUTED_CONTROL_ROW,
+    RANDOM_CONTROL_ROW,
+    REFERENCE_ROWS,
+    TEACHER_ROW,
+    UNTRAINED_CONTROL_ROW,
+    skeleton,
+)
 from bench.resume import DatasetStage, FinishedRecords, stage_label
 from bench.specs import RunSpec, TeacherSpec, reference_run_id
 from bench.store import (
@@ -49,20 +55,12 @@ from bench.store import (
 )
 from bench.teachers import Teacher, obtain_teacher, teacher_dir
 from bench.training import TrainContext, network_logits, seed_everything
-from bench.vocabulary import (
-    PERMUTED_CONTROL_ROW,
-    RANDOM_CONTROL_ROW,
-    REFERENCE_ROWS,
-    TEACHER_ROW,
-    UNTRAINED_CONTROL_ROW,
-)
+from bench.vocabulary import Category
 
 log = logging.getLogger(__name__)
 
 # The control row has no predictions of its own: only its explanations are scored.
-CONTROL_CATEGORIES = frozenset(
-    c for c in CATEGORY_ORDER if c == "explanation" or c.startswith("quantus_")
-)
+CONTROL_CATEGORIES = frozenset(c for c in Category if c.rates_explanations)
 
 
 @dataclass(frozen=True)
@@ -338,40 +336,27 @@ class SuiteRunner:
 
     # --- records ---------------------------------------------------------------------------
     def _base_record(self, spec: RunSpec, bundle: DatasetBundle | None) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": spec.run_id,
-            "status": None,
-            "role": "student",
-            "dataset": {
-                "name": spec.dataset,
-                "version": spec.dataset_version,
-                "modality": spec.modality,
-                "sizes": bundle.sizes() if bundle else None,
-                "num_classes": bundle.num_classes if bundle else None,
-            },
-            "method": {
+        method = METHODS.get(spec.method)
+        return skeleton(
+            run_id=spec.run_id,
+            role="student",
+            dataset=dataset_entry(spec.dataset, spec.dataset_version, spec.modality, bundle),
+            method={
                 "name": spec.variant,
                 "base": spec.method,
                 "params": dict(spec.params),
-                "citation": METHODS.get(spec.method).citation,
-                "family": METHODS.get(spec.method).family,
+                "citation": method.citation,
+                "family": method.family,
+                # What the report says of the row: it reads records, never the method's code.
+                "description": method.describe(),
             },
-            "teacher": spec.teacher.as_dict(),
-            "student": None,
-            "seed": spec.seed,
-            "profile": spec.profile,
-            "budget": spec.budget.as_dict(),
-            "metrics": {},
-            "metric_metadata": {},
-            "dissection": None,
-            "training": None,
-            "timings": {},
-            "environment": self.environment,
-            "started": _now(),
-            "ended": None,
-            "error": None,
-        }
+            teacher=spec.teacher.as_dict(),
+            seed=spec.seed,
+            profile=spec.profile,
+            budget=spec.budget.as_dict(),
+            environment=self.environment,
+            started=_now(),
+        )
 
     def _write_unrun(
         self, spec: RunSpec, status: str, exc: BaseException, stage: str | None
@@ -457,13 +442,12 @@ class SuiteRunner:
         )
         metrics, metadata = score(scoring)
         info = {k: v for k, v in teacher.info.items() if k != "history"}
-        record = self._reference_record(spec, bundle, TEACHER_ROW, metrics, metadata)
+        method = {"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings}
+        record = self._reference_record(spec, bundle, "teacher", method, metrics, metadata)
         maps = save_attribution_maps(self.reference_path(spec), scoring, with_inputs=True)
         record.update(
             attribution_maps=maps,
             dissection=dissection_summary(scoring),
-            role="teacher",
-            method={"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings},
             teacher={**spec.as_dict(), **info},
             training={
                 "last_epoch_test_accuracy": teacher.info.get("last_epoch_test_accuracy"),
@@ -524,18 +508,14 @@ class SuiteRunner:
             explainer_override=control.explainer_override,
         )
         metrics, metadata = score(scoring, categories=control.categories)
-        record = self._reference_record(spec, bundle, control.row, metrics, metadata)
-        record.update(
-            role="control",
-            method={
-                "name": control.row,
-                "base": control.row,
-                "params": {},
-                "citation": control.description,
-            },  # fmt: skip
-            teacher=spec.as_dict(),
-            timings={"score": time.perf_counter() - started},
-        )
+        method = {
+            "name": control.row,
+            "base": control.row,
+            "params": {},
+            "citation": control.description,
+        }
+        record = self._reference_record(spec, bundle, "control", method, metrics, metadata)
+        record.update(teacher=spec.as_dict(), timings={"score": time.perf_counter() - started})
         if control.categories is None:  # a whole model: dissected and shown like a student
             record["dissection"] = dissection_summary(scoring)
             path = self.reference_path(spec, control.row)
@@ -546,39 +526,39 @@ class SuiteRunner:
         self,
         spec: TeacherSpec,
         bundle: DatasetBundle,
-        row: str,
+        role: str,
+        method: dict[str, Any],
         metrics: dict[str, float],
         metadata: dict[str, dict[str, Any]],
     ) -> dict[str, Any]:
+        """A teacher's or a control row's record, scored and `ok`."""
         now = _now()
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": self.reference_id(spec),
-            "status": "ok",
-            "role": None,
-            "dataset": {
-                "name": spec.dataset,
-                "version": spec.dataset_version,
-                "modality": spec.modality,
-                "sizes": bundle.sizes(),
-                "num_classes": bundle.num_classes,
-            },
-            "method": None,
-            "teacher": None,
-            "student": None,
-            "seed": spec.seed,
-            "profile": self.plan.profile.name,
-            "budget": self.plan.profile.budget(spec.dataset, spec.modality).as_dict(),
-            "metrics": metrics,
-            "metric_metadata": metadata,
-            "dissection": None,
-            "training": None,
-            "timings": {},
-            "environment": self.environment,
-            "started": now,
-            "ended": now,
-            "error": None,
-        }
+        record = skeleton(
+            run_id=self.reference_id(spec),
+            role=role,
+            dataset=dataset_entry(spec.dataset, spec.dataset_version, spec.modality, bundle),
+            method=method,
+            seed=spec.seed,
+            profile=self.plan.profile.name,
+            budget=self.plan.profile.budget(spec.dataset, spec.modality).as_dict(),
+            environment=self.environment,
+            started=now,
+        )
+        record.update(status="ok", metrics=metrics, metric_metadata=metadata, ended=now)
+        return record
+
+
+def dataset_entry(
+    name: str, version: str, modality: str, bundle: DatasetBundle | None
+) -> dict[str, Any]:
+    """A record's `dataset`: its identity, and its sizes when the data was loaded."""
+    return {
+        "name": name,
+        "version": version,
+        "modality": modality,
+        "sizes": bundle.sizes() if bundle else None,
+        "num_classes": bundle.num_classes if bundle else None,
+    }
 
 
 GALLERY_SAMPLES = 4

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.paths import check_name, inside
-from bench.store import iter_records, read_record
+from bench.records import iter_records, read_record
 
 RUN_ID_PREFIX = re.compile(r"[0-9a-f]{6,64}")
 RUN_NAME = re.compile(r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)")

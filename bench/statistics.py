@@ -62,6 +62,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.vocabulary import BASELINES
+
 log = logging.getLogger(__name__)
 
 Alternative = Literal["two-sided", "greater", "less"]
@@ -78,7 +80,6 @@ COMPARISON_COLUMNS = [
 AVERAGE_RANK_COLUMNS = [
     "profile", "modality", "method", "metric", "mean_rank", "n_datasets", "dataset_ranks", "note",
 ]  # fmt: skip
-BASELINES = ("scratch", "kd")
 ALPHA = 0.05
 EXACT_MAX_N = 16
 MONTE_CARLO_PATTERNS = 100_000

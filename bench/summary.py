@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from bench.records import CONTROL_ROWS, TEACHER_ROW
 from bench.statistics import ALPHA
-from bench.vocabulary import CONTROL_ROWS, TEACHER_ROW
 
 PRIMARY_ACCURACY = "accuracy"
 PRIMARY_FAITHFULNESS = "expl_spearman_ig_excess"

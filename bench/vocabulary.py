@@ -1,4 +1,4 @@
-"""Names every layer shares: modalities, method families and the reference rows of a leaderboard.
+"""Names every layer shares: modalities and method families.
 
 A leaf module (it imports nothing of bench), so that planning, `list`, `status` and the report use
 these names without importing the modules that train and score, and torch with them.
@@ -6,6 +6,7 @@ these names without importing the modules that train and score, and torch with t
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal, get_args
 
 Modality = Literal["tabular", "image"]
@@ -21,15 +22,39 @@ FAMILIES = {
     "other": "Other methods (plugins)",
 }
 
-# The names of the reference rows, scored once per teacher seed; no method may take them.
-TEACHER_ROW = "teacher"
-# Control rows: the floors of the explanation metrics (DESIGN §6). Random attributions are the
-# floor of an explainer that ignores the model; the teacher's explanation of another test sample
-# is the floor of one that knows the data but not the sample (on concept_shapes it already agrees
-# with the teacher at Spearman 0.37); a randomly initialised student of the standard architecture
-# is the floor of a student that learned nothing (its architecture alone shapes its maps).
-RANDOM_CONTROL_ROW = "random_explainer"
-PERMUTED_CONTROL_ROW = "permuted_teacher"
-UNTRAINED_CONTROL_ROW = "untrained_student"
-CONTROL_ROWS = (RANDOM_CONTROL_ROW, PERMUTED_CONTROL_ROW, UNTRAINED_CONTROL_ROW)
-REFERENCE_ROWS = (TEACHER_ROW, *CONTROL_ROWS)
+
+class Category(StrEnum):
+    """What a metric measures; the report shows categories in this order.
+
+    A `StrEnum`: it is written to records as the plain string, and records read back compare
+    equal to it.
+    """
+
+    PREDICTION = "prediction"
+    FIDELITY = "fidelity"
+    EXPLANATION = "explanation"
+    # Derived by the report, not registered: explanation agreement above the control floor.
+    EXPLANATION_EXCESS = "explanation_excess"
+    QUANTUS_FAITHFULNESS = "quantus_faithfulness"
+    QUANTUS_ROBUSTNESS = "quantus_robustness"
+    QUANTUS_COMPLEXITY = "quantus_complexity"
+    QUANTUS_RANDOMISATION = "quantus_randomisation"
+    QUANTUS_LOCALISATION = "quantus_localisation"
+    DISSECTION = "dissection"
+    EFFICIENCY = "efficiency"
+
+    @property
+    def is_quantus(self) -> bool:
+        return self.startswith("quantus_")
+
+    @property
+    def rates_explanations(self) -> bool:
+        """Scored on a model's explanations alone: what a control row without predictions gets."""
+        return self is Category.EXPLANATION or self.is_quantus
+
+
+CATEGORY_ORDER: tuple[Category, ...] = tuple(Category)
+
+# The rows every method is compared with, paired by seed: training without a teacher, and
+# classic knowledge distillation.
+BASELINES = ("scratch", "kd")

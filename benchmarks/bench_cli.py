@@ -21,9 +21,9 @@ from bench_planning import finished_record
 
 from bench.catalogue import CACHE_ENV
 from bench.planner import Selection, make_plan
+from bench.records import REFERENCE_ROWS
 from bench.runner import RunOptions, SuiteRunner
 from bench.store import write_json_atomic
-from bench.vocabulary import REFERENCE_ROWS
 
 HEAVY = ("torch", "captum", "quantus", "lightgbm")
 

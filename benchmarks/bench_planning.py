@@ -17,9 +17,9 @@ import torch
 
 from bench import registry
 from bench.planner import Selection, make_plan
+from bench.records import REFERENCE_ROWS, record_path
 from bench.runner import RunOptions, SuiteRunner
-from bench.store import record_path, write_json_atomic
-from bench.vocabulary import REFERENCE_ROWS
+from bench.store import write_json_atomic
 
 registry.load_plugins()
 RUNS = 1000

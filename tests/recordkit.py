@@ -1,4 +1,4 @@
-"""Writing run records by hand, in the format README's "Results" section documents.
+"""Writing run records by hand, on the skeleton the runner builds them on (`bench.records`).
 
 The statistics and report tests need exact, known numbers (to compare with values computed by
 hand), which a real training run cannot give; these records follow the documented layout so that
@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.store import record_path, write_json_atomic
+from bench.records import record_path, skeleton
+from bench.store import write_json_atomic
 
 METADATA = {
     "accuracy": ("prediction", True, "Top-1 accuracy on the test split."),
@@ -35,18 +36,21 @@ def make_record(
     params: dict[str, Any] | None = None,
     status: str = "ok",
 ) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "run_id": f"{dataset}-{method}-{seed}",
-        "status": status,
-        "role": role,
-        "dataset": {"name": dataset, "version": "1", "modality": modality},
-        "method": {"name": method, "base": method, "params": params or {}, "citation": ""},
-        "seed": seed,
-        "profile": profile,
-        "budget": {"explanation": {"explainers": list(explainers)}},
-        "metrics": metrics,
-        "metric_metadata": {
+    record = skeleton(
+        run_id=f"{dataset}-{method}-{seed}",
+        role=role,
+        dataset={"name": dataset, "version": "1", "modality": modality},
+        method={"name": method, "base": method, "params": params or {}, "citation": ""},
+        seed=seed,
+        profile=profile,
+        budget={"explanation": {"explainers": list(explainers)}},
+        environment={"python": "3.11", "device": "cpu", "git_revision": "0123456789abcdef"},
+        started="2026-01-01T00:00:00+00:00",
+    )
+    record.update(
+        status=status,
+        metrics=metrics,
+        metric_metadata={
             name: {
                 "category": METADATA[name][0],
                 "higher_is_better": METADATA[name][1],
@@ -55,11 +59,9 @@ def make_record(
             for name in metrics
             if name in METADATA
         },
-        "timings": {"train": 1.0, "score": 0.5, "total": 1.5},
-        "environment": {"python": "3.11", "device": "cpu", "git_revision": "0123456789abcdef"},
-        "started": "2026-01-01T00:00:00+00:00",
-        "error": None,
-    }
+        timings={"train": 1.0, "score": 0.5, "total": 1.5},
+    )
+    return record
 
 
 def write_records(results: Path, records: list[dict[str, Any]]) -> Path:

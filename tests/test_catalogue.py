@@ -14,9 +14,9 @@ from recordkit import make_record
 from bench import catalogue
 from bench.catalogue import Catalogue, code_fingerprint, from_registries
 from bench.planner import Selection, make_plan
+from bench.records import REFERENCE_ROWS
 from bench.resume import FinishedRecords
 from bench.store import write_json_atomic
-from bench.vocabulary import REFERENCE_ROWS
 
 PLUGIN = '''
 from bench import Method, register_method
@@ -41,8 +41,9 @@ def round_trip(live: Catalogue) -> Catalogue:
         Selection(profile="default"),
         Selection(profile="smoke", overrides=("kd.temperature=2", "fitnet.hint=last")),
         Selection(profile="default", datasets=("digits",), preset="paper"),
+        Selection(profile="smoke", datasets=("fashion_mnist:80", "wine"), methods=("kd",)),
     ],
-    ids=["default", "overrides", "preset"],
+    ids=["default", "overrides", "preset", "family"],
 )
 def test_a_plan_from_the_cached_catalogue_equals_the_plan_from_the_registries(
     selection: Selection,

@@ -16,8 +16,7 @@ from bench.data import DATASETS
 from bench.method import METHODS
 from bench.metrics import METRICS
 from bench.profiles import PROFILES
-from bench.store import REQUIRED_KEYS, read_record, record_path
-from bench.vocabulary import RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.records import RANDOM_CONTROL_ROW, REQUIRED_KEYS, TEACHER_ROW, read_record, record_path
 from tests.conftest import read_records
 
 SMOKE = PROFILES.get("smoke")

@@ -31,7 +31,7 @@ from bench.datasets import cifar10, fashion_mnist
 from bench.datasets.fashion_mnist import FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES
 from bench.downloads import CACHE_ENV, RemoteFile
 from bench.errors import BenchError, DatasetUnavailable
-from bench.store import read_record, record_path
+from bench.records import read_record, record_path
 
 CIFAR_NAMES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 N_TRAIN, N_TEST = 120, 40  # fashion files: 10 val images, one per class at least

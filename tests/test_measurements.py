@@ -22,13 +22,18 @@ from bench.metrics.quantus_metrics import _normalised_areas, _spearman, faithful
 from bench.models import build_model
 from bench.planner import Selection, make_plan
 from bench.profiles import PROFILES
+from bench.records import (
+    PERMUTED_CONTROL_ROW,
+    REFERENCE_ROWS,
+    UNTRAINED_CONTROL_ROW,
+    read_record,
+    record_path,
+)
 from bench.runner import RunOptions, StudentPredictor, SuiteRunner, derangement
 from bench.separation import not_separating, separation_table
 from bench.specs import teacher_spec_for
-from bench.store import read_record, record_path
 from bench.teachers import obtain_teacher
 from bench.training import TrainContext, seed_everything
-from bench.vocabulary import PERMUTED_CONTROL_ROW, REFERENCE_ROWS, UNTRAINED_CONTROL_ROW
 
 CPU = torch.device("cpu")
 SMOKE = PROFILES.get("smoke")

@@ -74,3 +74,31 @@ def test_explained_subset_is_seeded_and_shared() -> None:
     second.n_explain = 10
     assert len(first.explain_index) == 10
     assert np.array_equal(first.explain_index, second.explain_index)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"category": "explanations"}, "category 'explanations' is not one of prediction, "),
+        ({"category": "explanation_excess"}, "is not one of"),  # derived by the report only
+        ({"category": "fidelity", "modalities": frozenset({"text"})}, "unknown modalities"),
+    ],
+)
+def test_register_metric_refuses_an_unknown_category_or_modality(kwargs, message) -> None:
+    from bench.errors import BenchError
+    from bench.metrics import METRICS, register_metric
+
+    with pytest.raises(BenchError, match=message):
+        register_metric("typo_metric", higher_is_better=True, **kwargs)
+    assert "typo_metric" not in METRICS
+
+
+def test_registered_categories_are_typed() -> None:
+    from bench.metrics import METRICS
+    from bench.vocabulary import Category
+
+    categories = {METRICS.get(name).category for name in METRICS}
+    assert all(isinstance(c, Category) for c in categories)
+    assert Category.EXPLANATION_EXCESS not in categories  # derived by the report only
+    assert Category.QUANTUS_ROBUSTNESS.rates_explanations
+    assert not Category.DISSECTION.rates_explanations

@@ -19,7 +19,7 @@ import requests
 from bench.data import DATASETS, DatasetLoaderOptions, Split
 from bench.datasets.openml_tables import encode_features, encode_labels, impute_with_train_medians
 from bench.errors import BenchError, DatasetUnavailable
-from bench.store import read_record, record_path
+from bench.records import read_record, record_path
 
 DATASET_ID = 4242
 COLOURS = ("red", "green", "blue")

@@ -27,7 +27,7 @@ from bench.figures import bar_chart
 from bench.integrity import MANIFEST, read_sealed_folder
 from bench.leaderboard import spreadsheet_safe, write_leaderboard
 from bench.paths import UnsafeNameError, check_name, inside
-from bench.store import read_record, record_problems
+from bench.records import read_record, record_problems
 from tests.conftest import read_records
 
 PLUGINS = Path(__file__).parent / "plugins"

@@ -18,8 +18,8 @@ from bench.cli import main
 from bench.data import DATASETS, DatasetLoaderOptions
 from bench.leaderboard import COLUMNS, aggregate, t_interval
 from bench.method import METHODS
+from bench.records import iter_records
 from bench.report import render_report
-from bench.store import iter_records
 from tests.recordkit import make_record, seeded, write_records
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.store import read_record, write_json_atomic
+from bench.records import read_record
+from bench.store import write_json_atomic
 
 
 def test_write_is_atomic_and_nan_becomes_null(tmp_path: Path) -> None:

@@ -18,9 +18,11 @@ from torch import nn
 
 from bench.augment import black_fill
 from bench.data import DatasetBundle
+from bench.errors import BenchError
 from bench.explainers import EXPLAINERS, ExplainSettings
 from bench.profiles import ExplanationBudget
 from bench.registry import Registry, first_paragraph
+from bench.vocabulary import MODALITIES, Category
 
 # Fixed, not the run's seed: every run of a dataset is scored on the same test rows, and with the
 # same perturbations.
@@ -159,7 +161,7 @@ Compute = Callable[[ScoringContext], "float | np.ndarray"]
 @dataclass(frozen=True)
 class Metric:
     name: str
-    category: str
+    category: Category
     higher_is_better: bool
     modalities: frozenset[str]
     compute: Compute
@@ -200,11 +202,18 @@ def register_metric(
 ) -> Callable[[Compute], Compute]:
     """Register `compute(ctx) -> float`; its docstring's first paragraph is the metric's description."""
 
+    if category not in set(Category) - {Category.EXPLANATION_EXCESS}:
+        valid = ", ".join(c for c in Category if c is not Category.EXPLANATION_EXCESS)
+        raise BenchError(f"metric {name!r}: category {category!r} is not one of {valid}")
+    unknown = set(modalities) - set(MODALITIES)
+    if unknown:
+        raise BenchError(f"metric {name!r}: unknown modalities {sorted(unknown)}")
+
     def add(compute: Compute) -> Compute:
         description = first_paragraph(compute.__doc__)
         metric = Metric(
             name=name,
-            category=category,
+            category=Category(category),
             higher_is_better=higher_is_better,
             modalities=modalities,
             compute=compute,
