@@ -472,21 +472,6 @@ class Tally:
     concept_area: np.ndarray  # (K,) share of all probe pixels in the concept's masks
 
 
-@torch.no_grad()
-def tally(
-    module: nn.Module,
-    probe: Probe,
-    layer: str,
-    thresholds: torch.Tensor,
-    *,
-    batch_size: int = BATCH_SIZE,
-    device: torch.device | None = None,
-) -> Tally:
-    """Pass 2: IoUs of every unit with every concept, and unit and concept areas."""
-    device = device or _device_of(module)
-    return _tally(ProbeActivations(module, probe, layer, batch_size, device), thresholds)
-
-
 def _tally(activations: ProbeActivations, thresholds: torch.Tensor) -> Tally:
     """Σ∩, Σ|unit| and Σ|concept| over the probe, batch by batch; Σ∪ = Σ|unit| + Σ|concept| − Σ∩.
 

@@ -70,11 +70,6 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def unregister(self, name: str) -> None:
-        """Remove a component; tests use it to keep plugin registrations from leaking."""
-        self._items.pop(name, None)
-        self._sources.pop(name, None)
-
 
 def check_choices(method: str, params: Mapping[str, Any], choices: Mapping[str, Any]) -> None:
     """Refuse a parameter value outside its method's declared choices, naming the valid ones."""
