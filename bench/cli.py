@@ -166,7 +166,8 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(plan: Plan, args: argparse.Namespace) -> int:
     from bench.environment import resolve_device
     from bench.executors import make_executor
-    from bench.runner import RunOptions, SuiteRunner
+    from bench.runner import SuiteRunner
+    from bench.stages import RunOptions
 
     executor = make_executor(args.executor, args.jobs, args.ray_address)
     progress = TerminalProgress()

@@ -1,7 +1,7 @@
 """Where runs execute: `local` (this process, one run after another), `process` (a pool of worker
 processes on this machine) and `ray` (Ray tasks, on this machine or on a cluster).
 
-The parent plans, schedules and reports; a worker does `SuiteRunner`'s own work (`prepare_dataset`,
+The parent plans, schedules and reports; a worker runs the stages (`bench.stages`: `prepare_dataset`,
 `run_student`), writes the records itself, and sends back only the lines of the progress display,
 so every executor shows the same progress, summary and exit status. A dataset's teacher stage is
 one job that must finish before its students' jobs are queued: the teacher is trained and its
@@ -38,12 +38,12 @@ from bench import registry
 from bench.data import DatasetBundle
 from bench.environment import resolve_device
 from bench.errors import BenchError
-from bench.planner import Plan
 from bench.profiles import PROFILES
 from bench.progress import Progress, SilentProgress, Work, epoch_detail
 from bench.resume import DatasetStage, stage_label
-from bench.runner import RunOptions, SuiteRunner
+from bench.runner import SuiteRunner
 from bench.specs import RunSpec
+from bench.stages import RunOptions, Stages, Unavailable
 from bench.teachers import Teacher
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,14 @@ class JobResult:
 class RecordingProgress(SilentProgress):
     """A worker's progress: the finished runs are kept and sent back to the parent with the
     job's result, which times the worker's stages itself; in a process pool, each stage and
-    epoch is sent to the parent as it begins (`_stages`), for its status line."""
+    epoch is sent to the parent as it begins (`_stage_queue`), for its status line."""
 
     def __init__(self) -> None:
         self.finished_runs: list[Finished] = []
 
     def stage(self, label: str, stage: str, detail: str = "") -> None:
-        if _stages is not None:
-            _stages.put((label, stage, detail))
+        if _stage_queue is not None:
+            _stage_queue.put((label, stage, detail))
 
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
         self.stage(label, stage, epoch_detail(epoch, epochs))
@@ -113,7 +113,7 @@ class WorkerSetup:
 
 _prepared: WorkerSetup | None = None
 # In a process-pool worker, the parent's queue of (label, stage, detail) reports.
-_stages: Any = None
+_stage_queue: Any = None
 # Seconds between the parent's looks at that queue when it is empty.
 RELAY_POLL = 0.2
 # The data and teacher of the last dataset this worker served: its next job is likely the same one.
@@ -122,12 +122,12 @@ _loaded: tuple[str, DatasetBundle, Teacher] | None = None
 
 def _init_worker(parent_pid: int, stages: Any) -> None:
     """Process-pool worker initialiser: report stages to the parent's queue, die with it."""
-    global _stages
+    global _stage_queue
     _die_with_parent(parent_pid)
     # A report not yet written when the worker exits is dropped: the worker never waits on the
     # parent's reading (progress lines are not results).
     stages.cancel_join_thread()
-    _stages = stages
+    _stage_queue = stages
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -156,14 +156,13 @@ def prepare_worker(setup: WorkerSetup) -> None:
     _prepared = setup
 
 
-def _runner(setup: WorkerSetup, profile: str) -> SuiteRunner:
-    runner = SuiteRunner(Plan(PROFILES.get(profile), [], {}), setup.options, RecordingProgress())
-    runner.suite_started = setup.suite_started
-    return runner
+def _worker_stages(setup: WorkerSetup, profile: str) -> Stages:
+    """A worker's stages: the parent's options and suite start, a progress that records."""
+    return Stages(PROFILES.get(profile), setup.options, RecordingProgress(), setup.suite_started)
 
 
-def _finished(runner: SuiteRunner) -> list[Finished]:
-    progress = runner.progress
+def _finished(stages: Stages) -> list[Finished]:
+    progress = stages.progress
     assert isinstance(progress, RecordingProgress)
     return progress.finished_runs
 
@@ -176,11 +175,11 @@ def teacher_job(setup: WorkerSetup, stage: DatasetStage, profile: str) -> JobRes
     """
     global _loaded
     prepare_worker(setup)
-    runner = _runner(setup, profile)
-    prepared = runner.prepare_dataset(stage)
-    if isinstance(prepared, list):
-        return JobResult(_finished(runner))
-    _loaded = (stage.teacher.key, *prepared)
+    stages = _worker_stages(setup, profile)
+    prepared = stages.prepare_dataset(stage)
+    if isinstance(prepared, Unavailable):
+        return JobResult(_finished(stages))
+    _loaded = (stage.teacher.key, prepared.bundle, prepared.teacher)
     return JobResult([], teacher_ready=True)
 
 
@@ -188,18 +187,18 @@ def student_job(setup: WorkerSetup, spec: RunSpec) -> JobResult:
     """One run's student stage, with the teacher from the cache its teacher job filled."""
     global _loaded
     prepare_worker(setup)
-    runner = _runner(setup, spec.profile)
+    stages = _worker_stages(setup, spec.profile)
     if _loaded is not None and _loaded[0] == spec.teacher.key:
         bundle, teacher = _loaded[1], _loaded[2]
     else:
         _loaded = None  # free the last dataset before loading the next
-        prepared = runner.prepare_dataset(DatasetStage(spec.dataset, spec.teacher, [spec], True))
-        if isinstance(prepared, list):
-            return JobResult(_finished(runner))
-        bundle, teacher = prepared
+        prepared = stages.prepare_dataset(DatasetStage(spec.dataset, spec.teacher, [spec], True))
+        if isinstance(prepared, Unavailable):
+            return JobResult(_finished(stages))
+        bundle, teacher = prepared.bundle, prepared.teacher
         _loaded = (spec.teacher.key, bundle, teacher)
-    runner.run_student(spec, bundle, teacher)
-    return JobResult(_finished(runner))
+    stages.run_student(spec, bundle, teacher)
+    return JobResult(_finished(stages))
 
 
 # --- the parent side ---------------------------------------------------------------------------
@@ -408,7 +407,7 @@ class PoolExecutor:
 
     def _setup(self, runner: SuiteRunner) -> WorkerSetup:
         # Absolute paths: a worker may start elsewhere (Ray sets its own working directory).
-        options = runner.options
+        options = runner.stages.options
         options = replace(
             options,
             results=options.results.resolve(),
@@ -418,7 +417,7 @@ class PoolExecutor:
             options=options,
             plugin_files=tuple(str(path) for path in registry._loaded_files),
             threads=self.backend.threads,
-            suite_started=runner.suite_started,
+            suite_started=runner.stages.suite_started,
             log_level=logging.getLogger().getEffectiveLevel(),
         )
 
@@ -516,7 +515,9 @@ class PoolExecutor:
             )
         # The dead worker's locks are dropped by the kernel a moment after we learn of its death.
         return [
-            runner.record_unrun(spec, "failed", exc, job.stage, lock_wait=DEAD_WORKER_LOCK_WAIT)
+            runner.stages.record_unrun(
+                spec, "failed", exc, job.stage, lock_wait=DEAD_WORKER_LOCK_WAIT
+            )
             for spec in job.runs
         ]
 

@@ -22,7 +22,7 @@ from bench_planning import finished_record
 from bench.catalogue import CACHE_ENV
 from bench.planner import Selection, make_plan
 from bench.records import REFERENCE_ROWS
-from bench.runner import RunOptions, SuiteRunner
+from bench.stages import RunOptions, Stages
 from bench.store import write_json_atomic
 
 HEAVY = ("torch", "captum", "quantus", "lightgbm")
@@ -36,16 +36,16 @@ def finished_default(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     root = tmp_path_factory.mktemp("cli")
     results = root / "results"
     plan = make_plan(Selection(profile="default"))
-    runner = SuiteRunner(plan, RunOptions(results=results, device=torch.device("cpu")))
+    stages = Stages(plan.profile, RunOptions(results=results, device=torch.device("cpu")))
     for spec in plan.runs:
-        write_json_atomic(runner.path_of(spec), finished_record(runner, spec))
+        write_json_atomic(stages.path_of(spec), finished_record(stages, spec))
     for teacher in plan.teachers:
         for row in REFERENCE_ROWS:
             reference = {
-                **finished_record(runner, plan.runs[0]),
+                **finished_record(stages, plan.runs[0]),
                 "run_id": plan.reference_ids[teacher.key],
             }
-            write_json_atomic(runner.reference_path(teacher, row), reference)
+            write_json_atomic(stages.reference_path(teacher, row), reference)
     env = {**os.environ, CACHE_ENV: str(root / "cache")}
     subprocess.run([sys.executable, "-m", "bench", "list", "methods"], env=env, check=True,
                    capture_output=True)  # fmt: skip

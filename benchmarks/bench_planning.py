@@ -18,7 +18,8 @@ import torch
 from bench import registry
 from bench.planner import Selection, make_plan
 from bench.records import REFERENCE_ROWS, record_path
-from bench.runner import RunOptions, SuiteRunner
+from bench.runner import SuiteRunner
+from bench.stages import RunOptions, Stages
 from bench.store import write_json_atomic
 
 registry.load_plugins()
@@ -26,8 +27,8 @@ RUNS = 1000
 EPOCHS = 60
 
 
-def finished_record(runner: SuiteRunner, spec) -> dict:
-    record = runner._base_record(spec, None)
+def finished_record(stages: Stages, spec) -> dict:
+    record = stages.student_record(spec, None)
     metrics = {f"metric_{i}": 0.5 + i / 100 for i in range(40)}
     record.update(
         status="ok",
@@ -62,14 +63,14 @@ def finished_suite(tmp_path_factory):
     plan = make_plan(selection)
     assert len(plan.runs) >= RUNS
     options = RunOptions(results=results, device=torch.device("cpu"))
-    runner = SuiteRunner(plan, options)
+    stages = Stages(plan.profile, options)
     for spec in plan.runs:
-        write_json_atomic(runner.path_of(spec), finished_record(runner, spec))
+        write_json_atomic(stages.path_of(spec), finished_record(stages, spec))
     for spec in plan.teachers:
         for row in REFERENCE_ROWS:
             path = record_path(results, plan.profile.name, spec.dataset, row, spec.seed)
             reference = {
-                **finished_record(runner, plan.runs[0]),
+                **finished_record(stages, plan.runs[0]),
                 "run_id": plan.reference_ids[spec.key],
             }
             write_json_atomic(path, reference)

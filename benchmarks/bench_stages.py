@@ -35,8 +35,8 @@ from bench.method import METHODS
 from bench.metrics import SCORING_SEED, ScoringContext, metrics_for
 from bench.metrics.dissection import dissection_of
 from bench.profiles import PROFILES
-from bench.runner import StudentPredictor, save_attribution_maps
 from bench.specs import teacher_spec_for
+from bench.stages import StudentPredictor, save_attribution_maps
 from bench.teachers import obtain_teacher
 from bench.training import TrainContext, seed_everything
 

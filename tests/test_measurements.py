@@ -29,9 +29,10 @@ from bench.records import (
     read_record,
     record_path,
 )
-from bench.runner import RunOptions, StudentPredictor, SuiteRunner, derangement
+from bench.runner import SuiteRunner
 from bench.separation import not_separating, separation_table
 from bench.specs import teacher_spec_for
+from bench.stages import RunOptions, StudentPredictor, derangement
 from bench.teachers import obtain_teacher
 from bench.training import TrainContext, seed_everything
 

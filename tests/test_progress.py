@@ -14,7 +14,8 @@ import torch
 from bench.executors import make_executor
 from bench.planner import Selection, make_plan
 from bench.progress import CostModel, TerminalProgress, dataset_of
-from bench.runner import RunOptions, SuiteRunner
+from bench.runner import SuiteRunner
+from bench.stages import RunOptions
 
 
 class FakeClock:

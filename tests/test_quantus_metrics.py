@@ -10,7 +10,7 @@ from torch import nn
 from bench.data import DatasetBundle, Split
 from bench.metrics import METRICS, ScoringContext, aggregate_samples
 from bench.profiles import ExplanationBudget
-from bench.runner import StudentPredictor
+from bench.stages import StudentPredictor
 
 CPU = torch.device("cpu")
 
