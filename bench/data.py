@@ -35,6 +35,15 @@ class Split:
         return len(self.y)
 
 
+def as_modality(value: str, dataset: str) -> Modality:
+    """`value` as a `Modality`, or an error naming the dataset and the valid modalities."""
+    try:
+        return Modality(value)
+    except ValueError:
+        valid = ", ".join(Modality)
+        raise BenchError(f"dataset {dataset!r}: modality {value!r} is not one of {valid}") from None
+
+
 # Tables are (samples, features); images (samples, channels, height, width).
 FEATURE_DIMENSIONS: dict[str, int] = {"tabular": 2, "image": 4}
 
@@ -72,6 +81,7 @@ class DatasetBundle:
     extras: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "modality", as_modality(self.modality, self.name))
         # Bad data fails here, with the dataset's name, rather than as NaN losses deep in a run.
         shapes = set()
         for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
@@ -124,6 +134,9 @@ class DatasetEntry:
     version: str
     loader: Callable[[DatasetLoaderOptions], DatasetBundle]
     description: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modality", as_modality(self.modality, self.name))
 
     def load(self, options: DatasetLoaderOptions) -> DatasetBundle:
         bundle = self.loader(options)

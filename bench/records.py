@@ -20,12 +20,12 @@ from typing import Any
 
 from bench import SCHEMA_VERSION
 from bench.paths import SAFE_NAME, inside
+from bench.vocabulary import Role
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "dataset", "method", "seed", "profile")
 STATUSES = ("ok", "failed", "diverged", "skipped")
-ROLES = ("student", "teacher", "control")
 MAX_SEED = 2**32 - 1  # numpy's and LightGBM's seeds are unsigned 32-bit
 
 # The names of the reference rows, scored once per teacher seed; no method may take them.
@@ -50,7 +50,7 @@ def record_path(results: Path, profile: str, dataset: str, row: str, seed: int) 
 def skeleton(
     *,
     run_id: str,
-    role: str,
+    role: Role,
     dataset: Mapping[str, Any],
     method: Mapping[str, Any],
     seed: int,
@@ -69,7 +69,7 @@ def skeleton(
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "status": None,
-        "role": role,
+        "role": Role(role),
         "dataset": dict(dataset),
         "method": dict(method),
         "teacher": dict(teacher) if teacher is not None else None,
@@ -124,8 +124,8 @@ def record_problems(record: Any) -> list[str]:
             problems.append(f"{key} is not a non-empty string")
     if record["status"] not in STATUSES:
         problems.append(f"status {record['status']!r} is not one of {', '.join(STATUSES)}")
-    if record.get("role") not in (*ROLES, None):
-        problems.append(f"role {record.get('role')!r} is not one of {', '.join(ROLES)}")
+    if record.get("role") not in (*Role, None):
+        problems.append(f"role {record.get('role')!r} is not one of {', '.join(Role)}")
     if not _is_seed(record["seed"]):
         problems.append(f"seed {record['seed']!r} is not an integer in 0 ... {MAX_SEED}")
     for key in ("dataset", "method"):

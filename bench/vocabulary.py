@@ -1,4 +1,5 @@
-"""Names every layer shares: modalities and method families.
+"""Names every layer shares, typed: modalities, record roles, method families, metric categories
+and the baseline rows.
 
 A leaf module (it imports nothing of bench), so that planning, `list`, `status` and the report use
 these names without importing the modules that train and score, and torch with them.
@@ -7,10 +8,29 @@ these names without importing the modules that train and score, and torch with t
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal, get_args
 
-Modality = Literal["tabular", "image"]
-MODALITIES: tuple[str, ...] = get_args(Modality)
+
+class Modality(StrEnum):
+    """The kinds of data: tables (samples, features) and images (samples, channels, H, W).
+
+    A `StrEnum`, as every name here: written to records and run ids as the plain string, and equal
+    to it, so records and profiles keyed by "tabular" read back unchanged.
+    """
+
+    TABULAR = "tabular"
+    IMAGE = "image"
+
+
+MODALITIES: tuple[Modality, ...] = tuple(Modality)
+
+
+class Role(StrEnum):
+    """What a record's row is: a distilled student, a teacher, or a control row (a floor)."""
+
+    STUDENT = "student"
+    TEACHER = "teacher"
+    CONTROL = "control"
+
 
 # How methods are grouped in the report, in this order: what a method distils from its teacher.
 FAMILIES = {
@@ -24,11 +44,7 @@ FAMILIES = {
 
 
 class Category(StrEnum):
-    """What a metric measures; the report shows categories in this order.
-
-    A `StrEnum`: it is written to records as the plain string, and records read back compare
-    equal to it.
-    """
+    """What a metric measures; the report shows categories in this order."""
 
     PREDICTION = "prediction"
     FIDELITY = "fidelity"

@@ -49,3 +49,32 @@ def test_a_single_class_is_refused() -> None:
 def test_labels_out_of_range_are_refused() -> None:
     with pytest.raises(BenchError, match="labels must lie in 0..1"):
         _bundle(np.zeros((2, 2)), np.array([0, 2]))
+
+
+def test_a_dataset_of_an_unknown_modality_is_refused_by_name() -> None:
+    from bench.data import DATASETS, register_dataset
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="dataset 'texts': modality 'text' is not one of tabular"):
+        register_dataset("texts", modality="text", version="1")(lambda options: None)
+    assert "texts" not in DATASETS
+
+
+def test_modalities_and_roles_are_typed_and_read_back_as_their_strings(tmp_path) -> None:
+    from bench.data import DATASETS
+    from bench.records import read_record, skeleton
+    from bench.store import write_json_atomic
+    from bench.vocabulary import Modality, Role
+
+    wine = DATASETS.get("wine")
+    assert wine.modality is Modality.TABULAR and wine.modality == "tabular"
+    fields = {
+        "run_id": "r", "dataset": {"name": "wine"}, "method": {"name": "kd"}, "seed": 0,
+        "profile": "smoke", "budget": {}, "environment": {}, "started": "2026-01-01T00:00:00",
+    }  # fmt: skip
+    record = skeleton(role="control", **fields)
+    assert record["role"] is Role.CONTROL
+    write_json_atomic(tmp_path / "r.json", {**record, "status": "ok"})
+    assert read_record(tmp_path / "r.json")["role"] == "control"
+    with pytest.raises(ValueError, match="'referee' is not a valid Role"):
+        skeleton(role="referee", **fields)
