@@ -22,7 +22,7 @@ class DatasetStage:
     dataset: str
     teacher: TeacherSpec
     runs: list[RunSpec]
-    # Whether the teacher's reference rows (teacher, random control) are already recorded.
+    # Whether the teacher's reference rows (the teacher and its control rows) are recorded.
     teacher_done: bool
 
 

@@ -193,8 +193,9 @@ class Stages:
         return self.finished.reference_path(self.profile.name, spec, row)
 
     def reference_id(self, spec: TeacherSpec) -> str:
-        """The run id of a teacher's reference rows, from the registries of this process (a
-        worker's plan holds no runs to take it from)."""
+        """The run id of a teacher's reference rows, from the registries of this process: a
+        worker has no plan. The parent's plan computes the same id from the catalogue
+        (`Plan.reference_ids`, one formula: `specs.reference_run_id`)."""
         budget = self.profile.budget(spec.dataset, spec.modality)
         return reference_run_id(spec, budget, metric_settings(spec.modality))
 

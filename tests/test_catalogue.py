@@ -4,6 +4,7 @@ under the code's fingerprint, and the commands that read it answer without impor
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,13 +70,13 @@ def test_the_fingerprint_follows_the_bytes_of_plugin_files(tmp_path: Path) -> No
 
 def run_python(code: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A fresh interpreter, as a user's command starts, with its own catalogue cache."""
-    env = {**__import__("os").environ, catalogue.CACHE_ENV: str(cache)}
+    env = {**os.environ, catalogue.CACHE_ENV: str(cache)}
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, check=False
     )
 
 
-LIST_THEN_REPORT_TORCH = """
+RUN_CLI_REPORTING_TORCH = """
 import sys
 from bench.cli import main
 code = main({argv!r})
@@ -87,7 +88,7 @@ sys.exit(code)
 def test_list_reads_the_cache_without_torch_once_it_is_built(tmp_path: Path) -> None:
     plugin = tmp_path / "plugin.py"
     plugin.write_text(PLUGIN.format(name="catalogue_plugin"))
-    script = LIST_THEN_REPORT_TORCH.format(argv=["list", "methods", "--plugin", str(plugin)])
+    script = RUN_CLI_REPORTING_TORCH.format(argv=["list", "methods", "--plugin", str(plugin)])
     first = run_python(script, tmp_path / "cache", tmp_path)
     second = run_python(script, tmp_path / "cache", tmp_path)
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
@@ -103,7 +104,7 @@ def test_list_reads_the_cache_without_torch_once_it_is_built(tmp_path: Path) -> 
 
 
 def test_a_torn_cache_file_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
-    script = LIST_THEN_REPORT_TORCH.format(argv=["list", "datasets"])
+    script = RUN_CLI_REPORTING_TORCH.format(argv=["list", "datasets"])
     assert run_python(script, tmp_path / "cache", tmp_path).returncode == 0
     (cached,) = (tmp_path / "cache").glob("catalogue-*.json")
     cached.write_text(cached.read_text()[:100])
@@ -133,14 +134,14 @@ def finish(results: Path, selection: Selection) -> int:
 def test_a_rerun_of_a_finished_suite_answers_without_torch(tmp_path: Path) -> None:
     results = tmp_path / "results"
     runs = finish(results, Selection(profile="default"))
-    script = LIST_THEN_REPORT_TORCH.format(argv=["run", "--all", "--results", str(results)])
+    script = RUN_CLI_REPORTING_TORCH.format(argv=["run", "--all", "--results", str(results)])
     run_python(script, tmp_path / "cache", tmp_path)  # builds the cache
     rerun = run_python(script, tmp_path / "cache", tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{runs} runs ({runs} done)" in rerun.stdout
     assert "torch imported: False" in rerun.stdout
     status = run_python(
-        LIST_THEN_REPORT_TORCH.format(argv=["status", "--results", str(results)]),
+        RUN_CLI_REPORTING_TORCH.format(argv=["status", "--results", str(results)]),
         tmp_path / "cache",
         tmp_path,
     )
