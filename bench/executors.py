@@ -120,14 +120,14 @@ RELAY_POLL = 0.2
 _loaded: tuple[str, DatasetBundle, Teacher] | None = None
 
 
-def _init_worker(parent_pid: int, stages: Any) -> None:
+def _init_worker(parent_pid: int, reports: Any) -> None:
     """Process-pool worker initialiser: report stages to the parent's queue, die with it."""
     global _stage_queue
     _die_with_parent(parent_pid)
     # A report not yet written when the worker exits is dropped: the worker never waits on the
     # parent's reading (progress lines are not results).
-    stages.cancel_join_thread()
-    _stage_queue = stages
+    reports.cancel_join_thread()
+    _stage_queue = reports
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -226,7 +226,7 @@ class Backend:
     # A queue of (label, stage, detail) that workers report as their stages and epochs begin;
     # None where the backend has no such channel (Ray: the status line shows each job's
     # elapsed time, not its epoch).
-    stages: Any = None
+    stage_reports: Any = None
 
     def resolve_device(self, requested: str) -> torch.device:
         return resolve_device(requested)
@@ -260,14 +260,14 @@ class ProcessBackend(Backend):
         self.threads = max(1, available_cores() // jobs)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")
-        self.stages = self._context.Queue()
+        self.stage_reports = self._context.Queue()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self.slots,
             mp_context=self._context,
             initializer=_init_worker,
-            initargs=(os.getpid(), self.stages),
+            initargs=(os.getpid(), self.stage_reports),
         )
 
     def submit(self, fn: Callable[..., JobResult], args: tuple[Any, ...]) -> Any:
@@ -304,7 +304,7 @@ class ProcessBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self.stages.close()
+        self.stage_reports.close()
 
 
 class RayBackend(Backend):
@@ -422,12 +422,12 @@ class PoolExecutor:
         )
 
     def execute(self, runner: SuiteRunner, stages: list[DatasetStage]) -> list[str]:
-        if self.backend.stages is None:
+        if self.backend.stage_reports is None:
             return self._execute(runner, stages)
         stop = threading.Event()
         relay = threading.Thread(
             target=_relay_stages,
-            args=(self.backend.stages, runner.progress, stop),
+            args=(self.backend.stage_reports, runner.progress, stop),
             name="stage-relay",
             daemon=True,
         )
@@ -522,7 +522,7 @@ class PoolExecutor:
         ]
 
 
-def _relay_stages(stages: Any, progress: Progress, stop: threading.Event) -> None:
+def _relay_stages(reports: Any, progress: Progress, stop: threading.Event) -> None:
     """Pass the workers' stage reports to the parent's progress display until `stop` is set.
 
     It polls rather than waiting for a sentinel: a worker terminated mid-report (Ctrl-C, a crash)
@@ -530,7 +530,7 @@ def _relay_stages(stages: Any, progress: Progress, stop: threading.Event) -> Non
     """
     while not stop.is_set():
         try:
-            report = stages.get(timeout=RELAY_POLL)
+            report = reports.get(timeout=RELAY_POLL)
         except queue.Empty:
             continue
         progress.stage(*report)
