@@ -19,18 +19,18 @@ SCHEMA_VERSION = 2
 # imported on first use (PEP 562) rather than here, because it brings torch, captum and quantus
 # (seconds), which `--help`, `list`, `status` and a finished suite's rerun never need.
 _PUBLIC = {
-    "Batch": "bench.method",
-    "BenchError": "bench.errors",
-    "DatasetBundle": "bench.data",
-    "DatasetLoaderOptions": "bench.data",
-    "DatasetUnavailable": "bench.errors",
-    "Method": "bench.method",
-    "ModelOutput": "bench.method",
+    "Batch": "bench.train.method",
+    "BenchError": "bench.core.errors",
+    "DatasetBundle": "bench.data.bundle",
+    "DatasetLoaderOptions": "bench.data.bundle",
+    "DatasetUnavailable": "bench.core.errors",
+    "Method": "bench.train.method",
+    "ModelOutput": "bench.train.method",
     "ScoringContext": "bench.metrics",
-    "Split": "bench.data",
-    "TrainContext": "bench.training",
-    "register_dataset": "bench.data",
-    "register_method": "bench.method",
+    "Split": "bench.data.bundle",
+    "TrainContext": "bench.train.loop",
+    "register_dataset": "bench.data.bundle",
+    "register_method": "bench.train.method",
     "register_metric": "bench.metrics",
 }
 __all__ = sorted(_PUBLIC)

@@ -6,7 +6,7 @@ compare across machines, the absolute times what a user waits. Targets on the 2-
 machine: `--help`, `list methods` and `status` under 1 s, a rerun of the finished default suite
 under 2 s. None of them imports torch (checked once per command with `-X importtime`, untimed).
 The catalogue cache is warm, as it is from the second command after the code changed
-(`bench.catalogue`); the finished suite is the default profile's plan, with every record written.
+(`bench.plan.catalogue`); the finished suite is the default profile's plan, with every record written.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from bench_planning import finished_record
 
-from bench.catalogue import CACHE_ENV
-from bench.planner import Selection, make_plan
-from bench.records import REFERENCE_ROWS
-from bench.stages import RunOptions, Stages
-from bench.store import write_json_atomic
+from bench.core.atomic import write_json_atomic
+from bench.core.vocabulary import REFERENCE_ROWS
+from bench.plan.catalogue import CACHE_ENV
+from bench.plan.planner import Selection, make_plan
+from bench.run.stages import RunOptions, Stages
 
 HEAVY = ("torch", "captum", "quantus", "lightgbm")
 

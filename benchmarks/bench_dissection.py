@@ -7,7 +7,7 @@ dissection of the last conv block; the `(1.xx)` beside a dissection's mean is it
 forward pass, measured in the same run.
 
 Dissection runs the model once: the low-resolution activations are kept for the tally, and only
-the maps that can cross their unit's threshold are upsampled (`bench.dissection`). Measured in
+the maps that can cross their unit's threshold are upsampled (`bench.explain.dissection`). Measured in
 one run on one thread of this 2-core machine, mean of 5 rounds:
 
 | model | forward | dissection | ratio | previous code (measured right after) |
@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from bench.datasets.concept_shapes import make_probe
-from bench.dissection import BATCH_SIZE, dissect
+from bench.explain.dissection import BATCH_SIZE, dissect
 from bench.models.cnn import SmallCNN
 from bench.models.resnet import ResNet
 

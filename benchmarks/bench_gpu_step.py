@@ -32,15 +32,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.augment import crop_and_flip
-from bench.data import DatasetBundle, Split
-from bench.losses import kd_kl
-from bench.method import METHODS
+from bench.core.budgets import Architecture
+from bench.core.specs import TeacherSpec
+from bench.data.augment import crop_and_flip
+from bench.data.bundle import DatasetBundle, Split
 from bench.models import build_model
-from bench.profiles import Architecture, cifar100_recipe
-from bench.specs import TeacherSpec
-from bench.teachers import NetworkTeacher
-from bench.training import TrainContext, seed_everything
+from bench.plan.profiles import cifar100_recipe
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.losses import kd_kl
+from bench.train.method import METHODS
+from bench.train.teachers import NetworkTeacher
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ON_GPU = DEVICE.type == "cuda"

@@ -3,7 +3,7 @@
 Run: python -m pytest benchmarks/bench_integrity.py --benchmark-only -q
 Each pair loads the same entry of the default profile's caches from disk, once trusting the file
 (read and parse, as before digests existed) and once verified (read, hash, compare, then parse the
-verified bytes, as `bench.teachers` now does): the breast_cancer LightGBM teacher's `model.txt`,
+verified bytes, as `bench.train.teachers` now does): the breast_cancer LightGBM teacher's `model.txt`,
 a ResNet-8 teacher's `model.pt` (concept_shapes' architecture; its weights do not change the
 cost) and a TreeSHAP cache of the breast_cancer test split. The ratio verified / trusted of each
 group is the price of never handing a damaged file to LightGBM or torch. Measured on 2 CPU cores
@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.integrity import read_sealed, read_sealed_folder, seal_folder
+from bench.core.sealed import read_sealed, read_sealed_folder, seal_folder
+from bench.core.specs import teacher_spec_for
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.models.resnet import ResNet
-from bench.profiles import PROFILES
-from bench.specs import teacher_spec_for
-from bench.teachers import obtain_teacher, teacher_dir
+from bench.plan.profiles import PROFILES
+from bench.train.teachers import obtain_teacher, teacher_dir
 
 CPU = torch.device("cpu")
 

@@ -15,12 +15,13 @@ import math
 import pytest
 import torch
 
-from bench import registry
-from bench.planner import Selection, make_plan
-from bench.records import REFERENCE_ROWS, record_path
-from bench.runner import SuiteRunner
-from bench.stages import RunOptions, Stages
-from bench.store import write_json_atomic
+from bench.core import registry
+from bench.core.atomic import write_json_atomic
+from bench.core.vocabulary import REFERENCE_ROWS
+from bench.plan.planner import Selection, make_plan
+from bench.results.records import record_path
+from bench.run.runner import SuiteRunner
+from bench.run.stages import RunOptions, Stages
 
 registry.load_plugins()
 RUNS = 1000

@@ -30,15 +30,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.method import METHODS
+from bench.core.specs import teacher_spec_for
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.metrics import SCORING_SEED, ScoringContext, metrics_for
 from bench.metrics.dissection import dissection_of
-from bench.profiles import PROFILES
-from bench.specs import teacher_spec_for
-from bench.stages import StudentPredictor, save_attribution_maps
-from bench.teachers import obtain_teacher
-from bench.training import TrainContext, seed_everything
+from bench.plan.profiles import PROFILES
+from bench.run.stages import StudentPredictor, save_attribution_maps
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.method import METHODS
+from bench.train.teachers import obtain_teacher
 
 CPU = torch.device("cpu")
 EPOCHS = 2

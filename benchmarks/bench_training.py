@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import registry
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions
-from bench.losses import kd_kl
-from bench.method import METHODS
+from bench.core import registry
+from bench.core.specs import teacher_spec_for
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.models import build_model
-from bench.profiles import PROFILES
-from bench.specs import teacher_spec_for
-from bench.teachers import Teacher, obtain_teacher
-from bench.training import TrainContext, seed_everything
+from bench.plan.profiles import PROFILES
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.losses import kd_kl
+from bench.train.method import METHODS
+from bench.train.teachers import Teacher, obtain_teacher
 
 registry.load_plugins()
 CPU = torch.device("cpu")

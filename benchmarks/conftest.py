@@ -7,6 +7,6 @@ and the figures say nothing about the harness.
 """
 
 import bench  # noqa: F401
-from bench import registry
+from bench.core import registry
 
 registry.load_plugins()

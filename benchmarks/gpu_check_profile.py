@@ -19,16 +19,9 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split, register_dataset
-from bench.profiles import (
-    PROFILES,
-    STANDARD_PAIRS,
-    Architecture,
-    ModalityBudget,
-    Profile,
-    cifar100_recipe,
-    register_profile,
-)
+from bench.core.budgets import Architecture, ModalityBudget, Profile
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split, register_dataset
+from bench.plan.profiles import PROFILES, STANDARD_PAIRS, cifar100_recipe, register_profile
 
 EPOCHS = int(os.environ.get("XKD_CHECK_EPOCHS", 10))
 N_EXPLAIN = int(os.environ.get("XKD_CHECK_EXPLAIN", 256))

@@ -2,7 +2,7 @@
 
 from sklearn.datasets import load_breast_cancer
 
-from bench.data import DatasetBundle, DatasetLoaderOptions, register_dataset, sklearn_table
+from bench.data.bundle import DatasetBundle, DatasetLoaderOptions, register_dataset, sklearn_table
 
 VERSION = "sklearn-1"
 

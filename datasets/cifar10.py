@@ -2,7 +2,7 @@
 
 Read from the batch files `data_batch_1..5`, `test_batch` and `batches.meta`, found in the
 `--data-dir` or its `cifar-10-batches-py/` folder; else extracted from `cifar-10-python.tar.gz`
-in that folder; else that archive is downloaded (`bench.downloads`; without `--data-dir`, the
+in that folder; else that archive is downloaded (`bench.data.downloads`; without `--data-dir`, the
 cache folder plays its part). The official test batch is the test split; the 50 000 training
 images are split train / val 90 / 10 (stratified, `SPLIT_SEED`). Pixels stay in [0, 1]: unlike
 `cifar100`, no per-channel normalisation.
@@ -13,14 +13,14 @@ run code.
 
 from __future__ import annotations
 
-from bench.data import DatasetBundle, DatasetLoaderOptions, register_dataset
+from bench.data.bundle import DatasetBundle, DatasetLoaderOptions, register_dataset
+from bench.data.downloads import RemoteFile, image_bundle, official_splits
 from bench.datasets.cifar_batches import (
     CifarLayout,
     find_batches,
     read_class_names,
     read_official,
 )
-from bench.downloads import RemoteFile, image_bundle, official_splits
 
 VERSION = "official-1"
 NAME = "cifar10"

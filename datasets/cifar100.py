@@ -2,7 +2,7 @@
 
 Read from the files `train`, `test` and `meta`, found in the `--data-dir` or its
 `cifar-100-python/` folder; else extracted from `cifar-100-python.tar.gz` in that folder; else
-that archive is downloaded (`bench.downloads`; without `--data-dir`, the cache folder plays its
+that archive is downloaded (`bench.data.downloads`; without `--data-dir`, the cache folder plays its
 part), and read with `cifar_batches`' restricted unpickler. The labels are the 100 fine classes
 (`fine_labels`, named by `meta`'s `fine_label_names`); the 20 coarse superclasses are not used.
 The official test file is the test split; the 50 000 training images are split train / val
@@ -13,7 +13,7 @@ recipe that most KD papers compare on does (RepDistiller, HobbitLong/RepDistille
 `dataset/cifar100.py`, commit 107dbfc982645a8c6f0cf317676726a9c33ae951: `transforms.Normalize`
 by the whole training set's (0.5071, 0.4867, 0.4408) and (0.2675, 0.2565, 0.2761)). We depart
 in one respect: the statistics come from our train split only, never from val or test, as
-`bench.data.standardise` does for tables, so no statistic of the images a run is selected or
+`bench.data.bundle.standardise` does for tables, so no statistic of the images a run is selected or
 scored on leaks into its inputs. They are computed, not typed in, and kept in
 `extras["normalisation"]`. `cifar10` stays in [0, 1], so its version and its runs are unchanged.
 """
@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.data import DatasetBundle, DatasetLoaderOptions, Split, register_dataset
+from bench.data.bundle import DatasetBundle, DatasetLoaderOptions, Split, register_dataset
+from bench.data.downloads import RemoteFile, image_bundle, official_splits
 from bench.datasets.cifar_batches import (
     CifarLayout,
     find_batches,
     read_class_names,
     read_official,
 )
-from bench.downloads import RemoteFile, image_bundle, official_splits
 
 VERSION = "official-1"
 NAME = "cifar100"

@@ -4,13 +4,13 @@ Both versions (Krizhevsky 2009) come as one archive holding one folder of pickle
 of rows of 3072 channel-major uint8 pixels, integer labels under a key of the version's own, and
 a meta file with the class names. A loader describes its version with a `CifarLayout`; this
 module finds the folder (the `--data-dir` or its subfolder named as in the archive; else the
-archive in that folder, extracted; else the archive downloaded, `bench.downloads`) and reads it.
+archive in that folder, extracted; else the archive downloaded, `bench.data.downloads`) and reads it.
 
 The batches are pickles, and unpickling runs whatever code a pickle names. They are read with an
 unpickler that builds only what a batch holds (a dict of lists, strings, numbers and uint8 numpy
 arrays) and refuses any other global, so a planted file cannot run code.
 
-This module registers no dataset; `bench.registry.load_builtins` imports it like the others.
+This module registers no dataset; `bench.core.registry.load_builtins` imports it like the others.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import DatasetLoaderOptions
-from bench.downloads import RemoteFile, download_missing, download_root, extract_files, locate
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.data.bundle import DatasetLoaderOptions
+from bench.data.downloads import RemoteFile, download_missing, download_root, extract_files, locate
 
 log = logging.getLogger(__name__)
 

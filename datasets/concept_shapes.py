@@ -46,8 +46,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from bench.data import SPLIT_SEED, DatasetBundle, DatasetLoaderOptions, Split, register_dataset
-from bench.dissection import ConceptProbe
+from bench.data.bundle import (
+    SPLIT_SEED,
+    DatasetBundle,
+    DatasetLoaderOptions,
+    Split,
+    register_dataset,
+)
+from bench.data.probes import ConceptProbe
 
 # procedural-3: the same pixels as procedural-2, with object parts annotated and a larger probe
 # dissected at its own quantile (the module docstring says why).

@@ -3,7 +3,12 @@
 import numpy as np
 from sklearn.datasets import load_digits
 
-from bench.data import DatasetBundle, DatasetLoaderOptions, register_dataset, stratified_splits
+from bench.data.bundle import (
+    DatasetBundle,
+    DatasetLoaderOptions,
+    register_dataset,
+    stratified_splits,
+)
 
 VERSION = "sklearn-1"
 

@@ -2,7 +2,7 @@
 
 Read from the four official IDX files, raw or gzipped, found in this order: the `--data-dir` (or
 its `fashion-mnist/` folder); the folder of Debian's `dataset-fashion-mnist` package; the
-download folder (`bench.downloads`), where they are downloaded to when missing. The official
+download folder (`bench.data.downloads`), where they are downloaded to when missing. The official
 10 000 test images are the test split; the 60 000 training images are split train / val 90 / 10
 (stratified, `SPLIT_SEED`).
 
@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.data import (
+from bench.core.errors import BenchError
+from bench.data.bundle import (
     DatasetBundle,
     DatasetEntry,
     DatasetLoaderOptions,
     register_dataset,
     register_dataset_family,
 )
-from bench.downloads import (
+from bench.data.downloads import (
     RemoteFile,
     as_split,
     download_missing,
@@ -38,7 +39,6 @@ from bench.downloads import (
     official_splits,
     stratified_draw,
 )
-from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Preprocessing, in this order (the loader's part of the version string, `v1`):
   is a level of its own). Ordinal rather than one-hot keeps one column, hence one attribution, per
   original feature, which is what TreeSHAP and the students' explanations are compared on, and
   LightGBM splits ordinal codes well; the cost is an arbitrary order for the MLP students;
-- the deterministic stratified split of `bench.data` (its own seed, not the run's);
+- the deterministic stratified split of `bench.data.bundle` (its own seed, not the run's);
 - missing numeric values get the training split's median, then every feature is standardised with
   the training split's mean and standard deviation, so no statistic leaks from val or test.
 """
@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.data import (
+from bench.core.errors import BenchError, DatasetUnavailable
+from bench.core.locks import hold_lock
+from bench.data.bundle import (
     DatasetBundle,
     DatasetEntry,
     DatasetLoaderOptions,
@@ -40,8 +42,6 @@ from bench.data import (
     standardise,
     stratified_splits,
 )
-from bench.errors import BenchError, DatasetUnavailable
-from bench.locks import hold_lock
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-from bench.method import Batch, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import PairedStagesMethod, attention_transfer_loss
+from bench.train.feature_losses import PairedStagesMethod, attention_transfer_loss
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, ModelOutput, register_method
 
 
 @register_method("at")
@@ -13,7 +13,7 @@ class AttentionTransfer(PairedStagesMethod):
     """CE plus β/2 · Σ_j ‖Q_S^j/‖Q_S^j‖ − Q_T^j/‖Q_T^j‖‖², Q = Σ_c A_c² over paired layers.
 
     The student learns where the teacher's activations concentrate, through the mean over batch
-    and positions (bench.vision_losses). Pairs of different resolution are compared on the
+    and positions (bench.train.feature_losses). Pairs of different resolution are compared on the
     coarser grid, which the paper does not need. Departure from RepDistiller's released code
     (`distiller_zoo/AT.py`, which average-pools the finer *features* and then squares them): we
     pool the attention *energy* Σ_c A_c², so the coarser map keeps the share of attention each

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import last_conv_layer, network_teacher
+from bench.core.errors import BenchError
+from bench.train.feature_losses import last_conv_layer, network_teacher
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 
 def linear_classifier(model: nn.Module) -> nn.Linear:

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
-from bench.losses import optional_kd
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import conv_stages, feature_shapes, network_teacher
+from bench.core.errors import BenchError
+from bench.train.feature_losses import conv_stages, feature_shapes, network_teacher
+from bench.train.loop import TrainContext
+from bench.train.losses import optional_kd
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 # Added to the NCE denominators, as in the authors' ContrastLoss: a guard, not a parameter.
 NCE_EPS = 1e-7

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import kd_kl
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.losses import kd_kl
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -78,7 +78,7 @@ class CurriculumTemperatureKD(Method):
     1 + 20·σ(1) ≈ 15.6), `--cosine_decay 1 --decay_max 0 --decay_min -1 --decay_loops 10`
     (λ from 0 to 1 over the first 10 of 240 epochs). The temperature is the global one of
     `Global_T` (their script's `--mlp_name global`), not the instance-wise one of their README.
-    The KD term is classic KD's (`bench.losses.kd_kl`, batch-mean KL times τ²), their
+    The KD term is classic KD's (`bench.train.losses.kd_kl`, batch-mean KL times τ²), their
     `DistillKL`; its τ² factor passes τ's gradient too, as theirs does. With
     `standardise=true` both logits are z-scored before the division by τ, as Sun et al.'s release
     of CTKD does (sunshangquan/logit-standardization-KD, CTKD/distiller_zoo/KD.py,

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.gradcam import grad_cam, gradcam_layer
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import TeacherPerImage, match_spatial, teacher_grad_cam
+from bench.explain.gradcam import grad_cam, gradcam_layer
+from bench.train.feature_losses import TeacherPerImage, match_spatial, teacher_grad_cam
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 
 def explanation_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ class ExplanationEnhancedKD(Method):
         return super().fit(ctx)
 
     def student_layers(self, student: nn.Module) -> Sequence[str]:
-        # Where the harness scores the student's Grad-CAM (`bench.gradcam`), so that the map it
+        # Where the harness scores the student's Grad-CAM (`bench.explain.gradcam`), so that the map it
         # is trained on is the map it is scored on.
         return [gradcam_layer(student, self.input_shape)]
 

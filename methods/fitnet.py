@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import optional_kd
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import conv_stages, feature_shapes, match_spatial, network_teacher
+from bench.train.feature_losses import conv_stages, feature_shapes, match_spatial, network_teacher
+from bench.train.loop import TrainContext
+from bench.train.losses import optional_kd
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 POSITIONS = ("middle", "last")
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import Batch, Method, register_method
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, register_method
 
 # Rows per optimisation step when fitting the leaf embeddings (stage 1).
 EMBEDDING_BATCH = 1024

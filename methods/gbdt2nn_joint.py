@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.explanation_loss import ExplanationImitation
-from bench.method import Batch, register_method
 from bench.methods.gbdt2nn import GBDT2NN, GBDT2NNStudent
-from bench.training import TrainContext
+from bench.train.explanation_losses import ExplanationImitation
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, register_method
 
 
 @register_method("gbdt2nn_joint")
@@ -18,7 +18,7 @@ class GBDT2NNJoint(GBDT2NN):
     and train explanation imitation as an auxiliary task of the distillation. Our reading (the
     paper's exact loss could not be confirmed): φ_T is the teacher's TreeSHAP for the sample's
     label class, φ_S the student's gradient × (input − training mean) for the same raw score, with
-    the gradient kept in the graph (`bench.explanation_loss`). The term is added to GBDT2NN's stage
+    the gradient kept in the graph (`bench.train.explanation_losses`). The term is added to GBDT2NN's stage
     2 with weight `lambda`; to bound its cost on large tables it applies to at most
     `imitation_rows` training rows (a fixed seeded subset).
     """

@@ -4,11 +4,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import kd_kl
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.models import eval_mode
-from bench.training import EVAL_BATCH, TrainContext
-from bench.vision_losses import TeacherPerImage
+from bench.models import EVAL_BATCH, eval_mode
+from bench.train.feature_losses import TeacherPerImage
+from bench.train.loop import TrainContext
+from bench.train.losses import kd_kl
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 
 def input_gradients(

@@ -2,8 +2,8 @@
 
 import torch
 
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 
 @register_method("kd")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.explanation_loss import ExplanationImitation
-from bench.method import Batch, Method, register_method
-from bench.training import TrainContext
+from bench.train.explanation_losses import ExplanationImitation
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, register_method
 
 
 @register_method("kd_expl")
@@ -19,7 +19,7 @@ class KDWithExplanationImitation(Method):
     the gradient), added to Hinton et al.'s KD with this benchmark's `kd` defaults, so kd_expl − kd
     isolates the term and gbdt2nn_joint − kd_expl the student. Imitation applies to at most
     `imitation_rows` training rows (a fixed seeded subset) to bound its cost on large tables. A
-    teacher norm below 1e-3 × the batch's mean is floored (`bench.explanation_loss`), so a row the
+    teacher norm below 1e-3 × the batch's mean is floored (`bench.train.explanation_losses`), so a row the
     teacher explains with zeros cannot blow the term up.
     """
 

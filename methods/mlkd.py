@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-from bench.losses import at_least_float32, kd_kl, relation_precision
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.losses import at_least_float32, kd_kl, relation_precision
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 # The authors' levels of "prediction augmentation" beside the configurable temperature: fixed in
 # their code (KD_ours.py), as here.

@@ -3,10 +3,10 @@
 import torch
 import torch.nn.functional as F
 
-from bench.losses import at_least_float32, relation_precision
-from bench.method import Batch, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import PairedStagesMethod, on_coarser_grid
+from bench.train.feature_losses import PairedStagesMethod, on_coarser_grid
+from bench.train.loop import TrainContext
+from bench.train.losses import at_least_float32, relation_precision
+from bench.train.method import Batch, ModelOutput, register_method
 
 
 def selectivity(features: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ class NeuronSelectivityTransfer(PairedStagesMethod):
     - Layers: RepDistiller distils the outputs of the residual groups (`feat[1:-1]`) of two
       networks with the same number of groups. Our students pool earlier and have fewer or more
       stages than the ResNet teacher, so layers are paired as attention transfer pairs them
-      (`bench.vision_losses.paired_stages`: the last k stages of each, k the smaller count). With
+      (`bench.train.feature_losses.paired_stages`: the last k stages of each, k the smaller count). With
       a student of four or more stages this pairs its first block with the teacher's stem,
       which RepDistiller never distils.
     - Resolution: RepDistiller pools the finer of two square maps to the coarser side

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
-from bench.method import Batch, Method, ModelOutput, register_method
+from bench.core.errors import BenchError
 from bench.models.resnet import BasicBlock
-from bench.training import TrainContext
-from bench.vision_losses import feature_shapes, network_teacher, paired_stages
+from bench.train.feature_losses import feature_shapes, network_teacher, paired_stages
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 # Below this probability of a negative response the margin is −3σ, as in the authors' code.
 MIN_NEGATIVE_MASS = 0.001
@@ -180,7 +180,7 @@ class OverhaulFeatureDistillation(Method):
       teacher in eval mode (running statistics), whose features are computed once per run.
     - Layers: the authors pair the residual-group outputs of two networks with equally many
       groups (mdistiller: all stages but the first, aligned from the output end); ours are
-      paired by `bench.vision_losses.paired_stages` (the last k stages of each), since our
+      paired by `bench.train.feature_losses.paired_stages` (the last k stages of each), since our
       students have a different number of stages; a student of four or more stages has its
       first block paired with the teacher's stem.
     """

@@ -2,8 +2,8 @@
 
 import torch
 
-from bench.method import register_method
-from bench.vision_losses import BatchRelationMethod
+from bench.train.feature_losses import BatchRelationMethod
+from bench.train.method import register_method
 
 # The authors' guard, added to each norm and to both probabilities inside the logarithm.
 PKT_EPS = 1e-7

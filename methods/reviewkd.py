@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import Batch, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import (
+from bench.train.feature_losses import (
     PairedStagesMethod,
     feature_shapes,
     match_spatial,
     network_teacher,
 )
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, ModelOutput, register_method
 
 # The authors' hierarchical context levels: each map is also compared pooled to 4×4, 2×2, 1×1.
 PYRAMID = (4, 2, 1)

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from bench.method import register_method
-from bench.vision_losses import BatchRelationMethod
+from bench.train.feature_losses import BatchRelationMethod
+from bench.train.method import register_method
 
 # The authors' floor under a squared distance before its square root (lenscloth/RKD `pdist`).
 DISTANCE_EPS = 1e-12

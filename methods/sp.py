@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import register_method
-from bench.vision_losses import BatchRelationMethod, conv_stages
+from bench.train.feature_losses import BatchRelationMethod, conv_stages
+from bench.train.method import register_method
 
 
 def batch_similarity(activations: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import optional_kd
-from bench.method import Batch, ModelOutput, register_method
-from bench.training import TrainContext
-from bench.vision_losses import (
+from bench.train.feature_losses import (
     PairedStagesMethod,
     feature_shapes,
     network_teacher,
     on_coarser_grid,
 )
+from bench.train.loop import TrainContext
+from bench.train.losses import optional_kd
+from bench.train.method import Batch, ModelOutput, register_method
 
 
 def inverse_softplus(y: float) -> float:
@@ -93,7 +93,7 @@ class VariationalInformationDistillation(PairedStagesMethod):
     `scratch`. Departures:
 
     - Layers: RepDistiller pairs the residual-group outputs (`feat[1:-1]`) of two networks with
-      the same number of groups; ours are paired by `bench.vision_losses.paired_stages` (the last k
+      the same number of groups; ours are paired by `bench.train.feature_losses.paired_stages` (the last k
       stages of each network), since our students have a different number of stages; a student
       of four or more stages has its first block paired with the teacher's stem.
     - Resolution: RepDistiller pools the finer of two square maps to the coarser side; we pool

@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from bench.method import Batch, Method, ModelOutput, register_method
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 # The authors' guard against a teacher whose cross-entropy on a sample rounds to zero.
 _EPS = 1e-7

@@ -6,17 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
-from bench.method import Batch, Method, ModelOutput, register_method
+from bench.core.errors import BenchError
 from bench.models.cnn import conv_bn_relu
-from bench.training import TrainContext
-from bench.vision_losses import (
+from bench.train.feature_losses import (
     TeacherPerImage,
     feature_shapes,
     last_conv_layer,
     match_spatial,
     teacher_grad_cam,
 )
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput, register_method
 
 
 class Concat(nn.Module):

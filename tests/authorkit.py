@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.data import DatasetBundle, Split
-from bench.method import Batch, Method, ModelOutput
-from bench.profiles import Architecture, TrainBudget
-from bench.training import TrainContext
+from bench.core.budgets import Architecture, TrainBudget
+from bench.data.bundle import DatasetBundle, Split
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput
 
 # Every comparison with an author's formula is made in float64 and must agree to this relative
 # tolerance; an absolute one is allowed only where exact zeros occur.

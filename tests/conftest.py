@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import registry
-from bench.catalogue import CACHE_ENV
-from bench.cli import main
-from bench.data import DATASETS
-from bench.method import METHODS
+from bench.cli.main import main
+from bench.core import registry
+from bench.data.bundle import DATASETS
 from bench.metrics import METRICS
 from bench.models import MODELS
-from bench.profiles import PROFILES
+from bench.plan.catalogue import CACHE_ENV
+from bench.plan.profiles import PROFILES
+from bench.train.method import METHODS
 
 registry.load_plugins()
 ALL_REGISTRIES = (METHODS, DATASETS, METRICS, MODELS, PROFILES)

@@ -1,4 +1,4 @@
-"""Writing run records by hand, on the skeleton the runner builds them on (`bench.records`).
+"""Writing run records by hand, on the skeleton the runner builds them on (`bench.results.records`).
 
 The statistics and report tests need exact, known numbers (to compare with values computed by
 hand), which a real training run cannot give; these records follow the documented layout so that
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.records import record_path, skeleton
-from bench.store import write_json_atomic
+from bench.core.atomic import write_json_atomic
+from bench.results.records import record_path, skeleton
 
 METADATA = {
     "accuracy": ("prediction", True, "Top-1 accuracy on the test split."),

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import bench.methods.reviewkd as reviewkd_module
-from bench.data import DatasetBundle, Split
-from bench.errors import BenchError
-from bench.losses import kd_kl
-from bench.method import Batch, ModelOutput
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.errors import BenchError
+from bench.core.specs import TeacherSpec
+from bench.data.bundle import DatasetBundle, Split
 from bench.methods.crd import (
     ContrastiveRepresentationDistillation,
     ContrastMemory,
@@ -55,10 +55,10 @@ from bench.methods.reviewkd import (
     hierarchical_context_loss,
 )
 from bench.models import build_model
-from bench.profiles import Architecture, TrainBudget
-from bench.specs import TeacherSpec
-from bench.teachers import NetworkTeacher
-from bench.training import TrainContext, seed_everything
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.losses import kd_kl
+from bench.train.method import Batch, ModelOutput
+from bench.train.teachers import NetworkTeacher
 from tests.authorkit import assert_same
 
 DOUBLE = torch.float64

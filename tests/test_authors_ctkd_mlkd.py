@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DatasetBundle, Split
-from bench.method import METHODS, Batch, ModelOutput
+from bench.core.budgets import Architecture, TrainBudget
+from bench.data.bundle import DatasetBundle, Split
 from bench.methods.ctkd import CurriculumTemperatureKD
 from bench.methods.mlkd import MultiLevelKD
-from bench.profiles import Architecture, TrainBudget
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.method import METHODS, Batch, ModelOutput
 from tests.authorkit import epoch_context, random_logits
 
 RTOL = 1e-6

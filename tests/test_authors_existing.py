@@ -54,17 +54,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DatasetBundle, Split
-from bench.explanation_loss import IMITATION_SUBSET_SEED, imitation_loss
-from bench.gradcam import gradcam_layer
-from bench.method import Batch, ModelOutput
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.contracts import Contributions
+from bench.data.bundle import DatasetBundle, Split
+from bench.explain.gradcam import gradcam_layer
+from bench.explain.treeshap import tree_contributions
 from bench.methods.gbdt2nn import GBDT2NN, LeafEmbeddings, fit_leaf_embeddings, random_groups
 from bench.methods.kd_expl import KDWithExplanationImitation
 from bench.methods.xdistill import XDistillation
 from bench.models import build_model
-from bench.profiles import Architecture, TrainBudget
-from bench.training import StepLoss, TrainContext
-from bench.treeshap import Contributions, tree_contributions
+from bench.train.explanation_losses import IMITATION_SUBSET_SEED, imitation_loss
+from bench.train.loop import StepLoss, TrainContext
+from bench.train.method import Batch, ModelOutput
 from tests.authorkit import RTOL, assert_same
 
 DOUBLE = torch.float64
@@ -149,7 +150,7 @@ def authors_kd(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.
 
 
 class TreeTeacher:
-    """What kd_expl and gbdt2nn read of a LightGBM teacher (`bench.teachers.LightGBMTeacher`):
+    """What kd_expl and gbdt2nn read of a LightGBM teacher (`bench.train.teachers.LightGBMTeacher`):
     its booster, its raw-score logits on the training split ([0, s] for two classes; float64
     here) and TreeSHAP, without the cache folder."""
 
@@ -196,11 +197,11 @@ def tabular_problem(
 
 # No released code: Huang, Li, Yan, Luo and Li (arXiv:2005.11638) released none, and we could not
 # read their paper past its abstract. Restated from the reading the project specifies (DESIGN §5,
-# "Explanation imitation"), computed independently of bench.explanation_loss:
+# "Explanation imitation"), computed independently of bench.train.explanation_losses:
 #   λ · mean over imitated rows of ‖φ_S − φ_T‖² / ‖φ_T‖²,
 # φ_T the teacher's TreeSHAP (LightGBM `pred_contrib`) of the row's label class and φ_S the
 # student's ∂s_y/∂x ⊙ (x − x̄), x̄ the training mean, both for the class score centred over classes
-# s_c = z_c − mean_k z_k (bench.class_scores); φ_S stays differentiable in the student's weights.
+# s_c = z_c − mean_k z_k (bench.explain.class_scores); φ_S stays differentiable in the student's weights.
 
 
 def treeshap_of_labels(
@@ -319,7 +320,7 @@ def test_imitation_floor_acts_only_where_the_teacher_explains_with_zeros() -> No
 
 
 class NetworkTeacher:
-    """What xdistill reads of a network teacher (`bench.teachers.NetworkTeacher`): the frozen
+    """What xdistill reads of a network teacher (`bench.train.teachers.NetworkTeacher`): the frozen
     network in eval mode and its logits on the training split, in float64."""
 
     def __init__(self, module: nn.Module, x_train: torch.Tensor) -> None:
@@ -333,12 +334,12 @@ class NetworkTeacher:
 
 # No released code: Alharbi, Vu and Thai (arXiv:2111.06945) released none, and we could not read
 # their paper past its abstract. Restated from the reading the project specifies (DESIGN §5,
-# "XDistillation"), independently of bench.vision_losses where the reading leaves a choice:
+# "XDistillation"), independently of bench.train.feature_losses where the reading leaves a choice:
 #   α·CE(z_S, y) + (1 − α)·KD_T(z_S, z_T) + γ·mean((decoder(encoder(x)) − M_T(x))²),
 # M_T the teacher's Grad-CAM (Selvaraju et al. 2017) of its predicted class, upsampled
 # bilinearly to the input size and scaled to a maximum of 1 per sample; z_S the classifier on the
 # student's last feature map concatenated with the encoder's code (resized to it). The Grad-CAM
-# layer is the harness's rule (bench.gradcam.gradcam_layer), not the paper's.
+# layer is the harness's rule (bench.explain.gradcam.gradcam_layer), not the paper's.
 
 
 def selvaraju_grad_cam(

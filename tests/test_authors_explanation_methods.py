@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DatasetBundle, Split
-from bench.hooks import FeatureHooks
-from bench.method import METHODS, Batch, Method, ModelOutput
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.specs import TeacherSpec
+from bench.data.bundle import DatasetBundle, Split
 from bench.methods.cat_kd import (
     ClassAttentionTransferKD,
     binarise,
@@ -53,11 +53,11 @@ from bench.methods.jacobian_kd import (
     teacher_input_gradients,
 )
 from bench.models import build_model
-from bench.profiles import Architecture, TrainBudget
-from bench.specs import TeacherSpec
-from bench.teachers import NetworkTeacher
-from bench.training import TrainContext
-from bench.vision_losses import TeacherPerImage, last_conv_layer
+from bench.models.hooks import FeatureHooks
+from bench.train.feature_losses import TeacherPerImage, last_conv_layer
+from bench.train.loop import TrainContext
+from bench.train.method import METHODS, Batch, Method, ModelOutput
+from bench.train.teachers import NetworkTeacher
 from tests.authorkit import assert_same
 
 DOUBLE = torch.float64

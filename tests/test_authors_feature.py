@@ -21,7 +21,7 @@ weight:
 
 One genuine difference in a formula is recorded as a strict xfail: when an attention pair has two
 resolutions, RepDistiller average-pools the finer *features* and then squares them, we pool the
-finer map's *energy* Σ_c A_c² (`bench.vision_losses.attention_map`); mean-of-squares is not
+finer map's *energy* Σ_c A_c² (`bench.train.feature_losses.attention_map`); mean-of-squares is not
 square-of-means, so the two losses differ whenever the resolutions do.
 """
 
@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.gradcam import grad_cam, grad_cam_maps
-from bench.losses import kd_kl
-from bench.method import Batch, ModelOutput
+from bench.explain.gradcam import grad_cam, grad_cam_maps
 from bench.methods.at import AttentionTransfer
 from bench.methods.e2kd import ExplanationEnhancedKD, explanation_loss
 from bench.methods.fitnet import FitNet, HintRegressor, hint_loss
-from bench.training import TrainContext
-from bench.vision_losses import attention_transfer_loss, match_spatial
+from bench.train.feature_losses import attention_transfer_loss, match_spatial
+from bench.train.loop import TrainContext
+from bench.train.losses import kd_kl
+from bench.train.method import Batch, ModelOutput
 from tests.authorkit import assert_same, image_context
 
 DOUBLE = torch.float64
@@ -276,7 +276,7 @@ CROSS_RESOLUTION = [
     reason=(
         "formula difference with RepDistiller (distiller_zoo/AT.py at_loss, commit b84f547c) "
         "for pairs of different resolution: RepDistiller average-pools the finer FEATURES A and "
-        "then takes mean_c A², bench.vision_losses.attention_map pools the finer map's ENERGY "
+        "then takes mean_c A², bench.train.feature_losses.attention_map pools the finer map's ENERGY "
         "Σ_c A² (mean of squares, not square of means). Equal-resolution pairs agree exactly; "
         "the paper pairs equal resolutions only, and the at docstring calls the resizing ours."
     ),

@@ -17,10 +17,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.method import Batch, ModelOutput
 from bench.methods.dkd import DecoupledKD
 from bench.methods.kd import KnowledgeDistillation
 from bench.methods.label_smoothing import LabelSmoothing
+from bench.train.method import Batch, ModelOutput
 from tests.authorkit import epoch_context
 
 RTOL = 1e-6

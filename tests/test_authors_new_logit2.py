@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.method import METHODS
 from bench.methods.tf_kd import TeacherFreeKD
 from bench.methods.wsld import WeightedSoftLabelDistillation, soft_label_weights
+from bench.train.method import METHODS
 from tests.authorkit import logit_terms, random_logits
 
 BATCH_SIZES = (1, 7, 64)

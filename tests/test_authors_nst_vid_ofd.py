@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from scipy.stats import norm
 from torch import nn
 
-from bench.data import DatasetBundle, Split
-from bench.errors import BenchError
-from bench.hooks import FeatureHooks
-from bench.method import Batch, ModelOutput
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.errors import BenchError
+from bench.core.specs import TeacherSpec
+from bench.data.bundle import DatasetBundle, Split
 from bench.methods.nst import NeuronSelectivityTransfer, nst_loss
 from bench.methods.ofd import (
     Connector,
@@ -57,10 +57,10 @@ from bench.methods.ofd import (
 )
 from bench.methods.vid import VariationalInformationDistillation, VariationalRegressor, vid_loss
 from bench.models import build_model
-from bench.profiles import Architecture, TrainBudget
-from bench.specs import TeacherSpec
-from bench.teachers import NetworkTeacher
-from bench.training import TrainContext, seed_everything
+from bench.models.hooks import FeatureHooks
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.method import Batch, ModelOutput
+from bench.train.teachers import NetworkTeacher
 from tests.authorkit import RTOL, assert_same, image_context
 
 DOUBLE = torch.float64

@@ -36,12 +36,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.method import Batch, Method, ModelOutput
 from bench.methods.pkt import ProbabilisticKT, pkt_loss
 from bench.methods.rkd import RelationalKD, rkd_angle_loss, rkd_distance_loss
 from bench.methods.sp import SimilarityPreservingKD, similarity_preserving_loss
 from bench.models import build_model
-from bench.training import TrainContext
+from bench.train.loop import TrainContext
+from bench.train.method import Batch, Method, ModelOutput
 from tests.authorkit import assert_same, image_context
 
 DOUBLE = torch.float64

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bench.broden import BrodenProbe
-from bench.dissection import Concept, dissect
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.data.broden import BrodenProbe
+from bench.data.probes import Concept
+from bench.explain.dissection import dissect
 
 N_IMAGES, IMAGE, MASK = 25, 16, 8
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from recordkit import make_record
 
-from bench import catalogue
-from bench.catalogue import Catalogue, code_fingerprint, from_registries
-from bench.planner import Selection, make_plan
-from bench.records import REFERENCE_ROWS
-from bench.resume import FinishedRecords
-from bench.store import write_json_atomic
+from bench.core.atomic import write_json_atomic
+from bench.core.vocabulary import REFERENCE_ROWS
+from bench.plan import catalogue
+from bench.plan.catalogue import Catalogue, code_fingerprint, from_registries
+from bench.plan.planner import Selection, make_plan
+from bench.run.resume import FinishedRecords
 
 PLUGIN = '''
 from bench import Method, register_method
@@ -78,7 +78,7 @@ def run_python(code: str, cache: Path, cwd: Path) -> subprocess.CompletedProcess
 
 RUN_CLI_REPORTING_TORCH = """
 import sys
-from bench.cli import main
+from bench.cli.main import main
 code = main({argv!r})
 print("torch imported:", "torch" in sys.modules)
 sys.exit(code)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import DATASETS, DatasetBundle
+from bench.core.errors import BenchError, DatasetUnavailable
+from bench.data.bundle import DATASETS, DatasetBundle
+from bench.data.downloads import CACHE_ENV, RemoteFile
 from bench.datasets import cifar100
-from bench.downloads import CACHE_ENV, RemoteFile
-from bench.errors import BenchError, DatasetUnavailable
 from tests.test_image_datasets import (
     RunsACommand,
     Server,

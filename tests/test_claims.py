@@ -13,7 +13,9 @@ import re
 import pandas as pd
 import pytest
 
-from bench.claims import (
+from bench.core.registry import load_builtins
+from bench.metrics import METRICS
+from bench.report.claims import (
     CLAIM_COLUMNS,
     CLAIMS,
     ClaimTest,
@@ -22,9 +24,7 @@ from bench.claims import (
     evaluate_all,
     verdict_of,
 )
-from bench.metrics import METRICS
-from bench.registry import load_builtins
-from bench.statistics import seed_values, seeds_for_power
+from bench.report.statistics import seed_values, seeds_for_power
 from tests.recordkit import seeded
 
 T_975_DF2 = 4.302653
@@ -279,7 +279,7 @@ def test_verdict_rules() -> None:
 
 def test_every_claim_names_registered_methods_and_metrics() -> None:
     load_builtins()
-    from bench.method import METHODS
+    from bench.train.method import METHODS
 
     for claim in CLAIMS:
         assert claim.primary, f"{claim.key} has no primary test"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 
 @pytest.mark.parametrize(
@@ -88,10 +88,10 @@ def test_unknown_list_kind_is_a_usage_error(capsys) -> None:
 
 @pytest.mark.parametrize("kind", ["methods", "datasets", "metrics", "profiles"])
 def test_list_names_every_registered_component(cli, kind: str) -> None:
-    from bench.data import DATASETS
-    from bench.method import METHODS
+    from bench.data.bundle import DATASETS
     from bench.metrics import METRICS
-    from bench.profiles import PROFILES
+    from bench.plan.profiles import PROFILES
+    from bench.train.method import METHODS
 
     registry = {"methods": METHODS, "datasets": DATASETS, "metrics": METRICS, "profiles": PROFILES}
     result = cli("list", kind)

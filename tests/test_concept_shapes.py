@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.data import DATASETS, DatasetLoaderOptions
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.datasets.concept_shapes import (
     BACKGROUNDS,
     CLASS_NAMES,

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from bench import SCHEMA_VERSION
-from bench.cli import main
-from bench.data import DATASETS
-from bench.method import METHODS
+from bench.cli.main import main
+from bench.core.vocabulary import RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.data.bundle import DATASETS
 from bench.metrics import METRICS
-from bench.profiles import PROFILES
-from bench.records import RANDOM_CONTROL_ROW, REQUIRED_KEYS, TEACHER_ROW, read_record, record_path
+from bench.plan.profiles import PROFILES
+from bench.results.records import REQUIRED_KEYS, read_record, record_path
+from bench.train.method import METHODS
 from tests.conftest import read_records
 
 SMOKE = PROFILES.get("smoke")

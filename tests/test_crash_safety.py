@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.locks import hold_lock, lock_path
-from bench.profiles import PROFILES
-from bench.records import REFERENCE_ROWS
-from bench.specs import teacher_spec_for
-from bench.teachers import _train_and_cache, obtain_teacher, teacher_dir
+from bench.core.locks import hold_lock, lock_path
+from bench.core.specs import teacher_spec_for
+from bench.core.vocabulary import REFERENCE_ROWS
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.plan.profiles import PROFILES
+from bench.train.teachers import _train_and_cache, obtain_teacher, teacher_dir
 from tests.conftest import read_records
 from tests.test_determinism import comparable_metrics
 from tests.test_locks import held_by_another_process

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 
 
 @pytest.mark.parametrize("name", ["breast_cancer", "wine", "digits"])
@@ -52,8 +52,8 @@ def test_labels_out_of_range_are_refused() -> None:
 
 
 def test_a_dataset_of_an_unknown_modality_is_refused_by_name() -> None:
-    from bench.data import DATASETS, register_dataset
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
+    from bench.data.bundle import DATASETS, register_dataset
 
     with pytest.raises(BenchError, match="dataset 'texts': modality 'text' is not one of tabular"):
         register_dataset("texts", modality="text", version="1")(lambda options: None)
@@ -61,10 +61,10 @@ def test_a_dataset_of_an_unknown_modality_is_refused_by_name() -> None:
 
 
 def test_modalities_and_roles_are_typed_and_read_back_as_their_strings(tmp_path) -> None:
-    from bench.data import DATASETS
-    from bench.records import read_record, skeleton
-    from bench.store import write_json_atomic
-    from bench.vocabulary import Modality, Role
+    from bench.core.atomic import write_json_atomic
+    from bench.core.vocabulary import Modality, Role
+    from bench.data.bundle import DATASETS
+    from bench.results.records import read_record, skeleton
 
     wine = DATASETS.get("wine")
     assert wine.modality is Modality.TABULAR and wine.modality == "tabular"

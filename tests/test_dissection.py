@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.data.probes import QUANTILE, Concept, ConceptProbe
 from bench.datasets.concept_shapes import (
     CLASS_NAMES,
     N_PROBE,
@@ -24,19 +25,15 @@ from bench.datasets.concept_shapes import (
     generate_scenes,
     make_probe,
 )
-from bench.dissection import (
+from bench.explain.dissection import (
     IOU_THRESHOLD,
-    QUANTILE,
     SWEEP_THRESHOLDS,
-    Concept,
-    ConceptProbe,
     DissectionResult,
     DissectionSettings,
     default_layer,
     dissect,
     unit_thresholds,
 )
-from bench.hooks import FeatureHooks
 from bench.metrics import METRICS, ScoringContext
 from bench.metrics.dissection import (
     _results,
@@ -45,8 +42,9 @@ from bench.metrics.dissection import (
     sweep_metric_name,
 )
 from bench.models.cnn import SmallCNN
+from bench.models.hooks import FeatureHooks
 from bench.models.resnet import ResNet
-from bench.training import network_logits
+from bench.train.loop import network_logits
 from tests.conftest import read_records
 
 SIDE = 20
@@ -426,7 +424,7 @@ def test_one_forward_pass_serves_both_passes_and_equals_running_the_model_twice(
     calls = count_forward_calls(model)
     kept = dissect(model, probe, layer="conv2", batch_size=7)
     assert calls[0] == 9  # ceil(60 / 7) batches, once
-    monkeypatch.setattr("bench.dissection.KEEP_BYTES", 0)
+    monkeypatch.setattr("bench.explain.dissection.KEEP_BYTES", 0)
     calls[0] = 0
     rerun = dissect(model, probe, layer="conv2", batch_size=7)
     assert calls[0] == 18

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.data.probes import QUANTILE
 from bench.datasets.concept_shapes import (
     DATASET_SEED,
     N_PROBE,
@@ -21,7 +22,7 @@ from bench.datasets.concept_shapes import (
     generate_scenes,
     make_probe,
 )
-from bench.dissection import IOU_THRESHOLD, QUANTILE, dissect
+from bench.explain.dissection import IOU_THRESHOLD, dissect
 from bench.models.cnn import SmallCNN
 from bench.models.resnet import ResNet
 

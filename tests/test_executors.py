@@ -160,7 +160,7 @@ def test_bad_executor_arguments_exit_2(cli, tmp_path: Path, args, expected: str)
 
 
 def test_unknown_executor_lists_the_valid_ones(capsys) -> None:
-    from bench.cli import main
+    from bench.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--all", "--executor", "slurm"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.explainers import ClassScores, ExplainSettings, explain
+from bench.explain.explainers import ClassScores, ExplainSettings, explain
 from bench.metrics.explanation import (
     cosine_per_sample,
     spearman_per_sample,
@@ -99,11 +99,11 @@ def test_grad_cam_is_a_non_negative_input_sized_map() -> None:
 @pytest.mark.parametrize(("model_name", "kwargs"), [("small_cnn", {"width": 4, "depth": 3}),
                                                     ("resnet", {"width": 4, "blocks": 1})])  # fmt: skip
 def test_the_one_grad_cam_equals_captums_layer_grad_cam(model_name: str, kwargs: dict) -> None:
-    """The scoring explainer runs `bench.gradcam.grad_cam`, which e2KD and XDistillation train
+    """The scoring explainer runs `bench.explain.gradcam.grad_cam`, which e2KD and XDistillation train
     on; on the centred class scores it equals Captum's `LayerGradCam`, upsampled as Captum does."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    from bench.gradcam import gradcam_layer
+    from bench.explain.gradcam import gradcam_layer
 
     torch.manual_seed(0)
     model = build_model(model_name, (3, 16, 16), 5, **kwargs).eval()

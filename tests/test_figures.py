@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.figures import Point, bar_chart, gallery, pareto_front, strip_plot, tradeoff_plot
+from bench.report.figures import Point, bar_chart, gallery, pareto_front, strip_plot, tradeoff_plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,14 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.explanation_loss import (
-    ExplanationImitation,
-    gradient_times_input,
-    imitation_loss,
-    target_scores,
-)
-from bench.method import METHODS
+from bench.core.specs import teacher_spec_for
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.explain.explainers import gradient_times_input, target_scores
 from bench.methods.gbdt2nn import (
     GBDT2NN,
     GBDT2NNStudent,
@@ -28,10 +23,11 @@ from bench.methods.gbdt2nn import (
     fit_leaf_embeddings,
     random_groups,
 )
-from bench.profiles import PROFILES
-from bench.specs import teacher_spec_for
-from bench.teachers import LightGBMTeacher, obtain_teacher
-from bench.training import TrainContext, seed_everything
+from bench.plan.profiles import PROFILES
+from bench.train.explanation_losses import ExplanationImitation, imitation_loss
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.method import METHODS
+from bench.train.teachers import LightGBMTeacher, obtain_teacher
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

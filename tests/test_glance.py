@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from bench import figures
-from bench.report import render_report
+from bench.report import figures
+from bench.report.render import render_report
 from tests.recordkit import make_record, seeded, write_records
 
 SEEDS = 7  # the sign-flip test needs 6+ pairs to reach p < 0.05 after Holm
@@ -83,7 +83,7 @@ def test_intervals_are_cut_at_the_values_a_metric_can_take() -> None:
 # --- everyday commands -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def wine_run(tmp_path_factory) -> Path:
-    from bench.cli import main
+    from bench.cli.main import main
 
     results = tmp_path_factory.mktemp("results")
     args = ["run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch", "kd"]
@@ -150,7 +150,7 @@ def test_list_columns_align_for_long_names(cli, tmp_path: Path) -> None:
 
 
 def test_every_option_has_help(capsys) -> None:
-    from bench.cli import _parser
+    from bench.cli.main import _parser
 
     parser = _parser()
     commands = parser._subparsers._group_actions[
@@ -205,8 +205,8 @@ def test_the_methods_list_is_grouped_by_family(tmp_path: Path) -> None:
 
 
 def test_every_method_declares_a_known_family() -> None:
-    from bench.method import METHODS, Method, register_method
-    from bench.vocabulary import FAMILIES
+    from bench.core.vocabulary import FAMILIES
+    from bench.train.method import METHODS, Method, register_method
 
     assert all(METHODS.get(name).family in FAMILIES for name in METHODS.names())
     assert {METHODS.get(n).family for n in ("kd", "fitnet", "e2kd", "gbdt2nn", "scratch")} == {

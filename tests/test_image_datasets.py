@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.core.errors import BenchError, DatasetUnavailable
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.data.downloads import CACHE_ENV, RemoteFile
 from bench.datasets import cifar10, fashion_mnist
 from bench.datasets.fashion_mnist import FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES
-from bench.downloads import CACHE_ENV, RemoteFile
-from bench.errors import BenchError, DatasetUnavailable
-from bench.records import read_record, record_path
+from bench.results.records import read_record, record_path
 
 CIFAR_NAMES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 N_TRAIN, N_TEST = 120, 40  # fashion files: 10 val images, one per class at least

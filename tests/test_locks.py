@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.cli import _check_writable
-from bench.errors import BenchError
-from bench.locks import hold_lock, is_locked, lock_path, try_lock
+from bench.cli.main import _check_writable
+from bench.core.errors import BenchError
+from bench.core.locks import hold_lock, is_locked, lock_path, try_lock
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from bench.locks import try_lock
+from bench.core.locks import try_lock
 with try_lock(Path(sys.argv[1])) as held:
     print("held" if held else "busy", flush=True)
     time.sleep(600)

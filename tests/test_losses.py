@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.losses import kd_kl
-from bench.method import Batch, ModelOutput
 from bench.methods.kd import KnowledgeDistillation
+from bench.train.losses import kd_kl
+from bench.train.method import Batch, ModelOutput
 
 
 def softmax(values: list[float]) -> list[float]:

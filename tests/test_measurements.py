@@ -13,28 +13,23 @@ import pytest
 import torch
 from torch import nn
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
-from bench.gradcam import MIN_SIDE, GradCamUnavailable, gradcam_layer
-from bench.method import METHODS
+from bench.core.specs import teacher_spec_for
+from bench.core.vocabulary import PERMUTED_CONTROL_ROW, REFERENCE_ROWS, UNTRAINED_CONTROL_ROW
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.explain.gradcam import MIN_SIDE, GradCamUnavailable, gradcam_layer
 from bench.metrics import METRICS, ScoringContext, aggregate_samples, score
 from bench.metrics.explanation import spearman_per_sample
 from bench.metrics.quantus_metrics import _normalised_areas, _spearman, faithfulness_correlation
 from bench.models import build_model
-from bench.planner import Selection, make_plan
-from bench.profiles import PROFILES
-from bench.records import (
-    PERMUTED_CONTROL_ROW,
-    REFERENCE_ROWS,
-    UNTRAINED_CONTROL_ROW,
-    read_record,
-    record_path,
-)
-from bench.runner import SuiteRunner
-from bench.separation import not_separating, separation_table
-from bench.specs import teacher_spec_for
-from bench.stages import RunOptions, StudentPredictor, derangement
-from bench.teachers import obtain_teacher
-from bench.training import TrainContext, seed_everything
+from bench.plan.planner import Selection, make_plan
+from bench.plan.profiles import PROFILES
+from bench.report.separation import not_separating, separation_table
+from bench.results.records import read_record, record_path
+from bench.run.runner import SuiteRunner
+from bench.run.stages import RunOptions, StudentPredictor, derangement
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.method import METHODS
+from bench.train.teachers import obtain_teacher
 
 CPU = torch.device("cpu")
 SMOKE = PROFILES.get("smoke")

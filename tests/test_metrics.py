@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.data import DatasetBundle, Split
+from bench.data.bundle import DatasetBundle, Split
 from bench.metrics import ScoringContext
 from bench.metrics.efficiency import compression
 from bench.metrics.fidelity import teacher_agreement, teacher_kl
@@ -85,7 +85,7 @@ def test_explained_subset_is_seeded_and_shared() -> None:
     ],
 )
 def test_register_metric_refuses_an_unknown_category_or_modality(kwargs, message) -> None:
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
     from bench.metrics import METRICS, register_metric
 
     with pytest.raises(BenchError, match=message):
@@ -94,8 +94,8 @@ def test_register_metric_refuses_an_unknown_category_or_modality(kwargs, message
 
 
 def test_registered_categories_are_typed() -> None:
+    from bench.core.vocabulary import Category
     from bench.metrics import METRICS
-    from bench.vocabulary import Category
 
     categories = {METRICS.get(name).category for name in METRICS}
     assert all(isinstance(c, Category) for c in categories)

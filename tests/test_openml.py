@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import requests
 
-from bench.data import DATASETS, DatasetLoaderOptions, Split
+from bench.core.errors import BenchError, DatasetUnavailable
+from bench.data.bundle import DATASETS, DatasetLoaderOptions, Split
 from bench.datasets.openml_tables import encode_features, encode_labels, impute_with_train_medians
-from bench.errors import BenchError, DatasetUnavailable
-from bench.records import read_record, record_path
+from bench.results.records import read_record, record_path
 
 DATASET_ID = 4242
 COLOURS = ("red", "green", "blue")

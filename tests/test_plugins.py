@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.method import METHODS
-from bench.registry import load_entry_points
+from bench.core.registry import load_entry_points
+from bench.train.method import METHODS
 from tests.conftest import read_records
 
 PLUGIN = Path(__file__).parent / "plugins" / "extra_method.py"

@@ -12,15 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.catalogue import from_registries
-from bench.data import DatasetBundle, Split
-from bench.errors import BenchError
-from bench.losses import standardise_logits
-from bench.method import METHODS, STANDARDISE, Batch, Method, ModelOutput, register_method
-from bench.planner import PRESETS, Selection, make_plan, preset_overrides
-from bench.profiles import Architecture, TrainBudget
-from bench.registry import Registry
-from bench.training import TrainContext
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.errors import BenchError
+from bench.core.registry import Registry
+from bench.data.bundle import DatasetBundle, Split
+from bench.plan.catalogue import from_registries
+from bench.plan.planner import PRESETS, Selection, make_plan, preset_overrides
+from bench.train.loop import TrainContext
+from bench.train.losses import standardise_logits
+from bench.train.method import METHODS, STANDARDISE, Batch, Method, ModelOutput, register_method
 from tests.authorkit import logit_terms, random_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -203,7 +203,7 @@ def test_paper_defaults_are_parameters_with_the_defaults_types(name: str) -> Non
 
 
 def test_registration_refuses_paper_defaults_that_are_not_parameters(monkeypatch) -> None:
-    monkeypatch.setattr("bench.method.METHODS", Registry("method"))
+    monkeypatch.setattr("bench.train.method.METHODS", Registry("method"))
 
     class Stray(Method):
         family = "logit"
@@ -215,7 +215,7 @@ def test_registration_refuses_paper_defaults_that_are_not_parameters(monkeypatch
 
 
 def test_registration_refuses_defaults_outside_their_choices(monkeypatch) -> None:
-    monkeypatch.setattr("bench.method.METHODS", Registry("method"))
+    monkeypatch.setattr("bench.train.method.METHODS", Registry("method"))
 
     class Outside(Method):
         defaults = {"layer": "middle"}

@@ -7,21 +7,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.claims import CLAIMS
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.errors import BenchError
-from bench.method import METHODS
+from bench.core.budgets import Architecture, DatasetSettings, Profile, TrainBudget
+from bench.core.errors import BenchError
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.metrics import METRICS
-from bench.planner import Selection, make_plan
-from bench.profiles import (
-    DEFAULT_METHODS,
-    PROFILES,
-    Architecture,
-    DatasetSettings,
-    Profile,
-    TrainBudget,
-)
-from bench.training import TrainContext, cross_entropy_step, seed_everything
+from bench.plan.planner import Selection, make_plan
+from bench.plan.profiles import DEFAULT_METHODS, PROFILES
+from bench.report.claims import CLAIMS
+from bench.train.loop import TrainContext, cross_entropy_step, seed_everything
+from bench.train.method import METHODS
 
 DEFAULT = PROFILES.get("default")
 

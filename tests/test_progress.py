@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.executors import make_executor
-from bench.planner import Selection, make_plan
-from bench.progress import CostModel, TerminalProgress, dataset_of
-from bench.runner import SuiteRunner
-from bench.stages import RunOptions
+from bench.plan.planner import Selection, make_plan
+from bench.run.executors import make_executor
+from bench.run.progress import CostModel, TerminalProgress, dataset_of
+from bench.run.runner import SuiteRunner
+from bench.run.stages import RunOptions
 
 
 class FakeClock:

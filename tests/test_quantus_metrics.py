@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.data import DatasetBundle, Split
+from bench.core.budgets import ExplanationBudget
+from bench.data.bundle import DatasetBundle, Split
 from bench.metrics import METRICS, ScoringContext, aggregate_samples
-from bench.profiles import ExplanationBudget
-from bench.stages import StudentPredictor
+from bench.run.stages import StudentPredictor
 
 CPU = torch.device("cpu")
 

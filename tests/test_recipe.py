@@ -11,24 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from bench.augment import black_fill, crop_and_flip
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
-from bench.errors import BenchError
-from bench.method import METHODS, Batch
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.errors import BenchError
+from bench.core.specs import TeacherSpec
+from bench.data.augment import black_fill, crop_and_flip
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.models import build_model
-from bench.planner import Selection, make_plan
-from bench.profiles import (
-    PROFILES,
-    STANDARD_PAIRS,
-    Architecture,
-    TrainBudget,
-    cifar100_profile_name,
-    cifar100_recipe,
-)
-from bench.specs import TeacherSpec
-from bench.teachers import NetworkTeacher, Teacher, obtain_teacher
-from bench.training import TrainContext, cross_entropy_step, seed_everything, top1_accuracy
-from bench.vision_losses import TeacherPerImage, teacher_grad_cam
+from bench.plan.planner import Selection, make_plan
+from bench.plan.profiles import PROFILES, STANDARD_PAIRS, cifar100_profile_name, cifar100_recipe
+from bench.train.feature_losses import TeacherPerImage, teacher_grad_cam
+from bench.train.loop import TrainContext, cross_entropy_step, seed_everything, top1_accuracy
+from bench.train.method import METHODS, Batch
+from bench.train.teachers import NetworkTeacher, Teacher, obtain_teacher
 
 CPU = torch.device("cpu")
 TINY_STUDENT = Architecture("small_cnn", (("width", 4), ("depth", 2)))
@@ -184,8 +178,10 @@ def test_the_step_schedule_changes_the_learning_rate_at_its_milestones(
         model = ctx.default_student()
         ctx.fit(model, cross_entropy_step(model))
         losses[decay] = ctx.history["loss/ce"]
-    assert losses[0.0][1] == losses[0.0][2]
-    assert losses[1.0][1] != losses[1.0][2]
+    # Each epoch draws its own order of the one batch, so the mean loss of unchanged weights is
+    # summed in another order: equal to float32 rounding, not bitwise (on some CPUs' kernels).
+    assert losses[0.0][2] == pytest.approx(losses[0.0][1], rel=1e-6)
+    assert abs(losses[1.0][2] - losses[1.0][1]) > 1e-4 * losses[1.0][1]
     assert losses[0.0][:2] == losses[1.0][:2]  # identical until the milestone
 
 

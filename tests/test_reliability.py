@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from bench import DatasetBundle, Split
-from bench.errors import BenchError
-from bench.figures import bar_chart
-from bench.integrity import MANIFEST, read_sealed_folder
-from bench.leaderboard import spreadsheet_safe, write_leaderboard
-from bench.paths import UnsafeNameError, check_name, inside
-from bench.records import read_record, record_problems
+from bench.core.errors import BenchError
+from bench.core.paths import UnsafeNameError, check_name, inside
+from bench.core.sealed import MANIFEST, read_sealed_folder
+from bench.report.figures import bar_chart
+from bench.report.leaderboard import spreadsheet_safe, write_leaderboard
+from bench.results.records import read_record, record_problems
 from tests.conftest import read_records
 
 PLUGINS = Path(__file__).parent / "plugins"

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from markupsafe import escape
 
-from bench.cli import main
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.leaderboard import COLUMNS, aggregate, t_interval
-from bench.method import METHODS
-from bench.records import iter_records
-from bench.report import render_report
+from bench.cli.main import main
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.report.leaderboard import COLUMNS, aggregate, t_interval
+from bench.report.render import render_report
+from bench.results.records import iter_records
+from bench.train.method import METHODS
 from tests.recordkit import make_record, seeded, write_records
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bench.report import render_report
+from bench.report.render import render_report
 from tests.recordkit import make_record, seeded, write_records
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")

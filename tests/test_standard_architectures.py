@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import BenchError
-from bench.gradcam import conv_stages
-from bench.hooks import FeatureHooks
+from bench.core.errors import BenchError
+from bench.explain.gradcam import conv_stages
 from bench.methods.ofd import pre_activation
 from bench.models import build_model, count_parameters, eval_mode
-from bench.vision_losses import EMBEDDING_LAYER, feature_shapes
+from bench.models.hooks import FeatureHooks
+from bench.train.feature_losses import EMBEDDING_LAYER, feature_shapes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.leaderboard import aggregate, aggregate_seeds
-from bench.statistics import (
+from bench.report.leaderboard import aggregate, aggregate_seeds
+from bench.report.statistics import (
     average_ranks,
     ci_ranks,
     compare,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_record
-from bench.store import write_json_atomic
+from bench.core.atomic import write_json_atomic
+from bench.results.records import read_record
 
 
 def test_write_is_atomic_and_nan_becomes_null(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_read_record_refuses_foreign_json(tmp_path: Path) -> None:
 
 
 def test_temporaries_of_a_killed_writer_are_removed_for_that_run_only(tmp_path: Path) -> None:
-    from bench.store import remove_temporaries
+    from bench.core.atomic import remove_temporaries
 
     for name in (".seed1.json.abc.tmp", ".seed1.maps.npy.def.tmp", ".seed10.json.ghi.tmp"):
         (tmp_path / name).write_text("half")

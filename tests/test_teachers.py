@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.profiles import PROFILES
-from bench.specs import teacher_spec_for
-from bench.teachers import obtain_teacher, teacher_dir
+from bench.core.specs import teacher_spec_for
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.plan.profiles import PROFILES
+from bench.train.teachers import obtain_teacher, teacher_dir
 
 CPU = torch.device("cpu")
 
@@ -63,8 +63,8 @@ def test_lightgbm_teacher_stops_early_on_validation(tmp_path: Path) -> None:
 
 
 def test_precomputed_teacher_features_equal_a_live_forward_pass(tmp_path: Path) -> None:
-    from bench.method import Batch
-    from bench.teachers import FeatureHooks
+    from bench.train.method import Batch
+    from bench.train.teachers import FeatureHooks
 
     spec, bundle = spec_and_bundle("digits")
     teacher = obtain_teacher(spec, bundle, tmp_path, CPU)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DATASETS, DatasetLoaderOptions
-from bench.profiles import PROFILES
-from bench.specs import teacher_spec_for
-from bench.teachers import obtain_teacher
+from bench.core.specs import teacher_spec_for
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.plan.profiles import PROFILES
+from bench.train.teachers import obtain_teacher
 
 
 def teacher_for(dataset: str, results: Path):

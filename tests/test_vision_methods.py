@@ -15,27 +15,28 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam
 from torch import nn
 
-from bench.data import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
-from bench.errors import BenchError
-from bench.gradcam import grad_cam, grad_cam_maps
-from bench.losses import kd_kl
-from bench.method import METHODS, Batch, ModelOutput
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.errors import BenchError
+from bench.core.specs import TeacherSpec
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.explain.gradcam import grad_cam, grad_cam_maps
 from bench.methods.dkd import decoupled_kd
 from bench.methods.e2kd import explanation_loss
 from bench.methods.fitnet import HintRegressor, hint_loss, pick_stage
 from bench.methods.xdistill import FusedStudent, strip_classifier
 from bench.models import build_model, count_parameters
-from bench.planner import Selection, make_plan
-from bench.profiles import PROFILES, Architecture, TrainBudget
-from bench.specs import TeacherSpec
-from bench.teachers import NetworkTeacher, Teacher, obtain_teacher
-from bench.training import TrainContext, seed_everything
-from bench.vision_losses import (
+from bench.plan.planner import Selection, make_plan
+from bench.plan.profiles import PROFILES
+from bench.train.feature_losses import (
     attention_map,
     attention_transfer_loss,
     last_conv_layer,
     paired_stages,
 )
+from bench.train.loop import TrainContext, seed_everything
+from bench.train.losses import kd_kl
+from bench.train.method import METHODS, Batch, ModelOutput
+from bench.train.teachers import NetworkTeacher, Teacher, obtain_teacher
 
 VISION_METHODS = ("fitnet", "at", "dkd", "e2kd", "xdistill")
 CPU = torch.device("cpu")

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.augment import black_fill
-from bench.data import DatasetBundle
-from bench.errors import BenchError
-from bench.explainers import EXPLAINERS, ExplainSettings
-from bench.profiles import ExplanationBudget
-from bench.registry import Registry, first_paragraph
-from bench.vocabulary import MODALITIES, Category
+from bench.core.budgets import ExplanationBudget
+from bench.core.errors import BenchError
+from bench.core.registry import Registry, first_paragraph
+from bench.core.vocabulary import MODALITIES, Category
+from bench.data.augment import black_fill
+from bench.data.bundle import DatasetBundle
+from bench.explain.explainers import EXPLAINERS, ExplainSettings
 
 # Fixed, not the run's seed: every run of a dataset is scored on the same test rows, and with the
 # same perturbations.
@@ -253,7 +253,7 @@ def aggregate_samples(scores: float | np.ndarray) -> tuple[float, dict[str, Any]
         "n_scored": len(finite),
         "n_asked": len(values),
         # The spread over samples: with n_scored, the standard error of `value`, which the
-        # separation check (`bench.separation`) compares with the distance to a control row.
+        # separation check (`bench.report.separation`) compares with the distance to a control row.
         "sample_sd": float(finite.std(ddof=1)) if len(finite) > 1 else None,
     }
 

@@ -16,9 +16,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from bench.dissection import (
+from bench.data.probes import QUANTILE
+from bench.explain.dissection import (
     IOU_THRESHOLD,
-    QUANTILE,
     SWEEP_THRESHOLDS,
     UPSAMPLE_MODE,
     DissectionResult,

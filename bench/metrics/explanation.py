@@ -22,7 +22,7 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-from bench.explainers import EXPLAINERS, EXPLANATION_RULES
+from bench.explain.explainers import EXPLAINERS, EXPLANATION_RULES
 from bench.metrics import ScoringContext, register_metric
 
 TOP_FRACTION = 0.2

@@ -9,7 +9,7 @@ axis 1 as channels, so tables are handed over as (N, 1, F) with a leading `nn.Fl
 model.
 
 Whether a metric separates anything on a dataset — the teacher from the random control — is not
-decided here but checked on the records (`bench.separation`), and the report flags metrics that
+decided here but checked on the records (`bench.report.separation`), and the report flags metrics that
 do not.
 """
 
@@ -25,7 +25,7 @@ import quantus
 import torch
 from torch import nn
 
-from bench.explainers import EXPLAINERS, EXPLANATION_RULES, ClassScores, explain
+from bench.explain.explainers import EXPLAINERS, EXPLANATION_RULES, ClassScores, explain
 from bench.metrics import SCORING_SEED, ScoringContext, register_metric
 from bench.metrics.explanation import spearman_per_sample
 

@@ -13,7 +13,10 @@ from typing import Protocol
 
 from torch import nn
 
-from bench.registry import Registry
+from bench.core.registry import Registry
+
+# Rows per forward pass when a model is evaluated rather than trained (accuracy, logits, Grad-CAM).
+EVAL_BATCH = 1024
 
 
 class ModelBuilder(Protocol):

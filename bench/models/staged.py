@@ -9,7 +9,7 @@ from torch import nn
 class StagedNetwork(nn.Module):
     """Convolutional stages run in order, then `pool` (the penultimate embedding) and `head`.
 
-    Each stage is a top-level child registered in forward order, so `bench.gradcam.conv_stages`
+    Each stage is a top-level child registered in forward order, so `bench.explain.gradcam.conv_stages`
     lists them and hooks on them see every stage's output; pooling and the classifier hold no
     convolution. A subclass adds its stages with `add_stage` and ends with `add_classifier`.
     """

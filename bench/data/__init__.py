@@ -1,0 +1,1 @@
+"""The data wing: the dataset contract, published downloads, augmentation and concept probes."""

@@ -1,0 +1,166 @@
+"""Leaderboard statistics: per (profile, dataset, method, metric) mean, std, 95 % CI and n."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.core.atomic import write_atomic, write_json_atomic
+from bench.core.vocabulary import BASELINES, CATEGORY_ORDER, CONTROL_ROWS, TEACHER_ROW
+
+COLUMNS = [
+    "profile", "dataset", "modality", "method", "role", "metric", "category",
+    "higher_is_better", "mean", "std", "ci95_low", "ci95_high", "n",
+]  # fmt: skip
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval of the mean; undefined (NaN) below two values."""
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (profile, dataset, method, metric) over the `ok` records' seeds."""
+    values: dict[tuple, list[float]] = {}
+    info: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        meta = record.get("metric_metadata") or {}
+        for metric, value in (record.get("metrics") or {}).items():
+            key = (record["profile"], record["dataset"]["name"], record["method"]["name"], metric)
+            values.setdefault(key, [])
+            if value is not None:
+                values[key].append(float(value))
+            info[key] = {
+                "modality": record["dataset"].get("modality"),
+                "role": record.get("role", "student"),
+                "category": meta.get(metric, {}).get("category", "other"),
+                "higher_is_better": meta.get(metric, {}).get("higher_is_better"),
+            }
+    rows = []
+    for key, vals in values.items():
+        array = np.asarray(vals, dtype=float)
+        low, high = t_interval(array)
+        rows.append(
+            {
+                **dict(zip(("profile", "dataset", "method", "metric"), key, strict=True)),
+                **info[key],
+                "mean": float(array.mean()) if len(array) else math.nan,
+                "std": float(array.std(ddof=1)) if len(array) > 1 else math.nan,
+                "ci95_low": low,
+                "ci95_high": high,
+                "n": len(array),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.sort_values(["profile", "dataset", "method", "metric"], ignore_index=True)
+
+
+def aggregate_seeds(seeds: pd.DataFrame) -> pd.DataFrame:
+    """`aggregate`'s rows from per-seed values (`bench.report.statistics.seed_values` columns).
+
+    For rows derived from the seed values rather than read from records, such as the excess over
+    the control floor (`bench.report.statistics.explanation_excess`): the same statistics as `aggregate`,
+    so that the two kinds of row sit in one leaderboard.
+    """
+    keys = ["profile", "dataset", "method", "metric"]
+    if seeds.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    grouped = seeds.groupby(keys, sort=True, dropna=False)
+    first = grouped[["modality", "role", "category", "higher_is_better"]].first()
+    summary = grouped["value"].agg(["mean", "std", "count"])
+    n = summary["count"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.975, n - 1) * summary["std"].to_numpy() / np.sqrt(n)
+    frame = first.join(summary).reset_index()
+    frame["ci95_low"] = np.where(n > 1, frame["mean"] - half, math.nan)
+    frame["ci95_high"] = np.where(n > 1, frame["mean"] + half, math.nan)
+    frame["n"] = frame.pop("count").astype(int)
+    return frame[COLUMNS]
+
+
+def mean_coverage(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], float]:
+    """The mean over seeds of each metric's coverage (`bench.metrics.aggregate_samples`), per
+    (profile, dataset, method, metric) of the `ok` records."""
+    shares: dict[tuple[str, str, str, str], list[float]] = {}
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        for metric, meta in (record.get("metric_metadata") or {}).items():
+            share = (meta or {}).get("coverage")
+            if share is not None:
+                key = (record["profile"], record["dataset"]["name"], record["method"]["name"])
+                shares.setdefault((*key, metric), []).append(float(share))
+    return {key: float(np.mean(values)) for key, values in shares.items()}
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Teacher first, then the control row, then the baselines, then the rest alphabetically."""
+    first = (TEACHER_ROW, *CONTROL_ROWS, BASELINES[0], "label_smoothing", *BASELINES[1:])
+    names = set(methods)
+    return [m for m in first if m in names] + sorted(names - set(first))
+
+
+def metric_order(frame: pd.DataFrame) -> list[str]:
+    categories = frame.groupby("metric")["category"].first()
+
+    def rank(metric: str) -> tuple[int, str]:
+        category = categories[metric]
+        index = (
+            CATEGORY_ORDER.index(category) if category in CATEGORY_ORDER else len(CATEGORY_ORDER)
+        )
+        return index, metric
+
+    return sorted(categories.index, key=rank)
+
+
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula prefixed by `'`.
+
+    Names come from plugins and records, which anyone may write; numbers are left as they are.
+    """
+
+    def neutralise(value: object) -> object:
+        if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+            return "'" + value
+        return value
+
+    return frame.map(neutralise)
+
+
+def write_leaderboard(
+    frame: pd.DataFrame, results: Path, extras: Mapping[str, pd.DataFrame] | None = None
+) -> tuple[Path, Path]:
+    """`results/leaderboard.csv` and `.json` (the same rows).
+
+    Each of `extras` (e.g. `comparisons`) is also written to `results/<name>.csv` and stored
+    under its name in the JSON file, beside `rows`.
+    """
+    results.mkdir(parents=True, exist_ok=True)
+    payload = {"rows": frame.to_dict(orient="records")}
+    for name, extra in {"leaderboard": frame, **(extras or {})}.items():
+        # Text quoted: pandas leaves a bare carriage return in a cell unquoted, which splits the row.
+        text = spreadsheet_safe(extra).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+        write_atomic(results / f"{name}.csv", lambda handle, text=text: handle.write(text.encode()))
+        if name != "leaderboard":
+            payload[name] = extra.to_dict(orient="records")
+    json_path = results / "leaderboard.json"
+    write_json_atomic(json_path, payload)
+    return results / "leaderboard.csv", json_path

@@ -1,0 +1,380 @@
+"""The report's pages: what a dataset page and a method page show, and a dataset's figures and
+gallery.
+
+Built from records and the statistics' frames; `bench.report.render` renders them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.core.sealed import read_array_sealed
+from bench.core.vocabulary import (
+    CONTROL_ROWS,
+    FAMILIES,
+    PERMUTED_CONTROL_ROW,
+    RANDOM_CONTROL_ROW,
+    TEACHER_ROW,
+    UNTRAINED_CONTROL_ROW,
+)
+from bench.plan.catalogue import Catalogue
+from bench.report import figures
+from bench.report.leaderboard import (
+    method_order,
+)
+from bench.report.tables import (
+    ComparisonTable,
+    Table,
+    dataset_page,
+    format_value,
+    half_width,
+    mean_row,
+    method_page,
+    slug,
+)
+from bench.results.records import record_path
+
+REFERENCE_DESCRIPTIONS = {
+    TEACHER_ROW: (
+        "Reference row: the dataset's teacher, scored with the same metrics as the students. Its "
+        "explanation agreement with itself is the ceiling (1)."
+    ),
+    RANDOM_CONTROL_ROW: (
+        "Control row: uniform random attributions explaining the teacher. It has no predictions "
+        "of its own; its explanation metrics are the floor of an explainer that ignores the model."
+    ),
+    PERMUTED_CONTROL_ROW: (
+        "Control row: the teacher's explanation of another test sample, compared with its "
+        "explanation of this one. Agreement this high comes from what all samples share (layout, "
+        "feature scales), not from the sample: the floor of explanation agreement."
+    ),
+    UNTRAINED_CONTROL_ROW: (
+        "Control row: a randomly initialised student of the standard architecture, scored as a "
+        "student: the floor of a student that learned nothing."
+    ),
+}
+
+
+@dataclass
+class FigureRef:
+    file: str
+    caption: str
+
+
+@dataclass
+class DatasetPage:
+    table: Table
+    figures: list[FigureRef]
+    comparisons: list[ComparisonTable]
+    explainer: str | None
+
+    @property
+    def has_gallery(self) -> bool:
+        return any(f.file.endswith("-gallery.png") for f in self.figures)
+
+    @property
+    def tradeoff(self) -> FigureRef | None:
+        """The accuracy vs. agreement figure with its Pareto front, which the index shows too."""
+        return next((f for f in self.figures if f.file.endswith("-tradeoff.png")), None)
+
+
+def first_explainers(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(profile, dataset) → the first explainer of the profile whose agreement was measured."""
+    found: dict[tuple[str, str], str] = {}
+    for record in records:
+        key = (record["profile"], record["dataset"]["name"])
+        if key in found or record["status"] != "ok":
+            continue
+        metrics = record.get("metrics") or {}
+        budget = (record.get("budget") or {}).get("explanation") or {}
+        listed = [e for e in budget.get("explainers") or [] if f"expl_spearman_{e}" in metrics]
+        measured = sorted(
+            m.removeprefix("expl_spearman_") for m in metrics if m.startswith("expl_spearman_")
+        )
+        if listed or measured:
+            found[key] = (listed or measured)[0]
+    return found
+
+
+def dataset_figures(
+    ranked: pd.DataFrame,
+    seeds: pd.DataFrame,
+    records: list[dict[str, Any]],
+    results: Path,
+    out: Path,
+    profile: str,
+    dataset: str,
+    explainer: str | None,
+) -> list[FigureRef]:
+    part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
+    order = method_order(part.method.unique())
+    roles = part.groupby("method")["role"].first()
+    stem = f"figures/{slug(profile)}-{slug(dataset)}"
+    made: list[FigureRef] = []
+
+    agreement = f"expl_spearman_{explainer}" if explainer else None
+    if agreement and agreement in set(part.metric) and "accuracy" in set(part.metric):
+        points = []
+        for method in order:
+            acc, agr = mean_row(part, method, "accuracy"), mean_row(part, method, agreement)
+            if acc is None or agr is None or pd.isna(acc["mean"]) or pd.isna(agr["mean"]):
+                continue
+            points.append(
+                figures.Point(
+                    method,
+                    str(roles[method]),
+                    float(agr["mean"]),
+                    float(acc["mean"]),
+                    half_width(agr),
+                    half_width(acc),
+                )
+            )
+        floors = [mean_row(part, row, agreement) for row in CONTROL_ROWS]
+        means = [float(f["mean"]) for f in floors if f is not None and pd.notna(f["mean"])]
+        floor = max(means) if means else None
+        if points:
+            figures.tradeoff_plot(
+                points,
+                agreement,
+                "accuracy",
+                out / f"{stem}-tradeoff.png",
+                floor_x=floor,
+            )
+            front = ", ".join(p.name for p in figures.pareto_front(
+                [p for p in points if p.role == "student"]))  # fmt: skip
+            made.append(
+                FigureRef(
+                    f"{stem}-tradeoff.png",
+                    f"Accuracy vs. explanation agreement ({agreement}), means with 95 % CI "
+                    f"half-widths; the line joins the students no other student beats on both "
+                    f"(Pareto front: {front}).",
+                )
+            )
+
+    if "concept_detectors" in set(part.metric):
+        rows = [(m, mean_row(part, m, "concept_detectors")) for m in order]
+        rows = [(m, r) for m, r in rows if r is not None and not pd.isna(r["mean"])]
+        if rows:
+            figures.bar_chart(
+                [m for m, _ in rows],
+                [float(r["mean"]) for _, r in rows],
+                [half_width(r) for _, r in rows],
+                [str(roles[m]) for m, _ in rows],
+                "concept detectors (units)",
+                out / f"{stem}-concepts.png",
+                metric="concept_detectors",
+            )
+            made.append(
+                FigureRef(
+                    f"{stem}-concepts.png",
+                    "Concept detectors per model (network dissection), means with 95 % CI.",
+                )
+            )
+
+    spread = seeds[
+        (seeds.profile == profile) & (seeds.dataset == dataset) & (seeds.metric == "accuracy")
+    ]
+    if not spread.empty:
+        names = [m for m in order if m in set(spread.method)]
+        figures.strip_plot(
+            names,
+            [spread[spread.method == m].sort_values("seed").value.tolist() for m in names],
+            [str(roles[m]) for m in names],
+            "accuracy",
+            out / f"{stem}-seeds.png",
+        )
+        made.append(
+            FigureRef(f"{stem}-seeds.png", "Accuracy of every seed (dots) and its mean (bar).")
+        )
+
+    gallery = _gallery(records, results, profile, dataset, order)
+    if gallery is not None:
+        inputs, rows, explainer_name = gallery
+        figures.gallery(inputs, rows, explainer_name, out / f"{stem}-gallery.png")
+        made.append(
+            FigureRef(
+                f"{stem}-gallery.png",
+                f"{explainer_name} attributions of the teacher and each student (lowest seed) on "
+                "the first explained test images; each map scaled to its own largest magnitude.",
+            )
+        )
+    return made
+
+
+def _gallery(
+    records: list[dict[str, Any]], results: Path, profile: str, dataset: str, order: list[str]
+) -> tuple[np.ndarray | None, list[tuple[str, np.ndarray]], str] | None:
+    """The teacher's stored maps and inputs, then each student's maps of the same test rows."""
+    stored: dict[str, tuple[int, dict[str, Any], dict[str, Any]]] = {}
+    for record in records:
+        entry = record.get("attribution_maps")
+        if (
+            record["status"] != "ok"
+            or record["profile"] != profile
+            or record["dataset"]["name"] != dataset
+            or not isinstance(entry, dict)
+        ):
+            continue
+        name, seed = record["method"]["name"], int(record["seed"])
+        if name not in stored or seed < stored[name][0]:
+            stored[name] = (seed, record, entry)
+    if TEACHER_ROW not in stored:
+        return None
+    seed, _, reference = stored[TEACHER_ROW]
+
+    def load(name: str, seed: int, file_name: Any) -> np.ndarray | None:
+        if not isinstance(file_name, str):
+            return None
+        folder = record_path(results, profile, dataset, name, seed).parent
+        # Only a bare file name beside the record is trusted, never a path from the record.
+        return read_array_sealed(folder / Path(file_name).name)
+
+    teacher_maps = load(TEACHER_ROW, seed, reference.get("file"))
+    if teacher_maps is None:
+        return None
+    inputs = load(TEACHER_ROW, seed, reference.get("inputs_file"))
+    rows = [(TEACHER_ROW, teacher_maps)]
+    for method in order:
+        if method == TEACHER_ROW or method not in stored:
+            continue
+        seed, _, entry = stored[method]
+        if entry.get("test_index") != reference.get("test_index"):
+            continue  # another explained subset: not the same images
+        if entry.get("explainer") != reference.get("explainer"):
+            continue
+        maps = load(method, seed, entry.get("file"))
+        if maps is not None and maps.shape == teacher_maps.shape:
+            rows.append((f"{method} (seed {seed})", maps))
+    return inputs, rows, str(reference.get("explainer"))
+
+
+@dataclass
+class MethodPage:
+    name: str
+    role: str
+    family: (
+        str  # a key of `bench.train.method.FAMILIES`, or "reference" for teacher and control rows
+    )
+    description: str
+    citations: list[str]
+    params: list[tuple[str, list[tuple[str, str]]]]  # (where, [(key, value)])
+    datasets: list[tuple[str, str, str]]  # (profile, dataset, page)
+    runs: list[dict[str, Any]]
+
+    @property
+    def page(self) -> str:
+        return method_page(self.name)
+
+
+def _flatten(params: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(params, dict):
+        items: list[tuple[str, str]] = []
+        for key, value in params.items():
+            items += _flatten(
+                value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"
+            )
+        return items
+    return [(prefix.rstrip("."), str(params))]
+
+
+def _describe(name: str, method: dict[str, Any], role: str, catalogue: Catalogue) -> str:
+    """The record's description of its row (records written before descriptions were: the
+    catalogue's, for a method it still holds)."""
+    if name in REFERENCE_DESCRIPTIONS and role != "student":
+        return REFERENCE_DESCRIPTIONS[name]
+    if isinstance(method.get("description"), str):
+        return method["description"]
+    base = method.get("base")
+    return catalogue.methods[base].description if base in catalogue.methods else ""
+
+
+def _family(method: dict[str, Any], role: str, catalogue: Catalogue) -> str:
+    """The record's family (records before families existed: the catalogue's)."""
+    if role != "student":
+        return "reference"
+    family = method.get("family")
+    if family in FAMILIES:
+        return str(family)
+    base = method.get("base")
+    return catalogue.methods[base].family if base in catalogue.methods else "other"
+
+
+def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]]]:
+    """The method pages grouped by family, in `FAMILIES` order, reference rows last."""
+    titles = {**FAMILIES, "reference": "Reference rows: the teacher and the controls"}
+    return [
+        (title, [p for p in pages if p.family == key])
+        for key, title in titles.items()
+        if any(p.family == key for p in pages)
+    ]
+
+
+def method_pages(records: list[dict[str, Any]], catalogue: Catalogue) -> list[MethodPage]:
+    """One page per leaderboard row name, from the records' `method` objects and provenance."""
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if isinstance(record.get("method"), dict) and "name" in record["method"]:
+            by_method[str(record["method"]["name"])].append(record)
+    pages = []
+    for name in method_order(by_method):
+        group = by_method[name]
+        role = str(group[0].get("role") or "student")
+        citations = sorted(
+            {str(r["method"]["citation"]) for r in group if r["method"].get("citation")}
+        )
+        where: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
+        for r in group:
+            flat = tuple(_flatten(r["method"].get("params") or {}))
+            label = f"{r['profile']}/{r['dataset']['name']}"
+            if label not in where[flat]:
+                where[flat].append(label)
+        params = [(", ".join(labels), list(flat)) for flat, labels in where.items()]
+        datasets = sorted({(r["profile"], r["dataset"]["name"]) for r in group})
+        runs = []
+        for r in sorted(group, key=lambda r: (r["profile"], r["dataset"]["name"], r["seed"])):
+            env = r.get("environment") or {}
+            timings = r.get("timings") or {}
+            versions = env.get("versions") or {}
+            runs.append(
+                {
+                    "profile": r["profile"],
+                    "dataset": r["dataset"]["name"],
+                    "seed": r["seed"],
+                    "status": r["status"],
+                    "run_id": r["run_id"],
+                    "started": r.get("started") or "",
+                    "timings": ", ".join(
+                        f"{k} {format_value(v)} s" for k, v in timings.items() if v is not None
+                    ),
+                    "device": " / ".join(
+                        str(x) for x in (env.get("device"), env.get("gpu") or env.get("cpu")) if x
+                    ),
+                    "versions": ", ".join(
+                        f"{k} {v}"
+                        for k, v in [("python", env.get("python")), ("bench", env.get("bench"))]
+                        + list(versions.items())
+                        if v
+                    ),
+                    "git": (env.get("git_revision") or "")[:10],
+                    "error": (r.get("error") or {}).get("message", "") if r.get("error") else "",
+                }
+            )
+        pages.append(
+            MethodPage(
+                name,
+                role,
+                _family(group[0]["method"], role, catalogue),
+                _describe(name, group[0]["method"], role, catalogue),
+                citations,
+                params,
+                [(p, d, dataset_page(p, d)) for p, d in datasets],
+                runs,
+            )
+        )
+    return pages

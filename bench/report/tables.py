@@ -1,0 +1,404 @@
+"""The report's tables: leaderboard, rank, comparison and claims tables, how numbers are shown, and
+the file names of the pages they link to (`slug`, `dataset_page`, `method_page`).
+
+Plain data built from the statistics' frames (`bench.report.leaderboard`, `bench.report.statistics`,
+`bench.report.claims`); `bench.report.render` renders them into pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from bench.core.vocabulary import BASELINES
+from bench.report.claims import ClaimVerdict
+from bench.report.leaderboard import (
+    method_order,
+    metric_order,
+)
+from bench.report.separation import RULE as SEPARATION_RULE
+from bench.report.statistics import (
+    POWER_CAP,
+)
+
+# The comparisons a dataset page shows (all of them are in results/comparisons.csv).
+HEADLINE_METRICS = (
+    "accuracy",
+    "teacher_agreement",
+    "expl_spearman_{explainer}",
+    "concept_detectors",
+)
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    # Four significant digits, positional down to 1e-4 (0.005064 reads better than 5.06e-03).
+    return f"{value:.4g}"
+
+
+def format_spread(std: float, mean: float) -> str:
+    """A standard deviation to two significant digits; `0` where it is rounding noise (the same
+    value on every seed gives 1e-16, not a spread)."""
+    if abs(std) <= 1e-9 * max(1.0, abs(mean)):
+        return "0"
+    return f"{std:.2g}"
+
+
+def format_signed(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.3g}"
+
+
+@dataclass
+class Cell:
+    text: str
+    title: str
+    value: str = ""  # the sort key: the unrounded number, or empty when there is none
+    css: str = ""
+
+
+@dataclass
+class Column:
+    name: str
+    category: str
+    higher_is_better: bool | None
+    description: str
+    group_start: bool = False
+    # Average-rank tables sort by rank (lower is better) whatever the metric's own direction.
+    is_rank: bool = False
+    # False when the metric does not separate the teacher from the control rows on this dataset
+    # (`bench.report.separation`): its students' numbers cannot rank them.
+    separates: bool = True
+
+    @property
+    def arrow(self) -> str:
+        if self.higher_is_better is None or self.is_rank:
+            return ""
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def title(self) -> str:
+        if self.is_rank:
+            return (
+                f"Mean rank on {self.name} over the datasets (1 is best; lower is better). "
+                f"{self.description}"
+            )
+        direction = ""
+        if self.higher_is_better is not None:
+            direction = "; higher is better" if self.higher_is_better else "; lower is better"
+        warning = (
+            ""
+            if self.separates
+            else " ⚠ Does not separate the teacher from the control rows on this dataset "
+            f"({SEPARATION_RULE}): it cannot rank the students."
+        )
+        return f"{self.description or self.name} ({self.category}{direction}){warning}"
+
+
+@dataclass
+class Row:
+    method: str
+    role: str
+    link: str
+    cells: list[Cell]
+    yours: bool = False  # produced by the user, beside a reference set
+
+
+@dataclass
+class Table:
+    """A sortable table: metric columns grouped by category, one row per leaderboard row."""
+
+    profile: str
+    dataset: str
+    modality: str
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+    page: str = ""
+
+    def primary(self) -> Table:
+        """The table cut to its primary columns (`is_primary`), for the index; the full table
+        is one click away below it."""
+        keep = [i for i, c in enumerate(self.columns) if is_primary(c.name)]
+        if not keep:
+            return self
+        categories = [self.columns[i].category for i in keep]
+        columns = [
+            replace(self.columns[i], group_start=n == 0 or categories[n - 1] != categories[n])
+            for n, i in enumerate(keep)
+        ]
+        rows = [replace(r, cells=[r.cells[i] for i in keep]) for r in self.rows]
+        return replace(self, columns=columns, rows=rows)
+
+    @property
+    def groups(self) -> list[tuple[str, int]]:
+        spans: list[tuple[str, int]] = []
+        for column in self.columns:
+            if spans and spans[-1][0] == column.category:
+                spans[-1] = (column.category, spans[-1][1] + 1)
+            else:
+                spans.append((column.category, 1))
+        return spans
+
+
+# The columns the index shows of each dataset: accuracy, agreement with the teacher's predictions,
+# explanation agreement above its floor, and the dissection's count and threshold-free score.
+PRIMARY_METRICS = ("accuracy", "teacher_agreement", "concept_detectors", "mean_best_iou")
+
+
+def is_primary(metric: str) -> bool:
+    return metric in PRIMARY_METRICS or (
+        metric.startswith("expl_spearman_") and metric.endswith("_excess")
+    )
+
+
+def table_columns(part: pd.DataFrame, descriptions: dict[str, str]) -> list[Column]:
+    first = part.groupby("metric").first()
+    columns = []
+    for metric in metric_order(part):
+        hib = first.loc[metric, "higher_is_better"]
+        category = str(first.loc[metric, "category"])
+        columns.append(
+            Column(
+                metric,
+                category,
+                None if hib is None or pd.isna(hib) else bool(hib),
+                descriptions.get(metric, ""),
+                group_start=not columns or columns[-1].category != category,
+            )
+        )
+    return columns
+
+
+def leaderboard_table(
+    ranked: pd.DataFrame,
+    profile: str,
+    dataset: str,
+    descriptions: dict[str, str],
+    flagged: set[tuple[str, str, str]] | None = None,
+    coverage: dict[tuple[str, str, str, str], float] | None = None,
+    yours: set[tuple[str, str, str]] | None = None,
+) -> Table:
+    """The (profile, dataset) leaderboard: teacher, control rows, then methods; best per column.
+
+    `flagged`: (profile, dataset, metric) that separate nothing (`bench.report.separation`), marked in
+    their headers; `coverage`: the mean share of samples scored per (profile, dataset, method,
+    metric), shown in a cell's tooltip when below 1; `yours`: the (profile, dataset, row) a user
+    produced beside a reference set, marked as theirs.
+    """
+    part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
+    columns = table_columns(part, descriptions)
+    for column in columns:
+        column.separates = (profile, dataset, column.name) not in (flagged or set())
+    table = Table(
+        profile, dataset, str(part.modality.iloc[0]), columns, page=dataset_page(profile, dataset)
+    )
+    indexed = part.set_index(["method", "metric"])
+    roles = part.groupby("method")["role"].first()
+    best: dict[str, float] = {}
+    competitors = part[part.role == "student"]
+    for column in columns:
+        values = competitors[competitors.metric == column.name]["mean"].dropna()
+        if len(values) and column.higher_is_better is not None:
+            best[column.name] = values.max() if column.higher_is_better else values.min()
+    for method in method_order(part.method.unique()):
+        role = str(roles[method])
+        cells = []
+        for column in columns:
+            if (method, column.name) not in indexed.index:
+                cells.append(Cell("", "not measured"))
+                continue
+            row = indexed.loc[(method, column.name)]
+            text = format_value(row["mean"])
+            if not math.isnan(row["std"]):
+                text += f" ± {format_spread(row['std'], row['mean'])}"
+            title = (
+                f"n={row['n']}; 95% CI [{format_value(row.ci95_low)}, "
+                f"{format_value(row.ci95_high)}]"
+            )
+            share = (coverage or {}).get((profile, dataset, method, column.name))
+            if share is not None and share < 1:
+                title += f"; coverage {share:.0%} of the samples asked (the rest undefined)"
+            css = ""
+            if not math.isnan(row["rank"]):
+                title += f"; rank {int(row['rank'])} of {int(row['rank_of'])}"
+                if "rank_seeds" in row and not pd.isna(row["rank_seeds"]):
+                    title += f" (paired tests on {int(row['rank_seeds'])} common seeds)"
+                if column.name in best and row["mean"] == best[column.name]:
+                    css = "best"
+                elif row["rank"] == 1:
+                    css = "tied"
+            value = "" if math.isnan(row["mean"]) else repr(float(row["mean"]))
+            cells.append(Cell(text, title, value, css))
+        mine = (profile, dataset, method) in (yours or set())
+        table.rows.append(Row(method, role, method_page(method), cells, mine))
+    return table
+
+
+def rank_table(
+    ranked: pd.DataFrame, averages: pd.DataFrame, profile: str, modality: str,
+    descriptions: dict[str, str],
+) -> Table | None:  # fmt: skip
+    """Average rank of each method per metric across the track's datasets (lower is better)."""
+    part = averages[(averages.profile == profile) & (averages.modality == modality)]
+    if part.empty:
+        return None
+    source = ranked[(ranked.profile == profile) & (ranked.modality == modality)]
+    columns = table_columns(source[source.metric.isin(part.metric)], descriptions)
+    for column in columns:
+        column.higher_is_better = False
+        column.is_rank = True
+    table = Table(profile, "", modality, columns)
+    indexed = part.set_index(["method", "metric"])
+    best = part.groupby("metric")["mean_rank"].min()
+    for method in method_order(part.method.unique()):
+        cells = []
+        for column in columns:
+            if (method, column.name) not in indexed.index:
+                cells.append(Cell("", "not ranked"))
+                continue
+            row = indexed.loc[(method, column.name)]
+            if pd.isna(row.mean_rank):
+                # Missing on some dataset: averaging it over fewer would not be comparable.
+                cells.append(Cell("–", str(row.note)))
+                continue
+            cells.append(
+                Cell(
+                    f"{row.mean_rank:.2f}".rstrip("0").rstrip("."),
+                    f"mean of {int(row.n_datasets)} dataset rank(s) among the methods ranked on "
+                    f"every dataset: {row.dataset_ranks}",
+                    repr(float(row.mean_rank)),
+                    "best" if row.mean_rank == best[column.name] else "",
+                )
+            )
+        table.rows.append(Row(method, "student", method_page(method), cells))
+    return table
+
+
+@dataclass
+class ComparisonTable:
+    baseline: str
+    metrics: list[str]
+    rows: list[tuple[str, str, list[Cell]]]  # (method, link, cells)
+
+
+def half_width(row: pd.Series | None) -> float:
+    if row is None or pd.isna(row["ci95_low"]):
+        return math.nan
+    return (row["ci95_high"] - row["ci95_low"]) / 2
+
+
+def comparison_tables(
+    comparisons: pd.DataFrame, profile: str, dataset: str, explainer: str | None
+) -> list[ComparisonTable]:
+    part = comparisons[(comparisons.profile == profile) & (comparisons.dataset == dataset)]
+    wanted = [m.replace("{explainer}", explainer or "?") for m in HEADLINE_METRICS]
+    metrics = [m for m in wanted if m in set(part.metric)]
+    tables = []
+    for baseline in BASELINES:
+        rows_of = part[part.baseline == baseline]
+        if rows_of.empty:
+            continue
+        indexed = rows_of.set_index(["method", "metric"])
+        rows = []
+        for method in method_order(rows_of.method.unique()):
+            cells = []
+            for metric in metrics:
+                if (method, metric) not in indexed.index:
+                    cells.append(Cell("", "not measured"))
+                    continue
+                r = indexed.loc[(method, metric)]
+                text = format_signed(r.mean_diff)
+                if not pd.isna(r.ci95_low):
+                    text += f" [{format_signed(r.ci95_low)}, {format_signed(r.ci95_high)}]"
+                title = (
+                    f"paired over seeds {r.seeds} (n={r.n}); Cohen's d_z "
+                    f"{format_value(r.cohens_dz)}; sign-flip p = {format_value(r.p_value)}, "
+                    f"Holm-adjusted over the methods vs. {baseline} = {format_value(r.p_holm)}; "
+                    f"seeds for 80% power: {format_seeds(r.seeds_for_80_power)}"
+                )
+                cells.append(Cell(text, title, repr(float(r.mean_diff)), str(r.outcome)))
+            rows.append((method, method_page(method), cells))
+        tables.append(ComparisonTable(baseline, metrics, rows))
+    return tables
+
+
+def mean_row(part: pd.DataFrame, method: str, metric: str) -> pd.Series | None:
+    rows = part[(part.method == method) & (part.metric == metric)]
+    return None if rows.empty else rows.iloc[0]
+
+
+def format_seeds(value: float | None) -> str:
+    """Seeds for 80 % power: a count, `> 10000` past the cap, `–` when there is no effect."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if math.isinf(value):
+        return f"> {POWER_CAP}"
+    return str(int(value))
+
+
+def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
+    """The claims as the template shows them: primary tests first, one row per comparison."""
+    shown = []
+    for cv in verdicts:
+        rows = []
+        for dv, r in cv.results_in_order():
+            s = r.stats
+            ci = (
+                f"[{format_signed(s['ci95_low'])}, {format_signed(s['ci95_high'])}]"
+                if not math.isnan(s["ci95_low"])
+                else "no CI (fewer than 2 paired seeds)"
+            )
+            if s["std_diff"] == 0:
+                ci += " (zero width: every seed gives the same difference)"
+            rows.append(
+                {
+                    "role": r.test.role,
+                    "dataset": dv.dataset,
+                    "profile": dv.profile,
+                    "page": dataset_page(dv.profile, dv.dataset),
+                    "comparison": r.test.describe(r.metric),
+                    "effect": format_signed(s["mean_diff"]),
+                    "ci": ci,
+                    "n": s["n"],
+                    "p": format_value(s["p_value"]),
+                    "p_holm": format_value(r.p_holm),
+                    "p_title": (
+                        f"{'one-sided' if r.test.expect == 'not_worse' else 'two-sided'} "
+                        f"sign-flip p = {format_value(s['p_value'])} "
+                        f"({s['p_method'] or 'no test'}); Holm over the claim's "
+                        f"{r.test.role} tests: {format_value(r.p_holm)}"
+                    ),
+                    "power_seeds": format_seeds(s["seeds_for_80_power"]),
+                    "verdict": r.verdict,
+                    "dataset_verdict": dv.verdict,
+                }
+            )
+        shown.append(
+            {"claim": cv.claim, "verdict": cv.verdict, "rows": rows, "missing": cv.missing}
+        )
+    return shown
+
+
+def slug(text: str) -> str:
+    """A safe file-name part for any record string; a hash keeps altered names apart."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+    if safe != text:
+        safe += "-" + hashlib.sha1(text.encode()).hexdigest()[:6]
+    return safe
+
+
+def dataset_page(profile: str, dataset: str) -> str:
+    return f"dataset-{slug(profile)}-{slug(dataset)}.html"
+
+
+def method_page(method: str) -> str:
+    return f"method-{slug(method)}.html"

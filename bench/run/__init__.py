@@ -1,0 +1,2 @@
+"""The run wing: which runs are finished, the suite loop, the executors that run its stages, the
+stages themselves, progress and provenance."""

@@ -1,0 +1,89 @@
+"""Resuming a suite: which of a plan's runs and reference rows are finished, read from records alone.
+
+Kept apart from the runner, which trains and scores, so that a rerun of a finished suite (and
+`status`) decides there is nothing to do without importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.specs import RunSpec, TeacherSpec
+from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW
+from bench.plan.planner import Plan
+from bench.results.records import read_record, record_path
+
+
+@dataclass(frozen=True)
+class DatasetStage:
+    """One teacher's share of a suite: its teacher stage, then the runs still to do that learn
+    from it (a dataset has one stage per teacher seed)."""
+
+    dataset: str
+    teacher: TeacherSpec
+    runs: list[RunSpec]
+    # Whether the teacher's reference rows (the teacher and its control rows) are recorded.
+    teacher_done: bool
+
+
+def stage_label(stage: DatasetStage) -> str:
+    """How the progress display names a teacher stage: its dataset and teacher seed."""
+    return f"{stage.dataset} (teacher seed {stage.teacher.seed})"
+
+
+@dataclass(frozen=True)
+class FinishedRecords:
+    """What counts as finished in one results folder.
+
+    `redo_before`: with `--force`, the start of the suite (a `time.time()`); a record written since
+    then was written by a concurrent process of the same suite and is not redone. None without
+    `--force`.
+    """
+
+    results: Path
+    redo_before: float | None = None
+
+    def run_path(self, spec: RunSpec) -> Path:
+        return record_path(self.results, spec.profile, spec.dataset, spec.variant, spec.seed)
+
+    def reference_path(self, profile: str, spec: TeacherSpec, row: str = TEACHER_ROW) -> Path:
+        """The record of one of a teacher's reference rows (the teacher or a control row)."""
+        return record_path(self.results, profile, spec.dataset, row, spec.seed)
+
+    def is_done(self, path: Path, run_id: str) -> bool:
+        """The record at `path` finished `ok` under this run id (and, with `--force`, since the
+        suite started)."""
+        record = read_record(path)
+        if record is None or record["status"] != "ok" or record["run_id"] != run_id:
+            return False
+        if self.redo_before is None:
+            return True
+        try:
+            return path.stat().st_mtime >= self.redo_before
+        except FileNotFoundError:
+            return False
+
+    def todo(self, plan: Plan) -> list[RunSpec]:
+        """The plan's runs still to do, in plan order."""
+        return [spec for spec in plan.runs if not self.is_done(self.run_path(spec), spec.run_id)]
+
+    def reference_done(self, profile: str, spec: TeacherSpec, reference_id: str) -> bool:
+        """Every reference row of the teacher finished under `reference_id`."""
+        return all(
+            self.is_done(self.reference_path(profile, spec, row), reference_id)
+            for row in REFERENCE_ROWS
+        )
+
+    def stages(self, plan: Plan, todo: list[RunSpec]) -> list[DatasetStage]:
+        """One stage per teacher (dataset and teacher seed) with runs to do or reference rows to
+        score, in plan order."""
+        stages = []
+        for teacher in plan.teachers:
+            runs = [spec for spec in todo if spec.teacher.key == teacher.key]
+            teacher_done = self.reference_done(
+                plan.profile.name, teacher, plan.reference_ids[teacher.key]
+            )
+            if runs or not teacher_done:
+                stages.append(DatasetStage(teacher.dataset, teacher, runs, teacher_done))
+        return stages

@@ -1,0 +1,400 @@
+"""Teachers: trained once per dataset and cached under `results/cache/teachers/`.
+
+Every cache entry (the model and its info, each cached explanation) is sealed with its SHA-256
+digest (`bench.core.sealed`) and verified before anything parses it; the parsers then read the
+verified bytes, safely (LightGBM's text format; `torch.load(weights_only=True)`; `np.load` without
+pickles). An entry that is missing, damaged or unverifiable is rebuilt with one warning, never
+trusted; a teacher whose folder disappears while it is in use writes its model back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import torch
+from torch import nn
+
+from bench.core.budgets import Architecture, TrainBudget
+from bench.core.contracts import Batch, Contributions, ModelOutput
+from bench.core.locks import hold_lock, lock_path
+from bench.core.paths import inside
+from bench.core.sealed import (
+    MANIFEST,
+    DamagedCache,
+    read_sealed,
+    read_sealed_folder,
+    seal_folder,
+    write_sealed,
+)
+from bench.core.specs import TeacherSpec
+from bench.data.bundle import DatasetBundle
+from bench.explain.explainers import EXPLANATION_RULES, ExplainSettings, explain
+from bench.explain.treeshap import tree_contributions
+from bench.models import EVAL_BATCH, build_model, count_parameters
+from bench.models.hooks import FeatureHooks
+from bench.train.loop import TrainContext, cross_entropy_step, network_logits, seed_everything
+
+log = logging.getLogger(__name__)
+
+# Above this size a teacher's hooked training-split features are computed per batch instead.
+FEATURE_CACHE_BYTES = 1 << 30
+
+
+class Teacher:
+    """A trained teacher: logits for any input, and per-batch outputs for the training loop.
+
+    Implements `bench.core.contracts.TeacherModel`, what a method may ask of a teacher.
+    """
+
+    module: nn.Module | None = None
+    booster: lgb.Booster | None = None
+
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        bundle: DatasetBundle,
+        device: torch.device,
+        info: dict,
+        folder: Path,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.info = info
+        self.num_classes = bundle.num_classes
+        # The cache folder: derived data (e.g. explanations) is kept beside the model.
+        self.folder = folder
+        self._train_x = bundle.train.x
+        # Teacher logits on the training split are computed once; most methods only need these.
+        self.train_logits = torch.as_tensor(self.predict_logits(bundle.train.x), device=device)
+
+    @property
+    def n_params(self) -> int:
+        raise NotImplementedError
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def contributions(self, x: np.ndarray) -> Contributions | None:
+        """TreeSHAP contributions: a tree ensemble's; a network has none."""
+        return None
+
+    def files(self) -> dict[str, bytes]:
+        """The cache entry of this teacher: its model and `info.json`, as bytes."""
+        info = {k: v for k, v in self.info.items() if k != "from_cache"}
+        return {**self._model_files(), "info.json": json.dumps(info, indent=2).encode()}
+
+    def _model_files(self) -> dict[str, bytes]:
+        raise NotImplementedError
+
+    def _cached(
+        self,
+        kind: str,
+        inputs: tuple[np.ndarray, ...],
+        compute: Callable[[], dict[str, np.ndarray]],
+        settings: object = None,
+    ) -> dict[str, np.ndarray]:
+        """Arrays derived from the teacher (explanations), computed once and kept beside it.
+
+        The file is keyed by a digest of the inputs' bytes and the settings, sealed with its own
+        digest and read without unpickling; a damaged file is recomputed, not trusted. Under the
+        entry's lock one process computes it while others wait, and the holder first removes
+        what a killed writer left (`.treeshap-….npz.….tmp`).
+        """
+        digest = hashlib.sha256(repr(settings).encode())
+        for array in inputs:
+            digest.update(np.ascontiguousarray(array).tobytes() + str(array.shape).encode())
+        path = self.folder / f"{kind}-{digest.hexdigest()[:16]}.npz"
+        with hold_lock(lock_path(path)):
+            if not (self.folder / MANIFEST).exists():  # the folder was removed while in use
+                log.warning("teacher cache %s vanished; writing the teacher back", self.folder)
+                seal_folder(self.folder, self.files())
+            try:
+                data = read_sealed(path)
+                if data is not None:
+                    with np.load(io.BytesIO(data), allow_pickle=False) as cached:
+                        return {key: cached[key] for key in cached.files}
+            except (DamagedCache, ValueError, OSError) as exc:
+                log.warning("teacher cache %s is damaged (%s); recomputing", path, exc)
+            for stale in self.folder.glob(f".{path.name}.*"):
+                stale.unlink(missing_ok=True)
+            arrays = compute()
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            write_sealed(path, buffer.getvalue())
+        return arrays
+
+    def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
+        if layers:
+            raise ValueError(f"{self.spec.kind} teachers expose no layers (asked for {layers})")
+        if batch.augmented:
+            raise ValueError(f"{self.spec.kind} teachers cannot see augmented images")
+        return ModelOutput(self.train_logits[batch.index])
+
+
+class LightGBMTeacher(Teacher):
+    """Gradient-boosted trees; logits are LightGBM raw scores (binary: [0, s], so softmax = sigmoid)."""
+
+    def __init__(self, booster: lgb.Booster, *args: Any) -> None:
+        self.booster = booster
+        super().__init__(*args)
+
+    @property
+    def n_params(self) -> int:
+        # A leaf holds one value, a split a feature index and a threshold.
+        leaves = [tree["num_leaves"] for tree in self.booster.dump_model()["tree_info"]]
+        return sum(n + 2 * (n - 1) for n in leaves)
+
+    def _model_files(self) -> dict[str, bytes]:
+        return {"model.txt": self.booster.model_to_string().encode()}
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(x, raw_score=True)
+        if raw.ndim == 1:
+            raw = np.stack([np.zeros_like(raw), raw], axis=1)
+        return raw.astype(np.float32)
+
+    def contributions(self, x: np.ndarray) -> Contributions:
+        """TreeSHAP of `x`, computed once and cached beside the model."""
+        arrays = self._cached(
+            "treeshap",
+            (x,),
+            lambda: vars(tree_contributions(self.booster, x, self.num_classes)),
+            EXPLANATION_RULES,
+        )
+        return Contributions(arrays["values"], arrays["bias"])
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        """A tree teacher is always explained by TreeSHAP, whichever explainer its students use;
+        only the random control replaces it."""
+        if explainer == "random":
+            return explain("random", None, x, targets, self.num_classes, settings, self.device)
+        return self.contributions(x).for_targets(targets)
+
+
+class NetworkTeacher(Teacher):
+    def __init__(self, module: nn.Module, *args: Any) -> None:
+        self.module = module.eval()
+        self._train_features: dict[tuple[str, ...], dict[str, torch.Tensor] | None] = {}
+        super().__init__(*args)
+
+    @property
+    def n_params(self) -> int:
+        return count_parameters(self.module)
+
+    def _model_files(self) -> dict[str, bytes]:
+        buffer = io.BytesIO()
+        torch.save(self.module.state_dict(), buffer)
+        return {"model.pt": buffer.getvalue()}
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return network_logits(self.module, x, self.device)
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        """Explained like its students, once per (explainer, data, settings), then cached."""
+
+        def compute() -> dict[str, np.ndarray]:
+            attributions = explain(
+                explainer, self.module, x, targets, self.num_classes, settings, self.device
+            )
+            return {"attributions": attributions}
+
+        key = (explainer, settings.ig_steps, settings.seed, EXPLANATION_RULES)
+        return self._cached(f"explain-{explainer}", (x, targets, settings.baseline), compute, key)[
+            "attributions"
+        ]
+
+    def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
+        """The teacher's logits (and `layers`' outputs) on `batch`: looked up in what was
+        computed once over the training split, or computed live on an augmented batch."""
+        if batch.augmented:
+            with torch.no_grad(), FeatureHooks(self.module, layers) as hooks:
+                logits = self.module(batch.x)
+                return ModelOutput(logits, dict(hooks.features))
+        if not layers:
+            return ModelOutput(self.train_logits[batch.index])
+        key = tuple(layers)
+        if key not in self._train_features:
+            self._train_features[key] = self._precompute_features(key)
+        features = self._train_features[key]
+        if features is not None:
+            chosen = {layer: values[batch.index] for layer, values in features.items()}
+            return ModelOutput(self.train_logits[batch.index], chosen)
+        with torch.no_grad(), FeatureHooks(self.module, layers) as hooks:
+            logits = self.module(batch.x)
+            return ModelOutput(logits, dict(hooks.features))
+
+    @torch.no_grad()
+    def _precompute_features(self, layers: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+        """The layers' outputs over the whole training split, or None when they would not fit.
+
+        The teacher is frozen and in eval mode, so on batches that are not augmented these are
+        exactly what a live forward pass per batch would give: one pass per run instead of one per batch
+        (FitNets and attention transfer otherwise spend most of their time in the teacher).
+        """
+        x = self._train_x
+        parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+        with FeatureHooks(self.module, layers) as hooks:
+            for start in range(0, len(x), EVAL_BATCH):
+                self.module(torch.as_tensor(x[start : start + EVAL_BATCH], device=self.device))
+                if start == 0:
+                    per_sample = sum(
+                        f[0].numel() * f.element_size() for f in hooks.features.values()
+                    )
+                    if per_sample * len(x) > FEATURE_CACHE_BYTES:
+                        return None
+                for layer in layers:
+                    parts[layer].append(hooks.features[layer])
+        return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
+
+
+def teacher_dir(results: Path, spec: TeacherSpec) -> Path:
+    return inside(results, "cache", "teachers", spec.dataset, spec.key)
+
+
+def obtain_teacher(
+    spec: TeacherSpec,
+    bundle: DatasetBundle,
+    results: Path,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Teacher:
+    """Load the cached teacher for `spec` once its digests check out, or train and cache it
+    (`on_epoch` is told each epoch of a network teacher's training, as `TrainContext` says)."""
+    folder = teacher_dir(results, spec)
+    if folder.exists():
+        try:
+            return _load(spec, bundle, folder, device)
+        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
+            log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
+            shutil.rmtree(folder, ignore_errors=True)
+    return _train_and_cache(spec, bundle, folder, device, on_epoch)
+
+
+def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device) -> Teacher:
+    files = read_sealed_folder(folder)
+    info = json.loads(files["info.json"])
+    if info.get("key") != spec.key:
+        raise DamagedCache(f"cache holds teacher {info.get('key')!r}, not {spec.key!r}")
+    info = {**info, "from_cache": True}
+    if spec.kind == "lightgbm":
+        booster = lgb.Booster(model_str=files["model.txt"].decode())
+        return LightGBMTeacher(booster, spec, bundle, device, info, folder)
+    module = _new_network(spec, bundle)
+    state = torch.load(io.BytesIO(files["model.pt"]), map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+    return NetworkTeacher(module.to(device), spec, bundle, device, info, folder)
+
+
+def _train_and_cache(
+    spec: TeacherSpec,
+    bundle: DatasetBundle,
+    folder: Path,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> Teacher:
+    start = time.perf_counter()
+    if spec.kind == "lightgbm":
+        booster, extra = _train_lightgbm(spec, bundle)
+        build: Callable[[dict], Teacher] = lambda info: LightGBMTeacher(  # noqa: E731
+            booster, spec, bundle, device, info, folder
+        )
+    else:
+        module, extra = _train_network(spec, bundle, device, on_epoch)
+        build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
+    teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=folder.parent))
+    try:
+        seal_folder(staging, teacher.files())
+        staging.rename(folder)
+    except OSError:  # another process cached the same teacher first: use theirs, not ours
+        shutil.rmtree(staging, ignore_errors=True)
+        return _load(spec, bundle, folder, device)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    teacher.info["from_cache"] = False
+    return teacher
+
+
+def _train_lightgbm(spec: TeacherSpec, bundle: DatasetBundle) -> tuple[lgb.Booster, dict]:
+    s = spec.settings
+    binary = bundle.num_classes == 2
+    params = {
+        "objective": "binary" if binary else "multiclass",
+        "metric": "binary_logloss" if binary else "multi_logloss",
+        "num_leaves": s["num_leaves"],
+        "learning_rate": s["learning_rate"],
+        "min_child_samples": s["min_child_samples"],
+        "seed": spec.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": torch.get_num_threads(),
+        "verbose": -1,
+    }
+    if not binary:
+        params["num_class"] = bundle.num_classes
+    train = lgb.Dataset(bundle.train.x, bundle.train.y)
+    val = lgb.Dataset(bundle.val.x, bundle.val.y, reference=train)
+    booster = lgb.train(
+        params,
+        train,
+        num_boost_round=s["n_estimators"],
+        valid_sets=[val],
+        callbacks=[lgb.early_stopping(s["early_stopping_rounds"], verbose=False)],
+    )
+    # Keep only the trees up to the best validation iteration.
+    best = booster.best_iteration or booster.current_iteration()
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    return booster, {"best_iteration": best}
+
+
+def _new_network(spec: TeacherSpec, bundle: DatasetBundle) -> nn.Module:
+    size = dict(spec.settings["architecture"]["size"])
+    return build_model(spec.kind, bundle.input_shape, bundle.num_classes, **size)
+
+
+def _train_network(
+    spec: TeacherSpec,
+    bundle: DatasetBundle,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> tuple[nn.Module, dict]:
+    seed_everything(spec.seed)
+    module = _new_network(spec, bundle)
+    arch = spec.settings["architecture"]
+    ctx = TrainContext(
+        bundle=bundle,
+        teacher=None,
+        budget=TrainBudget(**spec.settings["training"]),
+        student_architecture=Architecture(arch["model"], tuple(map(tuple, arch["size"]))),
+        device=device,
+        seed=spec.seed,
+        on_epoch=on_epoch,
+    )
+    module = ctx.fit(module, cross_entropy_step(module))
+    return module, {
+        "best_epoch": ctx.best_epoch,
+        "last_epoch_test_accuracy": ctx.last_epoch_test_accuracy,
+        "history": ctx.history,
+    }
