@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
 from bench.report import figures
-from bench.report.render import render_report
+from bench.report.svg import Box
 from tests.recordkit import make_record, seeded, write_records
+from tests.test_report import make_report, svg_of, texts_of
 
 SEEDS = 7  # the sign-flip test needs 6+ pairs to reach p < 0.05 after Holm
 
@@ -39,7 +39,7 @@ def glance_records() -> list[dict]:
 
 def test_the_summary_marks_a_method_better_on_both_axes(tmp_path: Path) -> None:
     results = write_records(tmp_path / "results", glance_records())
-    html = render_report(results, tmp_path / "site").read_text()
+    html = make_report(results, tmp_path / "site").read_text()
     glance = html[html.index('id="glance"') : html.index('id="claims"')]
     row = re.search(r'<tr class="student"><td class="method">best</td>(.*?)</tr>', glance, re.S)
     assert row is not None
@@ -53,21 +53,31 @@ def test_the_summary_marks_a_method_better_on_both_axes(tmp_path: Path) -> None:
     assert "strongest floor" in glance and "0.300" in glance and "permuted_teacher" in glance
 
 
-def test_trade_off_labels_never_overlap_and_intervals_stay_valid(tmp_path: Path) -> None:
-    # Eight methods within 0.004 of one another: the old alternating offsets overlapped here.
+def crowded_points() -> list[figures.Point]:
+    """Eight methods within 0.004 of one another (the old alternating offsets overlapped here),
+    and the teacher."""
     points = [figures.Point(f"method_{i}", "student", 0.5 + 0.0005 * i, 0.97 + 0.0004 * (i % 3),
                             0.01, 0.05) for i in range(8)]  # fmt: skip
-    points.append(figures.Point("teacher", "teacher", 1.0, 1.0, math.nan, math.nan))
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
-    for p in points:
-        ax.plot(p.x, p.y, "o")
-    labels = figures.place_labels(fig, ax, points)
-    assert figures.overlapping_labels(fig, labels) == []
-    text = "\n".join(t.get_text() for t in labels)
-    assert all(p.name in text for p in points)  # every point named, near it or in the key
-    path = figures.tradeoff_plot(points, "expl_spearman_ig", "accuracy", tmp_path / "t.png")
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    return [*points, figures.Point("teacher", "teacher", 1.0, 1.0, math.nan, math.nan)]
+
+
+def test_trade_off_labels_never_overlap_and_intervals_stay_valid(tmp_path: Path) -> None:
+    points = crowded_points()
+    frame = Box(0, 0, 560, 360)
+    anchors = [(100 + 2 * i, 180 + (i % 3)) for i in range(8)] + [(540, 20)]
+    legend = Box(380, 300, 555, 355)
+    labels, unplaced = figures.place_labels([p.name for p in points], anchors, frame, [legend])
+    assert labels and figures.overlapping_labels(labels) == []
+    for label in labels:
+        assert label.box.within(frame) and not label.box.overlaps(legend)
+        others = [a for a, p in zip(anchors, points, strict=True) if p.name != label.name]
+        assert not any(label.box.overlaps(Box(x - 5, y - 5, x + 5, y + 5)) for x, y in others)
+    named = [label.name for label in labels] + [points[i].name for i in unplaced]
+    assert sorted(named) == sorted(p.name for p in points)  # near its point or in the key
+    figure = svg_of(
+        figures.tradeoff_plot(points, "expl_spearman_ig", "accuracy", tmp_path / "t.svg")
+    )
+    assert {p.name for p in points} <= texts_of(figure)
 
 
 def test_intervals_are_cut_at_the_values_a_metric_can_take() -> None:
@@ -171,7 +181,7 @@ def test_report_ranks_your_runs_among_a_reference_set(tmp_path: Path, caplog) ->
         record["environment"] = {**record["environment"], "torch_threads": 4}
     results = write_records(tmp_path / "results", mine)
     with caplog.at_level("WARNING"):
-        html = render_report(results, tmp_path / "site", reference=reference).read_text()
+        html = make_report(results, tmp_path / "site", reference=reference).read_text()
     assert (
         "your runs and the reference differ in torch_threads: yours 4; reference None"
         in caplog.text
@@ -185,13 +195,13 @@ def test_report_ranks_your_runs_among_a_reference_set(tmp_path: Path, caplog) ->
 
 def test_a_spread_of_rounding_noise_reads_zero(tmp_path: Path) -> None:
     records = seeded("p", "wine", "kd", {"accuracy": [0.1 + 0.2, 0.3, 0.3]})  # sd 3e-17
-    html = render_report(write_records(tmp_path / "r", records), tmp_path / "site").read_text()
+    html = make_report(write_records(tmp_path / "r", records), tmp_path / "site").read_text()
     assert ">0.3 ± 0<" in html and "e-17" not in html
 
 
 def test_the_methods_list_is_grouped_by_family(tmp_path: Path) -> None:
     results = write_records(tmp_path / "results", glance_records())
-    html = render_report(results, tmp_path / "site").read_text()
+    html = make_report(results, tmp_path / "site").read_text()
     methods = html[html.index('id="methods"') :]
     headings = re.findall(r"<h3>(.*?)</h3>", methods)
     assert headings == [

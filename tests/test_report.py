@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -16,8 +21,10 @@ from markupsafe import escape
 
 from bench.cli.main import main
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.plan.catalogue import CACHE_ENV
+from bench.report.compute import compute
 from bench.report.leaderboard import COLUMNS, aggregate, t_interval
-from bench.report.render import render_report
+from bench.report.render import render
 from bench.results.records import iter_records
 from bench.train.method import METHODS
 from tests.recordkit import make_record, seeded, write_records
@@ -32,15 +39,36 @@ def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return results
 
 
+def make_report(results: Path, out: Path, **options: object) -> Path:
+    """The report as `python -m bench report` makes it: computed, then written under `out`."""
+    return render(compute(results, **options), out)
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def svg_of(path: Path) -> ElementTree.Element:
+    """The figure at `path`, parsed: it must be well-formed SVG."""
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def texts_of(figure: ElementTree.Element) -> set[str]:
+    """The figure's texts; a point named in the key beside the axes counts by its name."""
+    return {(t.text or "").split(": (")[0] for t in figure.iter(f"{SVG}text")}
+
+
 def copy_of(results: Path, tmp_path: Path) -> Path:
     target = tmp_path / "results"
     shutil.copytree(results, target)
     return target
 
 
-def test_leaderboard_rows_are_mean_std_ci_over_seeds(two_seeds: Path) -> None:
-    render_report(two_seeds, two_seeds.parent / "site")
-    table = pd.read_csv(two_seeds / "leaderboard.csv")
+def test_leaderboard_rows_are_mean_std_ci_over_seeds(two_seeds: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    make_report(two_seeds, site)
+    table = pd.read_csv(site / "leaderboard.csv")
     values = [
         json.loads((two_seeds / f"runs/smoke/wine/kd/seed{s}.json").read_text())["metrics"][
             "log_loss"
@@ -55,7 +83,7 @@ def test_leaderboard_rows_are_mean_std_ci_over_seeds(two_seeds: Path) -> None:
     assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((low, high))
     teacher = table[(table.method == "teacher") & (table.metric == "accuracy")].iloc[0]
     assert teacher["role"] == "teacher" and teacher["n"] == 1
-    exported = json.loads((two_seeds / "leaderboard.json").read_text())["rows"]
+    exported = json.loads((site / "leaderboard.json").read_text())["rows"]
     assert len(exported) == len(table)
 
 
@@ -67,7 +95,7 @@ def test_t_interval_by_hand() -> None:
 
 
 def test_index_has_a_table_per_dataset_with_teacher_row(two_seeds: Path, tmp_path: Path) -> None:
-    index = render_report(two_seeds, tmp_path / "site")
+    index = make_report(two_seeds, tmp_path / "site")
     html = index.read_text()
     assert '">wine <span class="cat">' in html
     assert '<tr class="teacher reference"><td class="method" data-value="teacher">' in html
@@ -93,7 +121,7 @@ def test_markup_in_records_is_escaped_and_markup_in_names_is_refused(
     record["method"]["name"] = "<b>x</b>"  # a name is also a file name: the record is corrupt
     named.write_text(json.dumps(record))
     with caplog.at_level(logging.WARNING):
-        render_report(results, tmp_path / "site")
+        make_report(results, tmp_path / "site")
     assert "method name '<b>x</b>' is not a safe name" in caplog.text
     pages = [p.read_text() for p in (tmp_path / "site").glob("*.html")]
     assert all(
@@ -110,7 +138,7 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning(
     (results / "runs/smoke/wine/kd/seed0.json").write_text('{"truncated": ')
     (results / "runs/smoke/wine/notes.json").write_text('{"hello": "world"}')
     with caplog.at_level(logging.WARNING):
-        html = render_report(results, tmp_path / "site").read_text()
+        html = make_report(results, tmp_path / "site").read_text()
     assert "kd/seed0.json" in caplog.text and "notes.json" in caplog.text
     assert '<a href="method-kd.html">kd</a></td>' in html  # seed 1 still counts
 
@@ -118,14 +146,15 @@ def test_corrupt_and_foreign_files_are_skipped_with_a_warning(
 def test_exports_keep_the_leaderboard_columns_and_add_ranks_and_comparisons(
     two_seeds: Path, tmp_path: Path
 ) -> None:
-    render_report(two_seeds, tmp_path / "site")
-    table = pd.read_csv(two_seeds / "leaderboard.csv")
+    site = tmp_path / "site"
+    make_report(two_seeds, site)
+    table = pd.read_csv(site / "leaderboard.csv")
     assert list(table.columns[: len(COLUMNS)]) == COLUMNS
     assert {"rank", "rank_of"} <= set(table.columns)
     students = table[table.role == "student"]
     assert students["rank"].notna().any() and table[table.role != "student"]["rank"].isna().all()
 
-    comparisons = pd.read_csv(two_seeds / "comparisons.csv")
+    comparisons = pd.read_csv(site / "comparisons.csv")
     row = comparisons[
         (comparisons.method == "kd")
         & (comparisons.baseline == "scratch")
@@ -148,10 +177,23 @@ def test_exports_keep_the_leaderboard_columns_and_add_ranks_and_comparisons(
     assert row["p_value"] == pytest.approx(expected) and row["p_method"] == "exact"
     assert set(comparisons.baseline) == {"scratch", "kd"}
 
-    exported = json.loads((two_seeds / "leaderboard.json").read_text())
+    exported = json.loads((site / "leaderboard.json").read_text())
     assert set(exported) == {"rows", "comparisons", "average_ranks", "claims", "separation"}
     assert len(exported["comparisons"]) == len(comparisons)
-    assert (two_seeds / "average_ranks.csv").exists() and (two_seeds / "claims.csv").exists()
+    assert (site / "average_ranks.csv").exists() and (site / "claims.csv").exists()
+
+
+def test_the_report_writes_nothing_beside_the_records(two_seeds: Path, tmp_path: Path) -> None:
+    # Before: the exports went into the results folder, where a report of one profile overwrote
+    # the tables of a report of all of them.
+    def files() -> dict[str, int]:
+        return {str(p.relative_to(two_seeds)): p.stat().st_mtime_ns for p in two_seeds.rglob("*")}
+
+    before = files()
+    make_report(two_seeds, tmp_path / "site")
+    assert files() == before
+    written = {p.name for p in (tmp_path / "site").iterdir()}
+    assert {"index.html", "figures", "leaderboard.csv", "leaderboard.json", "claims.csv"} <= written
 
 
 def method_cells(html: str, dataset: str) -> list[str]:
@@ -162,7 +204,7 @@ def method_cells(html: str, dataset: str) -> list[str]:
 
 
 def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> None:
-    html = render_report(two_seeds, tmp_path / "site").read_text()
+    html = make_report(two_seeds, tmp_path / "site").read_text()
     # The teacher, its three control rows (the floors), then the baselines.
     assert method_cells(html, "wine") == [
         "teacher", "random_explainer", "permuted_teacher", "untrained_student", "scratch",
@@ -190,7 +232,7 @@ class Links(HTMLParser):
 
 def test_every_page_is_offline_and_its_links_resolve(two_seeds: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    render_report(two_seeds, site)
+    make_report(two_seeds, site)
     pages = sorted(site.glob("*.html"))
     names = {p.name for p in pages}
     assert {
@@ -213,12 +255,12 @@ def test_every_page_is_offline_and_its_links_resolve(two_seeds: Path, tmp_path: 
 
 def test_dataset_page_has_figures_and_paired_comparisons(two_seeds: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    render_report(two_seeds, site)
+    make_report(two_seeds, site)
     html = (site / "dataset-smoke-wine.html").read_text()
     for kind in ("tradeoff", "seeds"):
-        figure = site / "figures" / f"smoke-wine-{kind}.png"
-        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f'src="figures/smoke-wine-{kind}.png"' in html
+        figure = svg_of(site / "figures" / f"smoke-wine-{kind}.svg")
+        assert {"scratch", "label_smoothing", "kd"} <= texts_of(figure), kind
+        assert f'src="figures/smoke-wine-{kind}.svg"' in html
     assert "Pareto front:" in html and "expl_spearman_ig" in html
     assert "<h3>vs. scratch</h3>" in html and "<h3>vs. kd</h3>" in html
     assert "Cohen&#39;s d_z" in html
@@ -228,7 +270,7 @@ def test_method_page_has_description_citation_params_and_provenance(
     two_seeds: Path, tmp_path: Path
 ) -> None:
     site = tmp_path / "site"
-    render_report(two_seeds, site)
+    make_report(two_seeds, site)
     html = (site / "method-kd.html").read_text()
     assert str(escape(METHODS.get("kd").describe())) in html
     record = json.loads((two_seeds / "runs/smoke/wine/kd/seed1.json").read_text())
@@ -264,8 +306,8 @@ def test_concept_detector_claim_and_bar_chart_from_records(tmp_path: Path) -> No
         ],
     )  # fmt: skip
     site = tmp_path / "site"
-    html = render_report(results, site).read_text()
-    claims = pd.read_csv(results / "claims.csv")
+    html = make_report(results, site).read_text()
+    claims = pd.read_csv(site / "claims.csv")
     concept = claims[claims.claim == "kd_concept_detectors"]
     assert set(concept.test_verdict) == {"supported"}
     assert set(concept.claim_verdict) == {"supported"}
@@ -274,7 +316,9 @@ def test_concept_detector_claim_and_bar_chart_from_records(tmp_path: Path) -> No
     assert kd.p_value == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(4 / 128)
     assert "kd &gt; scratch on concept_detectors" in html
     assert '<span class="verdict v-supported">supported</span>' in html
-    assert (site / "figures/p-shapes-concepts.png").read_bytes()[:4] == b"\x89PNG"
+    bars = svg_of(site / "figures/p-shapes-concepts.svg")
+    assert len(bars.findall(f"{SVG}rect")) >= 4  # a bar per row, besides frame and background
+    assert {"teacher", "scratch", "kd", "label_smoothing"} <= texts_of(bars)
     page = (site / "dataset-p-shapes.html").read_text()
     assert "Concept detectors per model" in page
     assert "No attribution gallery" in page  # hand-written records store no maps
@@ -305,7 +349,57 @@ def test_image_runs_keep_attribution_maps_for_the_gallery(digits_run: Path, tmp_
     np.testing.assert_array_equal(inputs, bundle.test.x[entry["test_index"]])
 
     site = tmp_path / "site"
-    render_report(digits_run, site)
-    assert (site / "figures/smoke-digits-gallery.png").read_bytes()[:4] == b"\x89PNG"
+    make_report(digits_run, site)
+    gallery = svg_of(site / "figures/smoke-digits-gallery.svg")
+    tiles = [i.get("href") for i in gallery.iter(f"{SVG}image")]
+    rows = [t for t in texts_of(gallery) if t in ("input", "teacher") or " (seed " in t]
+    assert {"input", "teacher", "scratch (seed 0)"} <= set(rows)
+    assert len(tiles) == 4 * len(rows)  # the 4 explained images in every row
+    for tile in tiles:
+        assert base64.b64decode(tile.removeprefix("data:image/png;base64,"))[:4] == b"\x89PNG"
     page = (site / "dataset-smoke-digits.html").read_text()
-    assert 'src="figures/smoke-digits-gallery.png"' in page and "No attribution gallery" not in page
+    assert 'src="figures/smoke-digits-gallery.svg"' in page and "No attribution gallery" not in page
+
+
+# --- the report without torch ---------------------------------------------------------------------
+def _report_in_a_fresh_process(results: Path, site: Path, cache: Path) -> set[str]:
+    """`python -m bench report` with an empty catalogue cache; the modules it imported."""
+    traced = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench", "report", "--results", str(results),
+         "--out", str(site)],
+        env={**os.environ, CACHE_ENV: str(cache)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {line.split("|")[-1].strip() for line in traced.stderr.splitlines() if "|" in line}
+
+
+def described(records: list[dict]) -> list[dict]:
+    """The records as the runner writes them now: each names its method's family and says
+    what the method does."""
+    for record in records:
+        record["method"].update(family="logit", description=f"{record['method']['name']} does x.")
+    return records
+
+
+def test_a_report_of_records_that_describe_their_methods_imports_no_torch(tmp_path: Path) -> None:
+    # Before: the report always loaded the catalogue, which imports torch (~3 s) when its cache
+    # is cold, only to describe methods these records describe themselves.
+    records = [make_record("p", "wine", "teacher", 0, {"accuracy": 0.97}, role="teacher")]
+    records += described(seeded("p", "wine", "kd", {"accuracy": [0.9, 0.91, 0.92]}))
+    results = write_records(tmp_path / "results", records)
+    cache = tmp_path / "cache"
+    imported = _report_in_a_fresh_process(results, tmp_path / "site", cache)
+    assert {"bench.report.render", "pandas"} <= imported  # the trace does list the report's imports
+    assert not imported & {"torch", "captum", "quantus", "lightgbm", "sklearn", "matplotlib"}
+    assert not cache.exists() or not any(cache.iterdir())  # no catalogue was built
+    assert "kd does x." in (tmp_path / "site" / "method-kd.html").read_text()
+
+
+def test_records_that_do_not_describe_their_method_are_described_from_the_catalogue(
+    tmp_path: Path,
+) -> None:
+    results = write_records(tmp_path / "results", seeded("p", "wine", "kd", {"accuracy": [0.9]}))
+    cache = tmp_path / "cache"
+    _report_in_a_fresh_process(results, tmp_path / "site", cache)
+    assert list(cache.glob("catalogue-*.json"))  # built, for this record only
+    html = (tmp_path / "site" / "method-kd.html").read_text()
+    assert str(escape(METHODS.get("kd").describe())) in html

@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from bench.report.render import render_report
+from bench.report import figures
+from bench.report.svg import Box, text_box
 from tests.recordkit import make_record, seeded, write_records
+from tests.test_report import make_report
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 FLAGS = (
@@ -249,7 +251,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     write_records(results, records)
     out = tmp_path_factory.mktemp("site")
-    render_report(results, out)
+    make_report(results, out)
     return out
 
 
@@ -300,7 +302,7 @@ def glance_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     results = write_records(tmp_path_factory.mktemp("glance-results"), glance_records())
     out = tmp_path_factory.mktemp("glance-site")
-    render_report(results, out)
+    make_report(results, out)
     return out
 
 
@@ -333,3 +335,33 @@ def test_every_page_fits_1400_px_loads_cleanly_and_stays_offline(
     finally:
         browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
                      deviceScaleFactor=1, mobile=False)  # fmt: skip
+
+
+def test_trade_off_labels_overlap_nothing_as_the_browser_sets_them(
+    browser: Page, tmp_path: Path
+) -> None:
+    """Labels are placed on estimated text boxes (`bench.report.svg.text_box`): the box the
+    browser gives each set text must lie inside its estimate, so no two overlap on screen either."""
+    from tests.test_glance import crowded_points
+
+    path = figures.tradeoff_plot(crowded_points(), "expl_spearman_ig", "accuracy",
+                                 tmp_path / "t.svg", floor_x=0.45)  # fmt: skip
+    browser.open(path.as_uri())
+    shown = browser.evaluate(
+        "Array.from(document.querySelectorAll('text')).map(t => { const b = t.getBBox();"
+        " return [t.textContent, +t.getAttribute('x'), +t.getAttribute('y'),"
+        " +t.getAttribute('font-size'), t.getAttribute('text-anchor') || 'start',"
+        " t.getAttribute('class') || '', b.x, b.y, b.width, b.height]; })"
+    )
+    labels = []
+    for text, x, y, size, anchor, css, *box in shown:
+        # getBBox is in the text's own coordinates, before a rotation: the y label's too.
+        real = Box(box[0], box[1], box[0] + box[2], box[1] + box[3])
+        # Within half a pixel: the browser rounds its text boxes to whole pixels.
+        assert real.within(text_box(text, x, y, size, anchor).padded(0.5)), (text, real)
+        if css in ("label", "key"):
+            labels.append((text, real))
+    assert len(labels) == len(crowded_points())
+    for i, (text, box) in enumerate(labels):
+        assert not any(box.overlaps(other) for _, other in labels[i + 1 :]), text
+    assert browser.errors == []

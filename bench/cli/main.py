@@ -98,9 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         "or a run id or its first 6+ characters",
     )
 
-    report = commands.add_parser("report", help="write the leaderboard and report/index.html")
+    report = commands.add_parser(
+        "report", help="write the site (report/index.html) and its CSV/JSON exports"
+    )
     report.add_argument(
-        "--out", type=Path, default=Path("report"), help="report folder (default: report)"
+        "--out",
+        type=Path,
+        default=Path("report"),
+        help="folder of the site and the exports (leaderboard.csv, ...; default: report)",
     )
     report.add_argument(
         "--reference",
@@ -319,12 +324,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from bench.report.render import render_report
+    from bench.report.compute import compute
+    from bench.report.render import render
 
     if not (args.results / "runs").is_dir():
         raise BenchError(f"no runs under {args.results}: run `python -m bench run --all` first")
-    index = render_report(args.results, args.out, args.profile, args.reference)
-    print(f"wrote {index} and {args.results / 'leaderboard.csv'}")
+    index = render(compute(args.results, args.profile, args.reference), args.out)
+    print(f"wrote {index} and {args.out / 'leaderboard.csv'}")
     return 0
 
 

@@ -1,2 +1,3 @@
-"""The report wing: statistics, claims and the static leaderboard site, computed from records
-alone (no torch)."""
+"""The report wing: statistics, claims and the static leaderboard site with its exports, computed
+from records alone (`compute`), then written (`render`); no torch unless an old record needs the
+catalogue to describe its method."""

@@ -1,7 +1,7 @@
-"""The report's figures, drawn with matplotlib's object API (no pyplot state, no GUI backend).
+"""The report's figures, written as SVG (`bench.report.svg`): trade-off, bars, seeds, gallery.
 
-Every figure is a PNG written atomically; the functions take plain numbers so that the report
-decides what is plotted and the tests can check what is computed (e.g. the Pareto front).
+Every figure is written atomically; the functions take plain numbers so that the report decides
+what is plotted and the tests can check what is computed (the Pareto front, where labels go).
 """
 
 from __future__ import annotations
@@ -12,19 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.text import Text
-from matplotlib.transforms import Bbox
 
 from bench.core.atomic import write_atomic
 from bench.core.vocabulary import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.report.svg import ASCENT, DESCENT, Box, Drawing, nice_ticks, png, text_box, text_width
 
-DPI = 96
 REFERENCE_COLOURS = {TEACHER_ROW: "#1f4e9c", **dict.fromkeys(CONTROL_ROWS, "#888888")}
 STUDENT_COLOUR = "#d95f02"
 FRONT_COLOUR = "#1b9e77"
+GRID_COLOUR = "#dddddd"
+SIZE = 11  # text, in pixels
+LABEL_SIZE = 10.5  # the trade-off's point labels
 
 
 @dataclass(frozen=True)
@@ -55,16 +53,8 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
     return sorted(front, key=lambda p: (p.x, -p.y))
 
 
-def plain(text: str) -> str:
-    """`text` shown as typed: matplotlib reads `$…$` as mathtext, and a name such as `a$b$c`
-    would render as a formula or, unbalanced, stop the report with a parse error."""
-    return text.replace("$", r"\$")
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    write_atomic(
-        path, lambda handle: fig.savefig(handle, format="png", dpi=DPI, bbox_inches="tight")
-    )
+def _write(text: str, path: Path) -> Path:
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
 
 
@@ -103,56 +93,183 @@ def clipped_error(value: float, half_width: float, bounds: tuple[float, float]) 
     return [max(0.0, min(half, value - low)), max(0.0, min(half, high - value))]
 
 
-# Label positions tried around a point, nearest first (offsets in points): the first whose box
-# overlaps no other label, marker or the axes' edge is taken.
+# --- axes -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Axes:
+    """A plot area in pixels and the data ranges it shows (y upwards, as in the data)."""
+
+    frame: Box
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+
+    def x(self, value: float) -> float:
+        low, high = self.x_range
+        return self.frame.x0 + (value - low) / (high - low) * (self.frame.x1 - self.frame.x0)
+
+    def y(self, value: float) -> float:
+        low, high = self.y_range
+        return self.frame.y1 - (value - low) / (high - low) * (self.frame.y1 - self.frame.y0)
+
+
+def _span(low: float, high: float, margin: float) -> tuple[float, float]:
+    """[low, high] widened by `margin` of its span on each side (a point alone: ±0.5 or ±10 %)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return (0.0, 1.0)
+    if high - low <= 1e-12 * max(1.0, abs(low)):
+        half = 0.1 * abs(low) if low else 0.5
+        return (low - half, high + half)
+    pad = margin * (high - low)
+    return (low - pad, high + pad)
+
+
+def _y_axis(drawing: Drawing, axes: Axes, label: str) -> None:
+    """Horizontal grid lines, y ticks and the y label (rotated, left of the tick labels)."""
+    ticks, decimals = nice_ticks(*axes.y_range)
+    widest = 0.0
+    for value in ticks:
+        y = axes.y(value)
+        drawing.line(axes.frame.x0, y, axes.frame.x1, y, GRID_COLOUR, 0.8)
+        drawing.line(axes.frame.x0 - 4, y, axes.frame.x0, y, "#222222", 0.8)
+        text = f"{value:.{decimals}f}"
+        drawing.text(axes.frame.x0 - 7, y + 0.35 * SIZE, text, SIZE, "end")
+        widest = max(widest, text_width(text, SIZE))
+    middle = (axes.frame.y0 + axes.frame.y1) / 2
+    drawing.text(axes.frame.x0 - widest - 14, middle, label, SIZE, "middle", rotate=-90)
+
+
+def _x_axis(drawing: Drawing, axes: Axes, label: str) -> None:
+    ticks, decimals = nice_ticks(*axes.x_range)
+    for value in ticks:
+        x = axes.x(value)
+        drawing.line(x, axes.frame.y0, x, axes.frame.y1, GRID_COLOUR, 0.8)
+        drawing.line(x, axes.frame.y1, x, axes.frame.y1 + 4, "#222222", 0.8)
+        drawing.text(x, axes.frame.y1 + 7 + ASCENT * SIZE, f"{value:.{decimals}f}", SIZE, "middle")
+    middle = (axes.frame.x0 + axes.frame.x1) / 2
+    drawing.text(middle, axes.frame.y1 + 30 + ASCENT * SIZE, label, SIZE, "middle")
+
+
+def _names_below(drawing: Drawing, axes: Axes, names: Sequence[str]) -> None:
+    """One name per slot under the axes, turned 30° so that long names do not collide."""
+    for i, name in enumerate(names):
+        x = axes.x(i)
+        drawing.line(x, axes.frame.y1, x, axes.frame.y1 + 4, "#222222", 0.8)
+        drawing.text(x + 3, axes.frame.y1 + 8 + 0.7 * SIZE, name, SIZE, "end", rotate=-30)
+
+
+def _frame(drawing: Drawing, axes: Axes) -> None:
+    f = axes.frame
+    drawing.rect(f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0, stroke="#222222")
+
+
+def _error_bar(
+    drawing: Drawing, axes: Axes, value: float, err: list[float], at: float, colour: str,
+    horizontal: bool,
+) -> None:  # fmt: skip
+    """An interval [value − below, value + above] with caps, at `at` on the other axis."""
+    below, above = err
+    if below == 0 and above == 0:
+        return
+    if horizontal:
+        y = axes.y(at)
+        x0, x1 = axes.x(value - below), axes.x(value + above)
+        drawing.line(x0, y, x1, y, colour, 0.8)
+        for x in (x0, x1):
+            drawing.line(x, y - 3, x, y + 3, colour, 0.8)
+    else:
+        x = axes.x(at)
+        y0, y1 = axes.y(value - below), axes.y(value + above)
+        drawing.line(x, y0, x, y1, colour, 0.8)
+        for y in (y0, y1):
+            drawing.line(x - 3, y, x + 3, y, colour, 0.8)
+
+
+# --- the trade-off: labels that overlap nothing -------------------------------------------------
+
+# Label positions tried around a point, nearest first (offsets in pixels, y up): the first whose
+# box overlaps no other label, marker or the legend, and stays inside the axes, is taken.
 LABEL_OFFSETS = tuple(
     (round(r * math.cos(a)), round(r * math.sin(a)))
-    for r in (6, 14, 24, 36)
+    for r in (8, 18, 32, 48)
     for a in (math.radians(d) for d in (30, -30, 150, -150, 90, -90, 0, 180))
 )
+MARKER_BOX = 5.0  # half the side of the box a marker keeps clear of labels
+LEADER = 26  # offsets farther than this (|dx| + |dy|) get a line to their point
 
 
-def place_labels(fig: Figure, ax: Axes, points: Sequence[Point]) -> list[Text]:
-    """Label every point where its text overlaps no other label or marker, checked on the
-    rendered bounding boxes; a label that fits nowhere near its point goes to a key beside the
-    axes instead (name and coordinates), so that no two labels ever overlap."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    fig.draw(renderer)  # final limits and transforms before measuring
-    markers = [Bbox.from_bounds(*(ax.transData.transform((p.x, p.y)) - 5), 10, 10) for p in points]
-    frame = ax.get_window_extent(renderer)
-    legend = ax.get_legend()
-    placed: list[Bbox] = [legend.get_window_extent(renderer)] if legend else []
-    labels: list[Text] = []
-    unplaced: list[Point] = []
-    for index, p in enumerate(points):
+@dataclass(frozen=True)
+class Label:
+    """A point's name set at (x, y) (its baseline), anchored at its start or end."""
+
+    name: str
+    x: float
+    y: float
+    anchor: str
+    box: Box
+    point: tuple[float, float]
+
+    @property
+    def leader(self) -> bool:
+        return abs(self.x - self.point[0]) + abs(self.y - self.point[1]) > LEADER
+
+
+def place_labels(
+    names: Sequence[str],
+    anchors: Sequence[tuple[float, float]],
+    frame: Box,
+    obstacles: Sequence[Box] = (),
+    size: float = LABEL_SIZE,
+) -> tuple[list[Label], list[int]]:
+    """A label per point (pixel `anchors`) where its box overlaps no other label, no other
+    point's marker and no obstacle (the legend), inside `frame`; and the indices of the points
+    that fit nowhere near, which go to a key beside the axes instead, so no two labels overlap."""
+    markers = [Box(x - MARKER_BOX, y - MARKER_BOX, x + MARKER_BOX, y + MARKER_BOX)
+               for x, y in anchors]  # fmt: skip
+    taken: list[Box] = list(obstacles)
+    labels: list[Label] = []
+    unplaced: list[int] = []
+    for index, (name, (px, py)) in enumerate(zip(names, anchors, strict=True)):
+        others = taken + markers[:index] + markers[index + 1 :]
         for dx, dy in LABEL_OFFSETS:
-            text = ax.annotate(
-                plain(p.name), (p.x, p.y), xytext=(dx, dy), textcoords="offset points",
-                fontsize=8, ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
-                arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.5}
-                if abs(dx) + abs(dy) > 20 else None,
-            )  # fmt: skip
-            box = text.get_window_extent(renderer).padded(1)
-            others = placed + [m for i, m in enumerate(markers) if i != index]
-            inside_frame = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-            if inside_frame and not any(box.overlaps(o) for o in others):
-                placed.append(box)
-                labels.append(text)
+            anchor = "start" if dx >= 0 else "end"
+            # Above the point's level the text sits on its baseline, below it hangs from its top.
+            baseline = py - dy - DESCENT * size if dy >= 0 else py - dy + ASCENT * size
+            box = text_box(name, px + dx, baseline, size, anchor).padded(1)
+            if box.within(frame) and not any(box.overlaps(o) for o in others):
+                taken.append(box)
+                labels.append(Label(name, px + dx, baseline, anchor, box, (px, py)))
                 break
-            text.remove()
         else:
-            unplaced.append(p)
-    if unplaced:
-        key = "\n".join(f"{plain(p.name)}: ({p.x:.3g}, {p.y:.3g})" for p in unplaced)
-        labels.append(ax.text(1.02, 1.0, key, transform=ax.transAxes, fontsize=7, va="top"))
-    return labels
+            unplaced.append(index)
+    return labels, unplaced
 
 
-def overlapping_labels(fig: Figure, labels: Sequence[Text]) -> list[tuple[str, str]]:
-    """Pairs of labels whose rendered boxes overlap (the check `place_labels` makes)."""
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
-    return [(a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1 :] if x.overlaps(y)]
+def overlapping_labels(labels: Sequence[Label]) -> list[tuple[str, str]]:
+    """Pairs of labels whose boxes overlap (the check `place_labels` makes)."""
+    return [(a.name, b.name) for i, a in enumerate(labels) for b in labels[i + 1 :]
+            if a.box.overlaps(b.box)]  # fmt: skip
+
+
+def _legend(
+    axes: Axes, entries: list[tuple[str, str, str | None]], anchors: Sequence[tuple[float, float]]
+) -> Box:
+    """Where the legend goes: the corner of the axes it hides fewest points in (upper right
+    first on a tie)."""
+    width = 34 + max(text_width(text, SIZE) for text, _, _ in entries)
+    height = 8 + 17 * len(entries)
+    f = axes.frame
+    corners = [
+        Box(f.x1 - 6 - width, f.y0 + 6, f.x1 - 6, f.y0 + 6 + height),
+        Box(f.x0 + 6, f.y0 + 6, f.x0 + 6 + width, f.y0 + 6 + height),
+        Box(f.x0 + 6, f.y1 - 6 - height, f.x0 + 6 + width, f.y1 - 6),
+        Box(f.x1 - 6 - width, f.y1 - 6 - height, f.x1 - 6, f.y1 - 6),
+    ]
+
+    def hidden(box: Box) -> int:
+        return sum(box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1 for x, y in anchors)
+
+    return min(corners, key=hidden)
 
 
 def tradeoff_plot(
@@ -168,42 +285,79 @@ def tradeoff_plot(
     explanation of another sample, an untrained student), is drawn as a dashed line: what an
     explanation must beat to agree with the teacher about this sample at all.
     """
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
-    if floor_x is not None and math.isfinite(floor_x):
-        ax.axvline(floor_x, color=REFERENCE_COLOURS[RANDOM_CONTROL_ROW], linestyle="--",
-                   linewidth=1, label="strongest control row (floor)")  # fmt: skip
-    students = [p for p in points if p.role == "student"]
-    for p in points:
-        colour = REFERENCE_COLOURS.get(p.name, STUDENT_COLOUR)
-        marker = "*" if p.role == "teacher" else "o"
-        ax.errorbar(
-            p.x,
-            p.y,
-            xerr=[[v] for v in clipped_error(p.x, p.x_err, valid_range(x_label))],
-            yerr=[[v] for v in clipped_error(p.y, p.y_err, valid_range(y_label))],
-            fmt=marker,
-            color=colour,
-            markersize=11 if marker == "*" else 6,
-            capsize=2,
-            elinewidth=0.8,
+    x_bounds, y_bounds = valid_range(x_label), valid_range(y_label)
+    x_errors = [clipped_error(p.x, p.x_err, x_bounds) for p in points]
+    y_errors = [clipped_error(p.y, p.y_err, y_bounds) for p in points]
+    floor = floor_x if floor_x is not None and math.isfinite(floor_x) else None
+    xs = [p.x - e[0] for p, e in zip(points, x_errors, strict=True)]
+    xs += [p.x + e[1] for p, e in zip(points, x_errors, strict=True)]
+    xs += [floor] if floor is not None else []
+    ys = [p.y - e[0] for p, e in zip(points, y_errors, strict=True)]
+    ys += [p.y + e[1] for p, e in zip(points, y_errors, strict=True)]
+    axes = Axes(Box(0, 0, 560, 360), _span(min(xs), max(xs), 0.12), _span(min(ys), max(ys), 0.12))
+    drawing = Drawing()
+    _y_axis(drawing, axes, f"{y_label} (↑)")
+    _x_axis(drawing, axes, f"{x_label} (↑)")
+    entries: list[tuple[str, str, str | None]] = []
+    if floor is not None:
+        x = axes.x(floor)
+        drawing.line(x, axes.frame.y0, x, axes.frame.y1, REFERENCE_COLOURS[RANDOM_CONTROL_ROW],
+                     1.0, dash="5 3")  # fmt: skip
+        entries.append(
+            ("strongest control row (floor)", REFERENCE_COLOURS[RANDOM_CONTROL_ROW], "5 3")
         )
-    front = pareto_front(students)
+    for p, x_err, y_err in zip(points, x_errors, y_errors, strict=True):
+        colour = REFERENCE_COLOURS.get(p.name, STUDENT_COLOUR)
+        _error_bar(drawing, axes, p.x, x_err, p.y, colour, horizontal=True)
+        _error_bar(drawing, axes, p.y, y_err, p.x, colour, horizontal=False)
+    front = pareto_front([p for p in points if p.role == "student"])
     if front:
-        xs, ys = [front[0].x], [front[0].y]
+        steps = [(axes.x(front[0].x), axes.y(front[0].y))]
         for p in front[1:]:
             # Steps: moving right along the front never gains accuracy.
-            xs += [p.x, p.x]
-            ys += [ys[-1], p.y]
-        ax.plot(xs, ys, "-", color=FRONT_COLOUR, linewidth=1.5, label="Pareto front (students)")
-    if front or floor_x is not None:
-        ax.legend(loc="best", fontsize=8, framealpha=0.8)
-    ax.set_xlabel(plain(f"{x_label} (↑)"))
-    ax.set_ylabel(plain(f"{y_label} (↑)"))
-    ax.grid(alpha=0.3)
-    ax.margins(0.12)  # room for labels inside the axes
-    place_labels(fig, ax, points)
-    return _save(fig, path)
+            steps += [(axes.x(p.x), steps[-1][1]), (axes.x(p.x), axes.y(p.y))]
+        drawing.polyline(steps, FRONT_COLOUR, 1.5)
+        entries.append(("Pareto front (students)", FRONT_COLOUR, None))
+    anchors = [(axes.x(p.x), axes.y(p.y)) for p in points]
+    for p, (x, y) in zip(points, anchors, strict=True):
+        colour = REFERENCE_COLOURS.get(p.name, STUDENT_COLOUR)
+        if p.role == "teacher":
+            drawing.star(x, y, 8, colour)
+        else:
+            drawing.circle(x, y, 4, colour)
+    obstacles = []
+    if entries:
+        legend = _legend(axes, entries, anchors)
+        obstacles.append(legend)
+        drawing.rect(legend.x0, legend.y0, legend.x1 - legend.x0, legend.y1 - legend.y0,
+                     "#ffffff", stroke="#cccccc", opacity=0.85)  # fmt: skip
+        for i, (text, colour, dash) in enumerate(entries):
+            y = legend.y0 + 12 + 17 * i
+            drawing.line(legend.x0 + 6, y, legend.x0 + 28, y, colour, 1.5, dash=dash)
+            drawing.text(legend.x0 + 34, y + 0.35 * SIZE, text, SIZE)
+    labels, unplaced = place_labels([p.name for p in points], anchors, axes.frame, obstacles)
+    for label in labels:
+        if label.leader:
+            drawing.line(*label.point, label.x, label.y - 0.3 * LABEL_SIZE, "#999999", 0.5)
+        drawing.text(label.x, label.y, label.name, LABEL_SIZE, label.anchor, css="label")
+    for row, index in enumerate(unplaced):
+        p = points[index]
+        drawing.text(axes.frame.x1 + 10, axes.frame.y0 + 10 + 14 * row,
+                     f"{p.name}: ({p.x:.3g}, {p.y:.3g})", 10, css="key")  # fmt: skip
+    _frame(drawing, axes)
+    return _write(drawing.svg(), path)
+
+
+# --- bars and seeds ---------------------------------------------------------------------------------
+
+
+def _colour(name: str, role: str) -> str:
+    return REFERENCE_COLOURS.get(name, STUDENT_COLOUR) if role != "student" else STUDENT_COLOUR
+
+
+def _slots(count: int) -> Box:
+    """The plot area of a figure with one slot per row, 52 px each."""
+    return Box(0, 0, max(300, 52 * count), 250)
 
 
 def bar_chart(
@@ -217,18 +371,23 @@ def bar_chart(
 ) -> Path:
     """One bar per row (teacher first) with its 95 % interval half-width as an error bar, cut at
     the values `metric` can take."""
-    fig = Figure(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.6))
-    ax = fig.add_subplot()
-    colours = [REFERENCE_COLOURS.get(n, STUDENT_COLOUR) if r != "student" else STUDENT_COLOUR
-               for n, r in zip(names, roles, strict=True)]  # fmt: skip
-    positions = np.arange(len(names))
     bounds = valid_range(metric)
     clipped = [clipped_error(m, e, bounds) for m, e in zip(means, errors, strict=True)]
-    ax.bar(positions, means, yerr=np.array(clipped).T, color=colours, capsize=3)
-    ax.set_xticks(positions, [plain(n) for n in names], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel(plain(label))
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    low = min([0.0, *(m - c[0] for m, c in zip(means, clipped, strict=True))])
+    high = max([0.0, *(m + c[1] for m, c in zip(means, clipped, strict=True))])
+    top = high + 0.05 * (high - low) if high > low else 1.0
+    axes = Axes(_slots(len(names)), (-0.6, len(names) - 0.4), (low, top))
+    drawing = Drawing()
+    _y_axis(drawing, axes, label)
+    zero = axes.y(0.0)
+    for i, (name, mean, role, err) in enumerate(zip(names, means, roles, clipped, strict=True)):
+        x0, x1 = axes.x(i - 0.4), axes.x(i + 0.4)
+        y = axes.y(mean)
+        drawing.rect(x0, min(y, zero), x1 - x0, abs(zero - y), _colour(name, role))
+        _error_bar(drawing, axes, mean, err, i, "#222222", horizontal=False)
+    _names_below(drawing, axes, names)
+    _frame(drawing, axes)
+    return _write(drawing.svg(), path)
 
 
 def strip_plot(
@@ -236,34 +395,69 @@ def strip_plot(
     path: Path,
 ) -> Path:  # fmt: skip
     """Every seed's value as a dot per row, spread sideways, with the mean as a short bar."""
-    fig = Figure(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.6))
-    ax = fig.add_subplot()
-    for i, (name, vals, role) in enumerate(zip(names, values, roles, strict=True)):
-        vals = np.asarray(vals, dtype=float)
+    arrays = [np.asarray(v, dtype=float) for v in values]
+    everything = np.concatenate([a for a in arrays if len(a)] or [np.zeros(1)])
+    axes = Axes(_slots(len(names)), (-0.6, len(names) - 0.4),
+                _span(float(everything.min()), float(everything.max()), 0.06))  # fmt: skip
+    drawing = Drawing()
+    _y_axis(drawing, axes, f"{label} per seed")
+    for i, (name, vals, role) in enumerate(zip(names, arrays, roles, strict=True)):
         if not len(vals):
             continue
         # Fixed offsets instead of random jitter: the same records give the same picture.
         offsets = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else np.zeros(1)
-        colour = (
-            REFERENCE_COLOURS.get(name, STUDENT_COLOUR) if role != "student" else STUDENT_COLOUR
-        )
-        ax.scatter(i + offsets, vals, s=22, color=colour, alpha=0.8, zorder=3)
-        ax.hlines(vals.mean(), i - 0.25, i + 0.25, color="#222222", linewidth=1.2, zorder=4)
-    ax.set_xticks(
-        np.arange(len(names)), [plain(n) for n in names], rotation=30, ha="right", fontsize=8
-    )
-    ax.set_ylabel(plain(f"{label} per seed"))
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+        colour = _colour(name, role)
+        for offset, value in zip(offsets, vals, strict=True):
+            drawing.circle(axes.x(i + offset), axes.y(value), 3.5, colour, opacity=0.8)
+        mean = axes.y(float(vals.mean()))
+        drawing.line(axes.x(i - 0.25), mean, axes.x(i + 0.25), mean, "#222222", 1.5)
+    _names_below(drawing, axes, names)
+    _frame(drawing, axes)
+    return _write(drawing.svg(), path)
 
 
-def _as_image(x: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """A CHW array as something imshow shows: grey for one channel, min-max scaled RGB for three."""
+# --- the gallery ------------------------------------------------------------------------------------
+
+CELL = 96  # pixels per map
+GAP = 8
+# matplotlib's RdBu_r (ColorBrewer's RdBu, reversed): blue for negative, white at 0, red positive.
+RDBU_R = np.array(
+    [[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240],
+     [247, 247, 247], [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43],
+     [103, 0, 31]], dtype=float,
+)  # fmt: skip
+
+
+def _scaled(image: np.ndarray) -> np.ndarray:
+    """Values min-max scaled to [0, 1] (a constant image: 0)."""
+    span = float(image.max() - image.min())
+    return (image - image.min()) / (span if span > 0 else 1.0)
+
+
+def _input_tile(x: np.ndarray) -> np.ndarray:
+    """A CHW image as RGB bytes: grey for one channel, min-max scaled colour for three."""
     if x.shape[0] == 1:
-        return x[0], "gray"
-    rgb = np.moveaxis(x[:3], 0, -1).astype(float)
-    span = rgb.max() - rgb.min()
-    return (rgb - rgb.min()) / (span if span > 0 else 1.0), None
+        return np.repeat((_scaled(x[0].astype(float)) * 255).round()[..., None], 3, axis=-1)
+    return (_scaled(np.moveaxis(x[:3], 0, -1).astype(float)) * 255).round()
+
+
+def _map_tile(amap: np.ndarray) -> np.ndarray:
+    """An attribution map (summed over channels) in RdBu_r, scaled to its largest magnitude."""
+    amap = np.asarray(amap, dtype=float)
+    amap = amap.sum(axis=0) if amap.ndim == 3 else amap
+    bound = float(np.abs(amap).max()) or 1.0
+    t = np.clip((amap / bound + 1) / 2, 0.0, 1.0)
+    stops = np.linspace(0.0, 1.0, len(RDBU_R))
+    return np.stack([np.interp(t, stops, RDBU_R[:, c]) for c in range(3)], axis=-1).round()
+
+
+def _tile(rgb: np.ndarray) -> tuple[bytes, float, float]:
+    """A tile as PNG bytes, its pixels repeated to about `CELL` wide; and its shown size."""
+    height, width = rgb.shape[:2]
+    factor = max(1, math.ceil(CELL / max(height, width)))
+    pixels = np.repeat(np.repeat(rgb.astype(np.uint8), factor, axis=0), factor, axis=1)
+    scale = CELL / max(height, width)
+    return png(pixels), width * scale, height * scale
 
 
 def gallery(
@@ -277,27 +471,18 @@ def gallery(
     Maps are summed over channels (as the agreement metrics do) and each is scaled to its own
     largest magnitude, red positive and blue negative, so patterns compare, not magnitudes.
     """
-    n_cols = max([len(maps) for _, maps in rows] + [0 if inputs is None else len(inputs)])
-    n_rows = len(rows) + (inputs is not None)
-    fig = Figure(figsize=(1.3 * n_cols + 1.6, 1.3 * n_rows + 0.4), layout="constrained")
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     labelled = ([("input", inputs)] if inputs is not None else []) + list(rows)
+    n_cols = max(len(arrays) for _, arrays in labelled)
+    drawing = Drawing()
+    width = n_cols * (CELL + GAP) - GAP
+    drawing.text(width / 2, 0, f"{explainer} attributions on the same test images", SIZE, "middle")
     for r, (name, arrays) in enumerate(labelled):
-        for c in range(n_cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(arrays):
-                ax.set_axis_off()
-                continue
-            if name == "input" and inputs is not None:
-                image, cmap = _as_image(arrays[c])
-                ax.imshow(image, cmap=cmap, interpolation="nearest")
-            else:
-                amap = np.asarray(arrays[c], dtype=float)
-                amap = amap.sum(axis=0) if amap.ndim == 3 else amap
-                bound = float(np.abs(amap).max()) or 1.0
-                ax.imshow(amap, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
-        axes[r][0].set_ylabel(plain(name), rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(plain(f"{explainer} attributions on the same test images"), fontsize=9)
-    return _save(fig, path)
+        top = 10 + r * (CELL + GAP)
+        drawing.text(-8, top + CELL / 2 + 0.35 * SIZE, name, SIZE, "end")
+        for c, array in enumerate(arrays):
+            is_input = inputs is not None and r == 0
+            picture, w, h = _tile(_input_tile(array) if is_input else _map_tile(array))
+            x = c * (CELL + GAP)
+            drawing.image(x, top, w, h, picture)
+            drawing.rect(x, top, w, h, stroke="#222222")
+    return _write(drawing.svg(), path)

@@ -1,12 +1,13 @@
-"""Leaderboard statistics: per (profile, dataset, method, metric) mean, std, 95 % CI and n."""
+"""Leaderboard statistics: per (profile, dataset, method, metric) mean, std, 95 % CI and n; the
+exports' writer."""
 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,11 +15,19 @@ from scipy import stats
 
 from bench.core.atomic import write_atomic, write_json_atomic
 from bench.core.vocabulary import BASELINES, CATEGORY_ORDER, CONTROL_ROWS, TEACHER_ROW
+from bench.results.table import Records, as_long_table
 
 COLUMNS = [
     "profile", "dataset", "modality", "method", "role", "metric", "category",
     "higher_is_better", "mean", "std", "ci95_low", "ci95_high", "n",
 ]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1024)
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """Student-t quantile for a `level` two-sided interval; scipy's ppf costs ~0.1 ms a call,
+    and a report asks for the same few thousands of times."""
+    return float(stats.t.ppf(0.5 + level / 2, df))
 
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -27,37 +36,39 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     if n < 2:
         return math.nan, math.nan
     mean = float(values.mean())
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    half = t_quantile(n - 1, level) * values.std(ddof=1) / math.sqrt(n)
     return mean - half, mean + half
 
 
-def aggregate(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (profile, dataset, method, metric) over the `ok` records' seeds."""
+def aggregate(data: Records | pd.DataFrame) -> pd.DataFrame:
+    """One row per (profile, dataset, method, metric) over the `ok` records' seeds.
+
+    `data`: records, or their long table (`bench.results.table`). A metric null on every seed
+    keeps its row, with n = 0. The role, category and direction are the last record's. Means and
+    spreads are numpy's, seed values in record order: the published tables' last digits depend on
+    the order of the sums (`aggregate_seeds` sums as pandas does, for the derived rows).
+    """
+    table = as_long_table(data)
+    ok = table[table.status == "ok"]
+    keys = ("profile", "dataset", "method", "metric")
+    described = ("modality", "role", "category", "higher_is_better")
     values: dict[tuple, list[float]] = {}
-    info: dict[tuple, dict[str, Any]] = {}
-    for record in records:
-        if record["status"] != "ok":
-            continue
-        meta = record.get("metric_metadata") or {}
-        for metric, value in (record.get("metrics") or {}).items():
-            key = (record["profile"], record["dataset"]["name"], record["method"]["name"], metric)
-            values.setdefault(key, [])
-            if value is not None:
-                values[key].append(float(value))
-            info[key] = {
-                "modality": record["dataset"].get("modality"),
-                "role": record.get("role", "student"),
-                "category": meta.get(metric, {}).get("category", "other"),
-                "higher_is_better": meta.get(metric, {}).get("higher_is_better"),
-            }
+    info: dict[tuple, tuple] = {}
+    columns = [ok[c].tolist() for c in (*keys, *described, "value")]
+    for *fields, value in zip(*columns, strict=True):
+        key = tuple(fields[:4])
+        values.setdefault(key, [])
+        if not math.isnan(value):
+            values[key].append(value)
+        info[key] = tuple(fields[4:])
     rows = []
     for key, vals in values.items():
         array = np.asarray(vals, dtype=float)
         low, high = t_interval(array)
         rows.append(
             {
-                **dict(zip(("profile", "dataset", "method", "metric"), key, strict=True)),
-                **info[key],
+                **dict(zip(keys, key, strict=True)),
+                **dict(zip(described, info[key], strict=True)),
                 "mean": float(array.mean()) if len(array) else math.nan,
                 "std": float(array.std(ddof=1)) if len(array) > 1 else math.nan,
                 "ci95_low": low,
@@ -66,7 +77,7 @@ def aggregate(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.sort_values(["profile", "dataset", "method", "metric"], ignore_index=True)
+    return frame.sort_values(list(keys), ignore_index=True)
 
 
 def aggregate_seeds(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -92,18 +103,14 @@ def aggregate_seeds(seeds: pd.DataFrame) -> pd.DataFrame:
     return frame[COLUMNS]
 
 
-def mean_coverage(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str, str], float]:
+def mean_coverage(table: pd.DataFrame) -> dict[tuple[str, str, str, str], float]:
     """The mean over seeds of each metric's coverage (`bench.metrics.aggregate_samples`), per
-    (profile, dataset, method, metric) of the `ok` records."""
+    (profile, dataset, method, metric) of the `ok` records in the long table."""
     shares: dict[tuple[str, str, str, str], list[float]] = {}
-    for record in records:
-        if record["status"] != "ok":
-            continue
-        for metric, meta in (record.get("metric_metadata") or {}).items():
-            share = (meta or {}).get("coverage")
-            if share is not None:
-                key = (record["profile"], record["dataset"]["name"], record["method"]["name"])
-                shares.setdefault((*key, metric), []).append(float(share))
+    kept = table[(table.status == "ok") & table.coverage.notna()]
+    columns = [kept[c].tolist() for c in ("profile", "dataset", "method", "metric", "coverage")]
+    for *key, share in zip(*columns, strict=True):
+        shares.setdefault(tuple(key), []).append(share)
     return {key: float(np.mean(values)) for key, values in shares.items()}
 
 
@@ -146,21 +153,21 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_leaderboard(
-    frame: pd.DataFrame, results: Path, extras: Mapping[str, pd.DataFrame] | None = None
+    frame: pd.DataFrame, folder: Path, extras: Mapping[str, pd.DataFrame] | None = None
 ) -> tuple[Path, Path]:
-    """`results/leaderboard.csv` and `.json` (the same rows).
+    """`folder/leaderboard.csv` and `.json` (the same rows); the report's folder, beside its site.
 
-    Each of `extras` (e.g. `comparisons`) is also written to `results/<name>.csv` and stored
+    Each of `extras` (e.g. `comparisons`) is also written to `folder/<name>.csv` and stored
     under its name in the JSON file, beside `rows`.
     """
-    results.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"rows": frame.to_dict(orient="records")}
     for name, extra in {"leaderboard": frame, **(extras or {})}.items():
         # Text quoted: pandas leaves a bare carriage return in a cell unquoted, which splits the row.
         text = spreadsheet_safe(extra).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
-        write_atomic(results / f"{name}.csv", lambda handle, text=text: handle.write(text.encode()))
+        write_atomic(folder / f"{name}.csv", lambda handle, text=text: handle.write(text.encode()))
         if name != "leaderboard":
             payload[name] = extra.to_dict(orient="records")
-    json_path = results / "leaderboard.json"
+    json_path = folder / "leaderboard.json"
     write_json_atomic(json_path, payload)
-    return results / "leaderboard.csv", json_path
+    return folder / "leaderboard.csv", json_path

@@ -1,13 +1,16 @@
 """The report's pages: what a dataset page and a method page show, and a dataset's figures and
 gallery.
 
-Built from records and the statistics' frames; `bench.report.render` renders them.
+Built from records and the statistics' frames by `bench.report.compute`; nothing here writes a
+file: a figure is what it will draw (`FigureRef.draw`), and `bench.report.render` draws it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +64,15 @@ REFERENCE_DESCRIPTIONS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class FigureRef:
+    """A figure of a dataset page: its file under the site, caption, and what draws it there
+    (one of `bench.report.figures`' functions with its numbers, taking the path)."""
+
+    kind: str  # tradeoff, concepts, seeds or gallery
     file: str
     caption: str
+    draw: Callable[[Path], Path]
 
 
 @dataclass
@@ -76,12 +84,12 @@ class DatasetPage:
 
     @property
     def has_gallery(self) -> bool:
-        return any(f.file.endswith("-gallery.png") for f in self.figures)
+        return any(f.kind == "gallery" for f in self.figures)
 
     @property
     def tradeoff(self) -> FigureRef | None:
         """The accuracy vs. agreement figure with its Pareto front, which the index shows too."""
-        return next((f for f in self.figures if f.file.endswith("-tradeoff.png")), None)
+        return next((f for f in self.figures if f.kind == "tradeoff"), None)
 
 
 def first_explainers(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
@@ -107,11 +115,12 @@ def dataset_figures(
     seeds: pd.DataFrame,
     records: list[dict[str, Any]],
     results: Path,
-    out: Path,
     profile: str,
     dataset: str,
     explainer: str | None,
 ) -> list[FigureRef]:
+    """The figures of one dataset's page, with the numbers they show; the gallery's maps are read
+    from `results` here."""
     part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
     order = method_order(part.method.unique())
     roles = part.groupby("method")["role"].first()
@@ -139,21 +148,16 @@ def dataset_figures(
         means = [float(f["mean"]) for f in floors if f is not None and pd.notna(f["mean"])]
         floor = max(means) if means else None
         if points:
-            figures.tradeoff_plot(
-                points,
-                agreement,
-                "accuracy",
-                out / f"{stem}-tradeoff.png",
-                floor_x=floor,
-            )
             front = ", ".join(p.name for p in figures.pareto_front(
                 [p for p in points if p.role == "student"]))  # fmt: skip
             made.append(
                 FigureRef(
-                    f"{stem}-tradeoff.png",
+                    "tradeoff",
+                    f"{stem}-tradeoff.svg",
                     f"Accuracy vs. explanation agreement ({agreement}), means with 95 % CI "
                     f"half-widths; the line joins the students no other student beats on both "
                     f"(Pareto front: {front}).",
+                    partial(figures.tradeoff_plot, points, agreement, "accuracy", floor_x=floor),
                 )
             )
 
@@ -161,19 +165,20 @@ def dataset_figures(
         rows = [(m, mean_row(part, m, "concept_detectors")) for m in order]
         rows = [(m, r) for m, r in rows if r is not None and not pd.isna(r["mean"])]
         if rows:
-            figures.bar_chart(
-                [m for m, _ in rows],
-                [float(r["mean"]) for _, r in rows],
-                [half_width(r) for _, r in rows],
-                [str(roles[m]) for m, _ in rows],
-                "concept detectors (units)",
-                out / f"{stem}-concepts.png",
-                metric="concept_detectors",
-            )
             made.append(
                 FigureRef(
-                    f"{stem}-concepts.png",
+                    "concepts",
+                    f"{stem}-concepts.svg",
                     "Concept detectors per model (network dissection), means with 95 % CI.",
+                    partial(
+                        figures.bar_chart,
+                        [m for m, _ in rows],
+                        [float(r["mean"]) for _, r in rows],
+                        [half_width(r) for _, r in rows],
+                        [str(roles[m]) for m, _ in rows],
+                        "concept detectors (units)",
+                        metric="concept_detectors",
+                    ),
                 )
             )
 
@@ -182,26 +187,28 @@ def dataset_figures(
     ]
     if not spread.empty:
         names = [m for m in order if m in set(spread.method)]
-        figures.strip_plot(
-            names,
-            [spread[spread.method == m].sort_values("seed").value.tolist() for m in names],
-            [str(roles[m]) for m in names],
-            "accuracy",
-            out / f"{stem}-seeds.png",
-        )
+        values = [spread[spread.method == m].sort_values("seed").value.tolist() for m in names]
         made.append(
-            FigureRef(f"{stem}-seeds.png", "Accuracy of every seed (dots) and its mean (bar).")
+            FigureRef(
+                "seeds",
+                f"{stem}-seeds.svg",
+                "Accuracy of every seed (dots) and its mean (bar).",
+                partial(
+                    figures.strip_plot, names, values, [str(roles[m]) for m in names], "accuracy"
+                ),
+            )
         )
 
     gallery = _gallery(records, results, profile, dataset, order)
     if gallery is not None:
         inputs, rows, explainer_name = gallery
-        figures.gallery(inputs, rows, explainer_name, out / f"{stem}-gallery.png")
         made.append(
             FigureRef(
-                f"{stem}-gallery.png",
+                "gallery",
+                f"{stem}-gallery.svg",
                 f"{explainer_name} attributions of the teacher and each student (lowest seed) on "
                 "the first explained test images; each map scaled to its own largest magnitude.",
+                partial(figures.gallery, inputs, rows, explainer_name),
             )
         )
     return made
@@ -283,26 +290,31 @@ def _flatten(params: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix.rstrip("."), str(params))]
 
 
-def _describe(name: str, method: dict[str, Any], role: str, catalogue: Catalogue) -> str:
+# The catalogue, asked for only when a record does not describe its row: building it imports the
+# registries (torch) when its cache is cold, which a report of recent records never needs.
+CatalogueSource = Callable[[], Catalogue]
+
+
+def _describe(name: str, method: dict[str, Any], role: str, catalogue: CatalogueSource) -> str:
     """The record's description of its row (records written before descriptions were: the
     catalogue's, for a method it still holds)."""
     if name in REFERENCE_DESCRIPTIONS and role != "student":
         return REFERENCE_DESCRIPTIONS[name]
     if isinstance(method.get("description"), str):
         return method["description"]
-    base = method.get("base")
-    return catalogue.methods[base].description if base in catalogue.methods else ""
+    base, methods = method.get("base"), catalogue().methods
+    return methods[base].description if base in methods else ""
 
 
-def _family(method: dict[str, Any], role: str, catalogue: Catalogue) -> str:
+def _family(method: dict[str, Any], role: str, catalogue: CatalogueSource) -> str:
     """The record's family (records before families existed: the catalogue's)."""
     if role != "student":
         return "reference"
     family = method.get("family")
     if family in FAMILIES:
         return str(family)
-    base = method.get("base")
-    return catalogue.methods[base].family if base in catalogue.methods else "other"
+    base, methods = method.get("base"), catalogue().methods
+    return methods[base].family if base in methods else "other"
 
 
 def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]]]:
@@ -315,8 +327,9 @@ def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]
     ]
 
 
-def method_pages(records: list[dict[str, Any]], catalogue: Catalogue) -> list[MethodPage]:
-    """One page per leaderboard row name, from the records' `method` objects and provenance."""
+def method_pages(records: list[dict[str, Any]], catalogue: CatalogueSource) -> list[MethodPage]:
+    """One page per leaderboard row name, from the records' `method` objects and provenance;
+    `catalogue` is called only for a row whose records do not describe it."""
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         if isinstance(record.get("method"), dict) and "name" in record["method"]:

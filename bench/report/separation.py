@@ -16,10 +16,10 @@ detectors) must simply be better. A metric separates when some control row passe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any
 
 import pandas as pd
+
+from bench.results.table import Records, as_long_table
 
 CHECKED_CATEGORIES = ("quantus_", "dissection")
 COLUMNS = [
@@ -31,21 +31,21 @@ Z_MIN = 2.0
 
 
 def _checked(category: str | None) -> bool:
-    return bool(category) and category.startswith(CHECKED_CATEGORIES)
+    return isinstance(category, str) and category.startswith(CHECKED_CATEGORIES)
 
 
-def _entry(record: dict[str, Any], metric: str) -> tuple[float, float] | None:
-    """(value, squared standard error) of `metric` in `record`, or None if it has no value."""
-    value = (record.get("metrics") or {}).get(metric)
-    if value is None or not math.isfinite(value):
+Entry = tuple[float, float]  # (value, squared standard error)
+
+
+def _entry(value: float, sample_sd: float, n_scored: float) -> Entry | None:
+    """(value, squared standard error) of one metric of one record, or None if it has no value."""
+    if not math.isfinite(value):
         return None
-    meta = (record.get("metric_metadata") or {}).get(metric) or {}
-    sd, n = meta.get("sample_sd"), meta.get("n_scored")
-    variance = sd * sd / n if sd is not None and n else 0.0
-    return float(value), variance
+    known = pd.notna(sample_sd) and pd.notna(n_scored) and n_scored != 0
+    return value, sample_sd * sample_sd / n_scored if known else 0.0
 
 
-def _z(teacher: tuple[float, float], control: tuple[float, float], higher: bool) -> float:
+def _z(teacher: Entry, control: Entry, higher: bool) -> float:
     """The teacher's advantage over the control in standard errors (inf for exact counts)."""
     gain = teacher[0] - control[0] if higher else control[0] - teacher[0]
     se = math.sqrt(teacher[1] + control[1])
@@ -54,34 +54,46 @@ def _z(teacher: tuple[float, float], control: tuple[float, float], higher: bool)
     return gain / se
 
 
-def separation_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (profile, dataset, metric) checked: whether it separates, and by how much."""
-    teachers: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    controls: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
-    for record in records:
-        if record.get("status") != "ok":
-            continue
-        key = (record["profile"], record["dataset"]["name"])
-        seed = int(record["seed"])
-        if record.get("role") == "teacher":
-            teachers.setdefault(key, {})[seed] = record
-        elif record.get("role") == "control":
-            row = record["method"]["name"]
-            controls.setdefault(key, {}).setdefault(row, {})[seed] = record
+def separation_table(data: Records | pd.DataFrame) -> pd.DataFrame:
+    """One row per (profile, dataset, metric) checked: whether it separates, and by how much.
+
+    `data`: records, or their long table (`bench.results.table`). The metrics checked, their
+    category and direction are those of the dataset's first teacher record.
+    """
+    table = as_long_table(data)
+    ok = table[(table.status == "ok") & table.role.isin(["teacher", "control"])]
+    # (profile, dataset) → teacher seed → metric → entry, in record order; the first teacher
+    # record's metrics with their metadata; (profile, dataset) → control row → seed → metrics.
+    teachers: dict[tuple[str, str], dict[int, dict[str, Entry | None]]] = {}
+    metadata: dict[tuple[str, str], dict[str, tuple[str, bool | None]]] = {}
+    first: dict[tuple[str, str], int] = {}
+    controls: dict[tuple[str, str], dict[str, dict[int, dict[str, Entry | None]]]] = {}
+    columns = ("record", "profile", "dataset", "method", "role", "seed", "metric", "category",
+               "higher_is_better", "value", "sample_sd", "n_scored")  # fmt: skip
+    for record, profile, dataset, row, role, seed, metric, category, higher, value, sd, n in zip(
+        *(ok[c].tolist() for c in columns), strict=True
+    ):
+        key = (profile, dataset)
+        if role == "teacher":
+            # A later record of the same seed replaces an earlier one, as a dict of records would.
+            by_metric = teachers.setdefault(key, {}).setdefault(seed, {})
+            if first.setdefault(key, record) == record:
+                metadata.setdefault(key, {})[metric] = (category, higher)
+        else:
+            by_metric = controls.setdefault(key, {}).setdefault(row, {}).setdefault(seed, {})
+        by_metric[metric] = _entry(value, sd, n)
     rows = []
     for key, by_seed in sorted(teachers.items()):
-        metadata = next(iter(by_seed.values())).get("metric_metadata") or {}
-        for metric, meta in sorted(metadata.items()):
-            if not _checked(meta.get("category")) or meta.get("higher_is_better") is None:
+        for metric, (category, higher) in sorted(metadata.get(key, {}).items()):
+            if not _checked(category) or higher is None or pd.isna(higher):
                 continue
             best: tuple[float, str | None] = (-math.inf, None)
             for row, control_seeds in sorted(controls.get(key, {}).items()):
                 zs = []
-                for seed, teacher in by_seed.items():
-                    ours = _entry(teacher, metric)
-                    theirs = _entry(control_seeds.get(seed, {}), metric)
-                    if ours is not None and theirs is not None:
-                        zs.append(_z(ours, theirs, bool(meta["higher_is_better"])))
+                for seed, ours in by_seed.items():
+                    theirs = control_seeds.get(seed, {}).get(metric)
+                    if ours.get(metric) is not None and theirs is not None:
+                        zs.append(_z(ours[metric], theirs, bool(higher)))
                 if len(zs) == len(by_seed) and min(zs) > best[0]:
                     best = (min(zs), row)
             if best[1] is None:
@@ -91,7 +103,7 @@ def separation_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                     "profile": key[0],
                     "dataset": key[1],
                     "metric": metric,
-                    "category": meta.get("category"),
+                    "category": category,
                     "separates": best[0] > Z_MIN,
                     "control": best[1],
                     "teacher_seeds": len(by_seed),

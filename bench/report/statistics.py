@@ -1,7 +1,8 @@
 """Paired tests, ranks, average ranks and floors: whether a difference on the leaderboard is real.
 
 The per-seed values of every run are the raw material (`seed_values`); the leaderboard's means and
-intervals come from `bench.report.leaderboard.aggregate`. A referee asks of every "A beats B" whether it
+intervals come from `bench.report.leaderboard.aggregate`; both are cut from the records' one long
+table (`bench.results.table`). A referee asks of every "A beats B" whether it
 survives a test that does not lean on assumptions a handful of seeds cannot check, so every
 decision here (an outcome, a rank, a claim's verdict in `bench.report.claims`) comes from a paired
 **sign-flip test** of the per-seed differences, corrected for multiplicity with **Holm**, and never
@@ -55,7 +56,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -63,6 +64,8 @@ import pandas as pd
 from scipy import stats
 
 from bench.core.vocabulary import BASELINES
+from bench.report.leaderboard import t_quantile
+from bench.results.table import Records, as_long_table
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ ALPHA = 0.05
 EXACT_MAX_N = 16
 MONTE_CARLO_PATTERNS = 100_000
 MONTE_CARLO_SEED = 0
+MONTE_CARLO_CHUNK = 10_000
 POWER = 0.8
 POWER_CAP = 10_000
 EXCESS_SUFFIX = "_excess"
@@ -93,46 +97,19 @@ EXCESS_CATEGORY = "explanation_excess"
 TIE_TOLERANCE = 1e-9
 
 
-def _teacher_seed(record: dict[str, Any]) -> int | None:
-    teacher = record.get("teacher")
-    seed = teacher.get("seed") if isinstance(teacher, dict) else None
-    return None if seed is None else int(seed)
-
-
-def seed_values(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def seed_values(data: Records | pd.DataFrame) -> pd.DataFrame:
     """One row per (run, metric) of the `ok` records: the raw per-seed values (nulls dropped).
 
+    `data`: records, or their long table (`bench.results.table`), which the report builds once.
     `teacher_seed` is the seed of the teacher the run used (`record["teacher"]["seed"]`, a
     nullable integer), so that paired comparisons can refuse to pair students of different
     teachers.
     """
-    rows = []
-    for record in records:
-        if record["status"] != "ok":
-            continue
-        meta = record.get("metric_metadata") or {}
-        teacher_seed = _teacher_seed(record)
-        for metric, value in (record.get("metrics") or {}).items():
-            if value is None:
-                continue
-            rows.append(
-                {
-                    "profile": record["profile"],
-                    "dataset": record["dataset"]["name"],
-                    "modality": record["dataset"].get("modality"),
-                    "method": record["method"]["name"],
-                    "role": record.get("role", "student"),
-                    "metric": metric,
-                    "category": meta.get(metric, {}).get("category", "other"),
-                    "higher_is_better": meta.get(metric, {}).get("higher_is_better"),
-                    "seed": int(record["seed"]),
-                    "teacher_seed": teacher_seed,
-                    "value": float(value),
-                }
-            )
-    frame = pd.DataFrame(rows, columns=SEED_COLUMNS)
-    frame["teacher_seed"] = frame["teacher_seed"].astype("Int64")
-    return frame
+    table = as_long_table(data)
+    kept = table[(table.status == "ok") & table.value.notna()]
+    # Types as if built from these rows alone: a direction that is None only in rows dropped here
+    # leaves the column boolean.
+    return kept[SEED_COLUMNS].reset_index(drop=True).infer_objects()
 
 
 def _optional_int(value: Any) -> int | None:
@@ -147,6 +124,24 @@ def _all_signs(n: int) -> np.ndarray:
     """Every sign pattern of n differences, (2^n, n); row 0 (all +1) is the observed one."""
     codes = np.arange(2**n, dtype=np.int64)[:, None]
     signs = 1.0 - 2.0 * ((codes >> np.arange(n)) & 1)
+    signs.setflags(write=False)
+    return signs
+
+
+@functools.lru_cache(maxsize=8)
+def _drawn_signs(n: int) -> np.ndarray:
+    """The Monte Carlo sign patterns of n differences, (100 000, n) as int8 ±1.
+
+    Drawn from a generator seeded with `MONTE_CARLO_SEED` in chunks of `MONTE_CARLO_CHUNK`, so
+    they are the same for every test of n pairs: drawing them once per n instead of once per test
+    is what keeps thousands of comparisons of 17+ seeds in seconds. They take n × 100 KB.
+    """
+    rng = np.random.default_rng(MONTE_CARLO_SEED)
+    chunks = []
+    for start in range(0, MONTE_CARLO_PATTERNS, MONTE_CARLO_CHUNK):
+        size = min(MONTE_CARLO_CHUNK, MONTE_CARLO_PATTERNS - start)
+        chunks.append((1 - 2 * rng.integers(0, 2, size=(size, n))).astype(np.int8))
+    signs = np.concatenate(chunks)
     signs.setflags(write=False)
     return signs
 
@@ -190,11 +185,9 @@ def sign_flip_pvalues(
                 means, observed[start : start + step], tol[start : start + step], alternative
             )
         return hits / len(signs), "exact"
-    rng = np.random.default_rng(MONTE_CARLO_SEED)
-    chunk = 10_000
-    for start in range(0, MONTE_CARLO_PATTERNS, chunk):
-        size = min(chunk, MONTE_CARLO_PATTERNS - start)
-        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, n))
+    drawn = _drawn_signs(n)
+    for start in range(0, MONTE_CARLO_PATTERNS, MONTE_CARLO_CHUNK):
+        signs = drawn[start : start + MONTE_CARLO_CHUNK].astype(float)
         hits += _hits(diffs @ signs.T / n, observed, tol, alternative)
     return (hits + 1) / (MONTE_CARLO_PATTERNS + 1), "monte_carlo"
 
@@ -319,12 +312,6 @@ def _search_seeds(dz: float, start: int, power: float, alpha: float, cap: int) -
 # --- paired comparisons ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1024)
-def _t_quantile(df: int, level: float = 0.95) -> float:
-    """Student-t quantile for a `level` two-sided interval; scipy's ppf costs ~0.3 ms a call."""
-    return float(stats.t.ppf(0.5 + level / 2, df))
-
-
 def paired_values(
     method: Mapping[int, float],
     baseline: Mapping[int, float],
@@ -342,6 +329,41 @@ def paired_values(
     seeds = [s for s in common if s not in set(mismatched)]
     diffs = np.asarray([method[s] - baseline[s] for s in seeds], dtype=float)
     return seeds, diffs, mismatched
+
+
+def _summary(
+    seeds: list[int], diffs: np.ndarray, mismatched: list[int], margin: float, power: bool
+) -> dict[str, Any]:
+    """`paired_difference`'s statistics of the differences `diffs`, all but the p-value."""
+    result: dict[str, Any] = {
+        "n": len(seeds),
+        "seeds": " ".join(str(s) for s in seeds),
+        "teacher_mismatch": len(mismatched),
+        "mean_diff": float(diffs.mean()) if len(diffs) else math.nan,
+        "std_diff": math.nan,
+        "ci95_low": math.nan,
+        "ci95_high": math.nan,
+        "cohens_dz": math.nan,
+        "p_value": math.nan,
+        "p_method": "",
+        "seeds_for_80_power": math.nan,
+    }
+    if len(diffs) < 2:
+        return result
+    sd = float(diffs.std(ddof=1))
+    if sd <= TIE_TOLERANCE * float(np.abs(diffs).max()):
+        # The same difference on every seed up to rounding (0.65 − 0.6 ≠ 0.55 − 0.5 in floats):
+        # call it what it is, so that no d_z of 10^15 or interval of 10^-17 comes out of noise.
+        sd = 0.0
+    result["std_diff"] = sd
+    # `bench.report.leaderboard.t_interval`'s formula.
+    half = t_quantile(len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    result["ci95_low"], result["ci95_high"] = result["mean_diff"] - half, result["mean_diff"] + half
+    if sd > 0:
+        result["cohens_dz"] = result["mean_diff"] / sd
+        if power:
+            result["seeds_for_80_power"] = seeds_for_power((result["mean_diff"] + margin) / sd)
+    return result
 
 
 def paired_difference(
@@ -364,36 +386,10 @@ def paired_difference(
     `power=False` leaves that column NaN for callers that compute it in bulk.
     """
     seeds, diffs, mismatched = paired_values(method, baseline, method_teachers, baseline_teachers)
-    result: dict[str, Any] = {
-        "n": len(seeds),
-        "seeds": " ".join(str(s) for s in seeds),
-        "teacher_mismatch": len(mismatched),
-        "mean_diff": float(diffs.mean()) if len(diffs) else math.nan,
-        "std_diff": math.nan,
-        "ci95_low": math.nan,
-        "ci95_high": math.nan,
-        "cohens_dz": math.nan,
-        "p_value": math.nan,
-        "p_method": "",
-        "seeds_for_80_power": math.nan,
-    }
-    if len(diffs) < 2:
-        return result
-    sd = float(diffs.std(ddof=1))
-    if sd <= TIE_TOLERANCE * float(np.abs(diffs).max()):
-        # The same difference on every seed up to rounding (0.65 − 0.6 ≠ 0.55 − 0.5 in floats):
-        # call it what it is, so that no d_z of 10^15 or interval of 10^-17 comes out of noise.
-        sd = 0.0
-    result["std_diff"] = sd
-    # `bench.report.leaderboard.t_interval`'s formula, with the quantile cached per n.
-    half = _t_quantile(len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    result["ci95_low"], result["ci95_high"] = result["mean_diff"] - half, result["mean_diff"] + half
-    p, p_method = sign_flip_pvalues((diffs + margin)[None, :], alternative)
-    result["p_value"], result["p_method"] = float(p[0]), p_method
-    if sd > 0:
-        result["cohens_dz"] = result["mean_diff"] / sd
-        if power:
-            result["seeds_for_80_power"] = seeds_for_power((result["mean_diff"] + margin) / sd)
+    result = _summary(seeds, diffs, mismatched, margin, power)
+    if len(diffs) >= 2:
+        p, p_method = sign_flip_pvalues((diffs + margin)[None, :], alternative)
+        result["p_value"], result["p_method"] = float(p[0]), p_method
     return result
 
 
@@ -429,14 +425,16 @@ def student_values(
     """
     values: dict[tuple[str, str, str], dict[str, tuple[SeedMap, TeacherMap]]] = {}
     students = seeds[seeds.role == "student"]
-    columns = ["profile", "dataset", "method", "metric", "seed", "teacher_seed", "value"]
-    for profile, dataset, method, metric, seed, teacher, value in students[columns].itertuples(
-        index=False
+    columns = ["profile", "dataset", "method", "metric", "seed", "value"]
+    # Teacher seeds as int or None in one pass (NaN is the one value unequal to itself).
+    teachers = [None if t != t else int(t) for t in students.teacher_seed.astype(float).tolist()]
+    for profile, dataset, method, metric, seed, value, teacher in zip(
+        *(students[c].tolist() for c in columns), teachers, strict=True
     ):
         by_method = values.setdefault((profile, dataset, metric), {})
         seed_map, teacher_map = by_method.setdefault(method, ({}, {}))
         seed_map[int(seed)] = float(value)
-        teacher_map[int(seed)] = _optional_int(teacher)
+        teacher_map[int(seed)] = teacher
     info = {
         (row.profile, row.dataset, row.metric): (row.modality, row.category, row.higher_is_better)
         for row in students.drop_duplicates(["profile", "dataset", "metric"]).itertuples(
@@ -456,6 +454,9 @@ def compare(seeds: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None)
     """
     values, info = student_values(seeds)
     rows = []
+    # Rows to test, by number of pairs: each group is tested in one call (`sign_flip_pvalues`),
+    # so that the Monte Carlo patterns of 17+ pairs are multiplied once per group, not per row.
+    tested: dict[int, list[tuple[int, np.ndarray]]] = {}
     for (profile, dataset, metric), by_method in sorted(values.items()):
         wanted = pairs or [
             (m, b) for b in BASELINES if b in by_method for m in sorted(by_method) if m != b
@@ -464,15 +465,11 @@ def compare(seeds: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None)
             if method not in by_method or baseline not in by_method:
                 continue
             (ours, our_teachers), (theirs, their_teachers) = by_method[method], by_method[baseline]
-            result = paired_difference(
-                ours,
-                theirs,
-                method_teachers=our_teachers,
-                baseline_teachers=their_teachers,
-                power=False,
-            )
-            if result["n"] == 0:
+            seeds_of, diffs, mismatched = paired_values(ours, theirs, our_teachers, their_teachers)
+            if not seeds_of:
                 continue
+            if len(diffs) >= 2:
+                tested.setdefault(len(diffs), []).append((len(rows), diffs))
             modality, category, hib = info[profile, dataset, metric]
             rows.append(
                 {
@@ -484,9 +481,13 @@ def compare(seeds: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None)
                     "metric": metric,
                     "category": category,
                     "higher_is_better": hib,
-                    **result,
+                    **_summary(seeds_of, diffs, mismatched, margin=0.0, power=False),
                 }
             )
+    for group in tested.values():
+        p, p_method = sign_flip_pvalues(np.stack([diffs for _, diffs in group]))
+        for (position, _), value in zip(group, p, strict=True):
+            rows[position].update(p_value=float(value), p_method=p_method)
     table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     if table.empty:
         return table

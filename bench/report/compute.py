@@ -1,0 +1,201 @@
+"""What the report shows, computed from the records: every table and every figure's numbers.
+
+`compute` reads the records once (`bench.results.records.iter_records`), flattens them once
+(`bench.results.table.long_table`) and derives the statistics' frames from that table; it writes
+nothing. `bench.report.render` turns its `ReportData` into the site and the exports, so that what
+the report says and where it is written are separate questions, and the numbers can be checked
+without a site (`tests/test_reference_tables.py` rebuilds the committed reference tables).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.core.errors import BenchError
+from bench.plan.catalogue import Catalogue, load_catalogue
+from bench.report.claims import claims_table, evaluate_all
+from bench.report.headline import SummaryTable, track_summaries
+from bench.report.leaderboard import aggregate, aggregate_seeds, mean_coverage
+from bench.report.pages import (
+    DatasetPage,
+    FigureRef,
+    MethodPage,
+    dataset_figures,
+    first_explainers,
+    method_pages,
+)
+from bench.report.reference import environment_differences, merge_with_reference
+from bench.report.separation import not_separating, separation_table
+from bench.report.statistics import (
+    average_ranks,
+    ci_ranks,
+    compare,
+    explanation_excess,
+    seed_values,
+)
+from bench.report.tables import (
+    Column,
+    Table,
+    claim_rows,
+    comparison_tables,
+    leaderboard_table,
+    rank_table,
+    table_columns,
+)
+from bench.results.records import iter_records
+from bench.results.table import long_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Track:
+    """One (profile, modality) section of the index: average ranks and a table per dataset."""
+
+    profile: str
+    modality: str
+    ranks: Table | None
+    tables: list[Table]
+    tradeoffs: list[tuple[str, str, FigureRef]]  # (dataset, its page, its trade-off figure)
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the site and its exports hold, before anything is written.
+
+    The frames are the exports (`leaderboard.csv` and the others, `render.EXPORTS`); the rest is
+    what the pages show, already cut into tables, figures (with their numbers) and page models.
+    """
+
+    leaderboard: pd.DataFrame  # per (profile, dataset, method, metric), ranked
+    comparisons: pd.DataFrame
+    average_ranks: pd.DataFrame
+    claims: pd.DataFrame
+    separation: pd.DataFrame
+    tracks: list[Track]
+    pages: list[DatasetPage]
+    summaries: list[SummaryTable]
+    claim_panel: list[dict[str, Any]]
+    methods: list[MethodPage]
+    metrics: list[Column]
+    problems: list[dict[str, Any]]  # the records of runs that failed, diverged or were skipped
+    n_records: int
+    reference: Path | None = None
+    differences: tuple[str, ...] = ()
+
+
+def _descriptions(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
+    """Metric → description: the first record's that has the metric; an `_excess` metric says
+    what its base measures and what is subtracted."""
+    first = table.drop_duplicates("metric")
+    descriptions = {
+        metric: text if isinstance(text, str) else ""
+        for metric, text in zip(first.metric.tolist(), first.description.tolist(), strict=True)
+    }
+    for name in metrics:
+        base = name.removesuffix("_excess")
+        if base != name and base in descriptions:
+            descriptions[name] = (
+                f"{descriptions[base]} Minus the strongest control row's value on the same "
+                "teacher seed (the floor): above 0 beats every control."
+            )
+    return descriptions
+
+
+def compute(
+    results: Path,
+    profile: str | None = None,
+    reference: Path | None = None,
+    catalogue: Catalogue | None = None,
+) -> ReportData:
+    """The report of the records under `<results>/runs` (of one profile, if given).
+
+    With `reference` (a reference result set), its records fill the leaderboard, the user's
+    replace those of the same run, the user's rows are marked, and environments that differ are
+    named (`bench.report.reference`). `catalogue` (default: the cached one,
+    `bench.plan.catalogue`) describes the methods of records written before records described
+    them; it is loaded only if some record needs it, since building it imports torch.
+    """
+    records = list(iter_records(results, profile))
+    yours: set[tuple[str, str, str]] = set()
+    differences: list[str] = []
+    if reference is not None:
+        theirs = list(iter_records(reference, profile))
+        if not theirs:
+            raise BenchError(f"no readable records under {reference}/runs to compare with")
+        differences = environment_differences(records, theirs)
+        for line in differences:
+            log.warning("your runs and the reference differ in %s", line)
+        records, yours = merge_with_reference(records, theirs)
+    table = long_table(records)
+    frame = aggregate(table)
+    seeds = seed_values(table)
+    # Explanation agreement above the strongest control floor: rows derived from the seed values,
+    # aggregated, ranked and compared like the metrics read from the records.
+    excess = explanation_excess(seeds)
+    if not excess.empty:
+        seeds = pd.concat([seeds, excess], ignore_index=True)
+        frame = pd.concat([frame, aggregate_seeds(excess)], ignore_index=True).sort_values(
+            ["profile", "dataset", "method", "metric"], ignore_index=True
+        )
+    ranked = ci_ranks(frame, seeds)
+    comparisons = compare(seeds)
+    averages = average_ranks(ranked, seeds)
+    verdicts = evaluate_all(seeds)
+    separation = separation_table(table)
+    flagged = not_separating(separation)
+    coverage = mean_coverage(table)
+    explainers = first_explainers(records)
+    descriptions = _descriptions(table, list(ranked.metric.unique()))
+
+    tracks = []
+    pages = []
+    keys = ranked[["profile", "modality", "dataset"]].drop_duplicates()
+    for (p, modality), part in keys.groupby(["profile", "modality"], sort=True):
+        track_pages = []
+        for dataset in sorted(part.dataset):
+            board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, yours)
+            explainer = explainers.get((p, dataset))
+            figs = dataset_figures(ranked, seeds, records, results, p, dataset, explainer)
+            track_pages.append(
+                DatasetPage(
+                    board, figs, comparison_tables(comparisons, p, dataset, explainer), explainer
+                )
+            )
+        pages += track_pages
+        tracks.append(
+            Track(
+                str(p),
+                str(modality),
+                rank_table(ranked, averages, p, modality, descriptions),
+                [page.table for page in track_pages],
+                [(pg.table.dataset, pg.table.page, pg.tradeoff)
+                 for pg in track_pages if pg.tradeoff],
+            )
+        )  # fmt: skip
+    # Tabular first, then image: the order of DESIGN's tracks.
+    tracks.sort(key=lambda t: (t.profile, t.modality != "tabular", t.modality))
+    source = (lambda: catalogue) if catalogue is not None else functools.cache(load_catalogue)
+    return ReportData(
+        leaderboard=ranked,
+        comparisons=comparisons,
+        average_ranks=averages,
+        claims=claims_table(verdicts),
+        separation=separation,
+        tracks=tracks,
+        pages=pages,
+        summaries=track_summaries(ranked, comparisons),
+        claim_panel=claim_rows(verdicts),
+        methods=method_pages(records, source),
+        metrics=table_columns(ranked, descriptions) if not ranked.empty else [],
+        problems=[r for r in records if r["status"] in ("failed", "diverged", "skipped")],
+        n_records=len(records),
+        reference=reference,
+        differences=tuple(differences),
+    )

@@ -1,0 +1,87 @@
+"""Records as one long table: a row per (record, metric), the one place records become rows.
+
+The report reads records once (`bench.results.records.iter_records`) and flattens them here;
+its per-seed values, leaderboard aggregates, coverage and separation check are all cut from this
+table, so that no two of them can read a record differently (which metrics count, what a missing
+direction or teacher seed means). A row holds the record's identity (its position among the
+records, profile, dataset, row, role, status, seed, teacher seed) and one metric: its value (NaN
+for null) and the metadata the report uses (category, direction, description, coverage and the
+per-sample spread behind it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+Records = Iterable[Mapping[str, Any]]
+
+COLUMNS = [
+    "record", "profile", "dataset", "modality", "method", "role", "status", "seed",
+    "teacher_seed", "metric", "category", "higher_is_better", "description", "value",
+    "coverage", "sample_sd", "n_scored",
+]  # fmt: skip
+
+
+def teacher_seed(record: Mapping[str, Any]) -> int | None:
+    """The seed of the teacher the run learned from (`record["teacher"]["seed"]`); None for a
+    teacher row, a record written before teachers had seeds, or a teacher named by key only."""
+    teacher = record.get("teacher")
+    seed = teacher.get("seed") if isinstance(teacher, dict) else None
+    return None if seed is None else int(seed)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def long_table(records: Records) -> pd.DataFrame:
+    """One row per metric of every record (any status), in the records' order.
+
+    `record` is the record's position in `records`, so that a row leads back to its record;
+    `teacher_seed` is a nullable integer; `value`, `coverage`, `sample_sd` and `n_scored` are
+    floats, NaN where the record holds null or nothing. A metric with no metadata has category
+    `other` and no direction (None), as the statistics read it.
+    """
+    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+    for index, record in enumerate(records):
+        metrics = record.get("metrics") or {}
+        metadata = record.get("metric_metadata") or {}
+        identity = {
+            "record": index,
+            "profile": record["profile"],
+            "dataset": record["dataset"]["name"],
+            "modality": record["dataset"].get("modality"),
+            "method": record["method"]["name"],
+            "role": record.get("role", "student"),
+            "status": record["status"],
+            "seed": int(record["seed"]),
+            "teacher_seed": teacher_seed(record),
+        }
+        for metric, value in metrics.items():
+            meta = metadata.get(metric) or {}
+            for name, cell in identity.items():
+                columns[name].append(cell)
+            columns["metric"].append(metric)
+            columns["category"].append(meta.get("category", "other"))
+            columns["higher_is_better"].append(meta.get("higher_is_better"))
+            columns["description"].append(meta.get("description", ""))
+            columns["value"].append(_number(value))
+            columns["coverage"].append(_number(meta.get("coverage")))
+            columns["sample_sd"].append(_number(meta.get("sample_sd")))
+            columns["n_scored"].append(_number(meta.get("n_scored")))
+    frame = pd.DataFrame(columns, columns=COLUMNS)
+    frame["teacher_seed"] = frame["teacher_seed"].astype("Int64")
+    return frame
+
+
+def as_long_table(data: Records | pd.DataFrame) -> pd.DataFrame:
+    """`data` when it is a long table already, else the long table of the records in it.
+
+    The report flattens its records once and hands the table on; a caller holding records (a
+    test, a script) passes them as they are.
+    """
+    return data if isinstance(data, pd.DataFrame) else long_table(data)
