@@ -23,7 +23,7 @@ from bench.core.atomic import write_json_atomic
 from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.catalogue import CACHE_ENV
 from bench.plan.planner import Selection, make_plan
-from bench.run.stages import RunOptions, Stages
+from bench.run.context import RunOptions, SuiteContext
 
 HEAVY = ("torch", "captum", "quantus", "lightgbm")
 
@@ -36,16 +36,16 @@ def finished_default(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     root = tmp_path_factory.mktemp("cli")
     results = root / "results"
     plan = make_plan(Selection(profile="default"))
-    stages = Stages(plan.profile, RunOptions(results=results, device=torch.device("cpu")))
+    ctx = SuiteContext(plan.profile, RunOptions(results=results, device=torch.device("cpu")))
     for spec in plan.runs:
-        write_json_atomic(stages.path_of(spec), finished_record(stages, spec))
+        write_json_atomic(ctx.path_of(spec), finished_record(ctx, spec))
     for teacher in plan.teachers:
         for row in REFERENCE_ROWS:
             reference = {
-                **finished_record(stages, plan.runs[0]),
+                **finished_record(ctx, plan.runs[0]),
                 "run_id": plan.reference_ids[teacher.key],
             }
-            write_json_atomic(stages.reference_path(teacher, row), reference)
+            write_json_atomic(ctx.reference_path(teacher, row), reference)
     env = {**os.environ, CACHE_ENV: str(root / "cache")}
     subprocess.run([sys.executable, "-m", "bench", "list", "methods"], env=env, check=True,
                    capture_output=True)  # fmt: skip

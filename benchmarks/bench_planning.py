@@ -20,16 +20,17 @@ from bench.core.atomic import write_json_atomic
 from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.planner import Selection, make_plan
 from bench.results.records import record_path
-from bench.run.runner import SuiteRunner
-from bench.run.stages import RunOptions, Stages
+from bench.run.context import RunOptions, SuiteContext
+from bench.run.runner import run_suite
+from bench.run.student_stage import student_record
 
 registry.load_plugins()
 RUNS = 1000
 EPOCHS = 60
 
 
-def finished_record(stages: Stages, spec) -> dict:
-    record = stages.student_record(spec, None)
+def finished_record(ctx: SuiteContext, spec) -> dict:
+    record = student_record(ctx, spec, None)
     metrics = {f"metric_{i}": 0.5 + i / 100 for i in range(40)}
     record.update(
         status="ok",
@@ -64,14 +65,14 @@ def finished_suite(tmp_path_factory):
     plan = make_plan(selection)
     assert len(plan.runs) >= RUNS
     options = RunOptions(results=results, device=torch.device("cpu"))
-    stages = Stages(plan.profile, options)
+    ctx = SuiteContext(plan.profile, options)
     for spec in plan.runs:
-        write_json_atomic(stages.path_of(spec), finished_record(stages, spec))
+        write_json_atomic(ctx.path_of(spec), finished_record(ctx, spec))
     for spec in plan.teachers:
         for row in REFERENCE_ROWS:
             path = record_path(results, plan.profile.name, spec.dataset, row, spec.seed)
             reference = {
-                **finished_record(stages, plan.runs[0]),
+                **finished_record(ctx, plan.runs[0]),
                 "run_id": plan.reference_ids[spec.key],
             }
             write_json_atomic(path, reference)
@@ -79,7 +80,7 @@ def finished_suite(tmp_path_factory):
 
 
 def plan_and_skip(selection: Selection, options: RunOptions):
-    return SuiteRunner(make_plan(selection), options).run()
+    return run_suite(make_plan(selection), options)
 
 
 @pytest.mark.benchmark(group="planning")

@@ -35,7 +35,8 @@ from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.metrics import SCORING_SEED, ScoringContext, metrics_for
 from bench.metrics.dissection import dissection_of
 from bench.plan.profiles import PROFILES
-from bench.run.stages import StudentPredictor, save_attribution_maps
+from bench.run.predictors import StudentPredictor
+from bench.run.student_stage import save_attribution_maps
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.method import METHODS
 from bench.train.teachers import obtain_teacher

@@ -51,7 +51,7 @@ def setting(request, tmp_path_factory) -> tuple[DatasetBundle, Teacher, object]:
 
 
 def harness(bundle: DatasetBundle, teacher: Teacher, budget) -> tuple[TrainContext, nn.Module]:
-    """What `SuiteRunner._run_one` does to train a kd student, up to scoring."""
+    """What `bench.run.student_stage._run_one` does to train a kd student, up to scoring."""
     seed_everything(0)
     ctx = TrainContext(bundle, teacher, budget.student_training, budget.student, CPU, seed=0)
     model = METHODS.get("kd")({"alpha": ALPHA, "temperature": TEMPERATURE}).fit(ctx)

@@ -25,8 +25,9 @@ from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import PROFILES
 from bench.report.separation import not_separating, separation_table
 from bench.results.records import read_record, record_path
-from bench.run.runner import SuiteRunner
-from bench.run.stages import RunOptions, StudentPredictor, derangement
+from bench.run.context import RunOptions
+from bench.run.predictors import StudentPredictor, derangement
+from bench.run.runner import run_suite
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.method import METHODS
 from bench.train.teachers import obtain_teacher
@@ -110,8 +111,7 @@ def test_derangement_moves_every_sample() -> None:
 
 def test_every_teacher_has_its_control_rows(tmp_path: Path) -> None:
     plan = make_plan(Selection(profile="smoke", datasets=("wine",), methods=("scratch",)))
-    runner = SuiteRunner(plan, RunOptions(results=tmp_path, device=CPU))
-    assert runner.run().exit_status == 0
+    assert run_suite(plan, RunOptions(results=tmp_path, device=CPU)).exit_status == 0
     teacher_spec = plan.teachers[0]
     records = {
         row: read_record(record_path(tmp_path, "smoke", "wine", row, teacher_spec.seed))

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from bench.plan.planner import Selection, make_plan
-from bench.run.executors import make_executor
+from bench.run.backends import make_backend
+from bench.run.context import RunOptions
 from bench.run.progress import CostModel, TerminalProgress, dataset_of
-from bench.run.runner import SuiteRunner
-from bench.run.stages import RunOptions
+from bench.run.runner import run_suite
 
 
 class FakeClock:
@@ -156,12 +156,11 @@ def test_a_suite_reports_its_teacher_and_student_epochs(tmp_path: Path, jobs: in
     shown = TerminalProgress(stream, refresh=3600)
     plan = make_plan(Selection(profile="smoke", datasets=("digits",), methods=("kd",)))
     options = RunOptions(results=tmp_path, device=torch.device("cpu"))
-    executor = make_executor(None, jobs, None)
+    backend = make_backend(None, jobs, None)
     try:
-        SuiteRunner(plan, options, shown, executor).run()
+        run_suite(plan, options, shown, backend)
     finally:
-        if executor is not None:
-            executor.close()
+        backend.close()
     shown.close()
     drawn = stream.getvalue()
     assert "digits (teacher seed 0): teacher training epoch 3/3" in drawn

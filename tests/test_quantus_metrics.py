@@ -10,7 +10,7 @@ from torch import nn
 from bench.core.budgets import ExplanationBudget
 from bench.data.bundle import DatasetBundle, Split
 from bench.metrics import METRICS, ScoringContext, aggregate_samples
-from bench.run.stages import StudentPredictor
+from bench.run.predictors import StudentPredictor
 
 CPU = torch.device("cpu")
 

@@ -162,30 +162,28 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{len(plan.runs)} runs ({len(plan.runs)} done) in {seconds}; "
                   f"records in {args.results}")  # fmt: skip
             return 0
-    # Work to do: the runs are planned again from the registries themselves, which the workers
-    # also read, so that the cached catalogue only ever decides whether there is work.
+    # Work to do: the plan from the catalogue is the plan run (the catalogue equals the
+    # registries it was built from: tests/test_catalogue.py); the workers import the registries.
     registry.load_plugins(args.plugin)
-    return _execute(make_plan(selection), args)
+    return _execute(plan, args)
 
 
 def _execute(plan: Plan, args: argparse.Namespace) -> int:
-    from bench.run.environment import resolve_device
-    from bench.run.executors import make_executor
-    from bench.run.runner import SuiteRunner
-    from bench.run.stages import RunOptions
+    from bench.run.backends import make_backend
+    from bench.run.context import RunOptions
+    from bench.run.runner import run_suite
 
-    executor = make_executor(args.executor, args.jobs, args.ray_address)
+    backend = make_backend(args.executor, args.jobs, args.ray_address)
     progress = TerminalProgress()
     try:
-        device = executor.resolve_device(args.device) if executor else resolve_device(args.device)
+        device = backend.resolve_device(args.device)
         options = RunOptions(
             results=args.results, device=device, force=args.force, data_dir=args.data_dir
         )
-        summary = SuiteRunner(plan, options, progress, executor).run()
+        summary = run_suite(plan, options, progress, backend)
     finally:
         progress.close()
-        if executor is not None:
-            executor.close()
+        backend.close()
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()) if n)
     print(
         f"{len(plan.runs)} runs ({counts}) in {clock(summary.seconds)}; records in {args.results}"

@@ -135,6 +135,11 @@ def load_entry_points() -> None:
                 ) from exc
 
 
+def loaded_plugin_files() -> tuple[str, ...]:
+    """The plugin files this process has imported, for worker processes to import as well."""
+    return tuple(str(path) for path in _loaded_files)
+
+
 def load_plugin_file(path: str | Path) -> None:
     """Import one plugin file; a broken file is reported with its name and line, not a traceback."""
     path = Path(path).resolve()

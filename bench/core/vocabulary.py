@@ -1,5 +1,5 @@
-"""Names every layer shares, typed: modalities, record roles, method families, metric categories
-and the baseline rows.
+"""Names every layer shares, typed: modalities, record roles, method families, metric categories,
+the baseline rows, and the reference rows (the teacher and the control rows), each described once.
 
 A leaf module (it imports nothing of bench), so that planning, `list`, `status` and the report use
 these names without importing the modules that train and score, and torch with them.
@@ -7,6 +7,7 @@ these names without importing the modules that train and score, and torch with t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -76,15 +77,94 @@ CATEGORY_ORDER: tuple[Category, ...] = tuple(Category)
 BASELINES = ("scratch", "kd")
 
 
-# The names of the reference rows, scored once per teacher seed; no method may take them.
-TEACHER_ROW = "teacher"
-# Control rows: the floors of the explanation metrics (DESIGN §6). Random attributions are the
-# floor of an explainer that ignores the model; the teacher's explanation of another test sample
-# is the floor of one that knows the data but not the sample (on concept_shapes it already agrees
-# with the teacher at Spearman 0.37); a randomly initialised student of the standard architecture
-# is the floor of a student that learned nothing (its architecture alone shapes its maps).
-RANDOM_CONTROL_ROW = "random_explainer"
-PERMUTED_CONTROL_ROW = "permuted_teacher"
-UNTRAINED_CONTROL_ROW = "untrained_student"
-CONTROL_ROWS = (RANDOM_CONTROL_ROW, PERMUTED_CONTROL_ROW, UNTRAINED_CONTROL_ROW)
+# --- The reference rows: the teacher and the control rows, each described once -------------------
+# Every teacher seed gets, beside its students, the teacher's own row and the control rows that show
+# each explanation metric's floor (DESIGN §6). Random attributions are the floor of an explainer
+# that ignores the model; the teacher's explanation of another test sample is the floor of one that
+# knows the data but not the sample (on concept_shapes it already agrees with the teacher at
+# Spearman 0.37); a randomly initialised student of the standard architecture is the floor of a
+# student that learned nothing (its architecture alone shapes its maps).
+#
+# A row's name, what its record says it is, what the report says of it, what of it is scored and its
+# colour in the figures live here, torch-free, so the run (`bench.run.controls` builds each control's
+# model), the records and the report all read the same description. No method may take these names.
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """One reference row.
+
+    `record_text` is the record's `method.citation` (`{architecture}` is filled in by the run);
+    `report_text` is the report's legend. `categories`: the metric categories scored on the row,
+    None for every metric (the teacher, and a control row that is a whole model scored as a
+    student). `explainer`: the explainer that replaces the scored one (the random control).
+    """
+
+    name: str
+    record_text: str
+    report_text: str
+    colour: str
+    categories: frozenset[Category] | None = None
+    explainer: str | None = None
+
+
+# A control row that stands in for an explainer has no predictions of its own: only its
+# explanations are scored.
+EXPLANATION_CATEGORIES = frozenset(c for c in Category if c.rates_explanations)
+CONTROL_COLOUR = "#888888"
+
+TEACHER = ReferenceRow(
+    name="teacher",
+    record_text="",
+    report_text=(
+        "Reference row: the dataset's teacher, scored with the same metrics as the students. Its "
+        "explanation agreement with itself is the ceiling (1)."
+    ),
+    colour="#1f4e9c",
+)
+RANDOM_EXPLAINER = ReferenceRow(
+    name="random_explainer",
+    record_text="Control: uniform random attributions, explaining the teacher.",
+    report_text=(
+        "Control row: uniform random attributions explaining the teacher. It has no predictions "
+        "of its own; its explanation metrics are the floor of an explainer that ignores the model."
+    ),
+    colour=CONTROL_COLOUR,
+    categories=EXPLANATION_CATEGORIES,
+    explainer="random",
+)
+PERMUTED_TEACHER = ReferenceRow(
+    name="permuted_teacher",
+    record_text=(
+        "Control: the teacher's explanation of another test sample (a fixed derangement of the "
+        "explained subset), compared with its explanation of this one."
+    ),
+    report_text=(
+        "Control row: the teacher's explanation of another test sample, compared with its "
+        "explanation of this one. Agreement this high comes from what all samples share (layout, "
+        "feature scales), not from the sample: the floor of explanation agreement."
+    ),
+    colour=CONTROL_COLOUR,
+    categories=frozenset({Category.EXPLANATION}),
+)
+UNTRAINED_STUDENT = ReferenceRow(
+    name="untrained_student",
+    record_text=(
+        "Control: a randomly initialised student of the standard architecture "
+        "({architecture}), seeded with the teacher's seed, scored as a student."
+    ),
+    report_text=(
+        "Control row: a randomly initialised student of the standard architecture, scored as a "
+        "student: the floor of a student that learned nothing."
+    ),
+    colour=CONTROL_COLOUR,
+)
+
+CONTROLS = (RANDOM_EXPLAINER, PERMUTED_TEACHER, UNTRAINED_STUDENT)
+REFERENCES = (TEACHER, *CONTROLS)
+TEACHER_ROW = TEACHER.name
+RANDOM_CONTROL_ROW = RANDOM_EXPLAINER.name
+PERMUTED_CONTROL_ROW = PERMUTED_TEACHER.name
+UNTRAINED_CONTROL_ROW = UNTRAINED_STUDENT.name
+CONTROL_ROWS = tuple(row.name for row in CONTROLS)
 REFERENCE_ROWS = (TEACHER_ROW, *CONTROL_ROWS)

@@ -25,6 +25,8 @@ class DatasetStage:
     runs: list[RunSpec]
     # Whether the teacher's reference rows (the teacher and its control rows) are recorded.
     teacher_done: bool
+    # The run id of those rows (`Plan.reference_ids`).
+    reference_id: str
 
 
 def stage_label(stage: DatasetStage) -> str:
@@ -81,9 +83,10 @@ class FinishedRecords:
         stages = []
         for teacher in plan.teachers:
             runs = [spec for spec in todo if spec.teacher.key == teacher.key]
-            teacher_done = self.reference_done(
-                plan.profile.name, teacher, plan.reference_ids[teacher.key]
-            )
+            reference_id = plan.reference_ids[teacher.key]
+            teacher_done = self.reference_done(plan.profile.name, teacher, reference_id)
             if runs or not teacher_done:
-                stages.append(DatasetStage(teacher.dataset, teacher, runs, teacher_done))
+                stages.append(
+                    DatasetStage(teacher.dataset, teacher, runs, teacher_done, reference_id)
+                )
         return stages

@@ -1,0 +1,70 @@
+"""The models of the control rows: what each control row (`bench.core.vocabulary.CONTROLS`, where
+each is described) scores in place of a student, built for one teacher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.core.budgets import ModalityBudget
+from bench.core.vocabulary import (
+    CONTROLS,
+    PERMUTED_TEACHER,
+    RANDOM_EXPLAINER,
+    UNTRAINED_STUDENT,
+    ReferenceRow,
+)
+from bench.data.bundle import DatasetBundle
+from bench.models import build_model
+from bench.run.predictors import PermutedExplanations, StudentPredictor
+from bench.train.loop import seed_everything
+from bench.train.teachers import Teacher
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control row built for one teacher: the model scored, and its record's description."""
+
+    row: ReferenceRow
+    model: Any
+    description: str
+
+
+Builder = Callable[[Teacher, DatasetBundle, ModalityBudget, torch.device], Any]
+
+
+def _untrained_student(
+    teacher: Teacher, bundle: DatasetBundle, budget: ModalityBudget, device: torch.device
+) -> StudentPredictor:
+    """A randomly initialised student of the standard architecture, seeded with the teacher's
+    seed: its architecture alone shapes its maps."""
+    seed_everything(teacher.spec.seed)
+    arch = budget.student
+    untrained = build_model(arch.model, bundle.input_shape, bundle.num_classes, **arch.kwargs())
+    return StudentPredictor(untrained.to(device), device, bundle.num_classes)
+
+
+BUILDERS: dict[str, Builder] = {
+    RANDOM_EXPLAINER.name: lambda teacher, *_: teacher,  # explained by the random explainer
+    PERMUTED_TEACHER.name: lambda teacher, *_: PermutedExplanations(teacher),
+    UNTRAINED_STUDENT.name: _untrained_student,
+}
+
+
+def build_controls(
+    teacher: Teacher, bundle: DatasetBundle, budget: ModalityBudget, device: torch.device
+) -> list[Control]:
+    """Every control row of `teacher`, in `CONTROLS` order."""
+    arch = budget.student
+    architecture = f"{arch.model}, {dict(arch.size)}"
+    return [
+        Control(
+            row,
+            BUILDERS[row.name](teacher, bundle, budget, device),
+            row.record_text.format(architecture=architecture),
+        )
+        for row in CONTROLS
+    ]

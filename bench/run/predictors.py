@@ -1,0 +1,68 @@
+"""Models seen through a teacher's interface (`predict_logits`, `explain`, `n_params`), so that the
+metrics score a trained student, an untrained one and a permuted teacher alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.explain.explainers import ExplainSettings, explain
+from bench.models import count_parameters
+from bench.train.loop import network_logits
+from bench.train.teachers import Teacher
+
+
+class StudentPredictor:
+    """A student network (trained or not) seen through the same interface as a teacher."""
+
+    def __init__(self, module: nn.Module, device: torch.device, num_classes: int) -> None:
+        self.module = module.eval()
+        self.device = device
+        self.num_classes = num_classes
+
+    @property
+    def n_params(self) -> int:
+        return count_parameters(self.module)
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return network_logits(self.module, x, self.device)
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        return explain(explainer, self.module, x, targets, self.num_classes, settings, self.device)
+
+
+class PermutedExplanations:
+    """The teacher, except that each explained sample gets the teacher's explanation of another.
+
+    The permutation is a fixed derangement (no sample keeps its own explanation) of however many
+    samples are explained, so the row is the same for every run and is cached with the teacher's
+    explanations. Only explanation agreement is scored on it: it has no predictions of its own.
+    """
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher = teacher
+        self.module = teacher.module
+        self.device = teacher.device
+
+    @property
+    def n_params(self) -> int:
+        return self.teacher.n_params
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        return self.teacher.predict_logits(x)
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        return self.teacher.explain(explainer, x, targets, settings)[derangement(len(x))]
+
+
+def derangement(n: int, seed: int = 0) -> np.ndarray:
+    """A seeded permutation of range(n) with no fixed point (a random order, shifted by one)."""
+    order = np.random.default_rng(seed).permutation(n)
+    result = np.empty(n, dtype=np.int64)
+    result[order] = np.roll(order, 1)
+    return result

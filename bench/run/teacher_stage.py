@@ -1,0 +1,202 @@
+"""The teacher stage, once per (dataset, teacher seed): load the data, train or load the teacher,
+and score its reference rows (the teacher itself and the control rows) when they are missing.
+
+Data that cannot be had makes the stage's runs `skipped`; a teacher that cannot be had, `failed`.
+A teacher is trained under the teacher's lock, so a second process waits and then loads the first
+one's from the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.core.atomic import remove_temporaries, write_json_atomic
+from bench.core.errors import DatasetUnavailable
+from bench.core.locks import hold_lock, lock_path
+from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
+from bench.metrics import ScoringContext, score
+from bench.metrics.dissection import dissection_summary
+from bench.results.records import skeleton
+from bench.run.context import SuiteContext, dataset_entry, now
+from bench.run.controls import Control, build_controls
+from bench.run.resume import DatasetStage, stage_label
+from bench.run.student_stage import record_unrun, save_attribution_maps
+from bench.train.teachers import Teacher, obtain_teacher, teacher_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A teacher stage that succeeded: the data and the teacher its student stages learn from."""
+
+    bundle: DatasetBundle
+    teacher: Teacher
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A teacher stage whose data or teacher could not be had: the statuses of its runs, whose
+    records say why (`skipped` for unavailable data, else `failed`)."""
+
+    statuses: list[str]
+
+
+def prepare_dataset(ctx: SuiteContext, stage: DatasetStage) -> Ready | Unavailable:
+    """Load the data and obtain the teacher, scoring its reference rows if they are missing; when
+    either cannot be had, record the stage's runs as not run."""
+    label = stage_label(stage)
+    ctx.progress.began(label, ("teacher", stage.dataset))
+    started = time.perf_counter()
+    try:
+        return _prepare_dataset(ctx, stage, label)
+    finally:
+        ctx.progress.teacher_finished(label, stage.dataset, time.perf_counter() - started)
+
+
+def _prepare_dataset(ctx: SuiteContext, stage: DatasetStage, label: str) -> Ready | Unavailable:
+    entry = DATASETS.get(stage.dataset)
+    try:
+        ctx.progress.stage(label, "loading data")
+        bundle = entry.load(DatasetLoaderOptions(data_dir=ctx.options.data_dir))
+    except DatasetUnavailable as exc:
+        log.warning("dataset %s unavailable: %s", stage.dataset, exc)
+        return Unavailable([record_unrun(ctx, s, "skipped", exc, None) for s in stage.runs])
+    except Exception as exc:
+        reason = "loading the dataset"
+        return Unavailable([record_unrun(ctx, s, "failed", exc, reason) for s in stage.runs])
+    try:
+        ctx.progress.stage(label, "teacher")
+        teacher = _teacher(ctx, stage, bundle, label)
+    except Exception as exc:
+        log.error("teacher of %s failed: %s", stage.dataset, exc)
+        reason = "the teacher stage"
+        return Unavailable([record_unrun(ctx, s, "failed", exc, reason) for s in stage.runs])
+    return Ready(bundle, teacher)
+
+
+def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, label: str) -> Teacher:
+    """The dataset's teacher, trained at most once however many processes need it: under the
+    teacher's lock a second process waits, then loads the first one's from the cache."""
+    spec = stage.teacher
+    folder = teacher_dir(ctx.options.results, spec)
+    with hold_lock(lock_path(folder)):
+        # Staging folders of a training that was killed: no one else is training it now.
+        for stale in folder.parent.glob(f".{spec.key}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        teacher = obtain_teacher(
+            spec,
+            bundle,
+            ctx.options.results,
+            ctx.options.device,
+            on_epoch=lambda epoch, epochs: ctx.progress.epoch(
+                label, "teacher training", epoch, epochs
+            ),
+        )
+        if not stage.teacher_done and not ctx.finished.reference_done(
+            ctx.profile.name, spec, stage.reference_id
+        ):
+            for row in REFERENCE_ROWS:
+                remove_temporaries(ctx.reference_path(spec, row))
+            ctx.progress.stage(label, "scoring the teacher and its controls")
+            _score_references(ctx, teacher, bundle, stage.reference_id)
+    return teacher
+
+
+def _score_references(
+    ctx: SuiteContext, teacher: Teacher, bundle: DatasetBundle, reference_id: str
+) -> None:
+    """The teacher's reference row, and the control rows beside it (`CONTROLS`)."""
+    spec = teacher.spec
+    budget = ctx.budget(spec)
+    started = time.perf_counter()
+    scoring = ScoringContext(
+        bundle,
+        teacher,
+        teacher,
+        teacher.info["train_seconds"],
+        budget.n_explain,
+        budget.explanation,
+    )
+    metrics, metadata = score(scoring)
+    info = {k: v for k, v in teacher.info.items() if k != "history"}
+    method = {"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings}
+    record = _reference_record(ctx, teacher, bundle, reference_id, "teacher", method)
+    record.update(metrics=metrics, metric_metadata=metadata)
+    maps = save_attribution_maps(ctx.reference_path(spec), scoring, with_inputs=True)
+    record.update(
+        attribution_maps=maps,
+        dissection=dissection_summary(scoring),
+        teacher={**spec.as_dict(), **info},
+        training={
+            "last_epoch_test_accuracy": teacher.info.get("last_epoch_test_accuracy"),
+            "history": teacher.info.get("history"),
+        },
+        timings={"train": info["train_seconds"], "score": time.perf_counter() - started},
+    )
+    write_json_atomic(ctx.reference_path(spec), record)
+    for control in build_controls(teacher, bundle, budget, ctx.options.device):
+        _score_control(ctx, teacher, control, bundle, reference_id)
+
+
+def _score_control(
+    ctx: SuiteContext, teacher: Teacher, control: Control, bundle: DatasetBundle, reference_id: str
+) -> None:
+    spec, row = teacher.spec, control.row
+    budget = ctx.budget(spec)
+    started = time.perf_counter()
+    scoring = ScoringContext(
+        bundle,
+        control.model,
+        teacher,
+        0.0,
+        budget.n_explain,
+        budget.explanation,
+        explainer_override=row.explainer,
+    )
+    metrics, metadata = score(scoring, categories=row.categories)
+    method = {"name": row.name, "base": row.name, "params": {}, "citation": control.description}
+    record = _reference_record(ctx, teacher, bundle, reference_id, "control", method)
+    record.update(
+        metrics=metrics,
+        metric_metadata=metadata,
+        teacher=spec.as_dict(),
+        timings={"score": time.perf_counter() - started},
+    )
+    if row.categories is None:  # a whole model: dissected and shown like a student
+        record["dissection"] = dissection_summary(scoring)
+        record["attribution_maps"] = save_attribution_maps(
+            ctx.reference_path(spec, row.name), scoring
+        )
+    write_json_atomic(ctx.reference_path(spec, row.name), record)
+
+
+def _reference_record(
+    ctx: SuiteContext,
+    teacher: Teacher,
+    bundle: DatasetBundle,
+    reference_id: str,
+    role: str,
+    method: dict[str, Any],
+) -> dict[str, Any]:
+    """A teacher's or a control row's record, `ok`; the caller adds what was scored."""
+    spec = teacher.spec
+    started = now()
+    record = skeleton(
+        run_id=reference_id,
+        role=role,
+        dataset=dataset_entry(spec.dataset, spec.dataset_version, spec.modality, bundle),
+        method=method,
+        seed=spec.seed,
+        profile=ctx.profile.name,
+        budget=ctx.budget(spec).as_dict(),
+        environment=ctx.environment,
+        started=started,
+    )
+    record.update(status="ok", ended=started)
+    return record
