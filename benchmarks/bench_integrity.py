@@ -26,7 +26,8 @@ from bench.core.specs import teacher_spec_for
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.models.resnet import ResNet
 from bench.plan.profiles import PROFILES
-from bench.train.teachers import obtain_teacher, teacher_dir
+from bench.results.folder import ResultsFolder
+from bench.train.teachers import obtain_teacher
 
 CPU = torch.device("cpu")
 
@@ -37,14 +38,18 @@ def caches(tmp_path_factory) -> dict[str, Path]:
     entry = DATASETS.get("breast_cancer")
     bundle = entry.load(DatasetLoaderOptions())
     spec = teacher_spec_for(PROFILES.get("default"), entry.name, entry.version, entry.modality)
-    teacher = obtain_teacher(spec, bundle, root, CPU)
+    teacher = obtain_teacher(spec, bundle, ResultsFolder(root).teacher_folder(spec), CPU)
     teacher.contributions(bundle.test.x)
-    (treeshap,) = teacher_dir(root, spec).glob("treeshap-*.npz")
+    (treeshap,) = ResultsFolder(root).teacher_folder(spec).glob("treeshap-*.npz")
     torch.manual_seed(0)
     buffer = io.BytesIO()
     torch.save(ResNet(3, 16, width=16, blocks=1).state_dict(), buffer)
     seal_folder(root / "resnet", {"model.pt": buffer.getvalue()})
-    return {"lightgbm": teacher_dir(root, spec), "resnet": root / "resnet", "treeshap": treeshap}
+    return {
+        "lightgbm": ResultsFolder(root).teacher_folder(spec),
+        "resnet": root / "resnet",
+        "treeshap": treeshap,
+    }
 
 
 def _booster(data: bytes) -> lgb.Booster:

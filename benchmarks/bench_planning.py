@@ -19,7 +19,6 @@ from bench.core import registry
 from bench.core.atomic import write_json_atomic
 from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.planner import Selection, make_plan
-from bench.results.records import record_path
 from bench.run.context import RunOptions, SuiteContext
 from bench.run.runner import run_suite
 from bench.run.student_stage import student_record
@@ -30,7 +29,7 @@ EPOCHS = 60
 
 
 def finished_record(ctx: SuiteContext, spec) -> dict:
-    record = student_record(ctx, spec, None)
+    record = student_record(ctx, spec, None).to_json()
     metrics = {f"metric_{i}": 0.5 + i / 100 for i in range(40)}
     record.update(
         status="ok",
@@ -70,7 +69,7 @@ def finished_suite(tmp_path_factory):
         write_json_atomic(ctx.path_of(spec), finished_record(ctx, spec))
     for spec in plan.teachers:
         for row in REFERENCE_ROWS:
-            path = record_path(results, plan.profile.name, spec.dataset, row, spec.seed)
+            path = ctx.reference_path(spec, row)
             reference = {
                 **finished_record(ctx, plan.runs[0]),
                 "run_id": plan.reference_ids[spec.key],

@@ -35,6 +35,7 @@ from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.metrics import SCORING_SEED, ScoringContext, metrics_for
 from bench.metrics.dissection import dissection_of
 from bench.plan.profiles import PROFILES
+from bench.results.folder import ResultsFolder
 from bench.run.predictors import StudentPredictor
 from bench.run.student_stage import save_attribution_maps
 from bench.train.loop import TrainContext, seed_everything
@@ -63,7 +64,11 @@ def breakdown(dataset: str, results: Path) -> dict[str, float]:
     if entry.modality == "image":  # a short teacher: per-epoch cost, then scaled
         short = {**spec.settings, "training": {**spec.settings["training"], "epochs": EPOCHS}}
         spec = replace(spec, settings=short)
-    teacher = timed(times, "teacher_train", lambda: obtain_teacher(spec, bundle, results, CPU))
+    teacher = timed(
+        times,
+        "teacher_train",
+        lambda: obtain_teacher(spec, bundle, ResultsFolder(results).teacher_folder(spec), CPU),
+    )
     teacher_epochs = budget.teacher_training.epochs if budget.teacher_training else None
     if teacher_epochs:
         times["teacher_epoch"] = round(times.pop("teacher_train") / EPOCHS, 3)

@@ -29,6 +29,7 @@ from bench.core.specs import teacher_spec_for
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.models import build_model
 from bench.plan.profiles import PROFILES
+from bench.results.folder import ResultsFolder
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.losses import kd_kl
 from bench.train.method import METHODS
@@ -46,7 +47,9 @@ def setting(request, tmp_path_factory) -> tuple[DatasetBundle, Teacher, object]:
     bundle = entry.load(DatasetLoaderOptions())
     # The smoke teacher: its quality does not change what a student's step costs.
     spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, entry.modality)
-    teacher = obtain_teacher(spec, bundle, tmp_path_factory.mktemp("teacher"), CPU)
+    teacher = obtain_teacher(
+        spec, bundle, ResultsFolder(tmp_path_factory.mktemp("teacher")).teacher_folder(spec), CPU
+    )
     return bundle, teacher, PROFILES.get("default").budget(entry.name, entry.modality)
 
 

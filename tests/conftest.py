@@ -18,6 +18,7 @@ from bench.metrics import METRICS
 from bench.models import MODELS
 from bench.plan.catalogue import CACHE_ENV
 from bench.plan.profiles import PROFILES
+from bench.results.folder import ResultsFolder, read_record
 from bench.train.method import METHODS
 
 registry.load_plugins()
@@ -87,6 +88,13 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def record_json(results: Path, profile: str, dataset: str, row: str, seed: int) -> dict | None:
+    """The record of one run as its JSON form, read and checked by the harness's own reader
+    (None when it is missing or invalid): tests check the documented keys of the file."""
+    record = read_record(ResultsFolder(results).record_path(profile, dataset, row, seed))
+    return None if record is None else record.to_json()
 
 
 def read_records(results: Path) -> dict[str, dict]:

@@ -1,4 +1,4 @@
-"""Writing run records by hand, on the skeleton the runner builds them on (`bench.results.records`).
+"""Writing run records by hand, on the `Record` the runner builds them on (`bench.results.record`).
 
 The statistics and report tests need exact, known numbers (to compare with values computed by
 hand), which a real training run cannot give; these records follow the documented layout so that
@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.atomic import write_json_atomic
-from bench.results.records import record_path, skeleton
+from bench.results.folder import ResultsFolder
+from bench.results.record import Record
 
 METADATA = {
     "accuracy": ("prediction", True, "Top-1 accuracy on the test split."),
@@ -36,7 +37,7 @@ def make_record(
     params: dict[str, Any] | None = None,
     status: str = "ok",
 ) -> dict[str, Any]:
-    record = skeleton(
+    record = Record(
         run_id=f"{dataset}-{method}-{seed}",
         role=role,
         dataset={"name": dataset, "version": "1", "modality": modality},
@@ -46,7 +47,7 @@ def make_record(
         budget={"explanation": {"explainers": list(explainers)}},
         environment={"python": "3.11", "device": "cpu", "git_revision": "0123456789abcdef"},
         started="2026-01-01T00:00:00+00:00",
-    )
+    ).to_json()
     record.update(
         status=status,
         metrics=metrics,
@@ -66,13 +67,7 @@ def make_record(
 
 def write_records(results: Path, records: list[dict[str, Any]]) -> Path:
     for record in records:
-        path = record_path(
-            results,
-            record["profile"],
-            record["dataset"]["name"],
-            record["method"]["name"],
-            record["seed"],
-        )
+        path = ResultsFolder(results).path_of(Record.coerce(record))
         write_json_atomic(path, record)
     return results
 

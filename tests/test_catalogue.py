@@ -17,6 +17,7 @@ from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan import catalogue
 from bench.plan.catalogue import Catalogue, code_fingerprint, from_registries
 from bench.plan.planner import Selection, make_plan
+from bench.results.folder import ResultsFolder
 from bench.run.resume import FinishedRecords
 
 PLUGIN = '''
@@ -119,14 +120,14 @@ def test_a_torn_cache_file_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
 def finish(results: Path, selection: Selection) -> int:
     """Records of a finished suite: every run and reference row `ok` under its plan's run id."""
     plan = make_plan(selection)
-    finished = FinishedRecords(results)
+    finished = FinishedRecords(ResultsFolder(results))
     for spec in plan.runs:
         record = make_record(spec.profile, spec.dataset, spec.variant, spec.seed, {})
-        write_json_atomic(finished.run_path(spec), {**record, "run_id": spec.run_id})
+        write_json_atomic(finished.folder.run_path(spec), {**record, "run_id": spec.run_id})
     for teacher in plan.teachers:
         for row in REFERENCE_ROWS:
             record = make_record(plan.profile.name, teacher.dataset, row, teacher.seed, {})
-            path = finished.reference_path(plan.profile.name, teacher, row)
+            path = finished.folder.reference_path(plan.profile.name, teacher, row)
             write_json_atomic(path, {**record, "run_id": plan.reference_ids[teacher.key]})
     assert not finished.stages(plan, finished.todo(plan))
     return len(plan.runs)

@@ -16,9 +16,9 @@ from bench.core.vocabulary import RANDOM_CONTROL_ROW, TEACHER_ROW
 from bench.data.bundle import DATASETS
 from bench.metrics import METRICS
 from bench.plan.profiles import PROFILES
-from bench.results.records import REQUIRED_KEYS, read_record, record_path
+from bench.results.record import REQUIRED_KEYS
 from bench.train.method import METHODS
-from tests.conftest import read_records
+from tests.conftest import read_records, record_json
 
 SMOKE = PROFILES.get("smoke")
 PAIRS = [
@@ -76,9 +76,8 @@ def test_every_compatible_pair_is_planned_and_nothing_else(smoke_results: Path) 
 
 @pytest.mark.parametrize(("dataset", "method"), PAIRS)
 def test_run_record_is_complete(smoke_results: Path, dataset: str, method: str) -> None:
-    path = record_path(smoke_results, "smoke", dataset, method, SMOKE.seeds[0])
-    record = read_record(path)
-    assert record is not None, f"no record at {path}"
+    record = record_json(smoke_results, "smoke", dataset, method, SMOKE.seeds[0])
+    assert record is not None, f"no record of {dataset}/{method}"
     assert record["status"] == "ok", record.get("error")
     assert all(key in record for key in REQUIRED_KEYS)
     assert record["schema_version"] == SCHEMA_VERSION
@@ -103,7 +102,7 @@ def test_run_record_is_complete(smoke_results: Path, dataset: str, method: str) 
 
 @pytest.mark.parametrize("dataset", SMOKE.datasets)
 def test_teacher_is_scored_as_a_reference_row(smoke_results: Path, dataset: str) -> None:
-    record = read_record(record_path(smoke_results, "smoke", dataset, TEACHER_ROW, 0))
+    record = record_json(smoke_results, "smoke", dataset, TEACHER_ROW, 0)
     assert record is not None and record["status"] == "ok"
     assert record["role"] == "teacher"
     assert record["metrics"]["teacher_agreement"] == 1.0
@@ -118,7 +117,7 @@ def test_teacher_is_scored_as_a_reference_row(smoke_results: Path, dataset: str)
 
 @pytest.mark.parametrize("dataset", SMOKE.datasets)
 def test_random_control_row_marks_the_floor_of_agreement(smoke_results: Path, dataset: str) -> None:
-    record = read_record(record_path(smoke_results, "smoke", dataset, RANDOM_CONTROL_ROW, 0))
+    record = record_json(smoke_results, "smoke", dataset, RANDOM_CONTROL_ROW, 0)
     assert record is not None and record["status"] == "ok" and record["role"] == "control"
     assert "accuracy" not in record["metrics"]  # no predictions of its own
     spearman = [v for k, v in record["metrics"].items() if k.startswith("expl_spearman_")]

@@ -23,7 +23,8 @@ from bench.core.specs import teacher_spec_for
 from bench.core.vocabulary import REFERENCE_ROWS
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.plan.profiles import PROFILES
-from bench.train.teachers import _train_and_cache, obtain_teacher, teacher_dir
+from bench.results.folder import ResultsFolder
+from bench.train.teachers import _train_and_cache, obtain_teacher
 from tests.conftest import read_records
 from tests.test_determinism import comparable_metrics
 from tests.test_locks import held_by_another_process
@@ -184,7 +185,7 @@ def test_a_second_process_waits_for_the_teacher_and_uses_it(tmp_path: Path) -> N
     entry = DATASETS.get("wine")
     spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, entry.modality)
     bundle = entry.load(DatasetLoaderOptions())
-    folder = teacher_dir(tmp_path, spec)
+    folder = ResultsFolder(tmp_path).teacher_folder(spec)
     with hold_lock(lock_path(folder)):
         waiting = start(
             "run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch",
@@ -199,7 +200,7 @@ def test_a_second_process_waits_for_the_teacher_and_uses_it(tmp_path: Path) -> N
 
         wait_for(blocked_on_our_lock, "the second process to wait for the teacher's lock")
         assert not folder.exists()
-        ours = obtain_teacher(spec, bundle, tmp_path, CPU)
+        ours = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
         assert ours.info["from_cache"] is False
     out, err = waiting.communicate(timeout=900)
     assert waiting.returncode == 0, err
@@ -213,8 +214,8 @@ def test_the_loser_of_a_teacher_race_uses_the_winners_teacher(tmp_path: Path) ->
     entry = DATASETS.get("wine")
     spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, entry.modality)
     bundle = entry.load(DatasetLoaderOptions())
-    winner = obtain_teacher(spec, bundle, tmp_path, CPU)
-    folder = teacher_dir(tmp_path, spec)
+    winner = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
+    folder = ResultsFolder(tmp_path).teacher_folder(spec)
     model = folder / "model.txt"
     before = (model.stat().st_mtime_ns, model.read_bytes())
     # The loser trained too (it found no cache when it started) and now finds the winner's there.

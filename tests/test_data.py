@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,7 +66,8 @@ def test_modalities_and_roles_are_typed_and_read_back_as_their_strings(tmp_path)
     from bench.core.atomic import write_json_atomic
     from bench.core.vocabulary import Modality, Role
     from bench.data.bundle import DATASETS
-    from bench.results.records import read_record, skeleton
+    from bench.results.folder import read_record
+    from bench.results.record import Record
 
     wine = DATASETS.get("wine")
     assert wine.modality is Modality.TABULAR and wine.modality == "tabular"
@@ -72,9 +75,11 @@ def test_modalities_and_roles_are_typed_and_read_back_as_their_strings(tmp_path)
         "run_id": "r", "dataset": {"name": "wine"}, "method": {"name": "kd"}, "seed": 0,
         "profile": "smoke", "budget": {}, "environment": {}, "started": "2026-01-01T00:00:00",
     }  # fmt: skip
-    record = skeleton(role="control", **fields)
-    assert record["role"] is Role.CONTROL
-    write_json_atomic(tmp_path / "r.json", {**record, "status": "ok"})
-    assert read_record(tmp_path / "r.json")["role"] == "control"
+    record = Record(role="control", **fields)
+    assert record.role is Role.CONTROL
+    written = {**record.to_json(), "status": "ok"}
+    write_json_atomic(tmp_path / "r.json", written)
+    assert json.loads((tmp_path / "r.json").read_text())["role"] == "control"
+    assert read_record(tmp_path / "r.json").role is Role.CONTROL
     with pytest.raises(ValueError, match="'referee' is not a valid Role"):
-        skeleton(role="referee", **fields)
+        Record(role="referee", **fields)

@@ -24,6 +24,7 @@ from bench.methods.gbdt2nn import (
     random_groups,
 )
 from bench.plan.profiles import PROFILES
+from bench.results.folder import ResultsFolder
 from bench.train.explanation_losses import ExplanationImitation, imitation_loss
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.method import METHODS
@@ -53,7 +54,10 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         entry = DATASETS.get(name)
         bundle = entry.load(DatasetLoaderOptions())
         spec = teacher_spec_for(SMOKE, entry.name, entry.version, entry.modality)
-        out[name] = (obtain_teacher(spec, bundle, results, CPU), bundle)
+        out[name] = (
+            obtain_teacher(spec, bundle, ResultsFolder(results).teacher_folder(spec), CPU),
+            bundle,
+        )
     return out
 
 

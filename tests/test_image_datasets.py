@@ -31,7 +31,7 @@ from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Spl
 from bench.data.downloads import CACHE_ENV, RemoteFile
 from bench.datasets import cifar10, fashion_mnist
 from bench.datasets.fashion_mnist import FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES
-from bench.results.records import read_record, record_path
+from tests.conftest import record_json
 
 CIFAR_NAMES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 N_TRAIN, N_TEST = 120, 40  # fashion files: 10 val images, one per class at least
@@ -331,7 +331,7 @@ def test_unavailable_fashion_mnist_runs_are_skipped(cli, tmp_path: Path) -> None
         "--results", results,
     )  # fmt: skip
     assert result.code == 0, result.err
-    record = read_record(record_path(results, "smoke", "fashion_mnist:80", "scratch", 0))
+    record = record_json(results, "smoke", "fashion_mnist:80", "scratch", 0)
     assert record is not None and record["status"] == "skipped"
     assert "apt install dataset-fashion-mnist" in record["error"]["message"]
 
@@ -548,7 +548,7 @@ def test_a_fashion_mnist_subset_runs_end_to_end(cli, tmp_path: Path) -> None:
         "--data-dir", tmp_path / "data", "--results", results,
     )  # fmt: skip
     assert result.code == 0, result.err
-    record = read_record(record_path(results, "smoke", "fashion_mnist:80", "scratch", 0))
+    record = record_json(results, "smoke", "fashion_mnist:80", "scratch", 0)
     assert record is not None and record["status"] == "ok", record and record["error"]
     assert record["dataset"]["version"] == "official-1-subset80"
     assert record["dataset"]["sizes"] == {"train": 64, "val": 16, "test": 20}

@@ -24,13 +24,14 @@ from bench.models import build_model
 from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import PROFILES
 from bench.report.separation import not_separating, separation_table
-from bench.results.records import read_record, record_path
+from bench.results.folder import ResultsFolder
 from bench.run.context import RunOptions
 from bench.run.predictors import StudentPredictor, derangement
 from bench.run.runner import run_suite
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.method import METHODS
 from bench.train.teachers import obtain_teacher
+from tests.conftest import record_json
 
 CPU = torch.device("cpu")
 SMOKE = PROFILES.get("smoke")
@@ -44,7 +45,7 @@ def smoke_teacher(name: str, results: Path, bundle: DatasetBundle | None = None,
     entry = DATASETS.get(name)
     bundle = bundle or load(name)
     spec = teacher_spec_for(SMOKE, entry.name, entry.version, entry.modality, seed)
-    return obtain_teacher(spec, bundle, results, CPU), bundle
+    return obtain_teacher(spec, bundle, ResultsFolder(results).teacher_folder(spec), CPU), bundle
 
 
 def scoring(bundle: DatasetBundle, model, teacher) -> ScoringContext:
@@ -114,7 +115,7 @@ def test_every_teacher_has_its_control_rows(tmp_path: Path) -> None:
     assert run_suite(plan, RunOptions(results=tmp_path, device=CPU)).exit_status == 0
     teacher_spec = plan.teachers[0]
     records = {
-        row: read_record(record_path(tmp_path, "smoke", "wine", row, teacher_spec.seed))
+        row: record_json(tmp_path, "smoke", "wine", row, teacher_spec.seed)
         for row in REFERENCE_ROWS
     }
     assert all(r is not None and r["status"] == "ok" for r in records.values())
@@ -167,7 +168,7 @@ def test_teacher_grad_cam_maps_differ_between_images(tmp_path: Path) -> None:
     entry = DATASETS.get("digits")
     bundle = load("digits")
     spec = teacher_spec_for(default, entry.name, entry.version, entry.modality)
-    teacher = obtain_teacher(spec, bundle, tmp_path, CPU)
+    teacher = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     budget = default.budget("digits", "image")
     ctx = ScoringContext(bundle, teacher, teacher, 0.0, budget.n_explain, budget.explanation)
     maps = ctx.attributions("gradcam")[:32].reshape(32, -1)
@@ -184,6 +185,8 @@ def test_pixel_flipping_areas_do_not_depend_on_confidence() -> None:
 
 def _record(row: str, role: str, seed: int, value: float, sd: float | None, n: int) -> dict:
     return {
+        "schema_version": 2,
+        "run_id": f"{row}-{seed}",
         "status": "ok",
         "profile": "p",
         "dataset": {"name": "d"},

@@ -19,7 +19,7 @@ import requests
 from bench.core.errors import BenchError, DatasetUnavailable
 from bench.data.bundle import DATASETS, DatasetLoaderOptions, Split
 from bench.datasets.openml_tables import encode_features, encode_labels, impute_with_train_medians
-from bench.results.records import read_record, record_path
+from tests.conftest import record_json
 
 DATASET_ID = 4242
 COLOURS = ("red", "green", "blue")
@@ -169,7 +169,7 @@ def test_unavailable_openml_runs_are_skipped_not_failed(offline_cache, cli, tmp_
         "--results", results,
     )  # fmt: skip
     assert result.code == 0
-    record = read_record(record_path(results, "smoke", "openml:999999", "scratch", 0))
+    record = record_json(results, "smoke", "openml:999999", "scratch", 0)
     assert record is not None and record["status"] == "skipped"
     assert "run once with network" in record["error"]["message"]
 
@@ -181,7 +181,7 @@ def test_a_cached_openml_table_runs_end_to_end(offline_cache, cli, tmp_path) -> 
         "run", "--profile", "smoke", "--dataset", name, "--method", "kd", "--results", results
     )
     assert result.code == 0, result.err
-    record = read_record(record_path(results, "smoke", name, "kd", 0))
+    record = record_json(results, "smoke", name, "kd", 0)
     assert record is not None and record["status"] == "ok", record and record["error"]
     assert record["dataset"]["version"] == f"openml-{DATASET_ID}-v1"
 

@@ -19,6 +19,7 @@ from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Spl
 from bench.models import build_model
 from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import PROFILES, STANDARD_PAIRS, cifar100_profile_name, cifar100_recipe
+from bench.results.folder import ResultsFolder
 from bench.train.feature_losses import TeacherPerImage, teacher_grad_cam
 from bench.train.loop import TrainContext, cross_entropy_step, seed_everything, top1_accuracy
 from bench.train.method import METHODS, Batch
@@ -254,7 +255,7 @@ def test_a_tree_teacher_refuses_augmented_batches_and_tables_refuse_augmentation
     with pytest.raises(BenchError, match="augmentation needs images, not tabular data"):
         TrainContext(table, None, recipe(), Architecture("mlp"), CPU, seed=0)
     spec = make_plan(Selection(profile="smoke", datasets=("wine",), methods=("kd",))).teachers[0]
-    tree = obtain_teacher(spec, table, tmp_path, CPU)
+    tree = obtain_teacher(spec, table, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     batch = Batch(torch.zeros(2, 13), torch.zeros(2, dtype=torch.long), torch.arange(2), True)
     with pytest.raises(ValueError, match="cannot see augmented images"):
         tree.outputs(batch, [])

@@ -27,7 +27,8 @@ from bench.core.paths import UnsafeNameError, check_name, inside
 from bench.core.sealed import MANIFEST, read_sealed_folder
 from bench.report.figures import bar_chart
 from bench.report.leaderboard import spreadsheet_safe, write_leaderboard
-from bench.results.records import read_record, record_problems
+from bench.results.folder import read_record
+from bench.results.record import record_problems
 from tests.conftest import read_records
 
 PLUGINS = Path(__file__).parent / "plugins"

@@ -25,7 +25,7 @@ from bench.plan.catalogue import CACHE_ENV
 from bench.report.compute import compute
 from bench.report.leaderboard import COLUMNS, aggregate, t_interval
 from bench.report.render import render
-from bench.results.records import iter_records
+from bench.results.folder import ResultsFolder
 from bench.train.method import METHODS
 from tests.recordkit import make_record, seeded, write_records
 
@@ -101,7 +101,7 @@ def test_index_has_a_table_per_dataset_with_teacher_row(two_seeds: Path, tmp_pat
     assert '<tr class="teacher reference"><td class="method" data-value="teacher">' in html
     for method in ("scratch", "label_smoothing", "kd"):
         assert f'<a href="method-{method}.html">{method}</a></td>' in html
-    frame = aggregate(iter_records(two_seeds))
+    frame = aggregate(ResultsFolder(two_seeds).iter_records())
     acc = frame[(frame.method == "kd") & (frame.metric == "accuracy")].iloc[0]
     assert f"{acc['mean']:.4g} ± {acc['std']:.2g}" in html  # spreads to two digits
     assert "accuracy ↑" in html and "log_loss ↓" in html

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.core.atomic import write_json_atomic
-from bench.results.records import read_record
+from bench.results.folder import read_record
 
 
 def test_write_is_atomic_and_nan_becomes_null(tmp_path: Path) -> None:

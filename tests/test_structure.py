@@ -1,6 +1,8 @@
 """The structure the architecture map promises: the wings of `bench/` import only downwards, no two
 modules import each other (even through others or inside a function), the modules that plan,
-resume and list never import torch, and docs/architecture.md's wing diagram is the code's."""
+resume and list never import torch, one module knows the results folder's layout and one reads a
+record's keys, and the documentation generated from the code (docs/architecture.md's wing
+diagram, README's record schema) is current."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import sys
 import pytest
 
 from tests.structure import (
+    BLOCKS,
     COMPONENT_CEILINGS,
     ROOT,
     WINGS,
+    GeneratedBlock,
     cycles,
-    documented_diagram,
     import_graph,
+    layout_knowers,
+    record_key_readers,
     upward_imports,
-    wing_diagram,
     wing_of,
 )
 
@@ -69,6 +73,40 @@ def test_planning_and_listing_modules_do_not_import_torch(modules: str) -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_the_architecture_map_draws_the_wings_as_they_are() -> None:
-    """Stale after a module is added, moved or imports another wing: `python tests/structure.py`."""
-    assert documented_diagram() == wing_diagram(import_graph())
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
+def test_generated_documentation_is_current(block: GeneratedBlock) -> None:
+    """Stale after a module is added, moved or imports another wing, or a record field changes:
+    `python tests/structure.py` rewrites it."""
+    assert block.documented() == block.generate()
+
+
+def test_a_stale_block_is_found(tmp_path) -> None:
+    """The check above can fail: a hand edit of a generated block is not what `generate` gives."""
+    readme = tmp_path / "README.md"
+    block = GeneratedBlock(readme, "record schema", BLOCKS[1].generate)
+    readme.write_text(f"intro\n{block.begin}\n| key | content |\n{block.end}\nrest\n")
+    assert block.documented() != block.generate()
+    block.write()
+    assert block.documented() == block.generate()
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
+
+
+def test_one_module_knows_the_results_layout_and_one_reads_record_keys() -> None:
+    """The results folder's paths are built by `ResultsFolder` alone, and a record's JSON keys are
+    read by `Record.from_json` alone: every other module asks them."""
+    assert set(layout_knowers()) == {"bench.results.folder"}
+    assert set(record_key_readers()) == {"bench.results.record"}
+
+
+def test_the_record_key_check_finds_a_raw_read(tmp_path, monkeypatch) -> None:
+    """The check above can fail: a report module reading `record["metrics"]` is found."""
+    import tests.structure as structure
+
+    extra = tmp_path / "bench" / "report" / "sneaky.py"
+    extra.parent.mkdir(parents=True)
+    extra.write_text(
+        'def f(record):\n    """Uses "runs"."""\n    return record["metrics"], "runs"\n'
+    )
+    monkeypatch.setattr(structure, "ROOT", tmp_path)
+    assert structure.record_key_readers() == {"bench.report.sneaky": [3]}
+    assert structure.layout_knowers() == {"bench.report.sneaky": [3]}

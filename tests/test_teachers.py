@@ -12,7 +12,8 @@ import torch
 from bench.core.specs import teacher_spec_for
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.plan.profiles import PROFILES
-from bench.train.teachers import obtain_teacher, teacher_dir
+from bench.results.folder import ResultsFolder
+from bench.train.teachers import obtain_teacher
 
 CPU = torch.device("cpu")
 
@@ -28,10 +29,10 @@ def test_second_call_loads_the_cached_teacher(
     tmp_path: Path, dataset: str, model_file: str
 ) -> None:
     spec, bundle = spec_and_bundle(dataset)
-    trained = obtain_teacher(spec, bundle, tmp_path, CPU)
+    trained = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     assert trained.info["from_cache"] is False
-    assert (teacher_dir(tmp_path, spec) / model_file).is_file()
-    loaded = obtain_teacher(spec, bundle, tmp_path, CPU)
+    assert (ResultsFolder(tmp_path).teacher_folder(spec) / model_file).is_file()
+    loaded = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     assert loaded.info["from_cache"] is True
     np.testing.assert_allclose(
         loaded.predict_logits(bundle.test.x), trained.predict_logits(bundle.test.x), rtol=1e-5
@@ -40,11 +41,13 @@ def test_second_call_loads_the_cached_teacher(
 
 def test_damaged_cache_is_rebuilt_not_trusted(tmp_path: Path, caplog) -> None:
     spec, bundle = spec_and_bundle("digits")
-    reference = obtain_teacher(spec, bundle, tmp_path, CPU).predict_logits(bundle.test.x)
-    weights = teacher_dir(tmp_path, spec) / "model.pt"
+    reference = obtain_teacher(
+        spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU
+    ).predict_logits(bundle.test.x)
+    weights = ResultsFolder(tmp_path).teacher_folder(spec) / "model.pt"
     weights.write_bytes(b"not a checkpoint")
     with caplog.at_level(logging.WARNING):
-        rebuilt = obtain_teacher(spec, bundle, tmp_path, CPU)
+        rebuilt = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     assert "model.pt does not match its SHA-256 digest" in caplog.text
     assert rebuilt.info["from_cache"] is False
     np.testing.assert_allclose(rebuilt.predict_logits(bundle.test.x), reference, rtol=1e-5)
@@ -52,7 +55,7 @@ def test_damaged_cache_is_rebuilt_not_trusted(tmp_path: Path, caplog) -> None:
 
 def test_lightgbm_teacher_stops_early_on_validation(tmp_path: Path) -> None:
     spec, bundle = spec_and_bundle("breast_cancer")
-    teacher = obtain_teacher(spec, bundle, tmp_path, CPU)
+    teacher = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     assert 1 <= teacher.info["best_iteration"] <= spec.settings["n_estimators"]
     assert teacher.booster.num_trees() == teacher.info["best_iteration"]
     logits = teacher.predict_logits(bundle.test.x)
@@ -67,7 +70,7 @@ def test_precomputed_teacher_features_equal_a_live_forward_pass(tmp_path: Path) 
     from bench.train.teachers import FeatureHooks
 
     spec, bundle = spec_and_bundle("digits")
-    teacher = obtain_teacher(spec, bundle, tmp_path, CPU)
+    teacher = obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
     index = torch.tensor([5, 0, 17, 3])
     x = torch.as_tensor(bundle.train.x)[index]
     out = teacher.outputs(Batch(x, torch.zeros(4, dtype=torch.long), index), ["layer2", "layer3"])

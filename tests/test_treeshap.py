@@ -11,6 +11,7 @@ import torch
 from bench.core.specs import teacher_spec_for
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.plan.profiles import PROFILES
+from bench.results.folder import ResultsFolder
 from bench.train.teachers import obtain_teacher
 
 
@@ -18,7 +19,9 @@ def teacher_for(dataset: str, results: Path):
     entry = DATASETS.get(dataset)
     bundle = entry.load(DatasetLoaderOptions())
     spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, entry.modality)
-    return obtain_teacher(spec, bundle, results, torch.device("cpu")), bundle
+    return obtain_teacher(
+        spec, bundle, ResultsFolder(results).teacher_folder(spec), torch.device("cpu")
+    ), bundle
 
 
 @pytest.mark.parametrize("dataset", ["breast_cancer", "wine"])

@@ -27,6 +27,7 @@ from bench.methods.xdistill import FusedStudent, strip_classifier
 from bench.models import build_model, count_parameters
 from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import PROFILES
+from bench.results.folder import ResultsFolder
 from bench.train.feature_losses import (
     attention_map,
     attention_transfer_loss,
@@ -251,7 +252,9 @@ def teacher(tmp_path_factory: pytest.TempPathFactory, digits: DatasetBundle) -> 
     plan = make_plan(Selection(profile="smoke", datasets=("digits",), methods=VISION_METHODS))
     assert {run.method for run in plan.runs} == set(VISION_METHODS)  # all planned for images
     results = tmp_path_factory.mktemp("vision")
-    return obtain_teacher(plan.teachers[0], digits, results, CPU)
+    return obtain_teacher(
+        plan.teachers[0], digits, ResultsFolder(results).teacher_folder(plan.teachers[0]), CPU
+    )
 
 
 @pytest.mark.parametrize("name", VISION_METHODS)

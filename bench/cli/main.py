@@ -25,6 +25,7 @@ from bench.run.progress import TerminalProgress, clock
 
 if TYPE_CHECKING:
     from bench.plan.planner import Plan
+    from bench.results.record import Record
 
 LIST_KINDS = ("methods", "datasets", "metrics", "profiles")
 
@@ -139,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from bench.plan.catalogue import load_catalogue
     from bench.plan.planner import Selection, make_plan
+    from bench.results.folder import ResultsFolder
     from bench.run.resume import FinishedRecords
 
     if not (args.all or args.dataset or args.method):
@@ -155,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     plan = make_plan(selection, load_catalogue(args.plugin))
     _check_writable(args.results)
     if not args.force:
-        finished = FinishedRecords(args.results)
+        finished = FinishedRecords(ResultsFolder(args.results))
         if not finished.stages(plan, finished.todo(plan)):
             # Nothing to train or score: answered from the records, without importing torch.
             seconds = clock(time.perf_counter() - started)
@@ -266,21 +268,22 @@ def _status(args: argparse.Namespace) -> int:
     from bench.core.vocabulary import REFERENCE_ROWS
     from bench.plan.catalogue import load_catalogue
     from bench.plan.planner import Selection, make_plan
-    from bench.results.records import iter_records, read_record, record_path
+    from bench.results.folder import ResultsFolder, read_record
 
     plan = make_plan(Selection(profile=args.profile), load_catalogue(args.plugin))
+    folder = ResultsFolder(args.results)
     counts: Counter = Counter()
     planned = set()
     for spec in plan.runs:
-        path = record_path(args.results, spec.profile, spec.dataset, spec.variant, spec.seed)
+        path = folder.run_path(spec)
         planned.add(path)
         record = read_record(path)
         if record is None:
             state = "missing"
-        elif record["run_id"] != spec.run_id:
+        elif record.run_id != spec.run_id:
             state = "stale"  # settings or code changed since: the next run redoes it
         else:
-            state = record["status"]
+            state = str(record.status)
         counts[state] += 1
         if state not in ("ok", "missing"):
             print(f"{state:<8} {spec.label}{_first_error_line(record)}")
@@ -288,15 +291,12 @@ def _status(args: argparse.Namespace) -> int:
     print(f"profile {plan.profile.name}: {len(plan.runs)} runs: {summary}")
     # Runs on disk the profile's plan does not hold: `--set` variants and methods run by name.
     others: dict[tuple[str, str], Counter] = {}
-    for record in iter_records(args.results, plan.profile.name):
-        name, dataset = record["method"]["name"], record["dataset"]["name"]
-        path = record_path(args.results, record["profile"], dataset, name, record["seed"])
-        if name in REFERENCE_ROWS or path in planned:
+    for record in folder.iter_records(plan.profile.name):
+        if record.row in REFERENCE_ROWS or folder.path_of(record) in planned:
             continue
-        others.setdefault((dataset, name), Counter())[record["status"]] += 1
-        if record["status"] != "ok":
-            label = f"{dataset}/{name}/seed{record['seed']}"
-            print(f"{record['status']:<8} {label}{_first_error_line(record)}")
+        others.setdefault((record.dataset_name, record.row), Counter())[str(record.status)] += 1
+        if not record.ok:
+            print(f"{record.status:<8} {record.label}{_first_error_line(record)}")
     if others:
         print(f"also on disk, outside the profile's plan ({len(others)} variants or methods):")
         for (dataset, name), states in sorted(others.items()):
@@ -306,8 +306,8 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_error_line(record: dict | None) -> str:
-    error = (record or {}).get("error") or {}
+def _first_error_line(record: Record | None) -> str:
+    error = (record.error if record else None) or {}
     if not error:
         return ""
     message = (error.get("message") or "").strip().splitlines()
@@ -324,8 +324,9 @@ def _show(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from bench.report.compute import compute
     from bench.report.render import render
+    from bench.results.folder import ResultsFolder
 
-    if not (args.results / "runs").is_dir():
+    if not ResultsFolder(args.results).has_runs():
         raise BenchError(f"no runs under {args.results}: run `python -m bench run --all` first")
     index = render(compute(args.results, args.profile, args.reference), args.out)
     print(f"wrote {index} and {args.out / 'leaderboard.csv'}")

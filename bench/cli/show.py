@@ -7,17 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
-from bench.core.paths import check_name, inside
-from bench.results.records import iter_records, read_record
+from bench.core.paths import check_name
+from bench.core.vocabulary import Role
+from bench.results.folder import ResultsFolder, read_record
+from bench.results.record import Record
 
 RUN_ID_PREFIX = re.compile(r"[0-9a-f]{6,64}")
 RUN_NAME = re.compile(r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)")
 
 
-def find_run(results: Path, run: str, profile: str | None = None) -> dict[str, Any]:
+def find_run(results: Path, run: str, profile: str | None = None) -> Record:
     """The record `run` names: `<dataset>/<method>/seed<k>`, or a run id (a unique prefix will do)."""
-    runs = results / "runs"
-    if not runs.is_dir():
+    folder = ResultsFolder(results)
+    if not folder.has_runs():
         raise BenchError(f"no runs under {results}: run `python -m bench run --all` first")
     named = RUN_NAME.fullmatch(run)
     if named is None:
@@ -26,19 +28,19 @@ def find_run(results: Path, run: str, profile: str | None = None) -> dict[str, A
                 f"{run!r} names no run: give <dataset>/<method>/seed<k> (e.g. wine/kd/seed0) or a "
                 "run id (6 or more of its hex digits)"
             )
-        found = [r for r in iter_records(results, profile) if r["run_id"].startswith(run)]
+        found = [r for r in folder.iter_records(profile) if r.run_id.startswith(run)]
         what = f"run id {run}"
     else:
         dataset, method = (check_name(named[k], k) for k in ("dataset", "method"))
-        profiles = [profile] if profile else sorted(p.name for p in runs.iterdir() if p.is_dir())
-        paths = [inside(runs, p, dataset, method, f"seed{named['seed']}.json") for p in profiles]
+        profiles = [profile] if profile else folder.profiles()
+        seed = int(named.group("seed"))
+        paths = [folder.record_path(p, dataset, method, seed) for p in profiles]
         found = [r for r in map(read_record, paths) if r is not None]
         what = run
     if not found:
         raise BenchError(f"no readable record of {what} under {results}")
     if len(found) > 1:
-        where = ", ".join(f"{r['profile']}/{r['dataset']['name']}/{r['method']['name']}/"
-                          f"seed{r['seed']}" for r in found)  # fmt: skip
+        where = ", ".join(f"{r.profile}/{r.label}" for r in found)
         raise BenchError(f"{what} matches {len(found)} records ({where}); say which with --profile")
     return found[0]
 
@@ -47,31 +49,29 @@ def _number(value: Any) -> str:
     return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def describe_run(record: dict[str, Any]) -> str:
+def describe_run(record: Record) -> str:
     """The record as text: what ran, its metrics by category, timings, provenance and error."""
-    method, dataset = record["method"], record["dataset"]
-    teacher = record.get("teacher") or {}
+    method = record.method
+    teacher = record.teacher or {}
     lines = [
-        f"{dataset['name']}/{method['name']}/seed{record['seed']} (profile {record['profile']}, "
-        f"{record.get('role') or 'student'}): {record['status']}",
-        f"run id      {record['run_id']}",
+        f"{record.label} (profile {record.profile}, {record.role}): {record.status}",
+        f"run id      {record.run_id}",
         f"method      {method.get('base', method['name'])}"
         + (f", {method['citation']}" if method.get("citation") else ""),
     ]
     params = method.get("params") or {}
-    if params and record.get("role") in (None, "student"):
+    if params and record.role is Role.STUDENT:
         lines.append("parameters  " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
     if teacher:
         lines.append(
-            f"teacher     {teacher.get('kind')} seed {teacher.get('seed')}, key {teacher.get('key')}"
+            f"teacher     {teacher.get('kind')} seed {record.teacher_seed}, key {teacher.get('key')}"
         )
-    student = record.get("student") or {}
+    student = record.student or {}
     if student:
         lines.append(
             f"student     {student.get('architecture')}, {student.get('parameters')} parameters"
         )
-    metrics = record.get("metrics") or {}
-    meta = record.get("metric_metadata") or {}
+    metrics, meta = record.metrics, record.metric_metadata
     if metrics:
         lines.append("metrics")
         by_category: dict[str, list[str]] = {}
@@ -85,22 +85,22 @@ def describe_run(record: dict[str, Any]) -> str:
             )
         for category, rows in by_category.items():
             lines += [f"  {category}", *rows]
-    timings = record.get("timings") or {}
+    timings = record.timings
     if timings:
         lines.append(
             "timings     "
             + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if v is not None)
         )
-    env = record.get("environment") or {}
+    env = record.environment
     if env:
         versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v)
         lines += [
-            f"ran         {record.get('started')} → {record.get('ended')} on {env.get('device')} "
+            f"ran         {record.started} → {record.ended} on {env.get('device')} "
             f"({env.get('gpu') or env.get('cpu')}, {env.get('torch_threads')} threads)",
             f"code        bench {env.get('bench')}, git {env.get('git_revision')}",
             f"libraries   {versions}",
         ]
-    error = record.get("error")
+    error = record.error
     if error:
         lines += [
             f"error       {error.get('type')} in {error.get('stage') or 'the run'}: {error.get('message')}",

@@ -2,7 +2,7 @@
 
 A file is written to a temp file in the same folder, fsynced, then renamed over the old one, so a
 crash at any moment leaves either the old file or the new one, never half of one. What a record
-holds is `bench.results.records`' business.
+holds is `bench.results.record`'s business.
 """
 
 from __future__ import annotations

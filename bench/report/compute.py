@@ -1,6 +1,6 @@
 """What the report shows, computed from the records: every table and every figure's numbers.
 
-`compute` reads the records once (`bench.results.records.iter_records`), flattens them once
+`compute` reads the records once (`bench.results.folder.ResultsFolder`), flattens them once
 (`bench.results.table.long_table`) and derives the statistics' frames from that table; it writes
 nothing. `bench.report.render` turns its `ReportData` into the site and the exports, so that what
 the report says and where it is written are separate questions, and the numbers can be checked
@@ -48,7 +48,8 @@ from bench.report.tables import (
     rank_table,
     table_columns,
 )
-from bench.results.records import iter_records
+from bench.results.folder import ResultsFolder
+from bench.results.record import PROBLEM_STATUSES, Record
 from bench.results.table import long_table
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class ReportData:
     claim_panel: list[dict[str, Any]]
     methods: list[MethodPage]
     metrics: list[Column]
-    problems: list[dict[str, Any]]  # the records of runs that failed, diverged or were skipped
+    problems: list[Record]  # the records of runs that failed, diverged or were skipped
     n_records: int
     reference: Path | None = None
     differences: tuple[str, ...] = ()
@@ -122,11 +123,11 @@ def compute(
     `bench.plan.catalogue`) describes the methods of records written before records described
     them; it is loaded only if some record needs it, since building it imports torch.
     """
-    records = list(iter_records(results, profile))
+    records = list(ResultsFolder(results).iter_records(profile))
     yours: set[tuple[str, str, str]] = set()
     differences: list[str] = []
     if reference is not None:
-        theirs = list(iter_records(reference, profile))
+        theirs = list(ResultsFolder(reference).iter_records(profile))
         if not theirs:
             raise BenchError(f"no readable records under {reference}/runs to compare with")
         differences = environment_differences(records, theirs)
@@ -194,7 +195,7 @@ def compute(
         claim_panel=claim_rows(verdicts),
         methods=method_pages(records, source),
         metrics=table_columns(ranked, descriptions) if not ranked.empty else [],
-        problems=[r for r in records if r["status"] in ("failed", "diverged", "skipped")],
+        problems=[r for r in records if r.status in PROBLEM_STATUSES],
         n_records=len(records),
         reference=reference,
         differences=tuple(differences),

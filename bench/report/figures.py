@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.atomic import write_atomic
-from bench.core.vocabulary import CONTROL_ROWS, RANDOM_CONTROL_ROW, TEACHER_ROW
+from bench.core.vocabulary import RANDOM_CONTROL_ROW, REFERENCES
 from bench.report.svg import ASCENT, DESCENT, Box, Drawing, nice_ticks, png, text_box, text_width
 
-REFERENCE_COLOURS = {TEACHER_ROW: "#1f4e9c", **dict.fromkeys(CONTROL_ROWS, "#888888")}
+REFERENCE_COLOURS = {row.name: row.colour for row in REFERENCES}
 STUDENT_COLOUR = "#d95f02"
 FRONT_COLOUR = "#1b9e77"
 GRID_COLOUR = "#dddddd"

@@ -21,10 +21,9 @@ from bench.core.sealed import read_array_sealed
 from bench.core.vocabulary import (
     CONTROL_ROWS,
     FAMILIES,
-    PERMUTED_CONTROL_ROW,
-    RANDOM_CONTROL_ROW,
+    REFERENCES,
     TEACHER_ROW,
-    UNTRAINED_CONTROL_ROW,
+    Role,
 )
 from bench.plan.catalogue import Catalogue
 from bench.report import figures
@@ -41,27 +40,10 @@ from bench.report.tables import (
     method_page,
     slug,
 )
-from bench.results.records import record_path
+from bench.results.folder import ResultsFolder
+from bench.results.record import Record
 
-REFERENCE_DESCRIPTIONS = {
-    TEACHER_ROW: (
-        "Reference row: the dataset's teacher, scored with the same metrics as the students. Its "
-        "explanation agreement with itself is the ceiling (1)."
-    ),
-    RANDOM_CONTROL_ROW: (
-        "Control row: uniform random attributions explaining the teacher. It has no predictions "
-        "of its own; its explanation metrics are the floor of an explainer that ignores the model."
-    ),
-    PERMUTED_CONTROL_ROW: (
-        "Control row: the teacher's explanation of another test sample, compared with its "
-        "explanation of this one. Agreement this high comes from what all samples share (layout, "
-        "feature scales), not from the sample: the floor of explanation agreement."
-    ),
-    UNTRAINED_CONTROL_ROW: (
-        "Control row: a randomly initialised student of the standard architecture, scored as a "
-        "student: the floor of a student that learned nothing."
-    ),
-}
+REFERENCE_DESCRIPTIONS = {row.name: row.report_text for row in REFERENCES}
 
 
 @dataclass(frozen=True)
@@ -92,15 +74,15 @@ class DatasetPage:
         return next((f for f in self.figures if f.kind == "tradeoff"), None)
 
 
-def first_explainers(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+def first_explainers(records: list[Record]) -> dict[tuple[str, str], str]:
     """(profile, dataset) → the first explainer of the profile whose agreement was measured."""
     found: dict[tuple[str, str], str] = {}
     for record in records:
-        key = (record["profile"], record["dataset"]["name"])
-        if key in found or record["status"] != "ok":
+        key = (record.profile, record.dataset_name)
+        if key in found or not record.ok:
             continue
-        metrics = record.get("metrics") or {}
-        budget = (record.get("budget") or {}).get("explanation") or {}
+        metrics = record.metrics
+        budget = record.budget.get("explanation") or {}
         listed = [e for e in budget.get("explainers") or [] if f"expl_spearman_{e}" in metrics]
         measured = sorted(
             m.removeprefix("expl_spearman_") for m in metrics if m.startswith("expl_spearman_")
@@ -113,7 +95,7 @@ def first_explainers(records: list[dict[str, Any]]) -> dict[tuple[str, str], str
 def dataset_figures(
     ranked: pd.DataFrame,
     seeds: pd.DataFrame,
-    records: list[dict[str, Any]],
+    records: list[Record],
     results: Path,
     profile: str,
     dataset: str,
@@ -123,7 +105,7 @@ def dataset_figures(
     from `results` here."""
     part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
     order = method_order(part.method.unique())
-    roles = part.groupby("method")["role"].first()
+    roles = part.groupby("method").role.first()
     stem = f"figures/{slug(profile)}-{slug(dataset)}"
     made: list[FigureRef] = []
 
@@ -215,47 +197,46 @@ def dataset_figures(
 
 
 def _gallery(
-    records: list[dict[str, Any]], results: Path, profile: str, dataset: str, order: list[str]
+    records: list[Record], results: Path, profile: str, dataset: str, order: list[str]
 ) -> tuple[np.ndarray | None, list[tuple[str, np.ndarray]], str] | None:
     """The teacher's stored maps and inputs, then each student's maps of the same test rows."""
-    stored: dict[str, tuple[int, dict[str, Any], dict[str, Any]]] = {}
+    folder = ResultsFolder(results)
+    stored: dict[str, tuple[Record, dict[str, Any]]] = {}
     for record in records:
-        entry = record.get("attribution_maps")
+        entry = record.attribution_maps
         if (
-            record["status"] != "ok"
-            or record["profile"] != profile
-            or record["dataset"]["name"] != dataset
+            not record.ok
+            or record.profile != profile
+            or record.dataset_name != dataset
             or not isinstance(entry, dict)
         ):
             continue
-        name, seed = record["method"]["name"], int(record["seed"])
-        if name not in stored or seed < stored[name][0]:
-            stored[name] = (seed, record, entry)
+        if record.row not in stored or record.seed < stored[record.row][0].seed:
+            stored[record.row] = (record, entry)
     if TEACHER_ROW not in stored:
         return None
-    seed, _, reference = stored[TEACHER_ROW]
+    teacher, reference = stored[TEACHER_ROW]
 
-    def load(name: str, seed: int, file_name: Any) -> np.ndarray | None:
-        if not isinstance(file_name, str):
-            return None
-        folder = record_path(results, profile, dataset, name, seed).parent
+    def load(record: Record, file_name: object) -> np.ndarray | None:
         # Only a bare file name beside the record is trusted, never a path from the record.
-        return read_array_sealed(folder / Path(file_name).name)
+        path = folder.beside(record, file_name)
+        return None if path is None else read_array_sealed(path)
 
-    teacher_maps = load(TEACHER_ROW, seed, reference.get("file"))
+    teacher_maps = load(teacher, reference.get("file"))
     if teacher_maps is None:
         return None
-    inputs = load(TEACHER_ROW, seed, reference.get("inputs_file"))
+    inputs = load(teacher, reference.get("inputs_file"))
     rows = [(TEACHER_ROW, teacher_maps)]
     for method in order:
         if method == TEACHER_ROW or method not in stored:
             continue
-        seed, _, entry = stored[method]
+        record, entry = stored[method]
+        seed = record.seed
         if entry.get("test_index") != reference.get("test_index"):
             continue  # another explained subset: not the same images
         if entry.get("explainer") != reference.get("explainer"):
             continue
-        maps = load(method, seed, entry.get("file"))
+        maps = load(record, entry.get("file"))
         if maps is not None and maps.shape == teacher_maps.shape:
             rows.append((f"{method} (seed {seed})", maps))
     return inputs, rows, str(reference.get("explainer"))
@@ -295,25 +276,24 @@ def _flatten(params: Any, prefix: str = "") -> list[tuple[str, str]]:
 CatalogueSource = Callable[[], Catalogue]
 
 
-def _describe(name: str, method: dict[str, Any], role: str, catalogue: CatalogueSource) -> str:
+def _describe(record: Record, catalogue: CatalogueSource) -> str:
     """The record's description of its row (records written before descriptions were: the
     catalogue's, for a method it still holds)."""
-    if name in REFERENCE_DESCRIPTIONS and role != "student":
-        return REFERENCE_DESCRIPTIONS[name]
-    if isinstance(method.get("description"), str):
-        return method["description"]
-    base, methods = method.get("base"), catalogue().methods
+    if record.row in REFERENCE_DESCRIPTIONS and record.role is not Role.STUDENT:
+        return REFERENCE_DESCRIPTIONS[record.row]
+    if record.description is not None:
+        return record.description
+    base, methods = record.method.get("base"), catalogue().methods
     return methods[base].description if base in methods else ""
 
 
-def _family(method: dict[str, Any], role: str, catalogue: CatalogueSource) -> str:
+def _family(record: Record, catalogue: CatalogueSource) -> str:
     """The record's family (records before families existed: the catalogue's)."""
-    if role != "student":
+    if record.role is not Role.STUDENT:
         return "reference"
-    family = method.get("family")
-    if family in FAMILIES:
-        return str(family)
-    base, methods = method.get("base"), catalogue().methods
+    if record.family is not None:
+        return record.family
+    base, methods = record.method.get("base"), catalogue().methods
     return methods[base].family if base in methods else "other"
 
 
@@ -327,41 +307,37 @@ def method_families(pages: list[MethodPage]) -> list[tuple[str, list[MethodPage]
     ]
 
 
-def method_pages(records: list[dict[str, Any]], catalogue: CatalogueSource) -> list[MethodPage]:
+def method_pages(records: list[Record], catalogue: CatalogueSource) -> list[MethodPage]:
     """One page per leaderboard row name, from the records' `method` objects and provenance;
     `catalogue` is called only for a row whose records do not describe it."""
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_method: dict[str, list[Record]] = defaultdict(list)
     for record in records:
-        if isinstance(record.get("method"), dict) and "name" in record["method"]:
-            by_method[str(record["method"]["name"])].append(record)
+        by_method[record.row].append(record)
     pages = []
     for name in method_order(by_method):
         group = by_method[name]
-        role = str(group[0].get("role") or "student")
-        citations = sorted(
-            {str(r["method"]["citation"]) for r in group if r["method"].get("citation")}
-        )
+        role = str(group[0].role)
+        citations = sorted({str(r.method["citation"]) for r in group if r.method.get("citation")})
         where: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
         for r in group:
-            flat = tuple(_flatten(r["method"].get("params") or {}))
-            label = f"{r['profile']}/{r['dataset']['name']}"
+            flat = tuple(_flatten(r.method.get("params") or {}))
+            label = f"{r.profile}/{r.dataset_name}"
             if label not in where[flat]:
                 where[flat].append(label)
         params = [(", ".join(labels), list(flat)) for flat, labels in where.items()]
-        datasets = sorted({(r["profile"], r["dataset"]["name"]) for r in group})
+        datasets = sorted({(r.profile, r.dataset_name) for r in group})
         runs = []
-        for r in sorted(group, key=lambda r: (r["profile"], r["dataset"]["name"], r["seed"])):
-            env = r.get("environment") or {}
-            timings = r.get("timings") or {}
+        for r in sorted(group, key=lambda r: (r.profile, r.dataset_name, r.seed)):
+            env, timings = r.environment, r.timings
             versions = env.get("versions") or {}
             runs.append(
                 {
-                    "profile": r["profile"],
-                    "dataset": r["dataset"]["name"],
-                    "seed": r["seed"],
-                    "status": r["status"],
-                    "run_id": r["run_id"],
-                    "started": r.get("started") or "",
+                    "profile": r.profile,
+                    "dataset": r.dataset_name,
+                    "seed": r.seed,
+                    "status": str(r.status),
+                    "run_id": r.run_id,
+                    "started": r.started,
                     "timings": ", ".join(
                         f"{k} {format_value(v)} s" for k, v in timings.items() if v is not None
                     ),
@@ -375,15 +351,15 @@ def method_pages(records: list[dict[str, Any]], catalogue: CatalogueSource) -> l
                         if v
                     ),
                     "git": (env.get("git_revision") or "")[:10],
-                    "error": (r.get("error") or {}).get("message", "") if r.get("error") else "",
+                    "error": (r.error or {}).get("message") or "",
                 }
             )
         pages.append(
             MethodPage(
                 name,
                 role,
-                _family(group[0]["method"], role, catalogue),
-                _describe(name, group[0]["method"], role, catalogue),
+                _family(group[0], catalogue),
+                _describe(group[0], catalogue),
                 citations,
                 params,
                 [(p, d, dataset_page(p, d)) for p, d in datasets],

@@ -11,7 +11,8 @@ two sets' environments is named in a warning.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+
+from bench.results.record import Record
 
 Key = tuple[str, str, str]  # (profile, dataset, row)
 
@@ -19,13 +20,13 @@ Key = tuple[str, str, str]  # (profile, dataset, row)
 ENVIRONMENT_FIELDS = ("device", "cpu", "gpu", "torch_threads")
 
 
-def _record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
-    return (record["profile"], record["dataset"]["name"], record["method"]["name"], record["seed"])
+def _record_key(record: Record) -> tuple[str, str, str, int]:
+    return (record.profile, record.dataset_name, record.row, record.seed)
 
 
 def merge_with_reference(
-    user: Iterable[dict[str, Any]], reference: Iterable[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], set[Key]]:
+    user: Iterable[Record], reference: Iterable[Record]
+) -> tuple[list[Record], set[Key]]:
     """The reference's records with the user's laid over them, and the rows the user produced."""
     merged = {_record_key(r): r for r in reference}
     yours: set[Key] = set()
@@ -35,16 +36,14 @@ def merge_with_reference(
     return list(merged.values()), yours
 
 
-def _signature(record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    env = record.get("environment") or {}
+def _signature(record: Record) -> tuple[tuple[str, str], ...]:
+    env = record.environment
     fields = [(name, str(env.get(name))) for name in ENVIRONMENT_FIELDS]
     fields += sorted((name, str(v)) for name, v in (env.get("versions") or {}).items())
     return tuple(fields)
 
 
-def environment_differences(
-    user: Iterable[dict[str, Any]], reference: Iterable[dict[str, Any]]
-) -> list[str]:
+def environment_differences(user: Iterable[Record], reference: Iterable[Record]) -> list[str]:
     """One line per environment field whose values differ between the two sets of records."""
     mine = {field for r in user for field in _signature(r)}
     theirs = {field for r in reference for field in _signature(r)}

@@ -10,7 +10,7 @@ from an interval alone. Definitions, which the README repeats:
 
 - **Pairing.** Two rows are paired by student seed, over the seeds both finished, and only where
   both students were distilled from the same teacher seed (`teacher_seed`, from
-  `record["teacher"]["seed"]`); a seed whose teacher seeds differ is skipped and counted
+  `Record.teacher_seed`); a seed whose teacher seeds differ is skipped and counted
   (`teacher_mismatch`), since its difference would mix the students' effect with the teachers'.
 - **Paired comparison** (`paired_difference`): d = method − baseline per paired seed; its mean,
   standard deviation, 95 % Student-t interval and Cohen's d_z = mean(d) / sd(d) (NaN when sd = 0).
@@ -101,7 +101,7 @@ def seed_values(data: Records | pd.DataFrame) -> pd.DataFrame:
     """One row per (run, metric) of the `ok` records: the raw per-seed values (nulls dropped).
 
     `data`: records, or their long table (`bench.results.table`), which the report builds once.
-    `teacher_seed` is the seed of the teacher the run used (`record["teacher"]["seed"]`, a
+    `teacher_seed` is the seed of the teacher the run used (`Record.teacher_seed`, a
     nullable integer), so that paired comparisons can refuse to pair students of different
     teachers.
     """

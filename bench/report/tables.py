@@ -202,8 +202,9 @@ def leaderboard_table(
         profile, dataset, str(part.modality.iloc[0]), columns, page=dataset_page(profile, dataset)
     )
     # One lookup per cell: indexing the frame per cell cost a quarter of the report's time.
-    indexed = {(r["method"], r["metric"]): r for r in part.to_dict(orient="records")}
-    roles = part.groupby("method")["role"].first()
+    keys = zip(part.method.tolist(), part.metric.tolist(), strict=True)
+    indexed = dict(zip(keys, part.to_dict(orient="records"), strict=True))
+    roles = part.groupby("method").role.first()
     best: dict[str, float] = {}
     competitors = part[part.role == "student"]
     for column in columns:

@@ -1,6 +1,7 @@
 """Records as one long table: a row per (record, metric), the one place records become rows.
 
-The report reads records once (`bench.results.records.iter_records`) and flattens them here;
+The report reads records once (`bench.results.folder.ResultsFolder.iter_records`) and flattens
+them here;
 its per-seed values, leaderboard aggregates, coverage and separation check are all cut from this
 table, so that no two of them can read a record differently (which metrics count, what a missing
 direction or teacher seed means). A row holds the record's identity (its position among the
@@ -17,21 +18,16 @@ from typing import Any
 
 import pandas as pd
 
-Records = Iterable[Mapping[str, Any]]
+from bench.results.record import Record
+
+# Records, or their JSON form (a test or a script may hold that): read through `Record.coerce`.
+Records = Iterable[Record | Mapping[str, Any]]
 
 COLUMNS = [
     "record", "profile", "dataset", "modality", "method", "role", "status", "seed",
     "teacher_seed", "metric", "category", "higher_is_better", "description", "value",
     "coverage", "sample_sd", "n_scored",
 ]  # fmt: skip
-
-
-def teacher_seed(record: Mapping[str, Any]) -> int | None:
-    """The seed of the teacher the run learned from (`record["teacher"]["seed"]`); None for a
-    teacher row, a record written before teachers had seeds, or a teacher named by key only."""
-    teacher = record.get("teacher")
-    seed = teacher.get("seed") if isinstance(teacher, dict) else None
-    return None if seed is None else int(seed)
 
 
 def _number(value: Any) -> float:
@@ -47,21 +43,21 @@ def long_table(records: Records) -> pd.DataFrame:
     `other` and no direction (None), as the statistics read it.
     """
     columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
-    for index, record in enumerate(records):
-        metrics = record.get("metrics") or {}
-        metadata = record.get("metric_metadata") or {}
+    for index, item in enumerate(records):
+        record = Record.coerce(item)
+        metadata = record.metric_metadata
         identity = {
             "record": index,
-            "profile": record["profile"],
-            "dataset": record["dataset"]["name"],
-            "modality": record["dataset"].get("modality"),
-            "method": record["method"]["name"],
-            "role": record.get("role", "student"),
-            "status": record["status"],
-            "seed": int(record["seed"]),
-            "teacher_seed": teacher_seed(record),
+            "profile": record.profile,
+            "dataset": record.dataset_name,
+            "modality": record.modality,
+            "method": record.row,
+            "role": str(record.role),
+            "status": str(record.status),
+            "seed": record.seed,
+            "teacher_seed": record.teacher_seed,
         }
-        for metric, value in metrics.items():
+        for metric, value in record.metrics.items():
             meta = metadata.get(metric) or {}
             for name, cell in identity.items():
                 columns[name].append(cell)

@@ -19,10 +19,11 @@ import torch
 
 from bench.core.atomic import remove_temporaries
 from bench.core.budgets import ModalityBudget, Profile
-from bench.core.locks import lock_path, try_lock
+from bench.core.locks import try_lock
 from bench.core.specs import RunSpec, TeacherSpec
 from bench.core.vocabulary import TEACHER_ROW
 from bench.data.bundle import DatasetBundle
+from bench.results.folder import ResultsFolder
 from bench.run.environment import environment
 from bench.run.progress import Progress, SilentProgress
 from bench.run.resume import FinishedRecords
@@ -55,19 +56,23 @@ class SuiteContext:
         self.suite_started = time.time() if suite_started is None else suite_started
 
     @property
+    def folder(self) -> ResultsFolder:
+        return ResultsFolder(self.options.results)
+
+    @property
     def finished(self) -> FinishedRecords:
         redo_before = self.suite_started if self.options.force else None
-        return FinishedRecords(self.options.results, redo_before)
+        return FinishedRecords(self.folder, redo_before)
 
     def budget(self, spec: TeacherSpec) -> ModalityBudget:
         return self.profile.budget(spec.dataset, spec.modality)
 
     def path_of(self, spec: RunSpec) -> Path:
-        return self.finished.run_path(spec)
+        return self.folder.run_path(spec)
 
     def reference_path(self, spec: TeacherSpec, row: str = TEACHER_ROW) -> Path:
         """The record of one of a teacher's reference rows (the teacher or a control row)."""
-        return self.finished.reference_path(self.profile.name, spec, row)
+        return self.folder.reference_path(self.profile.name, spec, row)
 
     def locked(self, spec: RunSpec, work: Callable[[], str], lock_wait: float = 0.0) -> str:
         """Do `work`, which writes the run's record, holding the run's lock.
@@ -76,7 +81,7 @@ class SuiteContext:
         while this process was busy with others is not redone (`done`).
         """
         path = self.path_of(spec)
-        with try_lock(lock_path(path), wait=lock_wait) as held:
+        with try_lock(self.folder.lock_of(path), wait=lock_wait) as held:
             if held and not self.finished.is_done(path, spec.run_id):
                 remove_temporaries(path)
                 return work()

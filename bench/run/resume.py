@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.specs import RunSpec, TeacherSpec
-from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW
+from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.planner import Plan
-from bench.results.records import read_record, record_path
+from bench.results.folder import ResultsFolder, read_record
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,14 @@ class FinishedRecords:
     `--force`.
     """
 
-    results: Path
+    folder: ResultsFolder
     redo_before: float | None = None
-
-    def run_path(self, spec: RunSpec) -> Path:
-        return record_path(self.results, spec.profile, spec.dataset, spec.variant, spec.seed)
-
-    def reference_path(self, profile: str, spec: TeacherSpec, row: str = TEACHER_ROW) -> Path:
-        """The record of one of a teacher's reference rows (the teacher or a control row)."""
-        return record_path(self.results, profile, spec.dataset, row, spec.seed)
 
     def is_done(self, path: Path, run_id: str) -> bool:
         """The record at `path` finished `ok` under this run id (and, with `--force`, since the
         suite started)."""
         record = read_record(path)
-        if record is None or record["status"] != "ok" or record["run_id"] != run_id:
+        if record is None or not record.ok or record.run_id != run_id:
             return False
         if self.redo_before is None:
             return True
@@ -68,12 +61,14 @@ class FinishedRecords:
 
     def todo(self, plan: Plan) -> list[RunSpec]:
         """The plan's runs still to do, in plan order."""
-        return [spec for spec in plan.runs if not self.is_done(self.run_path(spec), spec.run_id)]
+        return [
+            spec for spec in plan.runs if not self.is_done(self.folder.run_path(spec), spec.run_id)
+        ]
 
     def reference_done(self, profile: str, spec: TeacherSpec, reference_id: str) -> bool:
         """Every reference row of the teacher finished under `reference_id`."""
         return all(
-            self.is_done(self.reference_path(profile, spec, row), reference_id)
+            self.is_done(self.folder.reference_path(profile, spec, row), reference_id)
             for row in REFERENCE_ROWS
         )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from bench.core import registry
 from bench.plan.planner import Plan
+from bench.results.folder import ResultsFolder
 from bench.run.backends import Backend, LocalBackend
 from bench.run.context import RunOptions
 from bench.run.progress import Progress, SilentProgress
@@ -45,7 +46,8 @@ def run_suite(
     progress = progress or SilentProgress()
     backend = backend or LocalBackend()
     summary = SuiteSummary()
-    finished = FinishedRecords(options.results, suite_started if options.force else None)
+    redo_before = suite_started if options.force else None
+    finished = FinishedRecords(ResultsFolder(options.results), redo_before)
     todo = finished.todo(plan)
     summary.counts["done"] = len(plan.runs) - len(todo)
     stages = finished.stages(plan, todo)

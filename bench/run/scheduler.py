@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.core.specs import RunSpec
 from bench.plan.profiles import PROFILES
+from bench.results.record import Status
 from bench.run.backends import Backend, Job
 from bench.run.context import SuiteContext
 from bench.run.progress import Progress, Work
@@ -157,6 +158,6 @@ class Scheduler:
         )
         # The dead worker's locks are dropped by the kernel a moment after we learn of its death.
         return [
-            record_unrun(ctx, spec, "failed", exc, job.stage, lock_wait=DEAD_WORKER_LOCK_WAIT)
+            record_unrun(ctx, spec, Status.FAILED, exc, job.stage, lock_wait=DEAD_WORKER_LOCK_WAIT)
             for spec in job.runs
         ]

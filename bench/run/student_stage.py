@@ -12,15 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.atomic import write_json_atomic
 from bench.core.errors import Diverged
 from bench.core.sealed import write_array_sealed
 from bench.core.specs import RunSpec
+from bench.core.vocabulary import Role
 from bench.data.bundle import DatasetBundle
 from bench.metrics import ScoringContext, score
 from bench.metrics.dissection import dissection_summary
 from bench.models import count_parameters
-from bench.results.records import skeleton
+from bench.results.folder import ResultsFolder
+from bench.results.record import Record, Status
 from bench.run.context import SuiteContext, dataset_entry, error_entry, now
 from bench.run.predictors import StudentPredictor
 from bench.train.loop import TrainContext, seed_everything
@@ -37,7 +38,7 @@ def run_student(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher
 def record_unrun(
     ctx: SuiteContext,
     spec: RunSpec,
-    status: str,
+    status: Status,
     exc: BaseException,
     stage: str | None,
     lock_wait: float = 0.0,
@@ -49,13 +50,11 @@ def record_unrun(
     return ctx.locked(spec, lambda: _write_unrun(ctx, spec, status, exc, stage), lock_wait)
 
 
-def student_record(
-    ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle | None
-) -> dict[str, Any]:
+def student_record(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle | None) -> Record:
     method = METHODS.get(spec.method)
-    return skeleton(
+    return Record(
         run_id=spec.run_id,
-        role="student",
+        role=Role.STUDENT,
         dataset=dataset_entry(spec.dataset, spec.dataset_version, spec.modality, bundle),
         method={
             "name": spec.variant,
@@ -76,11 +75,12 @@ def student_record(
 
 
 def _write_unrun(
-    ctx: SuiteContext, spec: RunSpec, status: str, exc: BaseException, stage: str | None
+    ctx: SuiteContext, spec: RunSpec, status: Status, exc: BaseException, stage: str | None
 ) -> str:
     record = student_record(ctx, spec, None)
-    record.update(status=status, ended=record["started"], error=error_entry(exc, stage))
-    write_json_atomic(ctx.path_of(spec), record)
+    record.status, record.ended = Status(status), record.started
+    record.error = error_entry(exc, stage)
+    ctx.folder.write(record)
     ctx.progress.finished(spec.label, status, 0.0)
     return status
 
@@ -107,7 +107,7 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
         )
         student = method.fit(train)
         timings["train"] = time.perf_counter() - started
-        record["student"] = {
+        record.student = {
             "architecture": type(student).__name__,
             "parameters": count_parameters(student),
         }
@@ -122,26 +122,26 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
         )
         if not np.isfinite(scoring.logits).all():
             raise Diverged("the trained student outputs non-finite logits")
-        record["metrics"], record["metric_metadata"] = score(scoring)
-        record["dissection"] = dissection_summary(scoring)
-        record["attribution_maps"] = save_attribution_maps(ctx.path_of(spec), scoring)
+        record.metrics, record.metric_metadata = score(scoring)
+        record.dissection = dissection_summary(scoring)
+        record.attribution_maps = save_attribution_maps(ctx.path_of(spec), scoring)
         timings["score"] = time.perf_counter() - started - timings["train"]
-        record["status"] = "ok"
+        record.status = Status.OK
     except Diverged as exc:
-        record.update(status="diverged", error=error_entry(exc, "training"))
+        record.status, record.error = Status.DIVERGED, error_entry(exc, "training")
     except (Exception, SystemExit) as exc:  # a method's sys.exit() must not end the suite
-        record.update(status="failed", error=error_entry(exc, None))
+        record.status, record.error = Status.FAILED, error_entry(exc, None)
     if train is not None:
-        record["training"] = {
+        record.training = {
             "best_epoch": train.best_epoch,
             "last_epoch_test_accuracy": train.last_epoch_test_accuracy,
             "history": train.history,
         }
     timings["total"] = time.perf_counter() - started
-    record.update(timings=timings, ended=now())
-    write_json_atomic(ctx.path_of(spec), record)
-    progress.finished(spec.label, record["status"], timings["total"])
-    return record["status"]
+    record.timings, record.ended = timings, now()
+    ctx.folder.write(record)
+    progress.finished(spec.label, record.status, timings["total"])
+    return record.status
 
 
 GALLERY_SAMPLES = 4
@@ -163,7 +163,7 @@ def save_attribution_maps(
     explainer = scoring.explanation.explainers[0]
     index = scoring.explain_index[:GALLERY_SAMPLES]
     maps = np.asarray(scoring.attributions(explainer)[:GALLERY_SAMPLES], dtype=np.float32)
-    maps_file = record_file.with_suffix(".maps.npy")
+    maps_file = ResultsFolder.maps_path(record_file)
     write_array_sealed(maps_file, maps)
     entry: dict[str, Any] = {
         "explainer": explainer,
@@ -171,7 +171,7 @@ def save_attribution_maps(
         "file": maps_file.name,
     }
     if with_inputs:
-        inputs_file = record_file.with_suffix(".inputs.npy")
+        inputs_file = ResultsFolder.inputs_path(record_file)
         write_array_sealed(inputs_file, np.asarray(scoring.explain_x[:GALLERY_SAMPLES], np.float32))
         entry["inputs_file"] = inputs_file.name
     return entry

@@ -14,19 +14,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.core.atomic import remove_temporaries, write_json_atomic
+from bench.core.atomic import remove_temporaries
 from bench.core.errors import DatasetUnavailable
-from bench.core.locks import hold_lock, lock_path
-from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW
+from bench.core.locks import hold_lock
+from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW, Role
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.metrics import ScoringContext, score
 from bench.metrics.dissection import dissection_summary
-from bench.results.records import skeleton
+from bench.results.record import Record, Status
 from bench.run.context import SuiteContext, dataset_entry, now
 from bench.run.controls import Control, build_controls
 from bench.run.resume import DatasetStage, stage_label
 from bench.run.student_stage import record_unrun, save_attribution_maps
-from bench.train.teachers import Teacher, obtain_teacher, teacher_dir
+from bench.train.teachers import Teacher, obtain_teacher
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,17 @@ def _prepare_dataset(ctx: SuiteContext, stage: DatasetStage, label: str) -> Read
         bundle = entry.load(DatasetLoaderOptions(data_dir=ctx.options.data_dir))
     except DatasetUnavailable as exc:
         log.warning("dataset %s unavailable: %s", stage.dataset, exc)
-        return Unavailable([record_unrun(ctx, s, "skipped", exc, None) for s in stage.runs])
+        return Unavailable([record_unrun(ctx, s, Status.SKIPPED, exc, None) for s in stage.runs])
     except Exception as exc:
         reason = "loading the dataset"
-        return Unavailable([record_unrun(ctx, s, "failed", exc, reason) for s in stage.runs])
+        return Unavailable([record_unrun(ctx, s, Status.FAILED, exc, reason) for s in stage.runs])
     try:
         ctx.progress.stage(label, "teacher")
         teacher = _teacher(ctx, stage, bundle, label)
     except Exception as exc:
         log.error("teacher of %s failed: %s", stage.dataset, exc)
         reason = "the teacher stage"
-        return Unavailable([record_unrun(ctx, s, "failed", exc, reason) for s in stage.runs])
+        return Unavailable([record_unrun(ctx, s, Status.FAILED, exc, reason) for s in stage.runs])
     return Ready(bundle, teacher)
 
 
@@ -84,15 +84,15 @@ def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, labe
     """The dataset's teacher, trained at most once however many processes need it: under the
     teacher's lock a second process waits, then loads the first one's from the cache."""
     spec = stage.teacher
-    folder = teacher_dir(ctx.options.results, spec)
-    with hold_lock(lock_path(folder)):
+    folder = ctx.folder.teacher_folder(spec)
+    with hold_lock(ctx.folder.lock_of(folder)):
         # Staging folders of a training that was killed: no one else is training it now.
         for stale in folder.parent.glob(f".{spec.key}.*"):
             shutil.rmtree(stale, ignore_errors=True)
         teacher = obtain_teacher(
             spec,
             bundle,
-            ctx.options.results,
+            folder,
             ctx.options.device,
             on_epoch=lambda epoch, epochs: ctx.progress.epoch(
                 label, "teacher training", epoch, epochs
@@ -126,20 +126,19 @@ def _score_references(
     metrics, metadata = score(scoring)
     info = {k: v for k, v in teacher.info.items() if k != "history"}
     method = {"name": TEACHER_ROW, "base": spec.kind, "params": spec.settings}
-    record = _reference_record(ctx, teacher, bundle, reference_id, "teacher", method)
-    record.update(metrics=metrics, metric_metadata=metadata)
-    maps = save_attribution_maps(ctx.reference_path(spec), scoring, with_inputs=True)
-    record.update(
-        attribution_maps=maps,
-        dissection=dissection_summary(scoring),
-        teacher={**spec.as_dict(), **info},
-        training={
-            "last_epoch_test_accuracy": teacher.info.get("last_epoch_test_accuracy"),
-            "history": teacher.info.get("history"),
-        },
-        timings={"train": info["train_seconds"], "score": time.perf_counter() - started},
+    record = _reference_record(ctx, teacher, bundle, reference_id, Role.TEACHER, method)
+    record.metrics, record.metric_metadata = metrics, metadata
+    record.attribution_maps = save_attribution_maps(
+        ctx.reference_path(spec), scoring, with_inputs=True
     )
-    write_json_atomic(ctx.reference_path(spec), record)
+    record.dissection = dissection_summary(scoring)
+    record.teacher = {**spec.as_dict(), **info}
+    record.training = {
+        "last_epoch_test_accuracy": teacher.info.get("last_epoch_test_accuracy"),
+        "history": teacher.info.get("history"),
+    }
+    record.timings = {"train": info["train_seconds"], "score": time.perf_counter() - started}
+    ctx.folder.write(record)
     for control in build_controls(teacher, bundle, budget, ctx.options.device):
         _score_control(ctx, teacher, control, bundle, reference_id)
 
@@ -161,19 +160,14 @@ def _score_control(
     )
     metrics, metadata = score(scoring, categories=row.categories)
     method = {"name": row.name, "base": row.name, "params": {}, "citation": control.description}
-    record = _reference_record(ctx, teacher, bundle, reference_id, "control", method)
-    record.update(
-        metrics=metrics,
-        metric_metadata=metadata,
-        teacher=spec.as_dict(),
-        timings={"score": time.perf_counter() - started},
-    )
+    record = _reference_record(ctx, teacher, bundle, reference_id, Role.CONTROL, method)
+    record.metrics, record.metric_metadata = metrics, metadata
+    record.teacher = spec.as_dict()
+    record.timings = {"score": time.perf_counter() - started}
     if row.categories is None:  # a whole model: dissected and shown like a student
-        record["dissection"] = dissection_summary(scoring)
-        record["attribution_maps"] = save_attribution_maps(
-            ctx.reference_path(spec, row.name), scoring
-        )
-    write_json_atomic(ctx.reference_path(spec, row.name), record)
+        record.dissection = dissection_summary(scoring)
+        record.attribution_maps = save_attribution_maps(ctx.reference_path(spec, row.name), scoring)
+    ctx.folder.write(record)
 
 
 def _reference_record(
@@ -181,13 +175,13 @@ def _reference_record(
     teacher: Teacher,
     bundle: DatasetBundle,
     reference_id: str,
-    role: str,
+    role: Role,
     method: dict[str, Any],
-) -> dict[str, Any]:
+) -> Record:
     """A teacher's or a control row's record, `ok`; the caller adds what was scored."""
     spec = teacher.spec
     started = now()
-    record = skeleton(
+    record = Record(
         run_id=reference_id,
         role=role,
         dataset=dataset_entry(spec.dataset, spec.dataset_version, spec.modality, bundle),
@@ -198,5 +192,5 @@ def _reference_record(
         environment=ctx.environment,
         started=started,
     )
-    record.update(status="ok", ended=started)
+    record.status, record.ended = Status.OK, started
     return record

@@ -1,4 +1,5 @@
-"""Teachers: trained once per dataset and cached under `results/cache/teachers/`.
+"""Teachers: trained once per dataset and cached in a folder of their own (the results folder's
+`cache/teachers/<dataset>/<key>`: `bench.results.folder.ResultsFolder.teacher_folder`).
 
 Every cache entry (the model and its info, each cached explanation) is sealed with its SHA-256
 digest (`bench.core.sealed`) and verified before anything parses it; the parsers then read the
@@ -28,7 +29,6 @@ from torch import nn
 from bench.core.budgets import Architecture, TrainBudget
 from bench.core.contracts import Batch, Contributions, ModelOutput
 from bench.core.locks import hold_lock, lock_path
-from bench.core.paths import inside
 from bench.core.sealed import (
     MANIFEST,
     DamagedCache,
@@ -267,20 +267,16 @@ class NetworkTeacher(Teacher):
         return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
 
 
-def teacher_dir(results: Path, spec: TeacherSpec) -> Path:
-    return inside(results, "cache", "teachers", spec.dataset, spec.key)
-
-
 def obtain_teacher(
     spec: TeacherSpec,
     bundle: DatasetBundle,
-    results: Path,
+    folder: Path,
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> Teacher:
-    """Load the cached teacher for `spec` once its digests check out, or train and cache it
-    (`on_epoch` is told each epoch of a network teacher's training, as `TrainContext` says)."""
-    folder = teacher_dir(results, spec)
+    """Load the teacher for `spec` cached in `folder` once its digests check out, or train it and
+    cache it there (`on_epoch` is told each epoch of a network teacher's training, as
+    `TrainContext` says)."""
     if folder.exists():
         try:
             return _load(spec, bundle, folder, device)
