@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,12 @@ def test_temporaries_of_a_killed_writer_are_removed_for_that_run_only(tmp_path: 
     (tmp_path / "seed1.json").write_text("{}")
     remove_temporaries(tmp_path / "seed1.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".seed10.json.ghi.tmp", "seed1.json"]
+
+
+def test_written_files_get_the_permissions_open_would_give(tmp_path: Path) -> None:
+    """`mkstemp` makes 0600 files: a site or record set shared with others would be unreadable."""
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    written = tmp_path / "written.json"
+    write_json_atomic(written, {"v": 1})
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)

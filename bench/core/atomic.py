@@ -47,11 +47,21 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode() + b"\n"))
 
 
+# The process's umask, read once (reading it means setting it): `mkstemp` creates files 0600, and a
+# site or a record set shared with others must get the permissions `open` would have given.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old file or the new one."""
+    """Temp file in the same folder, fsync, rename: readers see the old file or the new one.
+
+    The file gets the permissions a plain `open` would give it (0666 less the umask).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

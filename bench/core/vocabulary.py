@@ -33,14 +33,24 @@ class Role(StrEnum):
     CONTROL = "control"
 
 
-# How methods are grouped in the report, in this order: what a method distils from its teacher.
-FAMILIES = {
-    "baseline": "Baselines without a teacher signal",
-    "logit": "Logit-based distillation",
-    "feature": "Feature-based distillation",
-    "explanation": "Explanation-aware distillation",
-    "tabular": "Tree-to-network distillation (tables)",
-    "other": "Other methods (plugins)",
+class Family(StrEnum):
+    """What a method distils from its teacher: how the report groups methods, in this order."""
+
+    BASELINE = "baseline"
+    LOGIT = "logit"
+    FEATURE = "feature"
+    EXPLANATION = "explanation"
+    TABULAR = "tabular"
+    OTHER = "other"
+
+
+FAMILIES: dict[Family, str] = {
+    Family.BASELINE: "Baselines without a teacher signal",
+    Family.LOGIT: "Logit-based distillation",
+    Family.FEATURE: "Feature-based distillation",
+    Family.EXPLANATION: "Explanation-aware distillation",
+    Family.TABULAR: "Tree-to-network distillation (tables)",
+    Family.OTHER: "Other methods (plugins)",
 }
 
 

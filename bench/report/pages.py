@@ -246,9 +246,7 @@ def _gallery(
 class MethodPage:
     name: str
     role: str
-    family: (
-        str  # a key of `bench.train.method.FAMILIES`, or "reference" for teacher and control rows
-    )
+    family: str  # a `bench.core.vocabulary.Family`, or "reference" for teacher and control rows
     description: str
     citations: list[str]
     params: list[tuple[str, list[tuple[str, str]]]]  # (where, [(key, value)])

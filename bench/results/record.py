@@ -21,7 +21,7 @@ from typing import Any
 from bench import SCHEMA_VERSION
 from bench.core.paths import SAFE_NAME
 from bench.core.specs import MAX_SEED
-from bench.core.vocabulary import FAMILIES, Role
+from bench.core.vocabulary import Family, Role
 
 
 class Status(StrEnum):
@@ -134,10 +134,10 @@ class Record:
         return str(self.method["name"])
 
     @property
-    def family(self) -> str | None:
-        """The method's family (a key of `FAMILIES`), when the record names a known one."""
+    def family(self) -> Family | None:
+        """The method's family, when the record names a known one (older records name none)."""
         family = self.method.get("family")
-        return family if family in FAMILIES else None
+        return Family(family) if family in tuple(Family) else None
 
     @property
     def description(self) -> str | None:
