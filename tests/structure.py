@@ -227,6 +227,67 @@ def record_schema() -> str:
     return "\n".join(lines)
 
 
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def claim_definitions() -> str:
+    """README's table of the claims and their tests, from `bench.report.claims.CLAIMS`."""
+    from bench.report.claims import CLAIMS
+
+    lines = ["| claim | source | part | primary | secondary |", "|---|---|---|---|---|"]
+    for claim in CLAIMS:
+        for index, part in enumerate(claim.parts):
+            tests = {
+                role: "; ".join(
+                    t.describe() + (f" ({t.note})" if t.note else "")
+                    for t in claim.tests
+                    if t.part == part and t.role == role
+                )
+                for role in ("primary", "secondary")
+            }
+            head = (claim.statement, claim.source) if index == 0 else ("", "")
+            cells = [*head, part, tests["primary"], tests["secondary"] or "–"]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+REFERENCE_CLAIMS = ROOT / "reference" / "default-v2" / "claims.csv"
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "–" if value != value else f"{value:+.{digits}f}"
+
+
+def claim_verdicts() -> str:
+    """README's table of the reference set's verdicts: every primary test, part by part."""
+    import pandas as pd
+
+    table = pd.read_csv(REFERENCE_CLAIMS)
+    lines = [
+        "| claim | part | primary test | dataset | mean difference [95 % interval] | p_holm "
+        "| smallest detectable Δ | test | part | claim |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    shown_claim, shown_part = None, None
+    for row in table[table.role == "primary"].itertuples():
+        claim = f"{row.claim}" if row.claim != shown_claim else ""
+        claim_verdict = f"**{row.claim_verdict}**" if row.claim != shown_claim else ""
+        part_verdict = row.part_verdict if (row.claim, row.part) != shown_part else ""
+        part = row.part if (row.claim, row.part) != shown_part else ""
+        shown_claim, shown_part = row.claim, (row.claim, row.part)
+        relation = {"higher": ">", "lower": "<", "not_worse": "≥"}[row.expect]
+        margin = f" − {row.margin:g}" if row.expect == "not_worse" else ""
+        test = f"`{row.method}` {relation} `{row.baseline}`{margin} on `{row.metric}`"
+        interval = f"{_number(row.mean_diff)} [{_number(row.ci95_low)}, {_number(row.ci95_high)}]"
+        cells = [
+            claim, part, test, row.dataset, interval, f"{row.p_holm:.2g}",
+            f"{row.mde_80:.3g}", row.test_verdict, part_verdict, claim_verdict,
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class GeneratedBlock:
     """A block of a document between two markers, written by `generate` and never by hand."""
@@ -260,6 +321,8 @@ BLOCKS = (
         lambda: f"```\n{wing_diagram(import_graph())}\n```",
     ),
     GeneratedBlock(ROOT / "README.md", "record schema", record_schema),
+    GeneratedBlock(ROOT / "README.md", "claims", claim_definitions),
+    GeneratedBlock(ROOT / "README.md", "claim verdicts", claim_verdicts),
 )
 
 

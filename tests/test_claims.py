@@ -1,4 +1,5 @@
-"""The claims panel's verdicts: primary and secondary tests, Holm, non-inferiority, not measured.
+"""The claims panel's verdicts: parts, primary and secondary tests, Holm, non-inferiority,
+architecture confounds, not measured.
 
 Several tests pin what interval-based verdicts got wrong: three identical differences (a
 zero-width interval) "supported" a claim, a loss inside the stated margin "contradicted" one, and
@@ -21,10 +22,11 @@ from bench.report.claims import (
     ClaimTest,
     claims_table,
     combine,
+    combine_part,
     evaluate_all,
     verdict_of,
 )
-from bench.report.statistics import seed_values, seeds_for_power
+from bench.report.statistics import minimum_detectable_effect, seed_values, seeds_for_power
 from tests.recordkit import seeded
 
 T_975_DF2 = 4.302653
@@ -83,7 +85,10 @@ def test_a_consistent_gain_on_enough_seeds_is_supported() -> None:
     # Six positive differences: p = 2/64; the only primary test, so Holm leaves it.
     assert ig.stats["mean_diff"] == pytest.approx(0.05)
     assert ig.stats["p_value"] == pytest.approx(0.03125) and ig.p_holm == pytest.approx(0.03125)
-    assert ig.verdict == "supported" and claim.verdict == "supported"
+    assert ig.verdict == "supported"
+    # The claim promises better predictions too, and accuracy did not move: half supported.
+    assert claim.part_verdicts == {"explanation": "supported", "prediction": "inconclusive"}
+    assert claim.verdict == "partly supported"
     # kd_expl and kd are absent: named as not measured, not silently dropped.
     assert "method kd_expl" in claim.missing and "method kd" in claim.missing
 
@@ -93,43 +98,75 @@ def test_holm_corrects_across_a_claims_datasets() -> None:
     claim = verdicts_for(imitation("wine", 6, 0.05) + imitation("breast_cancer", 6, 0.05))[
         "explanation_imitation"
     ]
-    primary = [r for d in claim.datasets for r in d.primary]
-    assert [r.p_holm for r in primary] == pytest.approx([0.0625, 0.0625])
+    explanation = [r for d in claim.datasets for r in d.primary if r.test.part == "explanation"]
+    assert [r.p_holm for r in explanation] == pytest.approx([0.0625, 0.0625])
     assert claim.verdict == "inconclusive"
-    # Seven seeds each: 2·(2/128) = 0.03125 < 0.05 on both.
-    claim = verdicts_for(imitation("wine", 7, 0.05) + imitation("breast_cancer", 7, 0.05))[
-        "explanation_imitation"
-    ]
+    # Seven seeds each: 2·(2/128) = 0.03125 < 0.05 on both, in each part's own family.
+    both = imitation("wine", 7, 0.05, 0.05) + imitation("breast_cancer", 7, 0.05, 0.05)
+    claim = verdicts_for(both)["explanation_imitation"]
     assert {d.verdict for d in claim.datasets} == {"supported"} and claim.verdict == "supported"
+    assert [r.p_holm for d in claim.datasets for r in d.primary] == pytest.approx([1 / 32] * 4)
 
 
-def test_secondary_tests_are_reported_but_do_not_decide() -> None:
-    # A clear accuracy loss (a secondary test) next to a supported primary.
+def test_a_two_part_claim_is_contradicted_by_either_part() -> None:
+    # Better explanations, clearly worse accuracy: the "and better predictions" half fails.
     claim = verdicts_for(imitation("wine", 7, 0.05, accuracy_gain=-0.03))["explanation_imitation"]
     accuracy = result_of(claim, "gbdt2nn_joint", "accuracy")
-    assert accuracy.test.role == "secondary" and accuracy.verdict == "contradicted"
-    assert claim.datasets[0].verdict == "supported" and claim.verdict == "supported"
+    assert accuracy.test.role == "primary" and accuracy.test.part == "prediction"
+    assert accuracy.verdict == "contradicted"
+    assert claim.part_verdicts == {"explanation": "supported", "prediction": "contradicted"}
+    assert claim.verdict == "contradicted"
     table = claims_table([claim])
-    assert list(table.role) == ["primary", "secondary"]
+    assert list(table.part) == ["explanation", "prediction"]
     assert list(table.test_verdict) == ["supported", "contradicted"]
-    assert set(table.dataset_verdict) == {"supported"} and set(table.claim_verdict) == {"supported"}
+    assert list(table.part_verdict) == ["supported", "contradicted"]
+    assert set(table.claim_verdict) == {"contradicted"}
 
 
-def test_primary_and_secondary_are_separate_holm_families() -> None:
-    records = [
-        *seeded("p", "cifar", "kd", {"expl_spearman_ig": BASE[:7],
-                                     "expl_spearman_gradcam": BASE[:7], "accuracy": BASE[:7]},
-                modality="image"),
-        *seeded("p", "cifar", "xdistill", {"expl_spearman_ig": shifted(0.1, 7),
-                                           "expl_spearman_gradcam": shifted(0.1, 7),
-                                           "accuracy": shifted(0.01, 7)}, modality="image"),
-    ]  # fmt: skip
-    claim = verdicts_for(records)["explanation_distillation"]
-    ig = result_of(claim, "xdistill", "expl_spearman_ig")
-    assert ig.p_holm == pytest.approx(1 / 64)  # a family of one: 2/128
-    secondary = [result_of(claim, "xdistill", m) for m in ("accuracy", "expl_spearman_gradcam")]
-    assert [r.p_holm for r in secondary] == pytest.approx([1 / 32, 1 / 32])  # two: 2·(2/128)
+def xdistill_records(ablation_params: float = 5938.0) -> list[dict]:
+    """xdistill seven seeds ahead of kd and of its ablations on every metric; `parameters` as on
+    digits (FusedStudent 5 938, kd's SmallCNN 5 178), the ablations' as given."""
+    metrics = ("expl_spearman_ig", "expl_spearman_gradcam", "accuracy")
+    image = {"modality": "image"}
+
+    def rows(method: str, gain: float, parameters: float) -> list[dict]:
+        values = {m: shifted(gain, 7) for m in metrics} | {"parameters": [parameters] * 7}
+        return seeded("p", "digits", method, values, **image)
+
+    return [
+        *rows("kd", 0.0, 5178.0),
+        *rows("xdistill_arch", 0.0, ablation_params),
+        *rows("kd_matched", 0.0, ablation_params),
+        *rows("xdistill", 0.1, 5938.0),
+    ]
+
+
+def test_primary_and_secondary_are_separate_holm_families_within_each_part() -> None:
+    claim = verdicts_for(xdistill_records())["explanation_distillation"]
+    # Each part's primary family: vs xdistill_arch and vs kd_matched, 2·(2/128) each.
+    for metric in ("accuracy", "expl_spearman_ig"):
+        primary = [r for d in claim.datasets for r in d.primary if r.metric == metric]
+        assert [r.test.baseline for r in primary] == ["xdistill_arch", "kd_matched"]
+        assert [r.p_holm for r in primary] == pytest.approx([1 / 32, 1 / 32])
+    # Secondary, faithfulness: Grad-CAM vs xdistill_arch and IG vs kd, a family of two.
+    secondary = [r for d in claim.datasets for r in d.secondary if r.test.part == "faithfulness"]
+    assert [r.p_holm for r in secondary] == pytest.approx([1 / 32, 1 / 32])
+    assert claim.part_verdicts == {"prediction": "supported", "faithfulness": "supported"}
     assert claim.verdict == "supported"
+
+
+def test_a_comparison_of_networks_of_different_size_is_confounded() -> None:
+    claim = verdicts_for(xdistill_records())["explanation_distillation"]
+    versus_kd = [r for d in claim.datasets for r in d.results if r.test.baseline == "kd"]
+    assert versus_kd and all(r.parameters == (5938.0, 5178.0) for r in versus_kd)
+    assert all(r.confounded and r.verdict == "confounded" for r in versus_kd)
+    # Ablations that are not the same size cannot support the claim either.
+    claim = verdicts_for(xdistill_records(ablation_params=5178.0))["explanation_distillation"]
+    assert {r.verdict for d in claim.datasets for r in d.primary} == {"confounded"}
+    assert claim.verdict == "inconclusive"
+    table = claims_table([claim])
+    assert set(table.method_parameters) == {5938.0}
+    assert set(table[table.baseline == "kd_matched"].baseline_parameters) == {5178.0}
 
 
 @pytest.mark.parametrize(
@@ -171,8 +208,10 @@ def test_non_inferiority_p_is_one_sided_and_shifted_by_the_margin() -> None:
     assert accuracy.stats["p_value"] == pytest.approx(1 / 128)
     s = accuracy.stats
     assert s["seeds_for_80_power"] == seeds_for_power((s["mean_diff"] + 0.01) / s["std_diff"])
-    # Only a secondary test was measured: the claim has no primary verdict.
-    assert verdicts_for(records)["e2kd"].verdict == "not measured"
+    # Only the prediction part was measured: the explanation part has no verdict.
+    claim = verdicts_for(records)["e2kd"]
+    assert claim.part_verdicts == {"explanation": "not measured", "prediction": "supported"}
+    assert claim.verdict == "partly supported"
 
 
 def test_concept_detector_claim_holm_over_both_directions() -> None:
@@ -187,11 +226,19 @@ def test_concept_detector_claim_holm_over_both_directions() -> None:
     claim = verdicts_for(records)["kd_concept_detectors"]
     kd = result_of(claim, "kd", "concept_detectors")
     smoothing = result_of(claim, "label_smoothing", "concept_detectors")
-    assert kd.stats["p_value"] == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(4 / 128)
+    # Each direction is a part of its own, tested at α: no Holm between them.
+    assert kd.stats["p_value"] == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(2 / 128)
     assert kd.verdict == "supported"
     assert smoothing.stats["mean_diff"] == 0 and smoothing.verdict == "inconclusive"
     assert claim.datasets[0].verdict == "inconclusive"
-    assert claim.verdict == "mixed"  # one primary test supported, the other inconclusive
+    assert claim.part_verdicts == {
+        "knowledge distillation": "supported",
+        "label smoothing": "inconclusive",
+    }
+    assert claim.verdict == "partly supported"
+    # An inconclusive test says how large an effect its seeds could have seen.
+    assert smoothing.mde_80 == 0.0  # every seed gives the same difference (0)
+    assert kd.mde_80 == pytest.approx(minimum_detectable_effect(kd.stats["std_diff"], 7), rel=1e-12)
 
 
 def test_claims_without_their_methods_or_metrics_say_not_measured() -> None:
@@ -210,14 +257,15 @@ def test_claims_table_columns_and_order() -> None:
     claim = verdicts_for(imitation("wine", 7, 0.05) + imitation("iris", 7, 0.05))
     table = claims_table([claim["explanation_imitation"]])
     for column in (
-        "claim", "role", "dataset", "method", "baseline", "metric", "expect", "margin", "n",
-        "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "seeds_for_80_power",
-        "test_verdict", "dataset_verdict", "claim_verdict",
+        "claim", "part", "role", "dataset", "method", "baseline", "metric", "expect", "margin",
+        "n", "mean_diff", "ci95_low", "ci95_high", "p_value", "p_holm", "seeds_for_80_power",
+        "mde_80", "test_verdict", "dataset_verdict", "part_verdict", "claim_verdict",
     ):  # fmt: skip
         assert column in table.columns, column
     assert "verdict" not in table.columns  # it read like the row's verdict but was the dataset's
     assert list(table.columns) == CLAIM_COLUMNS
-    assert list(table.role) == ["primary", "primary", "secondary", "secondary"]
+    assert list(table.part) == ["explanation"] * 2 + ["prediction"] * 2
+    assert list(table.role) == ["primary"] * 4
     assert list(table.dataset) == ["iris", "wine", "iris", "wine"]
     assert (table.n == 7).all() and (table.margin == 0).all()
     assert table.p_holm.tolist() == pytest.approx([1 / 32] * 2 + [1.0, 1.0])
@@ -248,8 +296,8 @@ def test_students_of_different_teacher_seeds_are_not_paired() -> None:
 
 
 def test_verdict_rules() -> None:
-    higher = ClaimTest("a", "b", "m", "higher")
-    lower = ClaimTest("a", "b", "m", "lower")
+    higher = ClaimTest("a", "b", "m", "higher", "x")
+    lower = ClaimTest("a", "b", "m", "lower", "x")
     stats = {"mean_diff": 0.2, "std_diff": 0.1, "ci95_low": 0.1, "ci95_high": 0.3}
     negative = {"mean_diff": -0.2, "std_diff": 0.1, "ci95_low": -0.3, "ci95_high": -0.1}
     assert verdict_of(higher, stats, 0.01) == "supported"
@@ -259,7 +307,7 @@ def test_verdict_rules() -> None:
     # The interval excludes 0 but the adjusted p does not reach 0.05: no verdict.
     assert verdict_of(higher, stats, 0.06) == "inconclusive"
     assert verdict_of(higher, stats, math.nan) == "inconclusive"
-    guard = ClaimTest("a", "b", "m", "not_worse", margin=0.05)
+    guard = ClaimTest("a", "b", "m", "not_worse", "x", margin=0.05)
     small_loss = {"mean_diff": -0.02, "std_diff": 0.01, "ci95_low": -0.03, "ci95_high": -0.01}
     assert verdict_of(guard, small_loss, 0.01) == "supported"
     assert verdict_of(guard, small_loss, 0.2) == "inconclusive"
@@ -275,6 +323,18 @@ def test_verdict_rules() -> None:
     assert combine(["supported", "inconclusive"]) == "inconclusive"
     assert combine(["supported", "contradicted"]) == "contradicted"
     assert combine([]) == "no primary test"
+    assert combine_part(["supported", "confounded"]) == "mixed"
+    assert combine_part(["confounded", "inconclusive"]) == "inconclusive"
+    assert combine_part([]) == "not measured"
+
+
+def test_minimum_detectable_effect_is_the_power_analysis_inverted() -> None:
+    """At the effect `minimum_detectable_effect` names, `seeds_for_power` asks for those seeds."""
+    for n, sd in ((10, 0.02), (7, 1.3), (30, 0.5)):
+        mde = minimum_detectable_effect(sd, n)
+        assert abs(seeds_for_power(mde / sd) - n) <= 1
+    assert math.isnan(minimum_detectable_effect(0.1, 1))
+    assert minimum_detectable_effect(0.1, 10, one_sided=True) < minimum_detectable_effect(0.1, 10)
 
 
 def test_every_claim_names_registered_methods_and_metrics() -> None:
@@ -282,8 +342,9 @@ def test_every_claim_names_registered_methods_and_metrics() -> None:
     from bench.train.method import METHODS
 
     for claim in CLAIMS:
-        assert claim.primary, f"{claim.key} has no primary test"
-        assert len({t.metric for t in claim.primary}) == 1, f"{claim.key}: one primary metric"
+        for part in claim.parts:
+            primary = {t.metric for t in claim.primary if t.part == part}
+            assert len(primary) == 1, f"{claim.key}, {part}: one primary metric per part"
         for test in claim.tests:
             assert test.method in METHODS, (claim.key, test.method)
             assert test.baseline in METHODS, (claim.key, test.baseline)
@@ -312,5 +373,6 @@ def test_claim_table_of_records_round_trips_through_csv(tmp_path) -> None:
     table.to_csv(tmp_path / "claims.csv", index=False)
     back = pd.read_csv(tmp_path / "claims.csv")
     assert list(back.columns) == CLAIM_COLUMNS
-    row = back[(back.claim == "explanation_imitation") & (back.role == "primary")].iloc[0]
-    assert row.test_verdict == "supported" and row.claim_verdict == "supported"
+    row = back[(back.claim == "explanation_imitation") & (back.part == "explanation")].iloc[0]
+    assert row.test_verdict == "supported" and row.part_verdict == "supported"
+    assert row.claim_verdict == "partly supported"

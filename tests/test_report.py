@@ -22,6 +22,7 @@ from markupsafe import escape
 from bench.cli.main import main
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.plan.catalogue import CACHE_ENV
+from bench.report.claims import CLAIMS
 from bench.report.compute import compute
 from bench.report.leaderboard import COLUMNS, aggregate, t_interval
 from bench.report.render import render
@@ -214,7 +215,9 @@ def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> 
     assert 'class="sortable leaderboard"' in html and 'data-first="descending"' in html
     # None of the claims' methods or metrics are in these records: each says so, none vanishes.
     # (Four claims since e2KD got its own.)
-    assert html.count('<span class="verdict v-not-measured">not measured</span>') == 4
+    # Every claim and every part of it: not measured.
+    shown = len(CLAIMS) + sum(len(claim.parts) for claim in CLAIMS)
+    assert html.count('<span class="verdict v-not-measured">not measured</span>') == shown
     assert "concept detectors than students trained from scratch" in html
     assert "no records with metric concept_detectors" in html
 
@@ -295,8 +298,8 @@ def test_concept_detector_claim_and_bar_chart_from_records(tmp_path: Path) -> No
         [
             make_record("p", "shapes", "teacher", 0, {"concept_detectors": 30}, role="teacher",
                         **image),
-            # Seven seeds: the sign-flip test cannot reach p < 0.05 with three, and Holm doubles
-            # the p of each of the claim's two primary tests (2·2/128 < 0.05).
+            # Seven seeds: the sign-flip test cannot reach p < 0.05 with three; each direction is
+            # a part of the claim, with a Holm family of its own (2/128 < 0.05).
             *seeded("p", "shapes", "scratch", {"concept_detectors": [10, 11, 12, 10, 11, 12, 11]},
                     **image),
             *seeded("p", "shapes", "kd", {"concept_detectors": [15, 17, 16, 15, 17, 16, 16]},
@@ -313,7 +316,8 @@ def test_concept_detector_claim_and_bar_chart_from_records(tmp_path: Path) -> No
     assert set(concept.claim_verdict) == {"supported"}
     kd = concept[concept.method == "kd"].iloc[0]
     assert kd.mean_diff == pytest.approx(5.0)  # d = [5, 6, 4, 5, 6, 4, 5]
-    assert kd.p_value == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(4 / 128)
+    assert kd.p_value == pytest.approx(2 / 128) and kd.p_holm == pytest.approx(2 / 128)
+    assert set(concept.part_verdict) == {"supported"}
     assert "kd &gt; scratch on concept_detectors" in html
     assert '<span class="verdict v-supported">supported</span>' in html
     bars = svg_of(site / "figures/p-shapes-concepts.svg")

@@ -27,6 +27,7 @@ from bench.methods.xdistill import FusedStudent, strip_classifier
 from bench.models import build_model, count_parameters
 from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import PROFILES
+from bench.report.claims import PARAMETER_TOLERANCE
 from bench.results.folder import ResultsFolder
 from bench.train.feature_losses import (
     attention_map,
@@ -39,7 +40,7 @@ from bench.train.losses import kd_kl
 from bench.train.method import METHODS, Batch, ModelOutput
 from bench.train.teachers import NetworkTeacher, Teacher, obtain_teacher
 
-VISION_METHODS = ("fitnet", "at", "dkd", "e2kd", "xdistill")
+VISION_METHODS = ("fitnet", "at", "dkd", "e2kd", "xdistill", "xdistill_arch", "kd_matched")
 CPU = torch.device("cpu")
 SMOKE_IMAGE = PROFILES.get("smoke").budgets["image"]
 
@@ -390,3 +391,31 @@ def test_every_image_method_trains_on_an_odd_split_to_finite_losses(
     terms = {key: values for key, values in ctx.history.items() if key.startswith("loss/")}
     assert terms and all(len(values) == 2 for values in terms.values())
     assert all(math.isfinite(value) for values in terms.values() for value in values)
+
+
+# --- the ablations XDistillation's claim is judged against ------------------------------------
+
+
+def test_xdistill_arch_is_xdistill_without_its_explanation_term(
+    digits: DatasetBundle, teacher: Teacher
+) -> None:
+    """Trained like xdistill with γ = 0 (whose decoder learns but feeds nothing back), the same
+    seed gives the same network to the last bit: the ablation removes the term and nothing else."""
+    ablation = METHODS.get("xdistill_arch")().fit(_context(digits, teacher))
+    gamma_zero = METHODS.get("xdistill")({"gamma": 0.0}).fit(_context(digits, teacher))
+    assert type(ablation).__name__ == type(gamma_zero).__name__ == "FusedStudent"
+    ours, theirs = ablation.state_dict(), gamma_zero.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default"])
+def test_kd_matched_has_xdistills_parameter_count(
+    digits: DatasetBundle, teacher: Teacher, profile: str
+) -> None:
+    budget = PROFILES.get(profile).budget("digits", "image")
+    ctx = TrainContext(digits, teacher, budget.student_training, budget.student, CPU, seed=0)
+    fused = count_parameters(METHODS.get("xdistill")().build_student(ctx))
+    standard = count_parameters(ctx.default_student())
+    matched = count_parameters(METHODS.get("kd_matched")().build_student(ctx))
+    assert abs(matched - fused) <= PARAMETER_TOLERANCE * fused < abs(standard - fused)

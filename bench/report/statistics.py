@@ -252,6 +252,22 @@ def seeds_for_power(
     return _search_seeds(dz, math.ceil(guess), power, alpha, cap)
 
 
+def minimum_detectable_effect(
+    sd: float, n: int, power: float = POWER, alpha: float = ALPHA, one_sided: bool = False
+) -> float:
+    """The smallest true mean difference a paired t-test on `n` seeds with spread `sd` detects
+    with `power` at `alpha`: (t₁₋α/₂ + t_power) · sd / √n, with n − 1 degrees of freedom (t₁₋α
+    for a one-sided test). It says what an inconclusive test could have seen: "underpowered" is
+    not "no effect". NaN with fewer than two seeds or an undefined spread; 0 when every seed
+    gives the same difference.
+    """
+    if n is None or n < 2 or sd is None or not math.isfinite(sd):
+        return math.nan
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha if one_sided else 1 - alpha / 2, df)
+    return float((critical + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+
+
 def _guess(dz: np.ndarray, power: float, alpha: float) -> np.ndarray:
     z_alpha, z_power = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
     return ((z_alpha + z_power) / dz) ** 2 + z_alpha**2 / 2

@@ -348,10 +348,12 @@ def format_seeds(value: float | None) -> str:
 
 
 def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
-    """The claims as the template shows them: primary tests first, one row per comparison."""
+    """The claims as the template shows them: part by part, each part's primary tests first, one
+    row per comparison."""
     shown = []
     for cv in verdicts:
         rows = []
+        parts = cv.part_verdicts
         for dv, r in cv.results_in_order():
             s = r.stats
             ci = (
@@ -361,9 +363,19 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
             )
             if s["std_diff"] == 0:
                 ci += " (zero width: every seed gives the same difference)"
+            sizes = (
+                f"{r.parameters[0]:,.0f} vs {r.parameters[1]:,.0f} parameters"
+                if r.parameters
+                else ""
+            )
             rows.append(
                 {
+                    "part": r.test.part,
+                    "part_verdict": parts[r.test.part],
                     "role": r.test.role,
+                    "note": r.test.note,
+                    "sizes": sizes,
+                    "mde": format_value(r.mde_80),
                     "dataset": dv.dataset,
                     "profile": dv.profile,
                     "page": dataset_page(dv.profile, dv.dataset),
@@ -385,7 +397,13 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                 }
             )
         shown.append(
-            {"claim": cv.claim, "verdict": cv.verdict, "rows": rows, "missing": cv.missing}
+            {
+                "claim": cv.claim,
+                "verdict": cv.verdict,
+                "parts": parts,
+                "rows": rows,
+                "missing": cv.missing,
+            }
         )
     return shown
 

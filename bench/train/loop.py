@@ -106,7 +106,10 @@ class TrainContext:
         return self.budget.channels_last
 
     def default_student(self) -> nn.Module:
-        arch = self.student_architecture
+        return self.default_student_of(self.student_architecture)
+
+    def default_student_of(self, arch: Architecture) -> nn.Module:
+        """A student of `arch` for this dataset (an ablation may resize the standard one)."""
         return build_model(
             arch.model, self.bundle.input_shape, self.bundle.num_classes, **arch.kwargs()
         )
