@@ -252,7 +252,7 @@ def claim_definitions() -> str:
     return "\n".join(lines)
 
 
-REFERENCE_CLAIMS = ROOT / "reference" / "default-v2" / "claims.csv"
+REFERENCE_CLAIMS = ROOT / "reference" / "default-v3" / "claims.csv"
 
 
 def _number(value: float, digits: int = 3) -> str:

@@ -1,7 +1,7 @@
 """The committed reference tables are what the report computes from the committed records.
 
-`reference/default-v2/` holds the records of one default-profile run and the tables the report
-derived from them (README's "The reference result set"). Rebuilding the tables from those records
+`reference/default-v3/` (and the earlier `default-v2/`) holds the records of one default-profile
+run and the tables the report derived from them (README's "The reference result set"). Rebuilding the tables from those records
 must give the committed files again, number for number: the CSVs write every float in full
 (Python's shortest repr, which reads back to the same double), so they are compared exactly,
 floats included; a change in the last bit of a mean or a p-value is a change of what the
@@ -19,7 +19,7 @@ import pytest
 from bench.report.compute import ReportData, compute
 from bench.report.render import EXPORTS, render
 
-REFERENCE = Path(__file__).resolve().parent.parent / "reference" / "default-v2"
+REFERENCES = Path(__file__).resolve().parent.parent / "reference"
 TABLES = ("leaderboard", *EXPORTS)
 
 
@@ -27,42 +27,51 @@ def _files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
+@pytest.fixture(scope="module", params=["default-v3", "default-v2"])
+def reference(request: pytest.FixtureRequest) -> Path:
+    return REFERENCES / request.param
+
+
 @pytest.fixture(scope="module")
-def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReportData, Path]:
-    before = _files(REFERENCE)
-    data = compute(REFERENCE)
+def rebuilt(tmp_path_factory: pytest.TempPathFactory, reference: Path) -> tuple[ReportData, Path]:
+    before = _files(reference)
+    data = compute(reference)
     site = tmp_path_factory.mktemp("reference-site")
     render(data, site)
-    assert _files(REFERENCE) == before  # nothing written beside the records
+    assert _files(reference) == before  # nothing written beside the records
     return data, site
 
 
 @pytest.mark.parametrize("name", TABLES)
-def test_each_committed_csv_is_rebuilt_exactly(rebuilt: tuple[ReportData, Path], name: str) -> None:
+def test_each_committed_csv_is_rebuilt_exactly(
+    rebuilt: tuple[ReportData, Path], reference: Path, name: str
+) -> None:
     _, site = rebuilt
-    committed = pd.read_csv(REFERENCE / f"{name}.csv", keep_default_na=False)
+    committed = pd.read_csv(reference / f"{name}.csv", keep_default_na=False)
     written = pd.read_csv(site / f"{name}.csv", keep_default_na=False)
     # Column by column first, so that a failure names the column; then byte for byte.
     assert list(written.columns) == list(committed.columns)
     for column in committed.columns:
         pd.testing.assert_series_equal(written[column], committed[column], check_exact=True)
-    assert (site / f"{name}.csv").read_bytes() == (REFERENCE / f"{name}.csv").read_bytes()
+    assert (site / f"{name}.csv").read_bytes() == (reference / f"{name}.csv").read_bytes()
 
 
-def test_the_committed_json_is_rebuilt_exactly(rebuilt: tuple[ReportData, Path]) -> None:
+def test_the_committed_json_is_rebuilt_exactly(
+    rebuilt: tuple[ReportData, Path], reference: Path
+) -> None:
     _, site = rebuilt
-    committed = json.loads((REFERENCE / "leaderboard.json").read_text())
+    committed = json.loads((reference / "leaderboard.json").read_text())
     written = json.loads((site / "leaderboard.json").read_text())
     assert set(written) == {"rows", *EXPORTS} == set(committed)
     for key in committed:
         assert written[key] == committed[key], key
-    assert (site / "leaderboard.json").read_bytes() == (REFERENCE / "leaderboard.json").read_bytes()
+    assert (site / "leaderboard.json").read_bytes() == (reference / "leaderboard.json").read_bytes()
 
 
-def test_the_frames_are_the_exports(rebuilt: tuple[ReportData, Path]) -> None:
+def test_the_frames_are_the_exports(rebuilt: tuple[ReportData, Path], reference: Path) -> None:
     """What `compute` returns is what `render` writes: the site's tables come from these frames."""
     data, site = rebuilt
     for name in TABLES:
         frame = data.leaderboard if name == "leaderboard" else getattr(data, name)
         assert len(pd.read_csv(site / f"{name}.csv")) == len(frame) > 0, name
-    assert data.n_records == len(list((REFERENCE / "runs").rglob("seed*.json")))
+    assert data.n_records == len(list((reference / "runs").rglob("seed*.json")))

@@ -437,8 +437,10 @@ def test_average_rank_keeps_the_report_columns(records: list[dict]) -> None:
     )
     acc = averages[averages.metric == "accuracy"].set_index("method")
     assert "teacher" not in acc.index
-    assert math.isnan(acc.loc["b", "mean_rank"])  # b never ran on `one`
-    assert acc.loc["kd", "mean_rank"] == 1.0 and acc.loc["kd", "n_datasets"] == 2
+    # Three seeds decide nothing: every student ranks 1 on both datasets, so no average is made
+    # (averaging forced 1s would flatter whoever ranks low on a decided dataset).
+    assert acc.mean_rank.isna().all() and (acc.n_datasets == 0).all()
+    assert acc.note.str.contains("separates any two students").all()
 
 
 # --- excess over the control floor ----------------------------------------------------------------
@@ -495,3 +497,20 @@ def test_aggregating_seed_values_equals_aggregating_records(records: list[dict])
     pd.testing.assert_frame_equal(
         from_seeds.reset_index(drop=True), from_records.reset_index(drop=True), check_dtype=False
     )
+
+
+def test_average_ranks_use_only_the_datasets_that_decide_something() -> None:
+    """On `decided` seven seeds put kd ahead of scratch; on `flat` three seeds tell no one apart:
+    only `decided` enters the average (a forced 1 on `flat` would lift scratch to 1.5)."""
+    gain = [0.50, 0.90, 0.60, 0.80, 0.55, 0.75, 0.65]
+    records = [
+        *seeded("p", "decided", "scratch", {"accuracy": gain}),
+        *seeded("p", "decided", "kd", {"accuracy": [v + 0.05 for v in gain]}),
+        *seeded("p", "flat", "scratch", {"accuracy": gain[:3]}),
+        *seeded("p", "flat", "kd", {"accuracy": [v + 0.05 for v in gain[:3]]}),
+    ]
+    seeds = seed_values(records)
+    averages = average_ranks(ci_ranks(aggregate(records), seeds), seeds)
+    acc = averages[averages.metric == "accuracy"].set_index("method")
+    assert acc.loc["kd", "mean_rank"] == 1.0 and acc.loc["scratch", "mean_rank"] == 2.0
+    assert set(acc.n_datasets) == {1} and set(acc.dataset_ranks.str.split().str[0]) == {"decided"}

@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "--reference",
         type=Path,
         metavar="DIR",
-        help="a reference result set (e.g. reference/default-v2) to rank your runs among; your "
+        help="a reference result set (e.g. reference/default-v3) to rank your runs among; your "
         "rows are marked, and environments that differ are named",
     )
 

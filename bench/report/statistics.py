@@ -600,11 +600,19 @@ def ci_ranks(frame: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def decides(ranks: pd.DataFrame) -> bool:
+    """Whether the ranks of one (profile, dataset, metric) tell some two students apart."""
+    return bool((ranks["rank"] > 1).any())
+
+
 def average_ranks(ranked: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     """Mean rank per (profile, track, method, metric) over the datasets every averaged method ran.
 
-    The datasets are those of the track where the metric was ranked; the averaged methods those
-    ranked on all of them. Their ranks are computed again among themselves on each dataset
+    The datasets are those of the track where the metric was ranked and decided something (some
+    student's rank above 1: a dataset where no paired test separates any two students gives every
+    method rank 1, and averaging it in would pull decided ranks towards 1; a referee found image
+    average ranks mixing concept_shapes' ten-seed ranks with digits' forced 1s). The averaged
+    methods are those ranked on all of them. Their ranks are computed again among themselves on each dataset
     (`paired_ranks`) and averaged; `dataset_ranks` lists them. A method missing on some dataset
     gets a row with no `mean_rank` and a `note` naming the datasets it misses: averaging it over
     fewer datasets would compare it with the others on different ground.
@@ -615,7 +623,18 @@ def average_ranks(ranked: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     for (profile, modality, metric), part in students.groupby(
         ["profile", "modality", "metric"], sort=True
     ):
-        datasets = sorted(part.dataset.unique())
+        datasets = sorted(d for d in part.dataset.unique() if decides(part[part.dataset == d]))
+        if not datasets:
+            rows += [
+                {
+                    "profile": profile, "modality": modality, "method": method, "metric": metric,
+                    "mean_rank": math.nan, "n_datasets": 0, "dataset_ranks": "",
+                    "note": "no dataset of the track separates any two students: no average rank",
+                }
+                for method in sorted(set(part.method))
+            ]  # fmt: skip
+            continue
+        part = part[part.dataset.isin(datasets)]
         on = {d: set(part.method[part.dataset == d]) for d in datasets}
         common = set.intersection(*on.values())
         higher = bool(part.higher_is_better.iloc[0])

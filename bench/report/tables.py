@@ -22,9 +22,7 @@ from bench.report.leaderboard import (
     metric_order,
 )
 from bench.report.separation import RULE as SEPARATION_RULE
-from bench.report.statistics import (
-    POWER_CAP,
-)
+from bench.report.statistics import POWER_CAP, decides
 
 # The comparisons a dataset page shows (all of them are in the exported comparisons.csv).
 HEADLINE_METRICS = (
@@ -78,6 +76,8 @@ class Column:
     # False when the metric does not separate the teacher from the control rows on this dataset
     # (`bench.report.separation`): its students' numbers cannot rank them.
     separates: bool = True
+    # False when no paired test tells any two students apart on this dataset: every rank is 1.
+    decided: bool = True
 
     @property
     def arrow(self) -> str:
@@ -101,6 +101,11 @@ class Column:
             else " ⚠ Does not separate the teacher from the control rows on this dataset "
             f"({SEPARATION_RULE}): it cannot rank the students."
         )
+        if not self.decided:
+            warning += (
+                " = No paired test tells any two students apart here: every student ranks 1, "
+                "and no value is marked best."
+            )
         return f"{self.description or self.name} ({self.category}{direction}){warning}"
 
 
@@ -198,6 +203,8 @@ def leaderboard_table(
     columns = table_columns(part, descriptions)
     for column in columns:
         column.separates = (profile, dataset, column.name) not in (flagged or set())
+        ranks = part[(part.metric == column.name) & part["rank"].notna()]
+        column.decided = ranks.empty or decides(ranks)
     table = Table(
         profile, dataset, str(part.modality.iloc[0]), columns, page=dataset_page(profile, dataset)
     )
@@ -209,7 +216,7 @@ def leaderboard_table(
     competitors = part[part.role == "student"]
     for column in columns:
         values = competitors[competitors.metric == column.name]["mean"].dropna()
-        if len(values) and column.higher_is_better is not None:
+        if len(values) and column.higher_is_better is not None and column.decided:
             best[column.name] = values.max() if column.higher_is_better else values.min()
     for method in method_order(part.method.unique()):
         role = str(roles[method])
@@ -236,7 +243,7 @@ def leaderboard_table(
                     title += f" (paired tests on {int(row['rank_seeds'])} common seeds)"
                 if column.name in best and row["mean"] == best[column.name]:
                     css = "best"
-                elif row["rank"] == 1:
+                elif row["rank"] == 1 and column.decided:
                     css = "tied"
             value = "" if math.isnan(row["mean"]) else repr(float(row["mean"]))
             cells.append(Cell(text, title, value, css))
