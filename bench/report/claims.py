@@ -362,14 +362,10 @@ def combine_part(verdicts: list[str]) -> str:
 
 
 def combine(verdicts: list[str]) -> str:
-    """A dataset's verdict from its primary tests' verdicts."""
-    if not verdicts:
-        return "no primary test"
-    if "contradicted" in verdicts:
-        return "contradicted"
-    if all(v == "supported" for v in verdicts):
-        return "supported"
-    return "inconclusive"
+    """A dataset's verdict from its primary tests' verdicts: as a part's, but a dataset where only
+    some tests are supported is inconclusive there."""
+    verdict = combine_part(verdicts)
+    return {"not measured": "no primary test", "mixed": "inconclusive"}.get(verdict, verdict)
 
 
 def _run_test(
