@@ -247,6 +247,8 @@ class ComparisonResult:
     verdict: str = "inconclusive"
     # The two students' parameter counts (median over seeds), where the records hold them.
     parameters: tuple[float, float] | None = None
+    # The tests in its Holm family: the first step of Holm tests at α / family size.
+    family_size: int = 1
 
     @property
     def confounded(self) -> bool:
@@ -258,9 +260,11 @@ class ComparisonResult:
 
     @property
     def mde_80(self) -> float:
-        """The smallest true mean difference these seeds detect with 80 % power."""
+        """The smallest true mean difference these seeds detect with 80 % power at the level the
+        test's Holm family asks of its first step (α / family size), two-sided: a `not_worse` test
+        needs its two-sided 95 % interval above −δ, so its value is measured from −δ."""
         return minimum_detectable_effect(
-            self.stats["std_diff"], self.stats["n"], one_sided=self.test.expect == "not_worse"
+            self.stats["std_diff"], self.stats["n"], alpha=ALPHA / max(self.family_size, 1)
         )
 
 
@@ -436,7 +440,7 @@ def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
                 ]
                 adjusted = holm([r.stats["p_value"] for r in family])
                 for r, p_adj in zip(family, adjusted, strict=True):
-                    r.p_holm = float(p_adj)
+                    r.p_holm, r.family_size = float(p_adj), len(family)
                     verdict = verdict_of(r.test, r.stats, r.p_holm, r.higher_is_better)
                     r.verdict = "confounded" if r.confounded and verdict == "supported" else verdict
     for d in result.datasets:

@@ -253,18 +253,18 @@ def seeds_for_power(
 
 
 def minimum_detectable_effect(
-    sd: float, n: int, power: float = POWER, alpha: float = ALPHA, one_sided: bool = False
+    sd: float, n: int, power: float = POWER, alpha: float = ALPHA
 ) -> float:
-    """The smallest true mean difference a paired t-test on `n` seeds with spread `sd` detects
-    with `power` at `alpha`: (t₁₋α/₂ + t_power) · sd / √n, with n − 1 degrees of freedom (t₁₋α
-    for a one-sided test). It says what an inconclusive test could have seen: "underpowered" is
-    not "no effect". NaN with fewer than two seeds or an undefined spread; 0 when every seed
-    gives the same difference.
+    """The smallest true mean difference a two-sided paired t-test on `n` seeds with spread `sd`
+    detects with `power` at `alpha`: (t₁₋α/₂ + t_power) · sd / √n, with n − 1 degrees of freedom.
+    It says what an inconclusive test could have seen: "underpowered" is not "no effect". NaN
+    with fewer than two seeds, or with a spread that is undefined or 0 (identical differences,
+    e.g. accuracy moving in steps too coarse to vary, measure no spread to size an effect by).
     """
-    if n is None or n < 2 or sd is None or not math.isfinite(sd):
+    if n is None or n < 2 or sd is None or not math.isfinite(sd) or sd <= 0:
         return math.nan
     df = n - 1
-    critical = stats.t.ppf(1 - alpha if one_sided else 1 - alpha / 2, df)
+    critical = stats.t.ppf(1 - alpha / 2, df)
     return float((critical + stats.t.ppf(power, df)) * sd / math.sqrt(n))
 
 
