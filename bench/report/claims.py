@@ -30,8 +30,8 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   "supported" on their explanation half while every accuracy test was inconclusive.
 - **Architecture.** A test whose two students differ in size (their `parameters` metric differs by
   more than `PARAMETER_TOLERANCE`) is *confounded*: its difference may be the architecture's, not
-  the method's (XDistillation's extra encoder gave kd's students +0.022 IG agreement with no
-  explanation term at all). A confounded test never supports a part; a claim about a method that
+  the method's (XDistillation's extra encoder alone, with no explanation term, raised kd's IG
+  agreement as much as the full method did). A confounded test never supports a part; a claim about a method that
   changes the network is tested against ablations of the same size (`xdistill_arch`,
   `kd_matched`).
 - **Dataset verdict** (per claim, profile and dataset): from the primary tests there only —

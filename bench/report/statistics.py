@@ -612,8 +612,8 @@ def average_ranks(ranked: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     student's rank above 1: a dataset where no paired test separates any two students gives every
     method rank 1, and averaging it in would pull decided ranks towards 1; a referee found image
     average ranks mixing concept_shapes' ten-seed ranks with digits' forced 1s). The averaged
-    methods are those ranked on all of them. Their ranks are computed again among themselves on each dataset
-    (`paired_ranks`) and averaged; `dataset_ranks` lists them. A method missing on some dataset
+    methods are those ranked on all of them. Their ranks are computed again among themselves on
+    each dataset (`paired_ranks`) and averaged; `dataset_ranks` lists them. A method missing on some dataset
     gets a row with no `mean_rank` and a `note` naming the datasets it misses: averaging it over
     fewer datasets would compare it with the others on different ground.
     """
