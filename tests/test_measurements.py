@@ -11,22 +11,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 
 from bench.core.specs import teacher_spec_for
-from bench.core.vocabulary import PERMUTED_CONTROL_ROW, REFERENCE_ROWS, UNTRAINED_CONTROL_ROW
+from bench.core.vocabulary import (
+    INPUT_EXPLAINER,
+    LINEAR_EXPLAINER,
+    PERMUTED_CONTROL_ROW,
+    REFERENCE_ROWS,
+    UNTRAINED_CONTROL_ROW,
+)
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.explain.explainers import explain
 from bench.explain.gradcam import MIN_SIDE, GradCamUnavailable, gradcam_layer
 from bench.metrics import METRICS, ScoringContext, aggregate_samples, score
 from bench.metrics.explanation import spearman_per_sample
-from bench.metrics.quantus_metrics import _normalised_areas, _spearman, faithfulness_correlation
+from bench.metrics.quantus_metrics import _deletion_area, _spearman, faithfulness_correlation
 from bench.models import build_model
 from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import PROFILES
 from bench.report.separation import not_separating, separation_table
 from bench.results.folder import ResultsFolder
 from bench.run.context import RunOptions
-from bench.run.predictors import StudentPredictor, derangement
+from bench.run.predictors import (
+    InputExplanations,
+    LinearModelExplanations,
+    StudentPredictor,
+    derangement,
+)
 from bench.run.runner import run_suite
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.method import METHODS
@@ -132,6 +145,48 @@ def test_every_teacher_has_its_control_rows(tmp_path: Path) -> None:
     untrained = records[UNTRAINED_CONTROL_ROW]["metrics"]
     assert "accuracy" in untrained and "expl_spearman_ig" in untrained
     assert untrained["teacher_agreement"] < 0.8
+    # The floors that need no teacher are explanations only, like the permuted row.
+    for row in (INPUT_EXPLAINER.name, LINEAR_EXPLAINER.name):
+        assert "accuracy" not in records[row]["metrics"]
+        assert "expl_spearman_ig" in records[row]["metrics"]
+
+
+def test_the_data_only_floor_is_gradient_times_input_of_a_logistic_regression(
+    tmp_path: Path,
+) -> None:
+    teacher, bundle = smoke_teacher("wine", tmp_path)
+    control = LinearModelExplanations(teacher, bundle)
+    ctx = scoring(bundle, control, teacher)
+    linear = nn.Linear(bundle.train.x.shape[1], bundle.num_classes)
+    with torch.no_grad():  # centred weights, any bias: centred class scores ignore the bias
+        linear.weight.copy_(torch.as_tensor(control.class_weights))
+    expected = explain(
+        "gxi", linear, ctx.explain_x, ctx.explain_targets, 3, ctx.explain_settings, CPU
+    )
+    got = control.explain("ig", ctx.explain_x, ctx.explain_targets, ctx.explain_settings)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    # It knows the labels: on wine the data alone already points at the teacher's features.
+    assert control.class_weights.shape == (3, bundle.train.x.shape[1])
+
+
+def test_features_at_the_baseline_are_left_out_of_ig_agreement(tmp_path: Path) -> None:
+    """On digits the black pixels are the IG baseline: IG is 0 there for every model, so the
+    input image itself used to agree with the teacher's IG about as well as a student."""
+    teacher, bundle = smoke_teacher("digits", tmp_path)
+    control = InputExplanations(teacher)
+    ctx = scoring(bundle, control, teacher)
+    left_out = ctx.at_baseline
+    assert 0.3 < left_out.mean() < 0.8  # about half the pixels are black
+    teacher_ig = ctx.teacher_attributions("ig")
+    assert np.all(teacher_ig[left_out] == 0)
+    value = aggregate_samples(METRICS.get("expl_spearman_ig").compute(ctx))[0]
+    image = ctx.attributions("ig")
+    rows = [
+        spearmanr(image[i][~left_out[i]], teacher_ig[i][~left_out[i]])[0] for i in range(len(image))
+    ]
+    assert value == pytest.approx(np.nanmean(rows))
+    with_zeros = np.nanmean(spearman_per_sample(image, teacher_ig))
+    assert with_zeros > value  # the shared zeros were what made the input image agree
 
 
 # --- 5. Grad-CAM where it means something ---------------------------------------------------------
@@ -177,10 +232,13 @@ def test_teacher_grad_cam_maps_differ_between_images(tmp_path: Path) -> None:
 
 
 # --- 6. pixel flipping and the separation check ---------------------------------------------------
-def test_pixel_flipping_areas_do_not_depend_on_confidence() -> None:
-    curve = np.array([[0.9, 0.6, 0.3, 0.1, 0.0]])
-    np.testing.assert_allclose(_normalised_areas(curve), _normalised_areas(curve / 3))
-    assert math.isnan(_normalised_areas(np.array([[0.0, 0.1, 0.2]]))[0])
+def test_deletion_areas_are_on_the_share_of_features_removed() -> None:
+    """Bounded whatever the number of steps: Quantus' dx = 1 made the area grow with them."""
+    start = np.array([1.0])
+    for steps in (4, 16, 64):
+        flat = np.ones((1, steps))
+        np.testing.assert_allclose(_deletion_area(flat, start), [1.0])
+    np.testing.assert_allclose(_deletion_area(np.array([[0.5, 0.0]]), start), [0.5])
 
 
 def _record(row: str, role: str, seed: int, value: float, sd: float | None, n: int) -> dict:

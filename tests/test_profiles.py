@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -62,7 +63,7 @@ def test_default_plan_gives_concept_shapes_its_own_network_and_methods():
     assert digits.budget.student.kwargs()["depth"] == 2
     teachers = {(t.dataset, t.seed): t for t in plan.teachers}
     assert teachers["concept_shapes", 0].key != teachers["digits", 0].key
-    assert teachers["concept_shapes", 0].settings["training"]["epochs"] == 20
+    assert teachers["concept_shapes", 0].settings["training"]["epochs"] == 40
     # Fashion-MNIST is not in the suite, but a run of it gets the 4-block network too.
     assert DEFAULT.budget("fashion_mnist:2000", "image") is shapes.budget
 
@@ -165,3 +166,12 @@ def test_a_seed_selection_applies_to_every_method():
     plan = make_plan(Selection(profile="default", datasets=("wine",), seeds=(4, 5)))
     assert {run.seed for run in plan.runs} == {4, 5}
     assert {run.method for run in plan.runs} >= {"scratch", "kd"}
+
+
+def test_every_teacher_teaches_as_many_students() -> None:
+    default = PROFILES.get("default")
+    for seeds in (default.seeds, default.claim_seeds):
+        per_teacher = Counter(default.teacher_seed_for(seed) for seed in seeds)
+        assert len(set(per_teacher.values())) == 1
+    with pytest.raises(ValueError, match="every teacher needs the same number"):
+        replace(default, claim_seeds=tuple(range(10)))

@@ -9,7 +9,8 @@ from torch import nn
 
 from bench.core.budgets import ExplanationBudget
 from bench.data.bundle import DatasetBundle, Split
-from bench.metrics import METRICS, ScoringContext, aggregate_samples
+from bench.metrics import METRICS, ScoringContext, aggregate_samples, metric_settings
+from bench.metrics.quantus_metrics import _replace_by_baseline
 from bench.run.predictors import StudentPredictor
 
 CPU = torch.device("cpu")
@@ -56,6 +57,31 @@ def test_only_the_profiles_quantus_explainer_is_scored(linear_task) -> None:
     ctx = context(linear_task)
     assert METRICS.get("sparseness_gxi").applies_to(ctx)
     assert not METRICS.get("sparseness_ig").applies_to(ctx)
-    assert METRICS.get("random_logit_gxi").applies_to(ctx)  # three classes
+    assert "random_logit_gxi" not in METRICS  # centred class scores decide it (module docstring)
     value = aggregate_samples(METRICS.get("sparseness_gxi").compute(ctx))[0]
     assert 0.0 < value < 1.0  # a Gini index
+
+
+def test_deletion_gain_is_bounded_and_ranks_the_true_explanation_above_random(linear_task) -> None:
+    metric = METRICS.get("deletion_gain_gxi")
+    faithful = metric.compute(context(linear_task))
+    control = metric.compute(context(linear_task, override="random"))
+    assert np.all(np.abs(faithful) <= 1) and np.all(np.abs(control) <= 1)
+    assert np.mean(faithful) > 0.05
+    assert abs(np.mean(control)) < np.mean(faithful) / 3
+
+
+def test_perturbations_take_the_explainers_baseline_not_the_samples_minimum() -> None:
+    arr = np.array([[5.0, 6.0, 7.0], [1.0, 2.0, 3.0]])
+    baseline = np.array([0.5, 0.25, -1.0])
+    perturbed = _replace_by_baseline(arr, np.array([[0, 2], [1, 1]]), baseline)
+    np.testing.assert_array_equal(perturbed, [[0.5, 6.0, -1.0], [1.0, 0.25, 3.0]])
+    np.testing.assert_array_equal(arr, [[5.0, 6.0, 7.0], [1.0, 2.0, 3.0]])  # not in place
+
+
+def test_a_changed_metric_definition_changes_what_run_ids_hash() -> None:
+    settings = metric_settings("tabular")
+    assert settings["faithfulness_correlation_gxi"]["version"] == 2
+    assert settings["deletion_gain_gxi"]["version"] == 1
+    assert settings["expl_spearman_ig"]["version"] == 2  # features at the baseline left out
+    assert settings["expl_spearman_saliency"]["version"] == 1

@@ -4,6 +4,7 @@ for budgets that leave those settings alone."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from bench.train.method import METHODS, Batch
 from bench.train.teachers import NetworkTeacher, Teacher, obtain_teacher
 
 CPU = torch.device("cpu")
+REPOSITORY = Path(__file__).resolve().parents[1]
 TINY_STUDENT = Architecture("small_cnn", (("width", 4), ("depth", 2)))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,7 +101,8 @@ def test_the_default_profiles_plan_keeps_the_run_ids_of_its_reference_records() 
         "epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4, "mixed_precision": False,
     }  # fmt: skip
     plan = make_plan(Selection(profile="default", datasets=("wine",), methods=("kd",), seeds=(0,)))
-    assert plan.runs[0].run_id == "1979200f0a10adf3"  # reference/default-v1's wine/kd/seed0
+    newest = REPOSITORY / "reference" / "default-v4" / "runs" / "default" / "wine" / "kd"
+    assert plan.runs[0].run_id == json.loads((newest / "seed0.json").read_text())["run_id"]
     image = PROFILES.get("default").budgets["image"].as_dict()["student_training"]
     assert image["channels_last"] is True
 

@@ -180,7 +180,9 @@ def test_exports_keep_the_leaderboard_columns_and_add_ranks_and_comparisons(
     assert set(comparisons.baseline) == {"scratch", "kd"}
 
     exported = json.loads((site / "leaderboard.json").read_text())
-    assert set(exported) == {"rows", "comparisons", "average_ranks", "claims", "separation"}
+    assert set(exported) == {
+        "rows", "comparisons", "average_ranks", "claims", "separation", "training"
+    }  # fmt: skip
     assert len(exported["comparisons"]) == len(comparisons)
     assert (site / "average_ranks.csv").exists() and (site / "claims.csv").exists()
 
@@ -207,10 +209,10 @@ def method_cells(html: str, dataset: str) -> list[str]:
 
 def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> None:
     html = make_report(two_seeds, tmp_path / "site").read_text()
-    # The teacher, its three control rows (the floors), then the baselines.
+    # The teacher, its control rows (the floors), then the baselines.
     assert method_cells(html, "wine") == [
-        "teacher", "random_explainer", "permuted_teacher", "untrained_student", "scratch",
-        "label_smoothing", "kd",
+        "teacher", "random_explainer", "permuted_teacher", "untrained_student",
+        "input_explainer", "linear_explainer", "scratch", "label_smoothing", "kd",
     ]  # fmt: skip
     assert 'id="track-smoke-tabular"' in html and "Average rank across" in html
     assert 'class="sortable leaderboard"' in html and 'data-first="descending"' in html

@@ -79,3 +79,26 @@ def test_precomputed_teacher_features_equal_a_live_forward_pass(tmp_path: Path) 
         for layer in ("layer2", "layer3"):
             torch.testing.assert_close(out.features[layer], hooks.features[layer])
     torch.testing.assert_close(out.logits, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_default_lightgbm_teachers_differ_by_seed_and_stop_before_their_cap(
+    tmp_path: Path,
+) -> None:
+    """Bagging and feature subsampling make the seed matter; the default cap lies beyond the
+    validation optimum (before both, three seeds gave one model that ran to its cap)."""
+    entry = DATASETS.get("breast_cancer")
+    bundle = entry.load(DatasetLoaderOptions())
+    teachers = []
+    for seed in (0, 1):
+        spec = teacher_spec_for(
+            PROFILES.get("default"), entry.name, entry.version, entry.modality, seed
+        )
+        teachers.append(
+            obtain_teacher(spec, bundle, ResultsFolder(tmp_path).teacher_folder(spec), CPU)
+        )
+    for teacher in teachers:
+        assert teacher.info["stopped_early"] is True
+        assert teacher.info["best_iteration"] < teacher.spec.settings["n_estimators"]
+        assert teacher.info["validation_log_loss"] > 0
+    first, second = (t.predict_logits(bundle.test.x) for t in teachers)
+    assert np.abs(first - second).max() > 1e-3

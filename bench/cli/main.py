@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from bench.core import registry
 from bench.core.errors import BenchError
+from bench.core.kernels import pin_cpu_kernels
 from bench.run.progress import TerminalProgress, clock
 
 if TYPE_CHECKING:
@@ -334,6 +335,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_cpu_kernels()  # before a command imports torch (`bench.core.kernels`)
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

@@ -170,7 +170,37 @@ UNTRAINED_STUDENT = ReferenceRow(
     colour=CONTROL_COLOUR,
 )
 
-CONTROLS = (RANDOM_EXPLAINER, PERMUTED_TEACHER, UNTRAINED_STUDENT)
+INPUT_EXPLAINER = ReferenceRow(
+    name="input_explainer",
+    record_text=(
+        "Control: the input itself as the explanation (input − the explainer's baseline, summed "
+        "over channels), compared with the teacher's explanation."
+    ),
+    report_text=(
+        "Control row: the input itself (input − baseline) as the explanation. Agreement this high "
+        "needs no model at all: the floor of what the image or the feature values alone give."
+    ),
+    colour=CONTROL_COLOUR,
+    categories=frozenset({Category.EXPLANATION}),
+)
+LINEAR_EXPLAINER = ReferenceRow(
+    name="linear_explainer",
+    record_text=(
+        "Control: gradient × (input − baseline) of a logistic regression fitted to the training "
+        "split, an explainer that knows only the data, compared with the teacher's explanation."
+    ),
+    report_text=(
+        "Control row: gradient × (input − baseline) of a logistic regression on the training "
+        "data. It knows the data and the labels but not the teacher: the floor of an explainer "
+        "that learned which features matter from the data alone."
+    ),
+    colour=CONTROL_COLOUR,
+    categories=frozenset({Category.EXPLANATION}),
+)
+
+CONTROLS = (
+    RANDOM_EXPLAINER, PERMUTED_TEACHER, UNTRAINED_STUDENT, INPUT_EXPLAINER, LINEAR_EXPLAINER
+)  # fmt: skip
 REFERENCES = (TEACHER, *CONTROLS)
 TEACHER_ROW = TEACHER.name
 RANDOM_CONTROL_ROW = RANDOM_EXPLAINER.name

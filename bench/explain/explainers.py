@@ -96,6 +96,10 @@ class Explainer:
     # Whether a network can be explained at all on inputs of a shape (Grad-CAM needs a fine
     # enough layer, `bench.explain.gradcam`); None: always.
     requires: Callable[[nn.Module | None, tuple[int, ...]], bool] | None = None
+    # Whether the attribution is a product with (input − baseline), so exactly 0 wherever the
+    # input equals the baseline, for every model (IG, gradient × input): those features say
+    # nothing about the model, and agreement metrics leave them out.
+    zero_at_baseline: bool = False
 
     def available(self, module: nn.Module | None, input_shape: tuple[int, ...]) -> bool:
         return self.requires is None or self.requires(module, input_shape)
@@ -114,10 +118,12 @@ def register_explainer(
     modalities: frozenset[str] = frozenset({"tabular", "image"}),
     sign: Sign = "signed",
     requires: Callable[[nn.Module | None, tuple[int, ...]], bool] | None = None,
+    zero_at_baseline: bool = False,
 ) -> Callable[[AttributeFn], AttributeFn]:
     def add(fn: AttributeFn) -> AttributeFn:
         description = first_paragraph(fn.__doc__)
-        EXPLAINERS.register(name)(Explainer(name, modalities, fn, description, sign, requires))
+        explainer = Explainer(name, modalities, fn, description, sign, requires, zero_at_baseline)
+        EXPLAINERS.register(name)(explainer)
         return fn
 
     return add
@@ -128,7 +134,7 @@ def _baseline_like(x: torch.Tensor, settings: ExplainSettings) -> torch.Tensor:
     return baseline.expand_as(x)
 
 
-@register_explainer("gxi")
+@register_explainer("gxi", zero_at_baseline=True)
 def _gradient_x_input(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:
@@ -137,7 +143,7 @@ def _gradient_x_input(
     return gradient_times_input(model.module, x, targets, _baseline_like(x, settings)).detach()
 
 
-@register_explainer("ig")
+@register_explainer("ig", zero_at_baseline=True)
 def _integrated_gradients(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:

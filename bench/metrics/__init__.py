@@ -106,6 +106,14 @@ class ScoringContext:
         return self.bundle.test.x[self.explain_index]
 
     @cached_property
+    def at_baseline(self) -> np.ndarray:
+        """Where each explained input equals the explainer's baseline, in the attributions' shape
+        (an image pixel when every channel does): there IG and gradient × input are exactly 0
+        for every model, so agreement metrics leave these features out."""
+        equal = self.explain_x == self.explain_settings.baseline
+        return equal.all(axis=1, keepdims=True) if equal.ndim == 4 else equal
+
+    @cached_property
     def explain_targets(self) -> np.ndarray:
         """Explanations are of the true class, the same target for teacher and students."""
         return self.bundle.test.y[self.explain_index]
@@ -199,8 +207,14 @@ def register_metric(
     settings: dict[str, Any] | None = None,
     applies: Callable[[ScoringContext], bool] | None = None,
     measures_time: bool = False,
+    version: int = 1,
 ) -> Callable[[Compute], Compute]:
-    """Register `compute(ctx) -> float`; its docstring's first paragraph is the metric's description."""
+    """Register `compute(ctx) -> float`; its docstring's first paragraph is the metric's description.
+
+    `version`: raised whenever the metric's definition changes. It is one of the metric's
+    settings, which the run id of everything the metric scores hashes (`metric_settings`), so a
+    value computed under an old definition is never reused under the new one.
+    """
 
     if category not in set(Category) - {Category.EXPLANATION_EXCESS}:
         valid = ", ".join(c for c in Category if c is not Category.EXPLANATION_EXCESS)
@@ -218,7 +232,7 @@ def register_metric(
             modalities=modalities,
             compute=compute,
             description=description,
-            settings=settings or {},
+            settings={**(settings or {}), "version": version},
             applies=applies,
             measures_time=measures_time,
         )

@@ -8,6 +8,12 @@ sample by sample, and averaged.
   explainers (IG, gradient×input) are compared with signed TreeSHAP φ; absolute ones (saliency,
   Grad-CAM) with |φ|. Measured on breast_cancer before this rule: kd_expl's saliency agreed with
   signed φ at Spearman 0.53 and with |φ| at 0.68. Each metric's settings name the form.
+- **Only features that can speak.** For an explainer whose attribution is a product with
+  (input − baseline) (IG, gradient × input), features where the input equals the baseline are 0
+  for every model and are left out of both sides before ranking (`ScoringContext.at_baseline`):
+  about half of the digits pixels are black, and left in, those shared zeros made the input image
+  itself agree with the teacher's IG about as well as a trained student (FINDINGS N5). The
+  control rows are scored the same way, so the floors are measured on the same features.
 - **Nothing silently dropped.** A sample where a comparison is undefined (a constant explanation
   has no ranking, a zero map no direction) scores NaN; the run's value is the mean over the
   samples that are defined, and the share of those (`coverage` in the record's metric metadata,
@@ -17,7 +23,10 @@ sample by sample, and averaged.
 
 from __future__ import annotations
 
-import math
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -26,6 +35,10 @@ from bench.explain.explainers import EXPLAINERS, EXPLANATION_RULES
 from bench.metrics import ScoringContext, register_metric
 
 TOP_FRACTION = 0.2
+
+
+# Every comparison takes two equally shaped arrays of explanations, one row per sample; a NaN
+# feature (left out, `ScoringContext.at_baseline`) must be NaN on both sides and takes no part.
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -39,8 +52,11 @@ def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
+    """Pearson's r of each pair of rows over their defined features; NaN for constant rows."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row's mean: NaN, as wanted
+        a = np.nan_to_num(a - np.nanmean(a, axis=1, keepdims=True), nan=0.0)
+        b = np.nan_to_num(b - np.nanmean(b, axis=1, keepdims=True), nan=0.0)
     denominator = np.sqrt(_row_dot(a, a) * _row_dot(b, b))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, _row_dot(a, b) / denominator, np.nan)
@@ -48,33 +64,49 @@ def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def spearman_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman's rho of each pair of rows (average ranks for ties); NaN for constant rows."""
-    return _row_correlation(rankdata(_rows(a), axis=1), rankdata(_rows(b), axis=1))
+    rank = partial(rankdata, axis=1, nan_policy="omit")
+    return _row_correlation(rank(_rows(a)), rank(_rows(b)))
+
+
+def pearson_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson's r of each pair of rows: like Spearman, but on the values, not their ranks."""
+    return _row_correlation(_rows(a), _rows(b))
 
 
 def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = _rows(a), _rows(b)
+    a, b = np.nan_to_num(_rows(a), nan=0.0), np.nan_to_num(_rows(b), nan=0.0)
     norms = np.sqrt(_row_dot(a, a) * _row_dot(b, b))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms > 0, _row_dot(a, b) / norms, np.nan)
 
 
+def _top_k(magnitude: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Per row, the k[row] largest entries (NaN never among them; ties by position)."""
+    order = np.argsort(-np.nan_to_num(magnitude, nan=-np.inf), axis=1, kind="stable")
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(order.shape[1])[None], axis=1)
+    return position < k[:, None]
+
+
 def top_k_intersection_per_sample(
     a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION
 ) -> np.ndarray:
-    """Share of the k most important features (by |attribution|) the two explanations share.
+    """Share of the k most important features (by |attribution|) the two explanations share, k
+    a `fraction` of each sample's defined features.
 
     NaN where either explanation is constant in |attribution|: its top k would be an arbitrary
     pick among ties, not a choice of the model.
     """
     a, b = np.abs(_rows(a)), np.abs(_rows(b))
-    k = max(1, math.ceil(fraction * a.shape[1]))
-    in_a = np.zeros(a.shape, dtype=bool)
-    in_b = np.zeros(b.shape, dtype=bool)
-    np.put_along_axis(in_a, np.argpartition(-a, k - 1, axis=1)[:, :k], True, axis=1)
-    np.put_along_axis(in_b, np.argpartition(-b, k - 1, axis=1)[:, :k], True, axis=1)
-    shared = (in_a & in_b).sum(1) / k
-    constant = (a.max(axis=1) == a.min(axis=1)) | (b.max(axis=1) == b.min(axis=1))
-    return np.where(constant, np.nan, shared)
+    defined = (~np.isnan(a)).sum(axis=1)
+    k = np.maximum(1, np.ceil(fraction * defined)).astype(np.int64)
+    shared = (_top_k(a, k) & _top_k(b, k)).sum(1) / k
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        constant = (np.nanmax(a, axis=1) == np.nanmin(a, axis=1)) | (
+            np.nanmax(b, axis=1) == np.nanmin(b, axis=1)
+        )
+    return np.where(constant | (defined == 0), np.nan, shared)
 
 
 COMPARISONS = {
@@ -85,26 +117,31 @@ COMPARISONS = {
         {"fraction": TOP_FRACTION},
     ),
     "cosine": (cosine_per_sample, "cosine similarity", {}),
+    "pearson": (pearson_per_sample, "Pearson correlation", {}),
 }
 
 
-def _register(explainer_name: str, kind: str) -> None:
-    compare, label, settings = COMPARISONS[kind]
+Compare = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def register_agreement(
+    name: str, explainer_name: str, compare: Compare, description: str, settings: dict[str, Any]
+) -> None:
+    """Register `name`: `compare(student, teacher)` per sample on the two sides' `explainer_name`
+    attributions, in the explainer's form and with the features at the baseline left out where
+    the explainer is 0 there; it applies where the profile lists the explainer."""
     explainer = EXPLAINERS.get(explainer_name)
 
     def compute(ctx: ScoringContext) -> np.ndarray:
         student = explainer.in_form(ctx.attributions(explainer_name))
         teacher = explainer.in_form(ctx.teacher_attributions(explainer_name))
+        if explainer.zero_at_baseline:
+            student, teacher = (np.where(ctx.at_baseline, np.nan, a) for a in (student, teacher))
         return compare(student, teacher)
 
-    form = "|attribution|" if explainer.sign == "absolute" else "signed attribution"
-    compute.__doc__ = (
-        f"{label[0].upper() + label[1:]} of the model's {explainer_name} attributions with the "
-        f"teacher's explanation (TreeSHAP for tree teachers), both as {form} of the class score "
-        "centred over classes, per explained test sample, averaged over the defined samples."
-    )
+    compute.__doc__ = description
     register_metric(
-        f"expl_{kind}_{explainer_name}",
+        name,
         category="explanation",
         higher_is_better=True,
         modalities=explainer.modalities,
@@ -113,14 +150,31 @@ def _register(explainer_name: str, kind: str) -> None:
             "target": "true class",
             "form": explainer.sign,
             "rules": EXPLANATION_RULES,
+            "left_out": "input at baseline" if explainer.zero_at_baseline else "none",
             **settings,
         },
+        # 2: features at the baseline left out for IG and gradient × input.
+        version=2 if explainer.zero_at_baseline else 1,
         applies=lambda ctx: (
             ctx.explanation is not None
             and explainer_name in ctx.explanation.explainers
             and ctx.can_explain(explainer_name)
         ),
     )(compute)
+
+
+def _register(explainer_name: str, kind: str) -> None:
+    compare, label, settings = COMPARISONS[kind]
+    explainer = EXPLAINERS.get(explainer_name)
+    form = "|attribution|" if explainer.sign == "absolute" else "signed attribution"
+    description = (
+        f"{label[0].upper() + label[1:]} of the model's {explainer_name} attributions with the "
+        f"teacher's explanation (TreeSHAP for tree teachers), both as {form} of the class score "
+        "centred over classes, per explained test sample, averaged over the defined samples."
+    )
+    register_agreement(
+        f"expl_{kind}_{explainer_name}", explainer_name, compare, description, settings
+    )
 
 
 for _name in EXPLAINERS.names():

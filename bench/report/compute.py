@@ -20,6 +20,7 @@ import pandas as pd
 from bench.core.errors import BenchError
 from bench.plan.catalogue import Catalogue, load_catalogue
 from bench.report.claims import claims_table, evaluate_all
+from bench.report.convergence import training_table
 from bench.report.headline import SummaryTable, track_summaries
 from bench.report.leaderboard import aggregate, aggregate_seeds, mean_coverage
 from bench.report.pages import (
@@ -79,6 +80,7 @@ class ReportData:
     average_ranks: pd.DataFrame
     claims: pd.DataFrame
     separation: pd.DataFrame
+    training: pd.DataFrame  # one row per trained model: its optimum and whether budget-bound
     tracks: list[Track]
     pages: list[DatasetPage]
     summaries: list[SummaryTable]
@@ -189,6 +191,7 @@ def compute(
         average_ranks=averages,
         claims=claims_table(verdicts),
         separation=separation,
+        training=training_table(records),
         tracks=tracks,
         pages=pages,
         summaries=track_summaries(ranked, comparisons),

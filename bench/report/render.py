@@ -8,8 +8,8 @@
 - `method-<name>.html`: description, citation, hyper-parameters and every run's provenance.
 - The exports (`EXPORTS`): `leaderboard.csv` (one row per profile, dataset, method, metric, with
   `rank`; explanation metrics also as `<metric>_excess` over the control floor),
-  `comparisons.csv`, `average_ranks.csv`, `claims.csv`, `separation.csv`, and `leaderboard.json`
-  holding them all.
+  `comparisons.csv`, `average_ranks.csv`, `claims.csv`, `separation.csv`, `training.csv` (each
+  trained model's optimum, `bench.report.convergence`), and `leaderboard.json` holding them all.
 
 Nothing is written into the results folder: a report is a view of the records, and two reports of
 the same records (say, one profile and all of them) must not overwrite each other's tables
@@ -28,12 +28,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import bench
 from bench.core.atomic import write_atomic
 from bench.report.compute import ReportData
+from bench.report.convergence import convergence_summary
 from bench.report.leaderboard import write_leaderboard
 from bench.report.pages import method_families
 from bench.report.tables import dataset_page, format_value, method_page
 
 # The tables exported beside `leaderboard.csv`, each also a key of `leaderboard.json`.
-EXPORTS = ("comparisons", "average_ranks", "claims", "separation")
+EXPORTS = ("comparisons", "average_ranks", "claims", "separation", "training")
 
 
 def _write(path: Path, text: str) -> None:
@@ -62,6 +63,7 @@ def render(data: ReportData, out: Path) -> Path:
             dataset_page=dataset_page,
             claims=data.claim_panel,
             problems=data.problems,
+            convergence=convergence_summary(data.training).to_dict("records"),
             methods=data.methods,
             families=method_families(data.methods),
             n_records=data.n_records,

@@ -12,6 +12,8 @@ import torch
 from bench.core.budgets import ModalityBudget
 from bench.core.vocabulary import (
     CONTROLS,
+    INPUT_EXPLAINER,
+    LINEAR_EXPLAINER,
     PERMUTED_TEACHER,
     RANDOM_EXPLAINER,
     UNTRAINED_STUDENT,
@@ -19,7 +21,12 @@ from bench.core.vocabulary import (
 )
 from bench.data.bundle import DatasetBundle
 from bench.models import build_model
-from bench.run.predictors import PermutedExplanations, StudentPredictor
+from bench.run.predictors import (
+    InputExplanations,
+    LinearModelExplanations,
+    PermutedExplanations,
+    StudentPredictor,
+)
 from bench.train.loop import seed_everything
 from bench.train.teachers import Teacher
 
@@ -51,6 +58,8 @@ BUILDERS: dict[str, Builder] = {
     RANDOM_EXPLAINER.name: lambda teacher, *_: teacher,  # explained by the random explainer
     PERMUTED_TEACHER.name: lambda teacher, *_: PermutedExplanations(teacher),
     UNTRAINED_STUDENT.name: _untrained_student,
+    INPUT_EXPLAINER.name: lambda teacher, *_: InputExplanations(teacher),
+    LINEAR_EXPLAINER.name: lambda teacher, bundle, *_: LinearModelExplanations(teacher, bundle),
 }
 
 

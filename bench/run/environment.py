@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import bench
+from bench.core.kernels import kernel_settings
 
 LIBRARIES = ("torch", "captum", "quantus", "lightgbm", "numpy", "scikit-learn", "openml")
 
@@ -71,4 +72,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": _processor(),
         "torch_threads": torch.get_num_threads(),
+        # The kernels asked for (`bench.core.kernels`) and the ones torch runs.
+        "cpu_kernels": {**kernel_settings(), "torch": torch.backends.cpu.get_cpu_capability()},
     }

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from bench.data.bundle import DatasetBundle
+from bench.explain.class_scores import centre_over_classes
 from bench.explain.explainers import ExplainSettings, explain
 from bench.models import count_parameters
 from bench.train.loop import network_logits
@@ -66,3 +69,46 @@ def derangement(n: int, seed: int = 0) -> np.ndarray:
     result = np.empty(n, dtype=np.int64)
     result[order] = np.roll(order, 1)
     return result
+
+
+def _as_maps(attributions: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Attributions shaped like the inputs, in the explainers' form: an image's channels summed
+    into one map (`bench.explain.explainers.explain`), a table's rows as they are."""
+    shaped = attributions.reshape(like.shape).astype(np.float32)
+    return shaped.sum(axis=1, keepdims=True) if shaped.ndim == 4 else shaped
+
+
+class InputExplanations(PermutedExplanations):
+    """The teacher, except that every explanation is the input itself, input − baseline: the
+    floor of agreement that needs no model (on digits, the ink against a black baseline)."""
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        return _as_maps(x - settings.baseline, x)
+
+
+class LinearModelExplanations(PermutedExplanations):
+    """The teacher, except that every explanation is gradient × (input − baseline) of a logistic
+    regression fitted to the training split: an explainer that knows only the data and labels.
+
+    The regression's class scores are centred over classes like every model's
+    (`bench.explain.class_scores`), so its attribution of class c is (w_c − mean_k w_k) ⊙
+    (x − baseline), exactly what IG and gradient × input give for a linear model.
+    """
+
+    def __init__(self, teacher: Teacher, bundle: DatasetBundle) -> None:
+        super().__init__(teacher)
+        train = bundle.train
+        fitted = LogisticRegression(max_iter=2000).fit(train.x.reshape(len(train.x), -1), train.y)
+        # Two classes: sklearn keeps one weight row, the score of class 1 against a class 0 at 0.
+        weights = (
+            fitted.coef_ if bundle.num_classes > 2 else np.vstack([0 * fitted.coef_, fitted.coef_])
+        )
+        self.class_weights = centre_over_classes(weights.T).T
+
+    def explain(
+        self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
+    ) -> np.ndarray:
+        difference = (x - settings.baseline).reshape(len(x), -1)
+        return _as_maps(self.class_weights[targets] * difference, x)

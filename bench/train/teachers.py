@@ -343,6 +343,9 @@ def _train_lightgbm(spec: TeacherSpec, bundle: DatasetBundle) -> tuple[lgb.Boost
         "learning_rate": s["learning_rate"],
         "min_child_samples": s["min_child_samples"],
         "seed": spec.seed,
+        "bagging_fraction": s["bagging_fraction"],
+        "bagging_freq": 1 if s["bagging_fraction"] < 1 else 0,
+        "feature_fraction": s["feature_fraction"],
         "deterministic": True,
         "force_row_wise": True,
         "num_threads": torch.get_num_threads(),
@@ -361,8 +364,14 @@ def _train_lightgbm(spec: TeacherSpec, bundle: DatasetBundle) -> tuple[lgb.Boost
     )
     # Keep only the trees up to the best validation iteration.
     best = booster.best_iteration or booster.current_iteration()
+    (validation_loss,) = booster.best_score["valid_0"].values()
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    return booster, {"best_iteration": best}
+    return booster, {
+        "best_iteration": best,
+        "validation_log_loss": float(validation_loss),
+        # False: the cap, not the validation optimum, ended training (the teacher is budget-bound).
+        "stopped_early": best < s["n_estimators"],
+    }
 
 
 def _new_network(spec: TeacherSpec, bundle: DatasetBundle) -> nn.Module:
