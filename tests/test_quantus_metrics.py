@@ -85,3 +85,10 @@ def test_a_changed_metric_definition_changes_what_run_ids_hash() -> None:
     assert settings["deletion_gain_gxi"]["version"] == 1
     assert settings["expl_spearman_ig"]["version"] == 2  # features at the baseline left out
     assert settings["expl_spearman_saliency"]["version"] == 1
+
+
+def test_deletion_gain_scores_every_sample_of_a_test_split_smaller_than_asked(linear_task) -> None:
+    bundle, predictor = linear_task
+    budget = ExplanationBudget(("gxi",), "gxi", ig_steps=8, n_quantus=64, perturbations=20)
+    ctx = ScoringContext(bundle, predictor, predictor, 0.0, 30, budget)  # 30 explained rows
+    assert len(METRICS.get("deletion_gain_gxi").compute(ctx)) == 30

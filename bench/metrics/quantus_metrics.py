@@ -220,7 +220,7 @@ def deletion_gain(ctx: ScoringContext, explainer: str) -> np.ndarray:
     explained = _scores(ctx, explainer, metric)
     if explained.ndim == 1:  # nothing to order (`_scores`): every sample unscored
         return explained
-    n = ctx.explanation.n_quantus
+    n = len(explained)  # n_quantus, or fewer on a small test split
     start = ctx.model.predict_logits(ctx.explain_x[:n])
     start = softmax(start.astype(np.float64))[np.arange(n), ctx.explain_targets[:n]]
     random = np.mean(
