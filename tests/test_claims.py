@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,7 +27,12 @@ from bench.report.claims import (
     evaluate_all,
     verdict_of,
 )
-from bench.report.statistics import minimum_detectable_effect, seed_values, seeds_for_power
+from bench.report.statistics import (
+    minimum_detectable_effect,
+    paired_difference,
+    seed_values,
+    seeds_for_power,
+)
 from tests.recordkit import seeded
 
 T_975_DF2 = 4.302653
@@ -117,10 +123,52 @@ def test_a_two_part_claim_is_contradicted_by_either_part() -> None:
     assert claim.part_verdicts == {"explanation": "supported", "prediction": "contradicted"}
     assert claim.verdict == "contradicted"
     table = claims_table([claim])
-    assert list(table.part) == ["explanation", "prediction"]
-    assert list(table.test_verdict) == ["supported", "contradicted"]
-    assert list(table.part_verdict) == ["supported", "contradicted"]
+    primary = table[table.role == "primary"]
+    assert list(primary.part) == ["explanation", "prediction"]
+    assert list(primary.test_verdict) == ["supported", "contradicted"]
+    assert list(primary.part_verdict) == ["supported", "contradicted"]
     assert set(table.claim_verdict) == {"contradicted"}
+    # The paper's own accuracy test sees the same loss; its explanation metric (gxi) is absent.
+    paper = table[table.role == "paper"]
+    assert list(paper.metric) == ["accuracy"] and list(paper.test_verdict) == ["contradicted"]
+    assert set(table.paper_verdict) == {"contradicted"}
+
+
+def test_the_papers_own_metric_has_its_own_verdict_that_decides_nothing() -> None:
+    """e2KD under the distilled explainer (Grad-CAM) gains, under the held-out IG it does not:
+    the claim is judged on IG, the paper's verdict is shown beside it."""
+    gradcam_gain = {"expl_spearman_gradcam": shifted(0.1, 8), "accuracy": [0.9] * 8}
+    flat = {"expl_spearman_ig": [0.3, 0.31] * 4, "teacher_agreement": [0.95] * 8}
+    kd = {"expl_spearman_gradcam": BASE, "accuracy": [0.9] * 8}
+    kd |= {"expl_spearman_ig": [0.31, 0.3] * 4, "teacher_agreement": [0.95] * 8}
+    records = [
+        *seeded("p", "digits", "kd", kd, modality="image"),
+        *seeded("p", "digits", "e2kd", gradcam_gain | flat, modality="image"),
+    ]
+    claim = verdicts_for(records)["e2kd"]
+    assert claim.part_verdicts["explanation"] == "inconclusive"
+    assert claim.paper_part_verdicts["explanation"] == "supported"
+    # Accuracy identical on every seed: not worse (decided on the exact sign-flip p) in the
+    # claim's part, no gain in the paper's.
+    assert result_of(claim, "e2kd", "accuracy").verdict == "supported"
+    assert claim.part_verdicts["prediction"] == "supported"
+    assert claim.verdict == "partly supported"
+    assert claim.paper_verdict == "partly supported"
+    assert claim.claim.unmeasured  # the little-data claim is said, not dropped
+    table = claims_table([claim])
+    assert "little training data" in table.missing.iloc[0]
+
+
+def test_identical_differences_decide_non_inferiority_as_noisy_ones_do() -> None:
+    """A loss of exactly 2δ on every seed is contradicted, as the same loss with noise is."""
+    test = ClaimTest("e2kd", "kd", "accuracy", "not_worse", "prediction", margin=0.01)
+    for noise in (0.0, 1e-4):
+        diffs = np.full(10, -0.02) + noise * np.random.default_rng(0).standard_normal(10)
+        stats = paired_difference(
+            dict(enumerate(diffs)), dict.fromkeys(range(10), 0.0),
+            alternative="greater", margin=0.01,
+        )  # fmt: skip
+        assert verdict_of(test, stats, stats["p_value"]) == "contradicted"
 
 
 def xdistill_records(ablation_params: float = 5938.0) -> list[dict]:
@@ -175,9 +223,9 @@ def test_a_comparison_of_networks_of_different_size_is_confounded() -> None:
         # A loss of half a point, well inside the 1-point margin: non-inferior. (The old rule,
         # "contradicted when the accuracy interval lies below 0", called this a contradiction.)
         ([-0.005, -0.006, -0.004, -0.005, -0.0055, -0.0045, -0.005], "supported"),
-        # No difference at all on any seed: a zero-width interval decides nothing (was
-        # "supported": nothing measurable was lost).
-        ([0.0] * 7, "inconclusive"),
+        # No difference at all on any seed: nothing lost, decided as a tiny noise would be
+        # (exact one-sided p = 1/128; N10 of the second referee round).
+        ([0.0] * 7, "supported"),
         # Too noisy to rule out a loss beyond the margin (was "supported").
         ([0.03, -0.04, 0.02, -0.03, 0.01, -0.02, 0.0], "inconclusive"),
         # A loss of two points, beyond the margin: contradicted.
@@ -265,11 +313,12 @@ def test_claims_table_columns_and_order() -> None:
         assert column in table.columns, column
     assert "verdict" not in table.columns  # it read like the row's verdict but was the dataset's
     assert list(table.columns) == CLAIM_COLUMNS
-    assert list(table.part) == ["explanation"] * 2 + ["prediction"] * 2
-    assert list(table.role) == ["primary"] * 4
-    assert list(table.dataset) == ["iris", "wine", "iris", "wine"]
-    assert (table.n == 7).all() and (table.margin == 0).all()
-    assert table.p_holm.tolist() == pytest.approx([1 / 32] * 2 + [1.0, 1.0])
+    primary = table[table.role != "paper"]
+    assert list(primary.part) == ["explanation"] * 2 + ["prediction"] * 2
+    assert list(primary.role) == ["primary"] * 4
+    assert list(primary.dataset) == ["iris", "wine", "iris", "wine"]
+    assert (primary.n == 7).all() and (primary.margin == 0).all()
+    assert primary.p_holm.tolist() == pytest.approx([1 / 32] * 2 + [1.0, 1.0])
 
 
 def test_single_seed_is_inconclusive_not_supported() -> None:
@@ -315,7 +364,7 @@ def test_verdict_rules() -> None:
     big_loss = {"mean_diff": -0.1, "std_diff": 0.01, "ci95_low": -0.11, "ci95_high": -0.09}
     assert verdict_of(guard, big_loss, 1.0) == "contradicted"
     flat = {"mean_diff": -0.1, "std_diff": 0.0, "ci95_low": -0.1, "ci95_high": -0.1}
-    assert verdict_of(guard, flat, 0.0) == "inconclusive"  # zero width: neither way
+    assert verdict_of(guard, flat, 0.0) == "contradicted"  # zero width: [d, d] below −δ
     # Lower-is-better metric: a rise of the metric is the loss.
     assert verdict_of(guard, {**big_loss, "ci95_low": 0.09, "ci95_high": 0.11}, 1.0, False) == (
         "contradicted"

@@ -218,8 +218,8 @@ def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> 
     assert 'class="sortable leaderboard"' in html and 'data-first="descending"' in html
     # None of the claims' methods or metrics are in these records: each says so, none vanishes.
     # (Four claims since e2KD got its own.)
-    # Every claim and every part of it: not measured.
-    shown = len(CLAIMS) + sum(len(claim.parts) for claim in CLAIMS)
+    # Every claim and every part of it, under its primary and under the paper's metrics.
+    shown = 2 * (len(CLAIMS) + sum(len(claim.parts) for claim in CLAIMS))
     assert html.count('<span class="verdict v-not-measured">not measured</span>') == shown
     assert "concept detectors than students trained from scratch" in html
     assert "no records with metric concept_detectors" in html
@@ -410,3 +410,21 @@ def test_records_that_do_not_describe_their_method_are_described_from_the_catalo
     assert list(cache.glob("catalogue-*.json"))  # built, for this record only
     html = (tmp_path / "site" / "method-kd.html").read_text()
     assert str(escape(METHODS.get("kd").describe())) in html
+
+
+def test_trade_off_figure_uses_the_held_out_explainer_not_the_trained_one(tmp_path: Path) -> None:
+    """On images the profile's first explainer is Grad-CAM, which e2kd trains on: the trade-off
+    figure plots IG agreement, which no method trains on."""
+    values = {"accuracy": [0.9, 0.91], "expl_spearman_gradcam": [0.5, 0.6]}
+    values |= {"expl_spearman_ig": [0.2, 0.25]}
+    records = [
+        record
+        for method in ("scratch", "kd", "e2kd")
+        for record in seeded(
+            "p", "digits", method, values, modality="image", explainers=("gradcam", "ig")
+        )
+    ]
+    data = compute(write_records(tmp_path, records))
+    (page,) = data.pages
+    (tradeoff,) = [f for f in page.figures if f.kind == "tradeoff"]
+    assert "(expl_spearman_ig)" in tradeoff.caption

@@ -360,7 +360,7 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
     shown = []
     for cv in verdicts:
         rows = []
-        parts = cv.part_verdicts
+        parts, paper_parts = cv.part_verdicts, cv.part_verdicts_of("paper")
         for dv, r in cv.results_in_order():
             s = r.stats
             ci = (
@@ -378,7 +378,7 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "part": r.test.part,
-                    "part_verdict": parts[r.test.part],
+                    "part_verdict": (paper_parts if r.test.role == "paper" else parts)[r.test.part],
                     "role": r.test.role,
                     "note": r.test.note,
                     "sizes": sizes,
@@ -407,7 +407,9 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
             {
                 "claim": cv.claim,
                 "verdict": cv.verdict,
+                "paper_verdict": cv.paper_verdict,
                 "parts": parts,
+                "paper_parts": cv.paper_part_verdicts,
                 "rows": rows,
                 "missing": cv.missing,
             }
