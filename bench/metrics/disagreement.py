@@ -32,7 +32,13 @@ from functools import partial
 import numpy as np
 
 from bench.explain.explainers import EXPLAINERS
-from bench.metrics.explanation import TOP_FRACTION, register_agreement
+from bench.metrics.explanation import (
+    TOP_FRACTION,
+    has_no_order,
+    importance_order,
+    register_agreement,
+    top_k_size,
+)
 
 PATCH_GRID = 8
 
@@ -52,19 +58,9 @@ def patches(maps: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, summed, np.nan).reshape(len(maps), -1)
 
 
-def _ranking(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's features by decreasing |attribution| (NaN last, ties by position), and k."""
-    magnitude = np.nan_to_num(np.abs(a), nan=-np.inf)
-    order = np.argsort(-magnitude, axis=1, kind="stable")
-    defined = (~np.isnan(a)).sum(axis=1)
-    k = np.maximum(1, np.ceil(TOP_FRACTION * defined)).astype(np.int64)
-    return order, k
-
-
 def _top_measures(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    order_a, k = _ranking(a)
-    order_b, _ = _ranking(b)
-    n, features = a.shape
+    order_a, order_b, k = importance_order(a), importance_order(b), top_k_size(a)
+    features = a.shape[1]
     within = np.arange(features)[None] < k[:, None]  # positions 1..k of the ranking
     in_a = np.zeros(a.shape, dtype=bool)
     in_b = np.zeros(b.shape, dtype=bool)
@@ -94,14 +90,6 @@ def pairwise_rank_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return result
 
 
-def _undefined(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rows with no defined feature, or constant in |attribution| on either side: their top k
-    would be a pick among ties, not a choice of the model."""
-    with np.errstate(invalid="ignore"):
-        flat = [np.nanmax(np.abs(x), axis=1) == np.nanmin(np.abs(x), axis=1) for x in (a, b)]
-    return flat[0] | flat[1] | np.isnan(a).all(axis=1)
-
-
 MEASURES = {
     "feature_agreement": ("feature agreement", False),
     "rank_agreement": ("rank agreement", False),
@@ -118,7 +106,7 @@ def disagreement_measure(name: str, student: np.ndarray, teacher: np.ndarray) ->
         values = pairwise_rank_agreement(a, b)
     else:
         values = _top_measures(a, b)[name]
-    return np.where(_undefined(a, b), np.nan, values)
+    return np.where(has_no_order(a) | has_no_order(b), np.nan, values)
 
 
 def _register(explainer_name: str, measure: str) -> None:

@@ -80,11 +80,29 @@ def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, _row_dot(a, b) / norms, np.nan)
 
 
-def _top_k(magnitude: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Per row, the k[row] largest entries (NaN never among them; ties by position)."""
-    order = np.argsort(-np.nan_to_num(magnitude, nan=-np.inf), axis=1, kind="stable")
-    position = np.empty_like(order)
-    np.put_along_axis(position, order, np.arange(order.shape[1])[None], axis=1)
+def importance_order(a: np.ndarray) -> np.ndarray:
+    """Each row's features by decreasing |attribution|: NaN (left out) last, ties by position."""
+    return np.argsort(-np.nan_to_num(np.abs(a), nan=-np.inf), axis=1, kind="stable")
+
+
+def top_k_size(a: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """k per row: `fraction` of its defined features, at least 1."""
+    return np.maximum(1, np.ceil(fraction * (~np.isnan(a)).sum(axis=1))).astype(np.int64)
+
+
+def has_no_order(a: np.ndarray) -> np.ndarray:
+    """Rows constant in |attribution| over their defined features, or with none: their top k
+    would be an arbitrary pick among ties, not a choice of the model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: NaN, compared False
+        magnitude = np.abs(a)
+        return (np.nanmax(magnitude, axis=1) == np.nanmin(magnitude, axis=1)) | np.isnan(a).all(1)
+
+
+def _top_k(a: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Per row, whether each feature is among its k[row] most important."""
+    position = np.empty(a.shape, dtype=np.int64)
+    np.put_along_axis(position, importance_order(a), np.arange(a.shape[1])[None], axis=1)
     return position < k[:, None]
 
 
@@ -92,21 +110,12 @@ def top_k_intersection_per_sample(
     a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION
 ) -> np.ndarray:
     """Share of the k most important features (by |attribution|) the two explanations share, k
-    a `fraction` of each sample's defined features.
-
-    NaN where either explanation is constant in |attribution|: its top k would be an arbitrary
-    pick among ties, not a choice of the model.
-    """
-    a, b = np.abs(_rows(a)), np.abs(_rows(b))
-    defined = (~np.isnan(a)).sum(axis=1)
-    k = np.maximum(1, np.ceil(fraction * defined)).astype(np.int64)
+    a `fraction` of each sample's defined features; NaN where either has no order
+    (`has_no_order`)."""
+    a, b = _rows(a), _rows(b)
+    k = top_k_size(a, fraction)
     shared = (_top_k(a, k) & _top_k(b, k)).sum(1) / k
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        constant = (np.nanmax(a, axis=1) == np.nanmin(a, axis=1)) | (
-            np.nanmax(b, axis=1) == np.nanmin(b, axis=1)
-        )
-    return np.where(constant | (defined == 0), np.nan, shared)
+    return np.where(has_no_order(a) | has_no_order(b), np.nan, shared)
 
 
 COMPARISONS = {

@@ -102,22 +102,8 @@ IMAGES_32PX = replace(
     # epoch lies before the last: at a constant rate over 15 and 20 epochs every teacher and 6 of
     # 10 kd and scratch students were still improving at their last epoch, and teacher seed 1
     # scored below its students (FINDINGS N13, N14; `training.csv` of each reference set).
-    student_training=TrainBudget(
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=1e-4,
-        channels_last=True,
-        lr_milestones=(20,),
-    ),
-    teacher_training=TrainBudget(
-        epochs=40,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=1e-4,
-        channels_last=True,
-        lr_milestones=(30,),
-    ),
+    student_training=replace(DEFAULT_IMAGE.student_training, epochs=30, lr_milestones=(20,)),
+    teacher_training=replace(DEFAULT_IMAGE.teacher_training, epochs=40, lr_milestones=(30,)),
 )
 # On concept_shapes, the comparison Han et al. 2023 make (scratch, label smoothing, KD) and one
 # explanation-distillation method: each decides a claim there, so each runs twelve seeds, and a

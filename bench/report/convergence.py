@@ -54,9 +54,8 @@ def training_table(records: Iterable[Record]) -> pd.DataFrame:
         if not record.ok or record.role not in (Role.TEACHER, Role.STUDENT):
             continue
         is_tree = record.role is Role.TEACHER and record.method.get("base") == "lightgbm"
-        info = record.training or {}
-        if record.role is Role.TEACHER:
-            info = record.teacher or {}
+        # A teacher keeps its optimum with its spec, a student with its training history.
+        info = (record.teacher if record.role is Role.TEACHER else record.training) or {}
         rows.append(
             {
                 "profile": record.profile,
@@ -78,9 +77,7 @@ def convergence_summary(training: pd.DataFrame) -> pd.DataFrame:
     """Per (profile, dataset, role): how many trained models were budget-bound, of how many."""
     if training.empty:
         return pd.DataFrame(columns=["profile", "dataset", "role", "budget_bound", "models"])
-    bound = training.ends_on_last_epoch.fillna(False).astype(bool) | (
-        training.stopped_early.eq(False)
-    )
+    bound = training.ends_on_last_epoch.eq(True) | training.stopped_early.eq(False)
     return (
         training.assign(budget_bound=bound)
         .groupby(["profile", "dataset", "role"], sort=True)

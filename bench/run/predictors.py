@@ -37,13 +37,10 @@ class StudentPredictor:
         return explain(explainer, self.module, x, targets, self.num_classes, settings, self.device)
 
 
-class PermutedExplanations:
-    """The teacher, except that each explained sample gets the teacher's explanation of another.
-
-    The permutation is a fixed derangement (no sample keeps its own explanation) of however many
-    samples are explained, so the row is the same for every run and is cached with the teacher's
-    explanations. Only explanation agreement is scored on it: it has no predictions of its own.
-    """
+class TeacherStandIn:
+    """The teacher's predictions and network, with explanations of another kind: the control rows
+    that stand in for an explainer (`bench.run.controls`). Only explanation agreement is scored
+    on them: they have no predictions of their own."""
 
     def __init__(self, teacher: Teacher) -> None:
         self.teacher = teacher
@@ -56,6 +53,15 @@ class PermutedExplanations:
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         return self.teacher.predict_logits(x)
+
+
+class PermutedExplanations(TeacherStandIn):
+    """The teacher, except that each explained sample gets the teacher's explanation of another.
+
+    The permutation is a fixed derangement (no sample keeps its own explanation) of however many
+    samples are explained, so the row is the same for every run and is cached with the teacher's
+    explanations.
+    """
 
     def explain(
         self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
@@ -78,7 +84,7 @@ def _as_maps(attributions: np.ndarray, like: np.ndarray) -> np.ndarray:
     return shaped.sum(axis=1, keepdims=True) if shaped.ndim == 4 else shaped
 
 
-class InputExplanations(PermutedExplanations):
+class InputExplanations(TeacherStandIn):
     """The teacher, except that every explanation is the input itself, input − baseline: the
     floor of agreement that needs no model (on digits, the ink against a black baseline)."""
 
@@ -88,7 +94,7 @@ class InputExplanations(PermutedExplanations):
         return _as_maps(x - settings.baseline, x)
 
 
-class LinearModelExplanations(PermutedExplanations):
+class LinearModelExplanations(TeacherStandIn):
     """The teacher, except that every explanation is gradient × (input − baseline) of a logistic
     regression fitted to the training split: an explainer that knows only the data and labels.
 
