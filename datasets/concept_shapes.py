@@ -143,6 +143,11 @@ class Scenes:
     label_masks: np.ndarray
 
 
+CLASS_ATTRIBUTES = np.array(
+    [(shape, colour) for shape in range(len(SHAPES)) for colour in range(len(COLOURS))]
+)
+
+
 def class_index(shape: int | np.ndarray, colour: int | np.ndarray) -> int | np.ndarray:
     return shape * len(COLOURS) + colour
 
@@ -396,7 +401,9 @@ def load(options: DatasetLoaderOptions) -> DatasetBundle:
         test=Split(scenes.images[test], scenes.labels[test]),
         class_names=CLASS_NAMES,
         test_masks=scenes.label_masks[test],
-        extras={"concept_probe": make_probe()},
+        # Each class's (shape, colour): which classes are alike, the structure a teacher's soft
+        # labels can carry (kd's manipulation check, `bench.train.soft_labels`).
+        extras={"concept_probe": make_probe(), "class_attributes": CLASS_ATTRIBUTES},
     )
 
 

@@ -1,9 +1,13 @@
 """Classic knowledge distillation (Hinton et al. 2015)."""
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from bench.train.loop import TrainContext
 from bench.train.method import Batch, Method, ModelOutput, register_method
+from bench.train.soft_labels import similarity_check
 
 
 @register_method("kd")
@@ -35,6 +39,29 @@ class KnowledgeDistillation(Method):
         "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, "
         "NeurIPS Deep Learning Workshop 2015, arXiv:1503.02531."
     )
+
+    def soft_targets(self, probabilities: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The distribution the student is taught, from the teacher's at the method's temperature:
+        itself (the soft-label manipulations of `kd_similarity` change it)."""
+        return probabilities
+
+    def fit(self, ctx: TrainContext) -> nn.Module:
+        """Train as every method does, after recording what the soft targets carry about class
+        similarity (`similarity_check`, in the record's `training.diagnostics`): the manipulation
+        check of Han et al.'s dose–response claim."""
+        if ctx.teacher is not None:
+            index = torch.arange(len(ctx.y_train), device=ctx.device)
+            probabilities = F.softmax(ctx.teacher.train_logits / self.params["temperature"], dim=1)
+            targets = self.soft_targets(probabilities, Batch(ctx.x_train, ctx.y_train, index))
+            attributes = ctx.bundle.extras.get("class_attributes")
+            ctx.diagnostics.update(
+                similarity_check(
+                    targets.double().cpu().numpy(),
+                    ctx.y_train.cpu().numpy(),
+                    None if attributes is None else np.asarray(attributes),
+                )
+            )
+        return super().fit(ctx)
 
     def loss(
         self, batch: Batch, student_out: ModelOutput, teacher_out: ModelOutput, ctx: TrainContext

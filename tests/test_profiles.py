@@ -13,7 +13,7 @@ from bench.core.errors import BenchError
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.metrics import METRICS
 from bench.plan.planner import Selection, make_plan
-from bench.plan.profiles import DEFAULT_METHODS, PROFILES
+from bench.plan.profiles import CONCEPT_SHAPES_DEFAULT_METHODS, DEFAULT_METHODS, PROFILES
 from bench.report.claims import CLAIMS
 from bench.train.loop import TrainContext, cross_entropy_step, seed_everything
 from bench.train.method import METHODS
@@ -52,7 +52,7 @@ def test_default_plan_gives_concept_shapes_its_own_network_and_methods():
     for run in plan.runs:
         by_dataset.setdefault(run.dataset, set()).add(run.method)
     assert set(by_dataset) == {"breast_cancer", "wine", "digits", "concept_shapes"}
-    assert by_dataset["concept_shapes"] == {"scratch", "label_smoothing", "kd", "e2kd"}
+    assert by_dataset["concept_shapes"] == set(CONCEPT_SHAPES_DEFAULT_METHODS)
     image_methods = {m for m in DEFAULT_METHODS if "image" in METHODS.get(m).modalities}
     assert by_dataset["digits"] == image_methods
     tabular_methods = {m for m in DEFAULT_METHODS if "tabular" in METHODS.get(m).modalities}
@@ -130,7 +130,7 @@ def claim_pairs_measured_on(dataset: str) -> set[str]:
     }
     methods: set[str] = set()
     for claim in CLAIMS:
-        for test in claim.primary:
+        for test in claim.tests:
             needs_probe = METRICS.get(test.metric).category == "dissection"
             if {test.method, test.baseline} <= runs and (has_probe or not needs_probe):
                 methods |= {test.method, test.baseline}
@@ -139,8 +139,9 @@ def claim_pairs_measured_on(dataset: str) -> set[str]:
 
 @pytest.mark.parametrize("dataset", DEFAULT.datasets)
 def test_default_gives_exactly_the_claims_comparisons_ten_seeds_over_three_teachers(dataset):
-    """Every primary comparison of a claim gets ≥ 10 paired student seeds over ≥ 3 teacher seeds
-    on every default dataset that tests it; methods that decide no claim there keep three."""
+    """Every comparison of a claim (primary, the paper's or secondary) gets ≥ 10 paired student
+    seeds over ≥ 3 teacher seeds on every default dataset that tests it; methods that no claim
+    compares there keep three."""
     plan = make_plan(Selection(profile="default", datasets=(dataset,)))
     claimed = claim_pairs_measured_on(dataset)
     assert claimed  # every default dataset tests some claim
@@ -153,7 +154,7 @@ def test_default_gives_exactly_the_claims_comparisons_ten_seeds_over_three_teach
         else:
             assert seeds == set(DEFAULT.seeds), method
     # Pairs share their seeds and, seed by seed, their teacher.
-    for test in (t for claim in CLAIMS for t in claim.primary):
+    for test in (t for claim in CLAIMS for t in claim.tests):
         if {test.method, test.baseline} <= claimed:
             pairs = [
                 {(r.seed, r.teacher.key) for r in plan.runs if r.method == name}

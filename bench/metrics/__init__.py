@@ -269,6 +269,12 @@ def aggregate_samples(scores: float | np.ndarray) -> tuple[float, dict[str, Any]
         # The spread over samples: with n_scored, the standard error of `value`, which the
         # separation check (`bench.report.separation`) compares with the distance to a control row.
         "sample_sd": float(finite.std(ddof=1)) if len(finite) > 1 else None,
+        # The means over alternate scored samples: two parallel measurements of the same model,
+        # whose agreement across models is the metric's test–retest reliability
+        # (`bench.report.reliability`).
+        "split_halves": (
+            [float(finite[0::2].mean()), float(finite[1::2].mean())] if len(finite) > 1 else None
+        ),
     }
 
 

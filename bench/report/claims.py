@@ -148,6 +148,7 @@ class Claim:
 HELD_OUT = "the benchmark's question: agreement under an explainer the methods do not train on"
 PAPERS_METRIC = "the paper's own metric: agreement under the explainer the method distils"
 PAPERS_COMPARISON = "the paper's comparison: kd's student is smaller"
+THRESHOLD_FREE = "threshold-free: the mean over units of the best IoU"
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -264,11 +265,46 @@ CLAIMS: tuple[Claim, ...] = (
             # Threshold-free: a count at IoU 0.04 can move with units hovering around it.
             ClaimTest(
                 "kd", "scratch", "mean_best_iou", "higher", "knowledge distillation",
-                role="secondary", note="threshold-free: the mean over units of the best IoU",
+                role="secondary", note=THRESHOLD_FREE,
             ),
             ClaimTest(
                 "label_smoothing", "scratch", "mean_best_iou", "lower", "label smoothing",
-                role="secondary", note="threshold-free: the mean over units of the best IoU",
+                role="secondary", note=THRESHOLD_FREE,
+            ),
+        ),
+    ),
+    Claim(
+        key="kd_similarity_dose",
+        source="Han et al., ICML 2023, arXiv:2305.15734 (its explanation of the detector gain)",
+        statement=(
+            "KD's gain in concept detectors comes from the class-similarity information in the "
+            "teacher's soft labels: with that information erased or scrambled, and everything "
+            "else about the targets kept, the gain shrinks."
+        ),
+        # The manipulations (`methods/kd_similarity.py`) keep the target's probability or the
+        # distribution's sharpness; each run records whether the similarity is there
+        # (`training.diagnostics`, the site's manipulation check).
+        tests=(
+            ClaimTest(
+                "kd", "kd_uniform_nontarget", "mean_best_iou", "higher", "similarity erased",
+                note=THRESHOLD_FREE,
+            ),
+            ClaimTest(
+                "kd", "kd_permuted_nontarget", "mean_best_iou", "higher", "similarity scrambled",
+                note=THRESHOLD_FREE,
+            ),
+            ClaimTest(
+                "kd", "kd_uniform_nontarget", "concept_detectors", "higher", "similarity erased",
+                role="secondary",
+            ),
+            ClaimTest(
+                "kd", "kd_permuted_nontarget", "concept_detectors", "higher",
+                "similarity scrambled", role="secondary",
+            ),
+            # The dose: a higher temperature exposes more of the non-target structure.
+            ClaimTest(
+                "kd_temperature_8", "kd_temperature_1", "mean_best_iou", "higher",
+                "similarity erased", role="secondary", note=f"the dose; {THRESHOLD_FREE}",
             ),
         ),
     ),

@@ -90,7 +90,8 @@ class Record:
         "per metric: `category`, `higher_is_better`, `description`, `settings` (for explanation "
         "metrics the explainer, its `form`, signed or absolute, and the `rules` of class-score "
         "centring and Grad-CAM layer), `measures_time`, and the per-sample `coverage` (samples "
-        "scored / samples asked), `n_scored`, `n_asked`, `sample_sd`",
+        "scored / samples asked), `n_scored`, `n_asked`, `sample_sd`, and `split_halves` (the "
+        "means over the even and the odd scored samples: the metric's test–retest reliability)",
         factory=dict,
     )
     dissection: dict[str, Any] | None = _doc(
@@ -98,7 +99,9 @@ class Record:
         "`units`, and `detectors` (unit, concept, IoU)"
     )
     training: dict[str, Any] | None = _doc(
-        "`best_epoch` and `history`: each loss term and the validation accuracy per epoch"
+        "`best_epoch`, `history` (each loss term and the validation accuracy per epoch), "
+        "`last_epoch_test_accuracy` and `diagnostics` (numbers a method measures about its own "
+        "training, e.g. kd's `soft_target_entropy` and `similarity_correlation`)"
     )
     timings: dict[str, float | None] = _doc(
         "seconds spent in `train`, `score`, `total`", factory=dict

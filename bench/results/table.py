@@ -26,7 +26,7 @@ Records = Iterable[Record | Mapping[str, Any]]
 COLUMNS = [
     "record", "profile", "dataset", "modality", "method", "role", "status", "seed",
     "teacher_seed", "metric", "category", "higher_is_better", "description", "value",
-    "coverage", "sample_sd", "n_scored",
+    "coverage", "sample_sd", "n_scored", "half_a", "half_b",
 ]  # fmt: skip
 
 
@@ -38,8 +38,8 @@ def long_table(records: Records) -> pd.DataFrame:
     """One row per metric of every record (any status), in the records' order.
 
     `record` is the record's position in `records`, so that a row leads back to its record;
-    `teacher_seed` is a nullable integer; `value`, `coverage`, `sample_sd` and `n_scored` are
-    floats, NaN where the record holds null or nothing. A metric with no metadata has category
+    `teacher_seed` is a nullable integer; `value`, `coverage`, `sample_sd`, `n_scored` and the
+    split halves' means `half_a`, `half_b` are floats, NaN where the record holds null or nothing. A metric with no metadata has category
     `other` and no direction (None), as the statistics read it.
     """
     columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
@@ -69,6 +69,11 @@ def long_table(records: Records) -> pd.DataFrame:
             columns["coverage"].append(_number(meta.get("coverage")))
             columns["sample_sd"].append(_number(meta.get("sample_sd")))
             columns["n_scored"].append(_number(meta.get("n_scored")))
+            halves = meta.get("split_halves")
+            if not isinstance(halves, list | tuple) or len(halves) != 2:
+                halves = (None, None)
+            columns["half_a"].append(_number(halves[0]))
+            columns["half_b"].append(_number(halves[1]))
     frame = pd.DataFrame(columns, columns=COLUMNS)
     frame["teacher_seed"] = frame["teacher_seed"].astype("Int64")
     return frame

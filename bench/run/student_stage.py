@@ -136,6 +136,7 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             "best_epoch": train.best_epoch,
             "last_epoch_test_accuracy": train.last_epoch_test_accuracy,
             "history": train.history,
+            "diagnostics": train.diagnostics,
         }
     timings["total"] = time.perf_counter() - started
     record.timings, record.ended = timings, now()

@@ -50,6 +50,9 @@ class TrainContext:
     history: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
     last_epoch_test_accuracy: float | None = None
+    # Named numbers a method measures about its own training (e.g. what kd's soft targets carry
+    # about class similarity): kept in the record's `training.diagnostics`.
+    diagnostics: dict[str, float] = field(default_factory=dict)
     # Told (epoch from 1, epochs) as each epoch begins: the progress display shows it.
     on_epoch: Callable[[int, int], None] | None = None
 
