@@ -53,6 +53,9 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   run, do. A claim whose primary metric is already the paper's has no `paper` tests, and its
   paper verdict is its verdict. What the paper claims that no record here can test is listed in
   `Claim.unmeasured` and shown on the site.
+- **Reliable metrics only**: a test on a metric that fails separation or test–retest on its
+  dataset (`bench.report.reliability`) gets the verdict `unreliable metric`, is left out of its
+  Holm family and of its part's verdict, and is shown.
 - **Underpowered is not "no effect"**: every test reports `mde_80`, the smallest true mean
   difference its seeds would detect with 80 % power at the observed spread.
 """
@@ -61,13 +64,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pandas as pd
 
+from bench.report.stability import called, verdict_stability
 from bench.report.statistics import (
     ALPHA,
+    EXCESS_SUFFIX,
+    StudentValues,
     holm,
     minimum_detectable_effect,
     paired_difference,
@@ -75,9 +81,13 @@ from bench.report.statistics import (
 )
 
 Expectation = Literal["higher", "lower", "not_worse"]
+Unreliable = set[tuple[str, str, str]] | frozenset[tuple[str, str, str]]
 Role = Literal["primary", "secondary", "paper"]
 ROLES: tuple[Role, ...] = ("primary", "paper", "secondary")
-VERDICTS = ("supported", "contradicted", "inconclusive", "confounded")
+# A test on a metric that fails a reliability check on its dataset (`bench.report.reliability`)
+# decides nothing: it is shown with this verdict and left out of its part's.
+UNRELIABLE = "unreliable metric"
+VERDICTS = ("supported", "contradicted", "inconclusive", "confounded", UNRELIABLE)
 # Two students whose parameter counts differ by more than this fraction are different networks.
 PARAMETER_TOLERANCE = 0.05
 
@@ -365,6 +375,15 @@ class ClaimVerdict:
     claim: Claim
     datasets: list[DatasetVerdict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # The share of bootstrap resamples of the seeds that give the same verdict
+    # (`bench.report.stability`); NaN where it was not measured.
+    stability: float = math.nan
+
+    @property
+    def called(self) -> str:
+        """The verdict the site calls: `unstable` where a deciding verdict does not survive
+        resampling the seeds (`bench.report.stability.called`)."""
+        return self.verdict if math.isnan(self.stability) else called(self.verdict, self.stability)
 
     def results_in_order(self) -> Iterator[tuple[DatasetVerdict, ComparisonResult]]:
         """Every test with its dataset, part by part: its primary tests, the paper's, then the
@@ -453,7 +472,9 @@ def verdict_of(
 
 
 def combine_part(verdicts: list[str]) -> str:
-    """A part's verdict from its primary tests' verdicts on every dataset."""
+    """A part's verdict from its primary tests' verdicts on every dataset (tests on an unreliable
+    metric left out)."""
+    verdicts = [v for v in verdicts if v != UNRELIABLE]
     if not verdicts:
         return "not measured"
     if "contradicted" in verdicts:
@@ -473,7 +494,7 @@ def combine(verdicts: list[str]) -> str:
 
 
 def _run_test(
-    test: ClaimTest, by_method: dict[str, Any], higher_is_better: bool
+    test: ClaimTest, by_method: dict[str, Any], higher_is_better: bool, power: bool = True
 ) -> dict[str, Any] | None:
     if test.method not in by_method or test.baseline not in by_method:
         return None
@@ -490,8 +511,9 @@ def _run_test(
             else {"alternative": "less", "margin": -test.margin}
         )
     stats = paired_difference(
-        ours, theirs, method_teachers=our_teachers, baseline_teachers=their_teachers, **options
-    )
+        ours, theirs, method_teachers=our_teachers, baseline_teachers=their_teachers,
+        power=power, **options,
+    )  # fmt: skip
     return stats if stats["n"] else None
 
 
@@ -505,10 +527,18 @@ def _parameters(by_method: dict[str, Any] | None, test: ClaimTest) -> tuple[floa
     return float(pd.Series(ours).median()), float(pd.Series(theirs).median())
 
 
-def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
-    """Check `claim` on every (profile, dataset) of `seeds` (`bench.report.statistics.seed_values`)."""
+def evaluate_values(
+    claim: Claim,
+    values: StudentValues,
+    info: dict[tuple[str, str, str], Any],
+    unreliable: Unreliable = frozenset(),
+    power: bool = True,
+) -> ClaimVerdict:
+    """`evaluate` on `student_values`' maps: the tests, their Holm families and verdicts.
+
+    `power=False` leaves `seeds_for_80_power` NaN (the seed resamples of the stability check
+    need only the verdicts)."""
     result = ClaimVerdict(claim)
-    values, info = student_values(seeds)
     datasets = sorted({(p, d) for p, d, _ in values})
     for profile, dataset in datasets:
         results = []
@@ -518,7 +548,7 @@ def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
                 continue
             hib = info[profile, dataset, test.metric][2]
             higher = True if hib is None or pd.isna(hib) else bool(hib)
-            stats = _run_test(test, by_method, higher)
+            stats = _run_test(test, by_method, higher, power)
             if stats is not None:
                 sizes = _parameters(values.get((profile, dataset, "parameters")), test)
                 results.append(ComparisonResult(test, test.metric, stats, higher, parameters=sizes))
@@ -527,7 +557,12 @@ def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
             results.sort(key=lambda r: (r.test.role != "primary", claim.tests.index(r.test)))
             result.datasets.append(DatasetVerdict(profile, dataset, results))
     # Holm within each part of the claim: one family per (profile, part, role), across datasets
-    # and comparisons; none between the parts (the claim is their intersection).
+    # and comparisons; none between the parts (the claim is their intersection). A test on an
+    # unreliable metric is no member: it decides nothing.
+    for d in result.datasets:
+        for r in d.results:
+            if (d.profile, d.dataset, r.metric.removesuffix(EXCESS_SUFFIX)) in unreliable:
+                r.verdict = UNRELIABLE
     for profile in sorted({d.profile for d in result.datasets}):
         for part in claim.parts:
             for role in ROLES:
@@ -536,7 +571,7 @@ def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
                     for d in result.datasets
                     if d.profile == profile
                     for r in d.results
-                    if r.test.role == role and r.test.part == part
+                    if r.test.role == role and r.test.part == part and r.verdict != UNRELIABLE
                 ]
                 adjusted = holm([r.stats["p_value"] for r in family])
                 for r, p_adj in zip(family, adjusted, strict=True):
@@ -545,6 +580,29 @@ def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
                     r.verdict = "confounded" if r.confounded and verdict == "supported" else verdict
     for d in result.datasets:
         d.verdict = combine([r.verdict for r in d.primary])
+    return result
+
+
+def evaluate(
+    claim: Claim, seeds: pd.DataFrame, unreliable: Unreliable = frozenset()
+) -> ClaimVerdict:
+    """Check `claim` on every (profile, dataset) of `seeds` (`bench.report.statistics.seed_values`).
+
+    `unreliable`: (profile, dataset, metric) whose measurement fails a reliability check
+    (`bench.report.reliability`); tests on them get the verdict `UNRELIABLE` and decide nothing.
+    The verdict's stability over resampled seeds is measured too (`bench.report.stability`).
+    """
+    values, info = student_values(seeds)
+    result = evaluate_values(claim, values, info, unreliable)
+    # The resamples need the primary tests' metrics only, and the students' sizes.
+    deciding = replace(claim, tests=claim.primary)
+    needed = {t.metric for t in deciding.tests} | {"parameters"}
+    used = {key: by_method for key, by_method in values.items() if key[2] in needed}
+    result.stability = verdict_stability(
+        lambda drawn: evaluate_values(deciding, drawn, info, unreliable, power=False).verdict,
+        used,
+        result.verdict,
+    )
     students = seeds[seeds.role == "student"]
     seen_methods, seen_metrics = set(students.method), set(students.metric)
     for test in claim.tests:
@@ -557,9 +615,11 @@ def evaluate(claim: Claim, seeds: pd.DataFrame) -> ClaimVerdict:
     return result
 
 
-def evaluate_all(seeds: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> list[ClaimVerdict]:
+def evaluate_all(
+    seeds: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, unreliable: Unreliable = frozenset()
+) -> list[ClaimVerdict]:
     """Every claim's verdict on the per-seed values `seeds` (`bench.report.statistics.seed_values`)."""
-    return [evaluate(claim, seeds) for claim in claims]
+    return [evaluate(claim, seeds, unreliable) for claim in claims]
 
 
 CLAIM_COLUMNS = [
@@ -567,7 +627,7 @@ CLAIM_COLUMNS = [
     "metric", "note", "expect", "margin", "n", "mean_diff", "std_diff", "ci95_low", "ci95_high",
     "p_value", "p_method", "p_holm", "seeds_for_80_power", "mde_80", "method_parameters",
     "baseline_parameters", "test_verdict", "dataset_verdict", "part_verdict", "claim_verdict",
-    "paper_verdict", "missing",
+    "verdict_on_records", "verdict_stability", "paper_verdict", "missing",
 ]  # fmt: skip
 
 
@@ -583,7 +643,9 @@ def claims_table(verdicts: list[ClaimVerdict]) -> pd.DataFrame:
     `test_verdict` is the row's own test, `dataset_verdict` the claim's on that dataset (its
     primary tests), `part_verdict` the verdict of the part the test belongs to (under the paper's
     metrics for a `paper` row), `claim_verdict` the claim's over all its parts, `paper_verdict`
-    the same under the paper's own metrics; `missing` also names what the paper claims and no
+    the same under the paper's own metrics; `claim_verdict` is the verdict called (`unstable` where
+    `verdict_on_records`, the verdict of the records as they are, holds in fewer than
+    `bench.report.stability.STABLE` of the seed resamples; `verdict_stability`); `missing` also names what the paper claims and no
     record tests (`Claim.unmeasured`).
     """
     rows = []
@@ -592,7 +654,9 @@ def claims_table(verdicts: list[ClaimVerdict]) -> pd.DataFrame:
             "claim": cv.claim.key,
             "source": cv.claim.source,
             "statement": cv.claim.statement,
-            "claim_verdict": cv.verdict,
+            "claim_verdict": cv.called,
+            "verdict_on_records": cv.verdict,
+            "verdict_stability": cv.stability,
             "paper_verdict": cv.paper_verdict,
             "missing": "; ".join([*cv.missing, *cv.claim.unmeasured]),
         }

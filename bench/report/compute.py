@@ -21,6 +21,7 @@ from bench.core.errors import BenchError
 from bench.plan.catalogue import Catalogue, load_catalogue
 from bench.report.claims import claims_table, evaluate_all
 from bench.report.convergence import training_table
+from bench.report.friedman import friedman_table
 from bench.report.headline import SummaryTable, track_summaries
 from bench.report.leaderboard import aggregate, aggregate_seeds, mean_coverage
 from bench.report.pages import (
@@ -32,13 +33,15 @@ from bench.report.pages import (
     method_pages,
 )
 from bench.report.reference import environment_differences, merge_with_reference
-from bench.report.separation import not_separating, separation_table
+from bench.report.reliability import failing, reasons, reliability_table
+from bench.report.separation import separation_table
 from bench.report.statistics import (
     average_ranks,
     ci_ranks,
     compare,
     explanation_excess,
     seed_values,
+    student_values,
 )
 from bench.report.tables import (
     Column,
@@ -80,6 +83,8 @@ class ReportData:
     average_ranks: pd.DataFrame
     claims: pd.DataFrame
     separation: pd.DataFrame
+    metric_reliability: pd.DataFrame
+    friedman: pd.DataFrame
     training: pd.DataFrame  # one row per trained model: its optimum and whether budget-bound
     tracks: list[Track]
     pages: list[DatasetPage]
@@ -147,12 +152,18 @@ def compute(
         frame = pd.concat([frame, aggregate_seeds(excess)], ignore_index=True).sort_values(
             ["profile", "dataset", "method", "metric"], ignore_index=True
         )
-    ranked = ci_ranks(frame, seeds)
+    # Metrics that fail a reliability check are greyed, get no rank, and (where the measurement
+    # itself is in doubt) decide no claim (`bench.report.reliability`).
+    reliability = reliability_table(table)
+    flagged = reasons(reliability)
+    ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
     comparisons = compare(seeds)
     averages = average_ranks(ranked, seeds)
-    verdicts = evaluate_all(seeds)
+    verdicts = evaluate_all(seeds, unreliable=failing(reliability, "decides_verdicts"))
+    passing = reliability[reliability.ranks_it]
+    ranked_metrics = set(zip(passing.profile, passing.dataset, passing.metric, strict=True))
+    friedman = friedman_table(*student_values(seeds), ranked_metrics)
     separation = separation_table(table)
-    flagged = not_separating(separation)
     coverage = mean_coverage(table)
     explainers = first_explainers(records)
     descriptions = _descriptions(table, list(ranked.metric.unique()))
@@ -166,9 +177,14 @@ def compute(
             board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, yours)
             explainer = explainers.get((p, dataset))
             figs = dataset_figures(ranked, seeds, records, results, p, dataset, explainer)
+            here = friedman[(friedman.profile == p) & (friedman.dataset == dataset)]
             track_pages.append(
                 DatasetPage(
-                    board, figs, comparison_tables(comparisons, p, dataset, explainer), explainer
+                    board,
+                    figs,
+                    comparison_tables(comparisons, p, dataset, explainer),
+                    explainer,
+                    here.to_dict("records"),
                 )
             )
         pages += track_pages
@@ -191,6 +207,8 @@ def compute(
         average_ranks=averages,
         claims=claims_table(verdicts),
         separation=separation,
+        metric_reliability=reliability,
+        friedman=friedman,
         training=training_table(records),
         tracks=tracks,
         pages=pages,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ class DatasetPage:
     figures: list[FigureRef]
     comparisons: list[ComparisonTable]
     explainer: str | None
+    # The dataset's rows of `friedman.csv` (`bench.report.friedman`), as dicts.
+    friedman: list[dict] = field(default_factory=list)
 
     @property
     def has_gallery(self) -> bool:

@@ -8,7 +8,7 @@
 - `method-<name>.html`: description, citation, hyper-parameters and every run's provenance.
 - The exports (`EXPORTS`): `leaderboard.csv` (one row per profile, dataset, method, metric, with
   `rank`; explanation metrics also as `<metric>_excess` over the control floor),
-  `comparisons.csv`, `average_ranks.csv`, `claims.csv`, `separation.csv`, `training.csv` (each
+  `comparisons.csv`, `average_ranks.csv`, `claims.csv`, `separation.csv`, `metric_reliability.csv`, `friedman.csv`, `training.csv` (each
   trained model's optimum, `bench.report.convergence`), and `leaderboard.json` holding them all.
 
 Nothing is written into the results folder: a report is a view of the records, and two reports of
@@ -31,10 +31,14 @@ from bench.report.compute import ReportData
 from bench.report.convergence import convergence_summary
 from bench.report.leaderboard import write_leaderboard
 from bench.report.pages import method_families
+from bench.report.stability import RESAMPLES, STABLE
 from bench.report.tables import dataset_page, format_value, method_page
 
 # The tables exported beside `leaderboard.csv`, each also a key of `leaderboard.json`.
-EXPORTS = ("comparisons", "average_ranks", "claims", "separation", "training")
+EXPORTS = (
+    "comparisons", "average_ranks", "claims", "separation", "metric_reliability", "friedman",
+    "training",
+)  # fmt: skip
 
 
 def _write(path: Path, text: str) -> None:
@@ -62,6 +66,8 @@ def render(data: ReportData, out: Path) -> Path:
             differences=data.differences,
             dataset_page=dataset_page,
             claims=data.claim_panel,
+            resamples=RESAMPLES,
+            stable=f"{STABLE:.0%}",
             problems=data.problems,
             convergence=convergence_summary(data.training).to_dict("records"),
             methods=data.methods,

@@ -429,6 +429,8 @@ def outcome(higher_is_better: Any, mean_diff: float, p_value: float, alpha: floa
 
 SeedMap = dict[int, float]
 TeacherMap = dict[int, int | None]
+# (profile, dataset, metric) → method → ({seed: value}, {seed: teacher seed}): `student_values`.
+StudentValues = Mapping[tuple[str, str, str], Mapping[str, tuple[Mapping[int, float], Mapping]]]
 
 
 def student_values(
@@ -531,6 +533,17 @@ def compare(seeds: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None)
 # --- ranks ----------------------------------------------------------------------------------------
 
 
+def common_seeds(
+    by_method: Mapping[str, tuple[Mapping[int, float], Mapping[int, int | None]]],
+    methods: Sequence[str],
+) -> list[int]:
+    """The seeds every one of `methods` has, each with the same teacher seed for all, sorted."""
+    if not methods:
+        return []
+    common = set.intersection(*(set(by_method[m][0]) for m in methods))
+    return sorted(s for s in common if len({by_method[m][1].get(s) for m in methods}) == 1)
+
+
 def paired_ranks(
     by_method: Mapping[str, tuple[Mapping[int, float], Mapping[int, int | None]]],
     higher_is_better: bool,
@@ -544,8 +557,7 @@ def paired_ranks(
     method's rank is 1 + the number of methods significantly better than it.
     """
     methods = sorted(by_method)
-    common = set.intersection(*(set(by_method[m][0]) for m in methods)) if methods else set()
-    agreed = sorted(s for s in common if len({by_method[m][1].get(s) for m in methods}) == 1)
+    agreed = common_seeds(by_method, methods)
     beaten_by = dict.fromkeys(methods, 0)
     pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1 :]]
     if pairs and len(agreed) >= 2:
@@ -562,13 +574,19 @@ def paired_ranks(
     return {m: 1 + beaten_by[m] for m in methods}, len(agreed)
 
 
-def ci_ranks(frame: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
+def ci_ranks(
+    frame: pd.DataFrame,
+    seeds: pd.DataFrame,
+    unranked: set[tuple[str, str, str]] | frozenset[tuple[str, str, str]] = frozenset(),
+) -> pd.DataFrame:
     """`frame` (from `aggregate`) with `rank`, `rank_of` and `rank_seeds` added.
 
     Ranks come from paired sign-flip tests on the per-seed values in `seeds` (see the module
     docstring), not from overlapping intervals: two methods whose intervals overlap because the
     seeds differ a lot can still differ consistently seed by seed. `rank_of` is the number of
-    methods ranked, `rank_seeds` the number of seeds they were compared on.
+    methods ranked, `rank_seeds` the number of seeds they were compared on. The (profile,
+    dataset, metric) in `unranked` (metrics that fail a reliability check,
+    `bench.report.reliability`; an `_excess` row follows its metric) get no rank.
     """
     frame = frame.copy()
     columns = {c: np.full(len(frame), math.nan) for c in ("rank", "rank_of", "rank_seeds")}
@@ -584,7 +602,9 @@ def ci_ranks(frame: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
         strict=True,
     )  # fmt: skip
     for position, (profile, dataset, metric, method, hib) in enumerate(keys):
-        if eligible[position]:
+        if eligible[position] and (
+            (profile, dataset, metric.removesuffix(EXCESS_SUFFIX)) not in unranked
+        ):
             tables.setdefault((profile, dataset, metric), []).append((position, method, hib))
     for key, rows in tables.items():
         by_method = values.get(key, {})

@@ -21,8 +21,7 @@ from bench.report.leaderboard import (
     method_order,
     metric_order,
 )
-from bench.report.separation import RULE as SEPARATION_RULE
-from bench.report.statistics import POWER_CAP, decides
+from bench.report.statistics import EXCESS_SUFFIX, POWER_CAP, decides
 
 # The comparisons a dataset page shows (all of them are in the exported comparisons.csv).
 HEADLINE_METRICS = (
@@ -73,9 +72,9 @@ class Column:
     group_start: bool = False
     # Average-rank tables sort by rank (lower is better) whatever the metric's own direction.
     is_rank: bool = False
-    # False when the metric does not separate the teacher from the control rows on this dataset
-    # (`bench.report.separation`): its students' numbers cannot rank them.
-    separates: bool = True
+    # Why the metric cannot be trusted on this dataset (it fails a check of
+    # `bench.report.reliability`: it cannot rank the students), or "" when it passes them all.
+    unreliable: str = ""
     # False when no paired test tells any two students apart on this dataset: every rank is 1.
     decided: bool = True
 
@@ -96,10 +95,9 @@ class Column:
         if self.higher_is_better is not None:
             direction = "; higher is better" if self.higher_is_better else "; lower is better"
         warning = (
-            ""
-            if self.separates
-            else " ⚠ Does not separate the teacher from the control rows on this dataset "
-            f"({SEPARATION_RULE}): it cannot rank the students."
+            f" ⚠ Not reliable on this dataset ({self.unreliable}): greyed, no rank."
+            if self.unreliable
+            else ""
         )
         if not self.decided:
             warning += (
@@ -188,21 +186,22 @@ def leaderboard_table(
     profile: str,
     dataset: str,
     descriptions: dict[str, str],
-    flagged: set[tuple[str, str, str]] | None = None,
+    flagged: dict[tuple[str, str, str], str] | None = None,
     coverage: dict[tuple[str, str, str, str], float] | None = None,
     yours: set[tuple[str, str, str]] | None = None,
 ) -> Table:
     """The (profile, dataset) leaderboard: teacher, control rows, then methods; best per column.
 
-    `flagged`: (profile, dataset, metric) that separate nothing (`bench.report.separation`), marked in
-    their headers; `coverage`: the mean share of samples scored per (profile, dataset, method,
+    `flagged`: (profile, dataset, metric) → why it fails a reliability check
+    (`bench.report.reliability`), greyed and marked in their headers; `coverage`: the mean share of samples scored per (profile, dataset, method,
     metric), shown in a cell's tooltip when below 1; `yours`: the (profile, dataset, row) a user
     produced beside a reference set, marked as theirs.
     """
     part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
     columns = table_columns(part, descriptions)
     for column in columns:
-        column.separates = (profile, dataset, column.name) not in (flagged or set())
+        base = column.name.removesuffix(EXCESS_SUFFIX)
+        column.unreliable = (flagged or {}).get((profile, dataset, base), "")
         ranks = part[(part.metric == column.name) & part["rank"].notna()]
         column.decided = ranks.empty or decides(ranks)
     table = Table(
@@ -406,7 +405,9 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
         shown.append(
             {
                 "claim": cv.claim,
-                "verdict": cv.verdict,
+                "verdict": cv.called,
+                "on_records": cv.verdict,
+                "stability": cv.stability,
                 "paper_verdict": cv.paper_verdict,
                 "parts": parts,
                 "paper_parts": cv.paper_part_verdicts,

@@ -1,0 +1,87 @@
+"""How stable a claim's verdict is when its seeds are drawn again: a verdict that flips on a rerun
+is not a result.
+
+A rerun of the default suite once flipped two image verdicts against the committed reference set
+(FINDINGS N17: a claim "mixed" where the reference had it inconclusive). The CPU kernels are now
+pinned, so a rerun on the same kind of machine gives the same records; but another machine, or
+other seeds, draw other students. So each claim's verdict is recomputed on `RESAMPLES` bootstrap
+resamples of its seeds — drawn with replacement within each teacher seed, so that every teacher
+keeps its share — and the share of resamples that give the same verdict is its stability. A
+verdict that decides something (anything but inconclusive or not measured) and holds in fewer
+than `STABLE` of the resamples is called `unstable` on the site, with that share.
+
+The resamples draw the seeds of every student of a (profile, dataset) together, so paired
+comparisons stay paired; a seed drawn twice counts twice. Every resample's tests are the claim's
+primary tests with their Holm families, as on the records themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bench.report.statistics import StudentValues
+
+RESAMPLES = 200
+STABLE = 0.8
+RESAMPLE_SEED = 0
+
+
+def _strata(values: StudentValues) -> dict[tuple[str, str], dict[Any, list[int]]]:
+    """(profile, dataset) → teacher seed → the student seeds distilled from it."""
+    teacher_of: dict[tuple[str, str], dict[int, Any]] = {}
+    for (profile, dataset, _), by_method in values.items():
+        seen = teacher_of.setdefault((profile, dataset), {})
+        for _, teachers in by_method.values():
+            for seed, teacher in teachers.items():
+                seen.setdefault(seed, teacher)
+    strata: dict[tuple[str, str], dict[Any, list[int]]] = {}
+    for key, seen in teacher_of.items():
+        for seed in sorted(seen):
+            strata.setdefault(key, {}).setdefault(seen[seed], []).append(seed)
+    return strata
+
+
+def resample(values: StudentValues, rng: np.random.Generator) -> dict:
+    """`values` with each (profile, dataset)'s seeds drawn with replacement within each teacher
+    seed; the drawn seeds are renumbered 0, 1, ... so that a seed drawn twice is two seeds."""
+    drawn: dict[tuple[str, str], list[int]] = {}
+    for key, by_teacher in _strata(values).items():
+        draws: list[int] = []
+        for teacher in sorted(by_teacher, key=repr):
+            seeds = by_teacher[teacher]
+            draws += [seeds[i] for i in rng.integers(0, len(seeds), size=len(seeds))]
+        drawn[key] = draws
+    out: dict = {}
+    for (profile, dataset, metric), by_method in values.items():
+        draws = drawn[profile, dataset]
+        out[profile, dataset, metric] = {
+            method: (
+                {k: seed_values[s] for k, s in enumerate(draws) if s in seed_values},
+                {k: teachers[s] for k, s in enumerate(draws) if s in teachers},
+            )
+            for method, (seed_values, teachers) in by_method.items()
+        }
+    return out
+
+
+def verdict_stability(
+    verdict_of: Callable[[dict], str],
+    values: StudentValues,
+    verdict: str,
+    resamples: int = RESAMPLES,
+    seed: int = RESAMPLE_SEED,
+) -> float:
+    """The share of `resamples` bootstrap resamples of `values` whose `verdict_of` is `verdict`."""
+    rng = np.random.default_rng(seed)
+    same = sum(verdict_of(resample(values, rng)) == verdict for _ in range(resamples))
+    return same / resamples
+
+
+def called(verdict: str, stability: float) -> str:
+    """The verdict the site calls: `unstable` for a deciding verdict below `STABLE`."""
+    if verdict in ("inconclusive", "not measured") or stability >= STABLE:
+        return verdict
+    return "unstable"
