@@ -46,3 +46,30 @@ def test_failed_runs_and_control_rows_are_not_training_rows() -> None:
     failed = make_record("p", "digits", "kd", 0, {}, status="failed", modality="image")
     control = make_record("p", "digits", "random_explainer", 0, {}, role="control")
     assert training_table([Record.coerce(failed), Record.coerce(control)]).empty
+
+
+def test_soft_label_diagnostics_reach_the_table_and_the_manipulation_check() -> None:
+    from bench.report.convergence import manipulation_check
+
+    records = []
+    for seed, correlation in enumerate([0.5, 0.7]):
+        record = make_record("p", "shapes", "kd", seed, {"accuracy": 0.9}, modality="image")
+        record["training"] = {
+            "best_epoch": 1,
+            "history": {"val_accuracy": [0.5, 0.6, 0.6]},
+            "diagnostics": {
+                "soft_target_entropy": 2.0 + seed,
+                "similarity_correlation": correlation,
+            },
+        }
+        records.append(Record.coerce(record))
+    hostile = make_record("p", "shapes", "scratch", 0, {"accuracy": 0.8}, modality="image")
+    hostile["training"] = {"best_epoch": 0, "diagnostics": {"similarity_correlation": "high"}}
+    records.append(Record.coerce(hostile))
+    table = training_table(records)
+    assert table.similarity_correlation.tolist()[:2] == [0.5, 0.7]
+    check = manipulation_check(table).set_index("method")
+    assert list(check.index) == ["kd"]  # a non-number is no measurement
+    assert check.loc["kd", "runs"] == 2
+    assert check.loc["kd", "similarity_correlation_mean"] == 0.6
+    assert check.loc["kd", "soft_target_entropy_mean"] == 2.5

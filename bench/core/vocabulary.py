@@ -208,3 +208,12 @@ PERMUTED_CONTROL_ROW = PERMUTED_TEACHER.name
 UNTRAINED_CONTROL_ROW = UNTRAINED_STUDENT.name
 CONTROL_ROWS = tuple(row.name for row in CONTROLS)
 REFERENCE_ROWS = (TEACHER_ROW, *CONTROL_ROWS)
+
+# The tuning budget every method gets, declared before any run and shown on the site: a method
+# compared after a search its rivals did not get would win by the search.
+TUNING_BUDGET = (
+    "None, the same for every method: each runs at its registered defaults, which its docstring "
+    "gives and justifies (where they depart from its authors' released values it says so, and "
+    "`--preset paper` runs those), with the profile's epochs, optimiser, learning rate and batch "
+    "size, shared by all; no method's hyper-parameters are searched on any split."
+)

@@ -27,8 +27,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 import bench
 from bench.core.atomic import write_atomic
+from bench.core.vocabulary import TUNING_BUDGET
 from bench.report.compute import ReportData
-from bench.report.convergence import convergence_summary
+from bench.report.convergence import convergence_summary, manipulation_check
 from bench.report.leaderboard import write_leaderboard
 from bench.report.pages import method_families
 from bench.report.stability import RESAMPLES, STABLE
@@ -67,9 +68,11 @@ def render(data: ReportData, out: Path) -> Path:
             dataset_page=dataset_page,
             claims=data.claim_panel,
             resamples=RESAMPLES,
+            tuning_budget=TUNING_BUDGET,
             stable=f"{STABLE:.0%}",
             problems=data.problems,
             convergence=convergence_summary(data.training).to_dict("records"),
+            manipulation=manipulation_check(data.training).to_dict("records"),
             methods=data.methods,
             families=method_families(data.methods),
             n_records=data.n_records,
