@@ -70,6 +70,6 @@ def test_soft_label_diagnostics_reach_the_table_and_the_manipulation_check() -> 
     assert table.similarity_correlation.tolist()[:2] == [0.5, 0.7]
     check = manipulation_check(table).set_index("method")
     assert list(check.index) == ["kd"]  # a non-number is no measurement
-    assert check.loc["kd", "runs"] == 2
+    assert check.loc["kd", "models"] == 2
     assert check.loc["kd", "similarity_correlation_mean"] == 0.6
     assert check.loc["kd", "soft_target_entropy_mean"] == 2.5

@@ -103,17 +103,17 @@ def convergence_summary(training: pd.DataFrame) -> pd.DataFrame:
 
 
 def manipulation_check(training: pd.DataFrame) -> pd.DataFrame:
-    """Per (profile, dataset, method) with soft-label diagnostics: the runs, and the mean and SD
-    over them of each diagnostic (`DIAGNOSTICS`)."""
+    """Per (profile, dataset, method) with soft-label diagnostics: how many `models` (runs), and the
+    mean and SD over them of each diagnostic (`DIAGNOSTICS`)."""
     measured = training[
         training.similarity_correlation.notna() | training.soft_target_entropy.notna()
     ]
     if measured.empty:
-        return pd.DataFrame(columns=["profile", "dataset", "method", "runs"])
+        return pd.DataFrame(columns=["profile", "dataset", "method", "models"])
     return (
         measured.groupby(["profile", "dataset", "method"], sort=True)
         .agg(
-            runs=("seed", "size"),
+            models=("seed", "size"),
             **{f"{name}_{stat}": (name, stat) for name in DIAGNOSTICS for stat in ("mean", "std")},
         )
         .reset_index()
