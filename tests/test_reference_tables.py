@@ -27,7 +27,7 @@ def _files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
-@pytest.fixture(scope="module", params=["default-v3", "default-v2"])
+@pytest.fixture(scope="module", params=["default-v4", "default-v3", "default-v2"])
 def reference(request: pytest.FixtureRequest) -> Path:
     return REFERENCES / request.param
 

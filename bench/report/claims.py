@@ -67,6 +67,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from bench.report.stability import called, verdict_stability
@@ -524,7 +525,13 @@ def _parameters(by_method: dict[str, Any] | None, test: ClaimTest) -> tuple[floa
     ours, theirs = (by_method[m][0] for m in (test.method, test.baseline))
     if not ours or not theirs:
         return None
-    return float(pd.Series(ours).median()), float(pd.Series(theirs).median())
+    return _median(ours), _median(theirs)
+
+
+def _median(values: dict[int, float]) -> float:
+    """The median of the defined values (a pandas Series per call cost seconds over resamples)."""
+    defined = [v for v in values.values() if v == v]
+    return float(np.median(defined)) if defined else math.nan
 
 
 def evaluate_values(

@@ -154,7 +154,8 @@ def compute(
         )
     # Metrics that fail a reliability check are greyed, get no rank, and (where the measurement
     # itself is in doubt) decide no claim (`bench.report.reliability`).
-    reliability = reliability_table(table)
+    separation = separation_table(table)
+    reliability = reliability_table(table, separation)
     flagged = reasons(reliability)
     ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
     comparisons = compare(seeds)
@@ -163,7 +164,6 @@ def compute(
     passing = reliability[reliability.ranks_it]
     ranked_metrics = set(zip(passing.profile, passing.dataset, passing.metric, strict=True))
     friedman = friedman_table(*student_values(seeds), ranked_metrics)
-    separation = separation_table(table)
     coverage = mean_coverage(table)
     explainers = first_explainers(records)
     descriptions = _descriptions(table, list(ranked.metric.unique()))

@@ -93,13 +93,18 @@ def _reason(discriminates: bool, separates: bool | None, retest: float) -> str:
     return "; ".join(failures)
 
 
-def reliability_table(data: Records | pd.DataFrame) -> pd.DataFrame:
-    """One row per (profile, dataset, metric) of the `ok` student rows with a direction."""
+def reliability_table(
+    data: Records | pd.DataFrame, separation: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per (profile, dataset, metric) of the `ok` student rows with a direction.
+
+    `separation`: the records' `separation_table`, when the caller has it already."""
     table = as_long_table(data)
     students = table[
         (table.status == "ok") & (table.role == "student") & table.higher_is_better.notna()
     ]
-    separation = separation_table(table)
+    if separation is None:
+        separation = separation_table(table)
     separates = {
         (p, d, m): bool(s)
         for p, d, m, s in zip(
