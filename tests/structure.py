@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.results.record import JSON_ORDER, schema_rows
 
@@ -252,11 +253,24 @@ def claim_definitions() -> str:
     return "\n".join(lines)
 
 
-REFERENCE_CLAIMS = ROOT / "reference" / "default-v3" / "claims.csv"
+REFERENCE_CLAIMS = ROOT / "reference" / "default-v4" / "claims.csv"
 
 
 def _number(value: float, digits: int = 3) -> str:
     return "–" if value != value else f"{value:+.{digits}f}"
+
+
+def _claim_cell(row: Any) -> str:
+    """The verdict called, and how it came about where it is not the records' own."""
+    called = f"**{row.claim_verdict}**"
+    if row.claim_verdict != row.verdict_on_records:
+        called += f" ({row.verdict_on_records} on these seeds)"
+    stability = (
+        ""
+        if row.verdict_stability != row.verdict_stability
+        else (f"; stable in {row.verdict_stability:.0%} of seed resamples")
+    )
+    return f"{called}{stability}; under the paper's metrics: {row.paper_verdict}"
 
 
 def claim_verdicts() -> str:
@@ -272,7 +286,7 @@ def claim_verdicts() -> str:
     shown_claim, shown_part = None, None
     for row in table[table.role == "primary"].itertuples():
         claim = f"{row.claim}" if row.claim != shown_claim else ""
-        claim_verdict = f"**{row.claim_verdict}**" if row.claim != shown_claim else ""
+        claim_verdict = _claim_cell(row) if row.claim != shown_claim else ""
         part_verdict = row.part_verdict if (row.claim, row.part) != shown_part else ""
         part = row.part if (row.claim, row.part) != shown_part else ""
         shown_claim, shown_part = row.claim, (row.claim, row.part)

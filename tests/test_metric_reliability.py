@@ -167,3 +167,17 @@ def test_friedman_and_the_critical_difference_follow_demsar() -> None:
     assert table.scope == "every method" and table.seeds == SEEDS
     assert table.mean_ranks.startswith(("c", "d"))  # the best by accuracy ranks first
     assert friedman_table(values, info, set()).empty  # an unreliable metric is not tested
+
+
+def test_the_resamples_normal_limit_of_the_sign_flip_test_agrees_with_its_patterns() -> None:
+    from bench.report.statistics import sign_flip_pvalues
+
+    rng = np.random.default_rng(4)
+    diffs = rng.normal(0.3, 1.0, (6, 40))
+    for alternative in ("two-sided", "greater", "less"):
+        drawn, method = sign_flip_pvalues(diffs, alternative)
+        limit, limit_method = sign_flip_pvalues(diffs, alternative, monte_carlo=False)
+        assert (method, limit_method) == ("monte_carlo", "normal")
+        assert limit == pytest.approx(drawn, abs=0.01)
+    # Up to 16 pairs the test stays exact either way.
+    assert sign_flip_pvalues(diffs[:, :8], monte_carlo=False)[1] == "exact"

@@ -12,7 +12,8 @@ than `STABLE` of the resamples is called `unstable` on the site, with that share
 
 The resamples draw the seeds of every student of a (profile, dataset) together, so paired
 comparisons stay paired; a seed drawn twice counts twice. Every resample's tests are the claim's
-primary tests with their Holm families, as on the records themselves.
+primary tests with their Holm families, as on the records themselves, except that above 16 seeds
+their p-values take the sign-flip test's normal limit rather than 100 000 drawn sign patterns.
 """
 
 from __future__ import annotations

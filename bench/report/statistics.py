@@ -158,14 +158,17 @@ def _hits(means: np.ndarray, observed: np.ndarray, tol: np.ndarray, alternative:
 
 
 def sign_flip_pvalues(
-    diffs: np.ndarray, alternative: Alternative = "two-sided"
+    diffs: np.ndarray, alternative: Alternative = "two-sided", monte_carlo: bool = True
 ) -> tuple[np.ndarray, str]:
     """Sign-flip p-values of the mean of each row of `diffs` (tests × pairs); and the method used.
 
     Rows are tested at once because the ranks compare every pair of a table on the same seeds:
     one matrix product instead of thousands of loops. `greater` tests mean > 0, `less` mean < 0.
     Exact (all 2^n patterns) up to 16 pairs, else 100 000 patterns drawn with a fixed seed, so the
-    same records always give the same p.
+    same records always give the same p. `monte_carlo=False` replaces the drawn patterns by the
+    normal limit of the sign-flip distribution (the sum of s·d has mean 0 and variance Σd²),
+    for the thousands of tests of the seed resamples (`bench.report.stability`), where drawing
+    100 000 patterns per test of hundreds of seeds would take minutes.
     """
     diffs = np.atleast_2d(np.asarray(diffs, dtype=float))
     k, n = diffs.shape
@@ -185,11 +188,27 @@ def sign_flip_pvalues(
                 means, observed[start : start + step], tol[start : start + step], alternative
             )
         return hits / len(signs), "exact"
+    if not monte_carlo:
+        return _normal_pvalues(diffs, alternative), "normal"
     drawn = _drawn_signs(n)
     for start in range(0, MONTE_CARLO_PATTERNS, MONTE_CARLO_CHUNK):
         signs = drawn[start : start + MONTE_CARLO_CHUNK].astype(float)
         hits += _hits(diffs @ signs.T / n, observed, tol, alternative)
     return (hits + 1) / (MONTE_CARLO_PATTERNS + 1), "monte_carlo"
+
+
+def _normal_pvalues(diffs: np.ndarray, alternative: Alternative) -> np.ndarray:
+    """The sign-flip test's p-values in its normal limit: z = Σd / √(Σd²)."""
+    scale = np.sqrt((diffs**2).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(scale > 0, diffs.sum(axis=1) / scale, 0.0)
+    if alternative == "two-sided":
+        return np.minimum(1.0, 2 * stats.norm.sf(np.abs(z)))
+    if alternative == "greater":
+        return stats.norm.sf(z)
+    if alternative == "less":
+        return stats.norm.cdf(z)
+    raise ValueError(f"alternative must be two-sided, greater or less, not {alternative!r}")
 
 
 def sign_flip_pvalue(
@@ -391,6 +410,7 @@ def paired_difference(
     alternative: Alternative = "two-sided",
     margin: float = 0.0,
     power: bool = True,
+    monte_carlo: bool = True,
 ) -> dict[str, Any]:
     """Statistics of method − baseline over the seeds both have (see the module docstring).
 
@@ -399,12 +419,13 @@ def paired_difference(
     margin δ for non-inferiority of a higher-is-better metric (H1: mean(d) > −δ), `less` with
     margin −δ for a lower-is-better one. Mean, sd, interval and d_z are always those of d itself;
     `seeds_for_80_power` is computed at the effect the p-value tests, (mean(d) + margin) / sd.
-    `power=False` leaves that column NaN for callers that compute it in bulk.
+    `power=False` leaves that column NaN for callers that compute it in bulk; `monte_carlo=False`
+    takes the normal limit above 16 pairs (`sign_flip_pvalues`).
     """
     seeds, diffs, mismatched = paired_values(method, baseline, method_teachers, baseline_teachers)
     result = _summary(seeds, diffs, mismatched, margin, power)
     if len(diffs) >= 2:
-        p, p_method = sign_flip_pvalues((diffs + margin)[None, :], alternative)
+        p, p_method = sign_flip_pvalues((diffs + margin)[None, :], alternative, monte_carlo)
         result["p_value"], result["p_method"] = float(p[0]), p_method
     return result
 
