@@ -160,6 +160,9 @@ HELD_OUT = "the benchmark's question: agreement under an explainer the methods d
 PAPERS_METRIC = "the paper's own metric: agreement under the explainer the method distils"
 PAPERS_COMPARISON = "the paper's comparison: kd's student is smaller"
 THRESHOLD_FREE = "threshold-free: the mean over units of the best IoU"
+# The other IoU thresholds of the dissection's sweep, in hundredths (`SWEEP_THRESHOLDS` of
+# `bench.explain.dissection`, which imports torch; a test checks each names a registered metric).
+DETECTOR_SWEEP = (2, 3, 5, 6, 8, 10)
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -281,6 +284,16 @@ CLAIMS: tuple[Claim, ...] = (
             ClaimTest(
                 "label_smoothing", "scratch", "mean_best_iou", "lower", "label smoothing",
                 role="secondary", note=THRESHOLD_FREE,
+            ),
+            # The count at the other thresholds of the sweep (0.04 is the count's own).
+            *(
+                ClaimTest(method, "scratch", f"concept_detectors_iou{percent:03d}", expect, part,
+                          role="secondary", note=f"the count at IoU {percent / 100:.2f}")
+                for method, expect, part in (
+                    ("kd", "higher", "knowledge distillation"),
+                    ("label_smoothing", "lower", "label smoothing"),
+                )
+                for percent in DETECTOR_SWEEP
             ),
         ),
     ),
