@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-dir", type=Path, help="folder with downloaded datasets")
 
+    meta = commands.add_parser(
+        "metaquantus",
+        help="MetaQuantus's noise-resilience and adversarial-reactivity tests of the Quantus "
+        "metrics (teacher and two students of seed 0 per dataset; the report reads them)",
+    )
+    meta.add_argument("--dataset", nargs="+", metavar="NAME", help="datasets (default: profile's)")
+
     listing = commands.add_parser("list", help="list registered components")
     listing.add_argument("kind", choices=LIST_KINDS, help="what to list")
 
@@ -117,14 +124,14 @@ def _parser() -> argparse.ArgumentParser:
         "rows are marked, and environments that differ are named",
     )
 
-    for sub in (run, status, report, show):
+    for sub in (run, status, report, show, meta):
         sub.add_argument(
             "--results",
             type=Path,
             default=Path("results"),
             help="results folder (default: results)",
         )
-    for sub in (run, status):
+    for sub in (run, status, meta):
         sub.add_argument("--profile", default="default", help="budget profile (default: default)")
     report.add_argument("--profile", default=None, help="only this profile (default: all found)")
     show.add_argument(
@@ -200,6 +207,41 @@ def _execute(plan: Plan, args: argparse.Namespace) -> int:
     if summary.exit_status:
         print("some runs failed: their records hold the traceback (see `status`)", file=sys.stderr)
     return summary.exit_status
+
+
+def _metaquantus(args: argparse.Namespace) -> int:
+    from bench.core.atomic import write_atomic
+    from bench.plan.catalogue import load_catalogue
+    from bench.plan.planner import Selection, make_plan
+    from bench.results.folder import ResultsFolder
+    from bench.run.context import RunOptions
+    from bench.run.environment import resolve_device
+    from bench.run.metaquantus import STUDENTS, metaquantus_table
+
+    selection = Selection(
+        profile=args.profile,
+        datasets=tuple(args.dataset) if args.dataset else None,
+        methods=STUDENTS,
+        seeds=(0,),
+    )
+    plan = make_plan(selection, load_catalogue(()))
+    _check_writable(args.results)
+    registry.load_plugins([])  # the built-in methods, datasets and metrics, in this process
+    started = time.perf_counter()
+    device = resolve_device("auto")
+    progress = TerminalProgress()
+    try:
+        table = metaquantus_table(plan, RunOptions(results=args.results, device=device), progress)
+    finally:
+        progress.close()
+    path = ResultsFolder(args.results).metaquantus_file
+    write_atomic(path, lambda f: f.write(table.to_csv(index=False).encode()))
+    print(
+        f"{len(table)} (dataset, metric) tested in {clock(time.perf_counter() - started)}: "
+        f"{int(table.noise_resilient.sum())} noise-resilient, "
+        f"{int(table.adversarially_reactive.sum())} adversarially reactive; wrote {path}"
+    )
+    return 0
 
 
 def _check_writable(results: Path) -> None:
@@ -353,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args)
         if args.command == "show":
             return _show(args)
+        if args.command == "metaquantus":
+            return _metaquantus(args)
         return _report(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

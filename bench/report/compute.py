@@ -33,7 +33,7 @@ from bench.report.pages import (
     method_pages,
 )
 from bench.report.reference import environment_differences, merge_with_reference
-from bench.report.reliability import failing, reasons, reliability_table
+from bench.report.reliability import failing, read_metaquantus, reasons, reliability_table
 from bench.report.separation import separation_table
 from bench.report.statistics import (
     average_ranks,
@@ -155,7 +155,10 @@ def compute(
     # Metrics that fail a reliability check are greyed, get no rank, and (where the measurement
     # itself is in doubt) decide no claim (`bench.report.reliability`).
     separation = separation_table(table)
-    reliability = reliability_table(table, separation)
+    metaquantus = read_metaquantus(ResultsFolder(results).metaquantus_file)
+    if metaquantus is None and reference is not None:
+        metaquantus = read_metaquantus(ResultsFolder(reference).metaquantus_file)
+    reliability = reliability_table(table, separation, metaquantus)
     flagged = reasons(reliability)
     ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
     comparisons = compare(seeds)

@@ -18,13 +18,15 @@ rule, and `metric_reliability.csv` holds them:
   by Spearman–Brown (2r / (1 + r)); it holds when that is at least `RETEST_MIN`. `n/a` for a metric
   with no samples (accuracy, a count), or with fewer than `RETEST_RUNS` runs that have halves.
 
-Not measured here: MetaQuantus's noise-resilience and adversarial-reactivity tests (Hedström et
-al. 2023) with students as the ranked set; they need the trained students, which records do not
-keep, and the table says so in its `not_measured` column.
+- **MetaQuantus** (Quantus metrics) — is it resilient to minor perturbations of the models and
+  their inputs and reactive to disruptive ones (Hedström et al. 2023, with models as the ranked
+  set)? These need trained networks, which records do not keep: `python -m bench metaquantus`
+  retrains the teacher's and two students' seed 0 and writes `metaquantus.csv` into the results
+  folder (`bench.run.metaquantus`); where it is absent the table says so in `not_measured`.
 
 What a failure means for the site: a metric that fails any check is shown greyed with the reason
-and gets no rank (`ranks_it`); one that fails separation or test–retest decides no claim
-(`decides_verdicts`). A metric that only fails discrimination may still decide a claim: a claim's
+and gets no rank (`ranks_it`); one that fails separation, test–retest or a MetaQuantus test
+decides no claim (`decides_verdicts`). A metric that only fails discrimination may still decide a claim: a claim's
 paired test measures the difference itself, and for "not worse" an absence of difference is what
 it claims.
 """
@@ -33,11 +35,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.core.errors import BenchError
 from bench.report.separation import separation_table
 from bench.report.statistics import ALPHA
 from bench.results.table import Records, as_long_table
@@ -45,13 +49,19 @@ from bench.results.table import Records, as_long_table
 RETEST_MIN = 0.7
 RETEST_RUNS = 6
 NOT_MEASURED = (
-    "MetaQuantus noise-resilience and adversarial-reactivity tests: they need trained students, "
-    "which the records do not keep"
+    "MetaQuantus noise-resilience and adversarial-reactivity tests: no metaquantus.csv in the "
+    "results folder (`python -m bench metaquantus` writes it)"
 )
+# The columns of `metaquantus.csv` the checks read, with their types.
+METAQUANTUS_COLUMNS = {
+    "profile": str, "dataset": str, "metric": str, "noise_resilient": bool,
+    "adversarially_reactive": bool,
+}  # fmt: skip
 COLUMNS = [
     "profile", "dataset", "metric", "category", "methods", "student_runs", "f_statistic", "p_value",
-    "discriminates", "separates", "test_retest", "retest_runs", "retest_holds", "ranks_it",
-    "decides_verdicts", "reason", "not_measured",
+    "discriminates", "separates", "test_retest", "retest_runs", "retest_holds",
+    "noise_resilient", "adversarially_reactive", "ranks_it", "decides_verdicts", "reason",
+    "not_measured",
 ]  # fmt: skip
 
 
@@ -82,7 +92,9 @@ def _retest(halves: pd.DataFrame) -> tuple[float, int]:
     return (2 * r / (1 + r) if r > -1 else -math.inf), n
 
 
-def _reason(discriminates: bool, separates: bool | None, retest: float) -> str:
+def _reason(
+    discriminates: bool, separates: bool | None, retest: float, meta: tuple[bool, bool] | None
+) -> str:
     failures = []
     if not discriminates:
         failures.append("does not tell the students apart (ANOVA over methods, p ≥ 0.05)")
@@ -90,15 +102,41 @@ def _reason(discriminates: bool, separates: bool | None, retest: float) -> str:
         failures.append("does not beat every control row (separation)")
     if not math.isnan(retest) and retest < RETEST_MIN:
         failures.append(f"split-half reliability {retest:.2f} < {RETEST_MIN}")
+    if meta is not None and not meta[0]:
+        failures.append("reorders or changes the models under minor perturbations (MetaQuantus)")
+    if meta is not None and not meta[1]:
+        failures.append("does not react to disruptive perturbations (MetaQuantus)")
     return "; ".join(failures)
 
 
+def read_metaquantus(path: Path) -> pd.DataFrame | None:
+    """The MetaQuantus tests written by `python -m bench metaquantus`, or None when there are
+    none; a file that is not such a table is refused with one line naming it."""
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: not a MetaQuantus table ({exc})") from exc
+    missing = set(METAQUANTUS_COLUMNS) - set(table.columns)
+    flags = table[["noise_resilient", "adversarially_reactive"]] if not missing else None
+    if missing or not flags.isin(["True", "False"]).all().all():
+        what = f"columns {sorted(missing)} missing" if missing else "flags not True/False"
+        raise BenchError(f"{path}: not a MetaQuantus table ({what}); rerun `bench metaquantus`")
+    for column in ("noise_resilient", "adversarially_reactive"):
+        table[column] = table[column] == "True"
+    return table[list(METAQUANTUS_COLUMNS)]
+
+
 def reliability_table(
-    data: Records | pd.DataFrame, separation: pd.DataFrame | None = None
+    data: Records | pd.DataFrame,
+    separation: pd.DataFrame | None = None,
+    metaquantus: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (profile, dataset, metric) of the `ok` student rows with a direction.
 
-    `separation`: the records' `separation_table`, when the caller has it already."""
+    `separation`: the records' `separation_table`, when the caller has it already; `metaquantus`:
+    the MetaQuantus tests (`read_metaquantus`), when there are any."""
     table = as_long_table(data)
     students = table[
         (table.status == "ok") & (table.role == "student") & table.higher_is_better.notna()
@@ -112,6 +150,12 @@ def reliability_table(
             strict=True,
         )
     }  # fmt: skip
+    meta = {}
+    if metaquantus is not None:
+        meta = {
+            (p, d, m): (bool(nr), bool(ar))
+            for p, d, m, nr, ar in zip(*(metaquantus[c] for c in METAQUANTUS_COLUMNS), strict=True)
+        }
     rows = []
     for (profile, dataset, metric), cell in students.groupby(
         ["profile", "dataset", "metric"], sort=True
@@ -123,7 +167,11 @@ def reliability_table(
         separated = separates.get((profile, dataset, metric))
         retest, retest_runs = _retest(cell)
         retest_holds = None if math.isnan(retest) else bool(retest >= RETEST_MIN)
-        valid = separated is not False and retest_holds is not False
+        quantus = str(cell.category.iloc[0]).startswith("quantus_")
+        tested = meta.get((profile, dataset, metric))
+        valid = (
+            separated is not False and retest_holds is not False and (tested is None or all(tested))
+        )
         rows.append(
             {
                 "profile": profile,
@@ -139,11 +187,12 @@ def reliability_table(
                 "test_retest": retest,
                 "retest_runs": retest_runs,
                 "retest_holds": "n/a" if retest_holds is None else retest_holds,
+                "noise_resilient": "n/a" if tested is None else tested[0],
+                "adversarially_reactive": "n/a" if tested is None else tested[1],
                 "ranks_it": valid and discriminates,
                 "decides_verdicts": valid,
-                "reason": _reason(discriminates, separated, retest),
-                "not_measured": NOT_MEASURED if cell.category.iloc[0].startswith("quantus_")
-                else "",
+                "reason": _reason(discriminates, separated, retest, tested),
+                "not_measured": NOT_MEASURED if quantus and tested is None else "",
             }
         )  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)

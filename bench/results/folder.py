@@ -6,6 +6,7 @@
     <results>/runs/<profile>/<dataset>/teacher/seed<t>.inputs.npy the images those maps explain
     <results>/cache/teachers/<dataset>/<key>/                     a trained teacher (sealed)
     <results>/cache/teachers/<dataset>/<key>.lock                 the teacher's lock
+    <results>/metaquantus.csv                                     MetaQuantus's tests of the metrics
 
 A row is a method variant or one of a teacher's reference rows (`bench.core.vocabulary`), and a
 reference row's seed is its teacher's seed. Every path is built from checked names
@@ -84,6 +85,12 @@ class ResultsFolder:
     def teacher_folder(self, spec: TeacherSpec) -> Path:
         """`cache/teachers/<dataset>/<key>`: the trained teacher, sealed."""
         return inside(self.root, "cache", "teachers", spec.dataset, spec.key)
+
+    @property
+    def metaquantus_file(self) -> Path:
+        """`metaquantus.csv`: the noise-resilience and adversarial-reactivity tests of the Quantus
+        metrics (`bench.run.metaquantus`), which the report's reliability checks read."""
+        return self.root / "metaquantus.csv"
 
     @staticmethod
     def lock_of(path: Path) -> Path:

@@ -7,10 +7,12 @@ loss goes non-finite as `diverged`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bench.core.errors import Diverged
 from bench.core.sealed import write_array_sealed
@@ -85,6 +87,27 @@ def _write_unrun(
     return status
 
 
+def training_context(
+    spec: RunSpec,
+    bundle: DatasetBundle,
+    teacher: Teacher,
+    device: torch.device,
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> TrainContext:
+    """What `spec`'s method trains its student with, the global generators seeded by the run's
+    seed first: the same student on every call (on the CPU)."""
+    seed_everything(spec.seed)
+    return TrainContext(
+        bundle=bundle,
+        teacher=teacher,
+        budget=spec.budget.student_training,
+        student_architecture=spec.budget.student,
+        device=device,
+        seed=spec.seed,
+        on_epoch=on_epoch,
+    )
+
+
 def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: Teacher) -> str:
     record = student_record(ctx, spec, bundle)
     progress, device = ctx.progress, ctx.options.device
@@ -94,18 +117,14 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
     try:
         progress.began(spec.label, ("run", spec.dataset))
         progress.stage(spec.label, "training")
-        seed_everything(spec.seed)
-        method = METHODS.get(spec.method)(dict(spec.params))
-        train = TrainContext(
-            bundle=bundle,
-            teacher=teacher,
-            budget=spec.budget.student_training,
-            student_architecture=spec.budget.student,
-            device=device,
-            seed=spec.seed,
-            on_epoch=lambda epoch, epochs: progress.epoch(spec.label, "training", epoch, epochs),
+        train = training_context(
+            spec,
+            bundle,
+            teacher,
+            device,
+            lambda epoch, epochs: progress.epoch(spec.label, "training", epoch, epochs),
         )
-        student = method.fit(train)
+        student = METHODS.get(spec.method)(dict(spec.params)).fit(train)
         timings["train"] = time.perf_counter() - started
         record.student = {
             "architecture": type(student).__name__,
