@@ -29,7 +29,7 @@ import copy
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -99,18 +99,59 @@ def perturbed_inputs(bundle: DatasetBundle, scale: float, seed: int) -> DatasetB
 
 
 def quantus_scores(
-    bundle: DatasetBundle, model: Scorable, teacher: Scorable, budget: ModalityBudget
+    bundle: DatasetBundle,
+    model: Scorable,
+    teacher: Scorable,
+    budget: ModalityBudget,
+    seed: int = SCORING_SEED,
+    names: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every applicable Quantus metric's per-sample scores of `model`, seeded as the suite scores."""
+    """Every applicable Quantus metric's per-sample scores of `model` (or those of `names`), the
+    global generators seeded by `seed` before each, as the suite seeds them (`SCORING_SEED`)."""
     ctx = ScoringContext(bundle, model, teacher, 0.0, budget.n_explain, budget.explanation)
     scores = {}
-    for name in METRICS.names():
+    for name in names if names is not None else METRICS.names():
         metric = METRICS.get(name)
         if metric.category.startswith("quantus_") and metric.applies_to(ctx):
-            np.random.seed(SCORING_SEED)
-            torch.manual_seed(SCORING_SEED)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
             scores[name] = np.asarray(metric.compute(ctx), dtype=np.float64).ravel()
     return scores
+
+
+@dataclass
+class SeedZeroModels:
+    """A dataset's teacher of seed 0 and its students of seed 0, trained, with their data."""
+
+    dataset: str
+    bundle: DatasetBundle
+    teacher: Scorable
+    models: dict[str, Scorable]
+    budget: ModalityBudget
+
+
+def seed_zero_models(
+    plan: Plan, options: RunOptions, progress: Progress | None = None
+) -> Iterator[SeedZeroModels]:
+    """Per dataset of `plan` (whose runs are students of seed 0): the teacher, from the results
+    folder's cache (trained there if missing), and the students retrained from their specs; on
+    the CPU these are the networks the records scored."""
+    ctx = SuiteContext(plan.profile, options, progress)
+    for stage in FinishedRecords(ctx.folder).stages(plan, list(plan.runs)):
+        if not stage.runs:
+            continue
+        prepared = prepare_dataset(ctx, replace(stage, teacher_done=True))
+        if isinstance(prepared, Unavailable):
+            log.warning("%s: no data or teacher, no models to test", stage.dataset)
+            continue
+        bundle, teacher = prepared.bundle, prepared.teacher
+        models: dict[str, Scorable] = {"teacher": teacher}
+        for spec in stage.runs:
+            ctx.progress.stage(spec.label, "training")
+            train = training_context(spec, bundle, teacher, options.device)
+            student = METHODS.get(spec.method)(dict(spec.params)).fit(train)
+            models[spec.variant] = StudentPredictor(student, options.device, bundle.num_classes)
+        yield SeedZeroModels(stage.dataset, bundle, teacher, models, stage.runs[0].budget)
 
 
 def _same_distribution(before: np.ndarray, after: np.ndarray) -> bool | None:
@@ -187,22 +228,11 @@ def metaquantus_table(
 ) -> pd.DataFrame:
     """The two tests of every Quantus metric on every dataset of `plan` (whose runs are the
     students of `STUDENTS` at seed 0, with their teacher of seed 0)."""
-    ctx = SuiteContext(plan.profile, options, progress)
-    finished = FinishedRecords(ctx.folder)
     rows = []
-    for stage in finished.stages(plan, list(plan.runs)):
-        prepared = prepare_dataset(ctx, replace(stage, teacher_done=True))
-        if isinstance(prepared, Unavailable):
-            log.warning("%s: no data or teacher, no MetaQuantus tests", stage.dataset)
-            continue
-        bundle, teacher = prepared.bundle, prepared.teacher
-        budget = stage.runs[0].budget
-        models: dict[str, Scorable] = {"teacher": teacher}
-        for spec in stage.runs:
-            ctx.progress.stage(spec.label, "training (MetaQuantus)")
-            train = training_context(spec, bundle, teacher, options.device)
-            student = METHODS.get(spec.method)(dict(spec.params)).fit(train)
-            models[spec.variant] = StudentPredictor(student, options.device, bundle.num_classes)
+    for trained in seed_zero_models(plan, options, progress):
+        bundle, teacher, models, budget = (
+            trained.bundle, trained.teacher, trained.models, trained.budget
+        )  # fmt: skip
         base = {name: quantus_scores(bundle, m, teacher, budget) for name, m in models.items()}
         perturbed: dict[Perturbation, list[dict[str, dict[str, np.ndarray]]]] = {}
         for p_index, perturbation in enumerate(PERTURBATIONS):
@@ -229,7 +259,7 @@ def metaquantus_table(
             rows.append(
                 {
                     "profile": plan.profile.name,
-                    "dataset": stage.dataset,
+                    "dataset": trained.dataset,
                     "metric": metric,
                     "models": ", ".join(models),
                     "draws": DRAWS,
