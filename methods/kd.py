@@ -41,8 +41,9 @@ class KnowledgeDistillation(Method):
     )
 
     def soft_targets(self, probabilities: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """The distribution the student is taught, from the teacher's at the method's temperature:
-        itself (the soft-label manipulations of `kd_similarity` change it)."""
+        """The distribution the manipulation check measures, from the teacher's at the method's
+        temperature: itself, which kd's own KL (`hinton_terms`) matches; the soft-label
+        manipulations of `kd_similarity` change it and train on what they return."""
         return probabilities
 
     def fit(self, ctx: TrainContext) -> nn.Module:
@@ -51,7 +52,9 @@ class KnowledgeDistillation(Method):
         check of Han et al.'s dose–response claim."""
         if ctx.teacher is not None:
             index = torch.arange(len(ctx.y_train), device=ctx.device)
-            probabilities = F.softmax(ctx.teacher.train_logits / self.params["temperature"], dim=1)
+            # The teacher's logits as the KL reads them (z-scored under `standardise`).
+            _, logits = self.distilled_logits(ctx.teacher.train_logits, ctx.teacher.train_logits)
+            probabilities = F.softmax(logits / self.params["temperature"], dim=1)
             targets = self.soft_targets(probabilities, Batch(ctx.x_train, ctx.y_train, index))
             attributes = ctx.bundle.extras.get("class_attributes")
             ctx.diagnostics.update(

@@ -9,7 +9,7 @@ import pytest
 
 from bench.report.claims import UNRELIABLE, evaluate_all
 from bench.report.leaderboard import aggregate
-from bench.report.reliability import RETEST_MIN, failing, reliability_table
+from bench.report.reliability import SPLIT_HALF_MIN, failing, reliability_table
 from bench.report.stability import STABLE, called, resample, verdict_stability
 from bench.report.statistics import ci_ranks, seed_values, student_values
 from tests.recordkit import seeded
@@ -23,12 +23,12 @@ def _with_halves(records: list[dict], metric: str, halves: list[tuple[float, flo
 
 
 def _students(rng: np.random.Generator, reliable_halves: bool) -> list[dict]:
-    """Two methods, eight seeds each: accuracy differs by method, IG agreement does not; IG's
+    """Three methods, eight seeds each: accuracy differs by method, IG agreement does not; IG's
     split halves agree across runs (a reliable measurement) or are unrelated noise."""
     records = []
-    # Both methods draw their agreement from one list, shuffled: no difference between them.
+    # Every method draws its agreement from one list, shuffled: no difference between them.
     agreement = list(0.5 + 0.05 * rng.standard_normal(SEEDS))
-    for method, level in (("scratch", 0.70), ("kd", 0.80)):
+    for method, level in (("scratch", 0.70), ("kd", 0.80), ("label_smoothing", 0.75)):
         accuracy = list(level + 0.01 * rng.standard_normal(SEEDS))
         agreement = list(rng.permutation(agreement))
         runs = seeded("p", "wine", method, {"accuracy": accuracy, "expl_spearman_ig": agreement})
@@ -43,15 +43,15 @@ def _students(rng: np.random.Generator, reliable_halves: bool) -> list[dict]:
     return records
 
 
-def test_discrimination_and_test_retest_are_measured_by_their_stated_rules() -> None:
+def test_discrimination_and_split_halves_are_measured_by_their_stated_rules() -> None:
     rng = np.random.default_rng(0)
     table = reliability_table(_students(rng, reliable_halves=True)).set_index("metric")
-    assert table.loc["accuracy", "discriminates"] and table.loc["accuracy", "p_value"] < 1e-6
+    assert table.loc["accuracy", "discriminates"] and table.loc["accuracy", "friedman_p"] < 0.01
     assert not table.loc["expl_spearman_ig", "discriminates"]
-    assert table.loc["expl_spearman_ig", "test_retest"] > 0.99
-    assert table.loc["expl_spearman_ig", "retest_runs"] == 2 * SEEDS
-    # Accuracy has no samples to split: test–retest does not apply, and it ranks.
-    assert table.loc["accuracy", "retest_holds"] == "n/a" and table.loc["accuracy", "ranks_it"]
+    assert table.loc["expl_spearman_ig", "split_half"] > 0.99
+    assert table.loc["expl_spearman_ig", "split_half_runs"] == 3 * SEEDS
+    # Accuracy has no samples to split: the check does not apply, and it ranks.
+    assert table.loc["accuracy", "split_half_holds"] == "n/a" and table.loc["accuracy", "ranks_it"]
     # No Quantus metric here: separation does not apply.
     assert (table.separates == "n/a").all()
     # IG agreement cannot rank students (it does not tell them apart) but may decide a claim.
@@ -60,22 +60,32 @@ def test_discrimination_and_test_retest_are_measured_by_their_stated_rules() -> 
     assert "does not tell the students apart" in table.loc["expl_spearman_ig", "reason"]
 
     noisy = reliability_table(_students(rng, reliable_halves=False)).set_index("metric")
-    assert noisy.loc["expl_spearman_ig", "test_retest"] < RETEST_MIN
+    assert noisy.loc["expl_spearman_ig", "split_half"] < SPLIT_HALF_MIN
     assert not noisy.loc["expl_spearman_ig", "decides_verdicts"]
     assert "split-half reliability" in noisy.loc["expl_spearman_ig", "reason"]
 
 
-def test_the_discrimination_test_agrees_with_scipy() -> None:
+def test_discrimination_is_friedmans_test_and_undefined_below_three_methods() -> None:
     from scipy import stats
 
     rng = np.random.default_rng(1)
     records = _students(rng, reliable_halves=True)
     table = reliability_table(records).set_index("metric")
     seeds = seed_values(records)
-    acc = seeds[seeds.metric == "accuracy"]
-    expected = stats.f_oneway(*(g.value for _, g in acc.groupby("method")))
-    assert table.loc["accuracy", "f_statistic"] == pytest.approx(expected.statistic)
-    assert table.loc["accuracy", "p_value"] == pytest.approx(expected.pvalue)
+    acc = seeds[seeds.metric == "accuracy"].sort_values(["method", "seed"])
+    expected = stats.friedmanchisquare(*(g.value for _, g in acc.groupby("method")))
+    assert table.loc["accuracy", "friedman_p"] == pytest.approx(expected.pvalue)
+    # Two methods: no omnibus test, which is no failure (the paired ranks still decide).
+    two = [r for r in records if r["method"]["name"] != "label_smoothing"]
+    both = reliability_table(two).set_index("metric")
+    assert both.loc["accuracy", "discriminates"] == "n/a" and both.loc["accuracy", "ranks_it"]
+    assert both.loc["accuracy", "reason"] == ""
+    # No student at all: an empty table, and the report does not stumble on it.
+    teachers = [r for r in records if False]
+    assert (
+        reliability_table(teachers).empty
+        and failing(reliability_table(teachers), "ranks_it") == set()
+    )
 
 
 def test_an_unreliable_metric_ranks_no_one_and_decides_no_claim() -> None:
@@ -160,13 +170,13 @@ def test_friedman_and_the_critical_difference_follow_demsar() -> None:
             "p", "wine", method, {"accuracy": list(level + 0.02 * rng.standard_normal(SEEDS))}
         )
     values, info = student_values(seed_values(records))
-    table = friedman_table(values, info, {("p", "wine", "accuracy")}).iloc[0]
+    table = friedman_table(values, info).iloc[0]
     by_method = values["p", "wine", "accuracy"]
     expected = stats.friedmanchisquare(*(list(by_method[m][0].values()) for m in "abcd"))
     assert table.chi2 == pytest.approx(expected.statistic) and table.differ
     assert table.scope == "every method" and table.seeds == SEEDS
     assert table.mean_ranks.startswith(("c", "d"))  # the best by accuracy ranks first
-    assert friedman_table(values, info, set()).empty  # an unreliable metric is not tested
+    assert friedman_table(values, {}).empty  # a metric without a direction is not tested
 
 
 def test_the_resamples_normal_limit_of_the_sign_flip_test_agrees_with_its_patterns() -> None:
@@ -181,3 +191,12 @@ def test_the_resamples_normal_limit_of_the_sign_flip_test_agrees_with_its_patter
         assert limit == pytest.approx(drawn, abs=0.01)
     # Up to 16 pairs the test stays exact either way.
     assert sign_flip_pvalues(diffs[:, :8], monte_carlo=False)[1] == "exact"
+
+
+def test_split_halves_are_the_same_samples_for_every_model() -> None:
+    from bench.metrics import aggregate_samples
+
+    # One undefined sample does not move the later ones into the other half.
+    _, meta = aggregate_samples(np.array([1.0, np.nan, 3.0, 4.0, 5.0]))
+    assert meta["split_halves"] == [3.0, 4.0]
+    assert aggregate_samples(np.array([2.0, np.nan]))[1]["split_halves"] is None

@@ -269,13 +269,26 @@ def aggregate_samples(scores: float | np.ndarray) -> tuple[float, dict[str, Any]
         # The spread over samples: with n_scored, the standard error of `value`, which the
         # separation check (`bench.report.separation`) compares with the distance to a control row.
         "sample_sd": float(finite.std(ddof=1)) if len(finite) > 1 else None,
-        # The means over alternate scored samples: two parallel measurements of the same model,
-        # whose agreement across models is the metric's test–retest reliability
+        # The means over the even and the odd samples asked (the same samples for every model,
+        # undefined ones left out of their half): two parallel measurements of the same model,
+        # whose agreement across models is the metric's split-half reliability
         # (`bench.report.reliability`).
-        "split_halves": (
-            [float(finite[0::2].mean()), float(finite[1::2].mean())] if len(finite) > 1 else None
-        ),
+        "split_halves": _halves(values),
     }
+
+
+def _halves(values: np.ndarray) -> list[float] | None:
+    """[mean of the even samples, mean of the odd ones] over their defined scores, or None when
+    a half has none. Split by position among the samples asked, not among the defined ones: one
+    undefined sample would otherwise shift every later sample into the other half, and two
+    models' halves would hold different samples (a referee's catch)."""
+    halves = []
+    for half in (values[0::2], values[1::2]):
+        defined = half[np.isfinite(half)]
+        if not len(defined):
+            return None
+        halves.append(float(defined.mean()))
+    return halves
 
 
 def score(

@@ -108,8 +108,8 @@ IMAGES_32PX = replace(
 # On concept_shapes, the comparison Han et al. 2023 make (scratch, label smoothing, KD), kd with
 # the class similarity of its soft labels erased or scrambled and at two other temperatures (their
 # explanation of KD's gain and its dose), and one explanation-distillation method: each decides a
-# claim there, so each runs twelve seeds, and a run costs about a minute on one thread (most of the suite's CPU time; `training.csv` and the
-# records' timings in each reference set).
+# claim there, so each runs twelve seeds, and a run costs about a minute on one thread (most of
+# the suite's CPU time; the records' timings in each reference set).
 # The others run with `--method`, e.g. `--dataset concept_shapes --method fitnet at dkd xdistill`.
 CONCEPT_SHAPES_DEFAULT_METHODS = (
     "scratch", "label_smoothing", "kd", "e2kd", "kd_uniform_nontarget", "kd_permuted_nontarget",

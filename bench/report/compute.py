@@ -158,15 +158,13 @@ def compute(
     metaquantus = read_metaquantus(ResultsFolder(results).metaquantus_file)
     if metaquantus is None and reference is not None:
         metaquantus = read_metaquantus(ResultsFolder(reference).metaquantus_file)
-    reliability = reliability_table(table, separation, metaquantus)
+    friedman = friedman_table(*student_values(seeds))
+    reliability = reliability_table(table, separation, metaquantus, friedman)
     flagged = reasons(reliability)
     ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
     comparisons = compare(seeds)
     averages = average_ranks(ranked, seeds)
     verdicts = evaluate_all(seeds, unreliable=failing(reliability, "decides_verdicts"))
-    passing = reliability[reliability.ranks_it]
-    ranked_metrics = set(zip(passing.profile, passing.dataset, passing.metric, strict=True))
-    friedman = friedman_table(*student_values(seeds), ranked_metrics)
     coverage = mean_coverage(table)
     explainers = first_explainers(records)
     descriptions = _descriptions(table, list(ranked.metric.unique()))

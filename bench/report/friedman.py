@@ -9,8 +9,10 @@ by the metric's direction), and Friedman's χ² tests whether the mean ranks dif
 rejects at α = 0.05 are two methods whose mean ranks differ by more than the critical difference
 CD = q_α √(k (k + 1) / (6 N)) called different (q_α: the studentized range's 1 − α quantile for k
 groups and infinite degrees of freedom, over √2). `groups` lists the maximal sets of methods
-within CD of each other, the bars of a CD diagram. Only metrics that pass the reliability checks
-(`bench.report.reliability`) are tested.
+within CD of each other, the bars of a CD diagram. Friedman's test is also the discrimination
+check of `bench.report.reliability`. Caveat: the seeds are grouped by teacher (seed k learns from
+teacher k mod 3), so the blocks are not fully independent; the test is conditional on the
+listed teachers, as every paired test here is.
 
 Screens (three seeds) and the claims' methods (twelve) share only three seeds, on which Friedman
 can hardly reject; so where at least three methods have more seeds in common than all methods do,
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.report.statistics import ALPHA, EXCESS_SUFFIX, StudentValues, common_seeds
+from bench.report.statistics import ALPHA, StudentValues, common_seeds
 
 COLUMNS = [
     "profile", "dataset", "metric", "scope", "methods", "seeds", "chi2", "p_value", "differ",
@@ -74,20 +76,13 @@ def _blocks(by_method: dict) -> tuple[list[str], list[int], str]:
     return names, seeds, "every method"
 
 
-def friedman_table(
-    values: StudentValues,
-    info: dict[tuple[str, str, str], tuple],
-    ranked: set[tuple[str, str, str]],
-) -> pd.DataFrame:
-    """One row per (profile, dataset, metric) in `ranked` with ≥ 3 methods and ≥ 2 common seeds.
+def friedman_table(values: StudentValues, info: dict[tuple[str, str, str], tuple]) -> pd.DataFrame:
+    """One row per (profile, dataset, metric) with a direction, ≥ 3 methods and ≥ 2 common seeds.
 
-    `values`, `info`: `bench.report.statistics.student_values`; `ranked`: the (profile, dataset,
-    metric) that pass the reliability checks (an `_excess` metric follows its metric).
+    `values`, `info`: `bench.report.statistics.student_values`.
     """
     rows = []
     for (profile, dataset, metric), by_method in sorted(values.items()):
-        if (profile, dataset, metric.removesuffix(EXCESS_SUFFIX)) not in ranked:
-            continue
         higher = info.get((profile, dataset, metric), (None, None, None))[2]
         if higher is None or pd.isna(higher) or len(by_method) < MIN_METHODS:
             continue

@@ -10,7 +10,13 @@ keeps its share — and the share of resamples that give the same verdict is its
 verdict that decides something (anything but inconclusive or not measured) and holds in fewer
 than `STABLE` of the resamples is called `unstable` on the site, with that share.
 
-The resamples draw the seeds of every student of a (profile, dataset) together, so paired
+What this asks, plainly: the share of resamples that repeat a verdict grows with how far its
+p-values lie below α, so requiring 80 % works roughly like a stricter α (a test at p ≈ 0.005
+repeats about that often); and a resample that draws a seed twice counts it twice, which makes
+each resampled sign-flip test somewhat anti-conservative. It is a statement about how much a
+verdict leans on a few seeds, not a second significance test.
+
+The resamples draw the seeds of the claim's students of a (profile, dataset) together, so paired
 comparisons stay paired; a seed drawn twice counts twice. Every resample's tests are the claim's
 primary tests with their Holm families, as on the records themselves, except that above 16 seeds
 their p-values take the sign-flip test's normal limit rather than 100 000 drawn sign patterns.
@@ -57,7 +63,7 @@ def resample(values: StudentValues, rng: np.random.Generator) -> dict:
         drawn[key] = draws
     out: dict = {}
     for (profile, dataset, metric), by_method in values.items():
-        draws = drawn[profile, dataset]
+        draws = drawn.get((profile, dataset), [])
         out[profile, dataset, metric] = {
             method: (
                 {k: seed_values[s] for k, s in enumerate(draws) if s in seed_values},

@@ -91,7 +91,7 @@ class Record:
         "metrics the explainer, its `form`, signed or absolute, and the `rules` of class-score "
         "centring and Grad-CAM layer), `measures_time`, and the per-sample `coverage` (samples "
         "scored / samples asked), `n_scored`, `n_asked`, `sample_sd`, and `split_halves` (the "
-        "means over the even and the odd scored samples: the metric's test–retest reliability)",
+        "means over the even and the odd samples asked: the metric's split-half reliability)",
         factory=dict,
     )
     dissection: dict[str, Any] | None = _doc(

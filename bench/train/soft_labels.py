@@ -16,9 +16,9 @@ def similarity_check(
 ) -> dict[str, float]:
     """What soft targets carry: their mean entropy (nats) and, where the classes have declared
     attributes (`extras["class_attributes"]`), the Pearson correlation between the class-mean
-    targets' off-diagonal entries and how many attributes the two classes share. Near 0: no
-    similarity information, or none that means anything; NaN when every off-diagonal entry is
-    equal (the information erased)."""
+    targets' off-diagonal entries and how many attributes the two classes share. About 0 where
+    the targets carry no similarity (made uniform, or scrambled); NaN only when every
+    off-diagonal mean is equal."""
     entropy = -(targets * np.log(np.clip(targets, 1e-12, None))).sum(axis=1)
     check = {"soft_target_entropy": float(entropy.mean())}
     if attributes is None:
