@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bench.core.registry import load_builtins
+from bench.metrics import aggregate_samples
 from bench.plan.planner import Selection, make_plan
 from bench.results.folder import ResultsFolder
 from bench.results.table import long_table
@@ -37,11 +38,6 @@ SETTINGS = (5, 10, 20)
 METRIC_SEEDS = 4
 ENOUGH = 0.25
 METRICS = ("faithfulness_correlation", "max_sensitivity")
-
-
-def _mean(scores: np.ndarray) -> float:
-    finite = scores[np.isfinite(scores)]
-    return float(finite.mean()) if len(finite) else float("nan")
 
 
 def student_spread(results: Path, profile: str) -> dict[tuple[str, str], float]:
@@ -78,7 +74,7 @@ def measure(results: Path, profile: str, datasets: tuple[str, ...] | None) -> pd
                     for seed in range(METRIC_SEEDS)
                 ]
                 for name in names:
-                    values[name].append([_mean(scores[name]) for scores in by_seed])
+                    values[name].append([aggregate_samples(scores[name])[0] for scores in by_seed])
             for name in names:
                 noise = float(np.mean([np.std(v, ddof=1) for v in values[name]]))
                 students = spread.get((trained.dataset, name), float("nan"))

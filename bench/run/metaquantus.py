@@ -40,7 +40,7 @@ from scipy import stats
 
 from bench.core.budgets import ModalityBudget
 from bench.data.bundle import DatasetBundle, Split
-from bench.metrics import METRICS, SCORING_SEED, Scorable, ScoringContext
+from bench.metrics import METRICS, SCORING_SEED, Scorable, ScoringContext, aggregate_samples
 from bench.plan.planner import Plan
 from bench.run.context import RunOptions, SuiteContext
 from bench.run.predictors import StudentPredictor
@@ -180,9 +180,9 @@ def _share(values: Sequence[bool | None]) -> float:
     return sum(defined) / len(defined) if defined else math.nan
 
 
-def _mean(scores: np.ndarray) -> float:
-    finite = scores[np.isfinite(scores)]
-    return float(finite.mean()) if len(finite) else math.nan
+def _defined_mean(scores: np.ndarray) -> float:
+    """The mean over the defined samples, as the records keep it (`aggregate_samples`)."""
+    return aggregate_samples(scores)[0]
 
 
 def metric_tests(
@@ -194,13 +194,14 @@ def metric_tests(
     `perturbed[p][draw][model][metric]` under each perturbation's draws (a model a perturbation
     does not apply to is absent from its draws)."""
     models = [m for m in base if metric in base[m]]
-    reference = _ranking([_mean(base[m][metric]) for m in models])
+    reference = _ranking([_defined_mean(base[m][metric]) for m in models])
     kept_rank, kept_scores, changed_rank, changed_scores = [], [], [], []
     for perturbation, draws in perturbed.items():
         minor = perturbation.strength == "minor"
         for draw in draws:
             means = [
-                _mean(draw[m][metric]) if m in draw else _mean(base[m][metric]) for m in models
+                _defined_mean(draw[m][metric]) if m in draw else _defined_mean(base[m][metric])
+                for m in models
             ]
             same_order = _ranking(means) == reference
             (kept_rank if minor else changed_rank).append(same_order if minor else not same_order)
