@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.parameters import MIXING_FRACTION
 from bench.explain.gradcam import grad_cam, gradcam_layer
 from bench.train.feature_losses import TeacherPerImage, match_spatial, teacher_grad_cam
 from bench.train.loop import TrainContext
@@ -38,6 +39,7 @@ class ExplanationEnhancedKD(Method):
     family = "explanation"
     modalities = frozenset({"image"})
     defaults = {"alpha": 0.5, "temperature": 4.0, "lambda": 1.0}
+    ranges = MIXING_FRACTION
     paper_defaults = {"alpha": 0.0}  # pure KD; λ = 1 is in their Grad-CAM grid
     citation = (
         "Parchami-Araghi, Böhle, Rao and Schiele, Good Teachers Explain: Explanation-Enhanced "

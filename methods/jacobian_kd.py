@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.parameters import MIXING_FRACTION
 from bench.models import EVAL_BATCH, eval_mode
 from bench.train.feature_losses import TeacherPerImage
 from bench.train.loop import TrainContext
@@ -111,6 +112,7 @@ class JacobianMatchingKD(Method):
     modalities = frozenset({"image"})
     input_requires_grad = True
     defaults = {"alpha": 0.5, "temperature": 4.0, "lambda": 1.0}
+    ranges = MIXING_FRACTION
     citation = (
         "Srinivas and Fleuret, Knowledge Transfer with Jacobian Matching, ICML 2018, "
         "arXiv:1803.00443."

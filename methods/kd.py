@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.parameters import MIXING_FRACTION
 from bench.train.loop import TrainContext
 from bench.train.method import Batch, Method, ModelOutput, register_method
 from bench.train.soft_labels import similarity_check
@@ -34,6 +35,7 @@ class KnowledgeDistillation(Method):
     family = "logit"
     standardisable = True
     defaults = {"alpha": 0.5, "temperature": 4.0}
+    ranges = MIXING_FRACTION
     paper_defaults = {"alpha": 0.1, "temperature": 4.0}
     citation = (
         "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, "

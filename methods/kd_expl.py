@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bench.core.parameters import MIXING_FRACTION
 from bench.train.explanation_losses import ExplanationImitation
 from bench.train.loop import TrainContext
 from bench.train.method import Batch, Method, register_method
@@ -26,6 +27,7 @@ class KDWithExplanationImitation(Method):
     family = "explanation"
     modalities = frozenset({"tabular"})
     defaults = {"alpha": 0.5, "temperature": 4.0, "lambda": 1.0, "imitation_rows": 4096}
+    ranges = MIXING_FRACTION
     citation = (
         "Hinton, Vinyals and Dean, Distilling the Knowledge in a Neural Network, arXiv:1503.02531, "
         "2015; explanation imitation after Huang, Li, Yan, Luo and Li, Joint learning of "

@@ -11,6 +11,20 @@ removed while everything else about the targets stays:
 - `kd_permuted_nontarget`: each sample's non-target probabilities permuted among the non-target
   classes (one fixed permutation per training sample, drawn from the run's seed), so the sharpness
   of the distribution stays and its meaning is removed;
+
+and two controls for what those manipulations change besides the similarity (a referee's
+objections to the first two):
+
+- `kd_uniform_entropy_matched`: non-target probabilities made equal as in `kd_uniform_nontarget`,
+  but the target probability then set so that each sample's entropy is the teacher's own: making
+  the non-targets uniform raises the entropy, so a gain lost there could be the entropy's. Its
+  own confound: at a given target probability a uniform rest has the highest entropy, so keeping
+  the entropy raises the target probability (never below 1/K), and the targets lean towards the
+  labels (a teacher's wrong top class becomes the label);
+- `kd_class_permuted_nontarget`: one fixed permutation of the non-target classes per *class*,
+  the same for every sample of it: the class-mean targets keep a consistent (wrong) similarity
+  structure, and no per-sample label noise is added, which `kd_permuted_nontarget`'s per-sample
+  shuffles do;
 - `kd_temperature_1`, `kd_temperature_8`: kd at other temperatures (kd runs at 4), which expose
   more or less of the non-target structure.
 
@@ -96,6 +110,62 @@ class PermutedNonTargetKD(SoftLabelKD):
 
     def soft_targets(self, probabilities: torch.Tensor, batch: Batch) -> torch.Tensor:
         return probabilities.gather(1, self.order[batch.index])
+
+
+def entropy_of_uniform_rest(target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Entropy (nats) of a distribution with `target` on one class and the rest shared equally."""
+    rest = (1 - target) / (classes - 1)
+    return -(torch.xlogy(target, target) + (classes - 1) * torch.xlogy(rest, rest))
+
+
+@register_method("kd_uniform_entropy_matched")
+class EntropyMatchedUniformKD(SoftLabelKD):
+    """kd with each sample's non-target probabilities made equal and its target probability set
+    so that the entropy stays the teacher's: the class similarity erased, the entropy kept."""
+
+    BISECTION_STEPS = 40  # halves [1/K, 1] to below float32 resolution
+
+    def soft_targets(self, probabilities: torch.Tensor, batch: Batch) -> torch.Tensor:
+        # Entropy with the rest uniform falls monotonically from log K at p = 1/K to 0 at p = 1,
+        # so every entropy of K classes has exactly one such p: found by bisection.
+        classes = probabilities.shape[1]
+        wanted = -torch.xlogy(probabilities, probabilities).sum(dim=1, keepdim=True)
+        low = torch.full_like(wanted, 1 / classes)
+        high = torch.ones_like(wanted)
+        for _ in range(self.BISECTION_STEPS):
+            middle = (low + high) / 2
+            too_flat = entropy_of_uniform_rest(middle, classes) > wanted
+            low, high = torch.where(too_flat, middle, low), torch.where(too_flat, high, middle)
+        target = (low + high) / 2
+        others = (1 - target) / (classes - 1)
+        return others.expand_as(probabilities).scatter(1, batch.y[:, None], target)
+
+
+@register_method("kd_class_permuted_nontarget")
+class ClassPermutedNonTargetKD(SoftLabelKD):
+    """kd with the non-target probabilities shuffled by one fixed permutation per class: the
+    similarity each class's targets show made consistently wrong, no per-sample noise added."""
+
+    def prepare(self, ctx: TrainContext) -> None:
+        # Row c: a permutation of the class axis that keeps c in place and moves every other
+        # class (a derangement of the non-targets, so no similarity survives by chance).
+        generator = torch.Generator().manual_seed(ctx.seed)
+        classes = ctx.bundle.num_classes
+        orders = []
+        for label in range(classes):
+            others = [k for k in range(classes) if k != label]
+            while True:
+                shuffled = [others[i] for i in torch.randperm(len(others), generator=generator)]
+                if len(others) < 2 or all(a != b for a, b in zip(shuffled, others, strict=True)):
+                    break
+            order = list(range(classes))
+            for position, source in zip(others, shuffled, strict=True):
+                order[position] = source
+            orders.append(order)
+        self.order = torch.tensor(orders, device=ctx.device)
+
+    def soft_targets(self, probabilities: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return probabilities.gather(1, self.order[batch.y])
 
 
 def _temperature_variant(temperature: float) -> None:

@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from bench.core.parameters import MIXING_FRACTION
 from bench.train.loop import TrainContext
 from bench.train.method import Batch, Method, ModelOutput, register_method
 
@@ -61,6 +62,7 @@ class TeacherFreeKD(Method):
 
     family = "baseline"
     defaults = {"alpha": 0.1, "temperature": 20.0, "correct_prob": 0.99, "multiplier": 100.0}
+    ranges = MIXING_FRACTION
     paper_defaults = defaults
     citation = (
         "Yuan, Tay, Li, Wang and Feng, Revisiting Knowledge Distillation via Label Smoothing "

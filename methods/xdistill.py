@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import BenchError
+from bench.core.parameters import MIXING_FRACTION
 from bench.models.cnn import conv_bn_relu
 from bench.train.feature_losses import (
     TeacherPerImage,
@@ -104,6 +105,7 @@ class XDistillation(Method):
     family = "explanation"
     modalities = frozenset({"image"})
     defaults = {"alpha": 0.5, "temperature": 4.0, "gamma": 1.0, "ae_width": 8}
+    ranges = MIXING_FRACTION
     citation = (
         "Alharbi, Vu and Thai, Learning Interpretation with Explainable Knowledge Distillation, "
         "IEEE BigData 2021, arXiv:2111.06945 (implemented from its abstract, as read in DESIGN §5)."

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from bench.core.budgets import Architecture
+from bench.core.parameters import MIXING_FRACTION
 from bench.methods.kd import KnowledgeDistillation
 from bench.methods.xdistill import XDistillation
 from bench.models import count_parameters
@@ -34,6 +35,7 @@ class XDistillationArchitecture(XDistillation):
 
     family = "logit"
     defaults = {"alpha": 0.5, "temperature": 4.0, "ae_width": 8}
+    ranges = MIXING_FRACTION
     citation = (
         "Ablation of XDistillation (Alharbi, Vu and Thai, IEEE BigData 2021, arXiv:2111.06945): "
         "its architecture with the explanation term removed."

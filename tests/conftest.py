@@ -97,6 +97,13 @@ def record_json(results: Path, profile: str, dataset: str, row: str, seed: int) 
     return None if record is None else record.to_json()
 
 
+def teacher_cache(results: Path, profile: str, dataset: str, seed: int = 0) -> Path:
+    """The cache folder of the teacher of `seed` (beside it: the other seed's, a control row's)."""
+    record = record_json(results, profile, dataset, "teacher", seed)
+    assert record is not None, f"no teacher record of {dataset} seed {seed}"
+    return ResultsFolder(results).root / "cache" / "teachers" / dataset / record["teacher"]["key"]
+
+
 def read_records(results: Path) -> dict[str, dict]:
     """Every record under `results/runs`, keyed by its path relative to `runs/`."""
     root = results / "runs"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_records
+from tests.conftest import read_records, teacher_cache
 
 BAD_DATA = """
 import numpy as np
@@ -89,7 +89,7 @@ def test_bad_data_fails_the_same_way_in_worker_processes(
 def test_a_corrupt_teacher_cache_is_rebuilt_not_trusted(cli, tmp_path: Path, caplog) -> None:
     suite = ("run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch")
     assert cli(*suite, "--results", tmp_path).code == 0
-    (model,) = (tmp_path / "cache" / "teachers" / "wine").glob("*/model.txt")
+    model = teacher_cache(tmp_path, "smoke", "wine") / "model.txt"
     reference = json.loads((tmp_path / "runs/smoke/wine/teacher/seed0.json").read_text())
     model.write_text("tree\nthis is not a LightGBM model\n")
     with caplog.at_level(logging.WARNING):

@@ -117,6 +117,22 @@ def test_a_torn_cache_file_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
     assert json.loads(cached.read_text())["fingerprint"] in cached.name
 
 
+def test_an_edited_or_replaced_cache_file_is_rebuilt_not_believed(tmp_path: Path) -> None:
+    script = RUN_CLI_REPORTING_TORCH.format(argv=["list", "methods"])
+    assert run_python(script, tmp_path / "cache", tmp_path).returncode == 0
+    (cached,) = (tmp_path / "cache").glob("catalogue-*.json")
+    data = json.loads(cached.read_text())
+    data["catalogue"]["methods"]["kd"]["defaults"] = "oops"  # valid JSON, the fingerprint kept
+    cached.write_text(json.dumps(data))
+    again = run_python(script, tmp_path / "cache", tmp_path)
+    assert again.returncode == 0 and "does not match its digest" in again.stderr
+    assert "torch imported: True" in again.stdout  # rebuilt from the registries
+    cached.unlink()
+    os.mkfifo(cached)  # a FIFO in its place: read without blocking, refused, rebuilt
+    fifo = run_python(script, tmp_path / "cache", tmp_path)
+    assert fifo.returncode == 0 and "not a regular file" in fifo.stderr
+
+
 def finish(results: Path, selection: Selection) -> int:
     """Records of a finished suite: every run and reference row `ok` under its plan's run id."""
     plan = make_plan(selection)

@@ -7,7 +7,12 @@ import torch
 
 from bench.core.budgets import Architecture, TrainBudget
 from bench.data.bundle import DatasetBundle, Split
-from bench.methods.kd_similarity import PermutedNonTargetKD, UniformNonTargetKD
+from bench.methods.kd_similarity import (
+    ClassPermutedNonTargetKD,
+    EntropyMatchedUniformKD,
+    PermutedNonTargetKD,
+    UniformNonTargetKD,
+)
 from bench.train.loop import TrainContext
 from bench.train.method import METHODS, Batch
 from bench.train.soft_labels import similarity_check
@@ -32,26 +37,37 @@ def _context(labels: torch.Tensor, seed: int) -> TrainContext:
     )
 
 
+def assert_uniform_non_targets(targets: torch.Tensor, labels: torch.Tensor) -> None:
+    """Each row a distribution whose non-target entries are all equal."""
+    assert torch.allclose(targets.sum(dim=1), torch.ones(len(targets)), atol=1e-6)
+    others = targets.clone()
+    others[torch.arange(len(targets)), labels] = float("nan")
+    spread = others.nan_to_num(0).amax(dim=1) - others.nan_to_num(1).amin(dim=1)
+    assert spread.abs().max() < 1e-6
+
+
 def test_uniform_targets_keep_the_target_probability_and_equalise_the_rest():
     probabilities, batch = _batch()
     targets = UniformNonTargetKD({}).soft_targets(probabilities, batch)
     rows = torch.arange(len(targets))
     assert torch.allclose(targets[rows, batch.y], probabilities[rows, batch.y])
-    assert torch.allclose(targets.sum(dim=1), torch.ones(len(targets)), atol=1e-6)
-    others = targets.clone()
-    others[rows, batch.y] = float("nan")
-    spread = others.nan_to_num(0).amax(dim=1) - others.nan_to_num(1).amin(dim=1)
-    assert spread.abs().max() < 1e-6
+    assert_uniform_non_targets(targets, batch.y)
 
 
-def test_permuted_targets_are_a_fixed_per_sample_shuffle_of_the_non_targets():
-    probabilities, batch = _batch()
-    method = PermutedNonTargetKD({})
+def shuffled_targets(method, probabilities: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """`method`'s targets (prepared with seed 3), checked to be a shuffle of the non-targets."""
     method.prepare(_context(batch.y, seed=3))
     targets = method.soft_targets(probabilities, batch)
     rows = torch.arange(len(targets))
     assert torch.equal(targets[rows, batch.y], probabilities[rows, batch.y])
     assert torch.equal(targets.sort(dim=1).values, probabilities.sort(dim=1).values)
+    return targets
+
+
+def test_permuted_targets_are_a_fixed_per_sample_shuffle_of_the_non_targets():
+    probabilities, batch = _batch()
+    method = PermutedNonTargetKD({})
+    targets = shuffled_targets(method, probabilities, batch)
     assert not torch.equal(targets, probabilities)
     # The same samples get the same shuffle at every epoch; another seed, another shuffle.
     assert torch.equal(method.soft_targets(probabilities, batch), targets)
@@ -87,3 +103,46 @@ def test_the_temperature_sweep_is_kd_at_other_temperatures():
         method = METHODS.get(name)({})
         assert dict(method.params) == {**METHODS.get("kd").defaults, "temperature": temperature}
         assert type(method).loss is METHODS.get("kd").loss
+
+
+def test_entropy_matched_targets_erase_the_similarity_and_keep_each_samples_entropy():
+    probabilities, batch = _batch()
+    targets = EntropyMatchedUniformKD({}).soft_targets(probabilities, batch)
+
+    def entropy(p: torch.Tensor) -> torch.Tensor:
+        return -torch.xlogy(p, p).sum(dim=1)
+
+    assert torch.allclose(entropy(targets), entropy(probabilities), atol=1e-5)
+    assert_uniform_non_targets(targets, batch.y)
+    # Plain uniform targets raise the entropy wherever the non-targets were unequal.
+    uniform = UniformNonTargetKD({}).soft_targets(probabilities, batch)
+    assert (entropy(uniform) > entropy(probabilities) + 1e-3).float().mean() > 0.9
+
+
+def test_class_permuted_targets_move_every_non_target_class_the_same_way_within_a_class():
+    probabilities, batch = _batch()
+    method = ClassPermutedNonTargetKD({})
+    targets = shuffled_targets(method, probabilities, batch)
+    for label, order in enumerate(method.order.tolist()):
+        assert order[label] == label
+        moved = [k for k in range(CLASSES) if k != label]
+        assert all(order[k] != k for k in moved)  # a derangement of the non-targets
+        same_class = batch.y == label
+        assert torch.equal(targets[same_class], probabilities[same_class][:, order])
+
+
+def test_the_manipulation_check_sees_no_true_similarity_after_either_control():
+    attributes = np.array([(s, c) for s in range(3) for c in range(2)])
+    shared = (attributes[:, None] == attributes[None]).sum(axis=2).astype(float)
+    labels = np.repeat(np.arange(CLASSES), 20)
+    similar = shared[labels] + 0.05
+    similar /= similar.sum(axis=1, keepdims=True)
+    probabilities = torch.as_tensor(similar)
+    batch = Batch(torch.zeros(len(labels), 2), torch.as_tensor(labels), torch.arange(len(labels)))
+    erased = EntropyMatchedUniformKD({}).soft_targets(probabilities, batch).numpy()
+    assert np.isnan(similarity_check(erased, labels, attributes)["similarity_correlation"])
+    scrambled = ClassPermutedNonTargetKD({})
+    scrambled.prepare(_context(torch.as_tensor(labels), seed=0))
+    kept = similarity_check(similar, labels, attributes)["similarity_correlation"]
+    moved = scrambled.soft_targets(probabilities, batch).numpy()
+    assert similarity_check(moved, labels, attributes)["similarity_correlation"] < kept - 0.5

@@ -16,8 +16,10 @@ from torch import nn
 
 from bench.core.specs import teacher_spec_for
 from bench.core.vocabulary import (
+    FLOOR_ROWS,
     INPUT_EXPLAINER,
     LINEAR_EXPLAINER,
+    OTHER_TEACHER,
     PERMUTED_CONTROL_ROW,
     REFERENCE_ROWS,
     UNTRAINED_CONTROL_ROW,
@@ -149,6 +151,19 @@ def test_every_teacher_has_its_control_rows(tmp_path: Path) -> None:
     for row in (INPUT_EXPLAINER.name, LINEAR_EXPLAINER.name):
         assert "accuracy" not in records[row]["metrics"]
         assert "expl_spearman_ig" in records[row]["metrics"]
+    # Another teacher seed, the first after the profile's, scored as a student: a level, whose
+    # agreement is its TreeSHAP against this teacher's.
+    other_seed = max(SMOKE.teacher_seeds) + 1
+    other = records[OTHER_TEACHER.name]
+    assert f"seed {other_seed}" in other["method"]["citation"]
+    assert "accuracy" in other["metrics"]
+    other_teacher, _ = smoke_teacher("wine", tmp_path, bundle, seed=other_seed)
+    other_phi = other_teacher.explain(
+        "ig", ctx.explain_x, ctx.explain_targets, ctx.explain_settings
+    )
+    level = np.nanmean(spearman_per_sample(other_phi, phi))
+    assert other["metrics"]["expl_spearman_ig"] == pytest.approx(level)
+    assert not OTHER_TEACHER.floor and OTHER_TEACHER.name not in FLOOR_ROWS
 
 
 def test_the_data_only_floor_is_gradient_times_input_of_a_logistic_regression(

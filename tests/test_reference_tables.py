@@ -1,9 +1,8 @@
 """The committed reference tables are what the report computes from the committed records.
 
-`reference/default-v5/` (and the earlier `default-v4/`, `-v3/`, `-v2/`) holds the records of one
-default-profile run and the tables the report derived from them (README's "The reference result
-set"). Rebuilding the tables from those records
-must give the committed files again, number for number: the CSVs write every float in full
+`reference/default-v6/` (and the earlier `default-v5/`, `-v4/`, `-v3/`, `-v2/`) holds the records
+of one default-profile run and the tables the report derived from them (README's "The reference
+result set"). Rebuilding the tables from those records must give the committed files again, number for number: the CSVs write every float in full
 (Python's shortest repr, which reads back to the same double), so they are compared exactly,
 floats included; a change in the last bit of a mean or a p-value is a change of what the
 reference says. The site is rendered into a temporary folder; the reference folder is only read.
@@ -28,7 +27,9 @@ def _files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
-@pytest.fixture(scope="module", params=["default-v5", "default-v4", "default-v3", "default-v2"])
+@pytest.fixture(
+    scope="module", params=["default-v6", "default-v5", "default-v4", "default-v3", "default-v2"]
+)
 def reference(request: pytest.FixtureRequest) -> Path:
     return REFERENCES / request.param
 

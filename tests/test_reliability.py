@@ -29,7 +29,7 @@ from bench.report.figures import bar_chart
 from bench.report.leaderboard import spreadsheet_safe, write_leaderboard
 from bench.results.folder import read_record
 from bench.results.record import record_problems
-from tests.conftest import read_records
+from tests.conftest import read_records, teacher_cache
 
 PLUGINS = Path(__file__).parent / "plugins"
 BROKEN = PLUGINS / "broken_methods.py"
@@ -37,8 +37,7 @@ WINE = ("run", "--profile", "smoke", "--dataset", "wine")
 
 
 def teacher_folder(results: Path, dataset: str = "wine") -> Path:
-    (folder,) = (results / "cache" / "teachers" / dataset).iterdir()
-    return folder
+    return teacher_cache(results, "smoke", dataset)
 
 
 # --- 1. caches are verified before use -----------------------------------------------------------

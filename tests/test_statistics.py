@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.core.vocabulary import FLOOR_ROWS, OTHER_TEACHER
 from bench.report.leaderboard import aggregate, aggregate_seeds
+from bench.report.separation import separation_table
 from bench.report.statistics import (
     average_ranks,
     ci_ranks,
@@ -514,3 +516,21 @@ def test_average_ranks_use_only_the_datasets_that_decide_something() -> None:
     acc = averages[averages.metric == "accuracy"].set_index("method")
     assert acc.loc["kd", "mean_rank"] == 1.0 and acc.loc["scratch", "mean_rank"] == 2.0
     assert set(acc.n_datasets) == {1} and set(acc.dataset_ranks.str.split().str[0]) == {"decided"}
+
+
+def test_another_teacher_seed_is_a_level_never_a_floor() -> None:
+    """`other_teacher` (a control row by role) agrees with the teacher far above any floor; an
+    excess or a separation check against it would call every student unfaithful."""
+    floor = make_record("p", "d", "permuted_teacher", 0, {"expl_spearman_ig": 0.2}, role="control")
+    level = make_record("p", "d", OTHER_TEACHER.name, 0, {"expl_spearman_ig": 0.99}, role="control")
+    students = seeded("p", "d", "kd", {"expl_spearman_ig": [0.5, 0.6]})
+    excess = explanation_excess(seed_values([floor, level, *students]))
+    assert excess.value.tolist() == pytest.approx([0.3, 0.4])
+    detectors = {"concept_detectors": 10}
+    teacher = make_record("p", "d", "teacher", 0, detectors, role="teacher")
+    untrained = make_record("p", "d", "untrained_student", 0, {"concept_detectors": 0},
+                            role="control")  # fmt: skip
+    other = make_record("p", "d", OTHER_TEACHER.name, 0, {"concept_detectors": 9},
+                        role="control")  # fmt: skip
+    (checked,) = separation_table([teacher, untrained, other]).itertuples()
+    assert checked.control == "untrained_student" and checked.control in FLOOR_ROWS

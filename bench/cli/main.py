@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.core import registry
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, Terminated
 from bench.core.kernels import pin_cpu_kernels
+from bench.core.terminal import exception_message, printable
 from bench.run.progress import TerminalProgress, clock
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ def _status(args: argparse.Namespace) -> int:
     from bench.core.vocabulary import REFERENCE_ROWS
     from bench.plan.catalogue import load_catalogue
     from bench.plan.planner import Selection, make_plan
-    from bench.results.folder import ResultsFolder, read_record
+    from bench.results.folder import ResultsFolder
 
     plan = make_plan(Selection(profile=args.profile), load_catalogue(args.plugin))
     folder = ResultsFolder(args.results)
@@ -320,7 +321,7 @@ def _status(args: argparse.Namespace) -> int:
     for spec in plan.runs:
         path = folder.run_path(spec)
         planned.add(path)
-        record = read_record(path)
+        record = folder.read(path)
         if record is None:
             state = "missing"
         elif record.run_id != spec.run_id:
@@ -329,7 +330,7 @@ def _status(args: argparse.Namespace) -> int:
             state = str(record.status)
         counts[state] += 1
         if state not in ("ok", "missing"):
-            print(f"{state:<8} {spec.label}{_first_error_line(record)}")
+            print(printable(f"{state:<8} {spec.label}{_first_error_line(record)}"))
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     print(f"profile {plan.profile.name}: {len(plan.runs)} runs: {summary}")
     # Runs on disk the profile's plan does not hold: `--set` variants and methods run by name.
@@ -339,13 +340,12 @@ def _status(args: argparse.Namespace) -> int:
             continue
         others.setdefault((record.dataset_name, record.row), Counter())[str(record.status)] += 1
         if not record.ok:
-            print(f"{record.status:<8} {record.label}{_first_error_line(record)}")
+            print(printable(f"{record.status:<8} {record.label}{_first_error_line(record)}"))
     if others:
         print(f"also on disk, outside the profile's plan ({len(others)} variants or methods):")
         for (dataset, name), states in sorted(others.items()):
-            print(
-                f"  {dataset}/{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-            )
+            listed = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            print(printable(f"  {dataset}/{name}: {listed}"))
     return 0
 
 
@@ -360,7 +360,7 @@ def _first_error_line(record: Record | None) -> str:
 def _show(args: argparse.Namespace) -> int:
     from bench.cli.show import describe_run, find_run
 
-    print(describe_run(find_run(args.results, args.run, args.profile)))
+    print(printable(describe_run(find_run(args.results, args.run, args.profile))))
     return 0
 
 
@@ -379,9 +379,10 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     pin_cpu_kernels()  # before a command imports torch (`bench.core.kernels`)
     args = _parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler]
     )
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -399,10 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _metaquantus(args)
         return _report(args)
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exception_message(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"error: {printable(describe_os_error(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         print(
@@ -411,8 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if isinstance(exc, Terminated) else 130
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be so that the same cleanup runs."""
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped: warnings quote records and plugins."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
 
 
 def _terminate(signum: int, frame: object) -> None:

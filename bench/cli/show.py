@@ -9,7 +9,7 @@ from typing import Any
 from bench.core.errors import BenchError
 from bench.core.paths import check_name
 from bench.core.vocabulary import Role
-from bench.results.folder import ResultsFolder, read_record
+from bench.results.folder import ResultsFolder
 from bench.results.record import Record
 
 RUN_ID_PREFIX = re.compile(r"[0-9a-f]{6,64}")
@@ -35,7 +35,7 @@ def find_run(results: Path, run: str, profile: str | None = None) -> Record:
         profiles = [profile] if profile else folder.profiles()
         seed = int(named.group("seed"))
         paths = [folder.record_path(p, dataset, method, seed) for p in profiles]
-        found = [r for r in map(read_record, paths) if r is not None]
+        found = [r for r in map(folder.read, paths) if r is not None]
         what = run
     if not found:
         raise BenchError(f"no readable record of {what} under {results}")

@@ -7,14 +7,17 @@ holds is `bench.results.record`'s business.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from bench.core.confined import open_file, open_folder, relative_parts
 
 log = logging.getLogger(__name__)
 
@@ -41,32 +44,38 @@ def remove_temporaries(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_json_atomic(path: Path, payload: dict[str, Any], root: Path | None = None) -> None:
     text = json.dumps(_json_safe(payload), indent=2, sort_keys=False, allow_nan=False)
-    write_atomic(path, lambda handle: handle.write(text.encode() + b"\n"))
+    write_atomic(path, lambda handle: handle.write(text.encode() + b"\n"), root)
 
 
-# The process's umask, read once (reading it means setting it): `mkstemp` creates files 0600, and a
-# site or a record set shared with others must get the permissions `open` would have given.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], object], root: Path | None = None) -> None:
     """Temp file in the same folder, fsync, rename: readers see the old file or the new one.
 
-    The file gets the permissions a plain `open` would give it (0666 less the umask).
+    Below `root` (default: the file's own folder, made if missing) no link is followed
+    (`bench.core.confined`): a linked folder is refused, and a link in the file's place is
+    replaced, never written through. The file gets the permissions a plain `open` would give it
+    (0666 less the umask).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    root = root if root is not None else path.parent
+    parts = relative_parts(root, path)
+    with open_folder(root, parts[:-1], create=True) as folder:
+        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        fd = open_file(folder, tmp, flags, path.with_name(tmp), root)  # 0666 less the umask
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except OSError as exc:  # a full disk, a file-size limit: say which file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            if exc.filename is None and exc.errno is not None:
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            raise

@@ -20,5 +20,9 @@ class DatasetUnavailable(BenchError):
     """Data that is neither on disk nor reachable: the message says how to get it."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so that the same cleanup runs."""
+
+
 class Diverged(RuntimeError):
     """Training produced a non-finite loss; the run is recorded as `diverged`, not `failed`."""

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.core.confined import open_file, open_folder
+
 
 def lock_path(path: Path) -> Path:
     """The lock file that guards `path` (its name plus `.lock`: not a `.json`, so never a record)."""
@@ -32,7 +34,7 @@ def _acquire(path: Path, blocking: bool) -> int | None:
     """Lock `path` and return its descriptor, or None when another live process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -52,6 +54,13 @@ def _acquire(path: Path, blocking: bool) -> int | None:
             os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
             return fd
         os.close(fd)  # its holder removed this file while we waited: lock the new one
+
+
+def _open_lock_file(path: Path, flags: int) -> int:
+    """The lock file, never through a link and only if it is a regular file: a planted link in
+    its place would otherwise be truncated and written through (README, "Threat model")."""
+    with open_folder(path.parent, ()) as folder:
+        return open_file(folder, path.name, flags, path, path.parent, 0o644)
 
 
 def _release(path: Path, fd: int) -> None:
@@ -95,7 +104,7 @@ def hold_lock(path: Path) -> Iterator[None]:
 def is_locked(path: Path) -> bool:
     """Whether a live process holds the lock on `path`; never creates the file."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_lock_file(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:

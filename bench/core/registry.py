@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench.core.errors import BenchError, UnknownNameError
+from bench.core.errors import BenchError, Terminated, UnknownNameError
 from bench.core.paths import check_name
+from bench.core.terminal import describe_exception
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,10 +129,12 @@ def load_entry_points() -> None:
         for entry in importlib.metadata.entry_points(group=group):
             try:
                 entry.load()
-            except Exception as exc:
+            except Terminated:
+                raise
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
                 raise BenchError(
                     f"plugin entry point {entry.name!r} ({entry.value}) in group {group!r} "
-                    f"failed to load: {type(exc).__name__}: {exc}"
+                    f"failed to load: {describe_exception(exc)}"
                 ) from exc
 
 
@@ -145,6 +148,8 @@ def load_plugin_file(path: str | Path) -> None:
     path = Path(path).resolve()
     if path in _loaded_files:
         return
+    if path.is_dir():
+        raise BenchError(f"plugin file {str(path)!r} is a folder: give the Python file(s) in it")
     if not path.is_file():
         raise BenchError(f"plugin file {str(path)!r} does not exist")
     module_name = f"bench_plugin_{path.stem}_{abs(hash(path)) % 10**8}"
@@ -161,11 +166,16 @@ def load_plugin_file(path: str | Path) -> None:
     except BenchError:
         sys.modules.pop(module_name, None)
         raise
-    except Exception as exc:
+    except Terminated:  # SIGTERM while importing: the user's, not the plugin's
+        sys.modules.pop(module_name, None)
+        raise
+    # A plugin that exits or raises KeyboardInterrupt while importing is a broken plugin too, never
+    # a silent success (`sys.exit(0)` at import used to end `run` with status 0 and nothing done).
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         sys.modules.pop(module_name, None)
         frame = _innermost_frame_in(path, exc)
         where = f", line {frame.lineno}" if frame else ""
-        raise BenchError(f"plugin file {path}{where}: {type(exc).__name__}: {exc}") from exc
+        raise BenchError(f"plugin file {path}{where}: {describe_exception(exc)}") from exc
     _loaded_files[path] = module
 
 

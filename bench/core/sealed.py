@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.atomic import write_atomic
+from bench.core.confined import RefusedPath, read_regular
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,12 @@ MANIFEST = "MANIFEST.json"
 class DamagedCache(Exception):
     """A cache entry whose bytes do not match its recorded digest, or that has none: rebuilt, never
     shown to the user as an error."""
+
+
+# The largest cache entry read (a teacher's weights, an explanation cache) and the largest digest
+# file: a FIFO or a link to /dev/zero in an entry's place is refused, never read.
+DATA_CAP = 4 << 30
+DIGEST_CAP = 1 << 10
 
 
 def sha256(data: bytes) -> str:
@@ -53,16 +60,25 @@ def write_sealed(path: Path, data: bytes) -> None:
     write_atomic(_digest_file(path), lambda handle: handle.write(sha256(data).encode() + b"\n"))
 
 
+def _read(path: Path, cap: int) -> bytes:
+    """A cache file's bytes: a regular file of at most `cap` bytes, not through a link in its
+    place (`bench.core.confined`); anything else is a damaged entry, rebuilt."""
+    try:
+        return read_regular(path, cap)
+    except RefusedPath as exc:
+        raise DamagedCache(str(exc)) from exc
+
+
 def read_sealed(path: Path) -> bytes | None:
     """The verified bytes of `path`; None when there is no such entry."""
     try:
-        data = path.read_bytes()
+        data = _read(path, DATA_CAP)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise DamagedCache(f"{path} cannot be read: {exc}") from exc
     try:
-        expected = _digest_file(path).read_text().strip()
+        expected = _read(_digest_file(path), DIGEST_CAP).decode().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise DamagedCache(f"{path} has no readable digest ({exc})") from exc
     if sha256(data) != expected:
@@ -81,7 +97,7 @@ def seal_folder(folder: Path, names: Mapping[str, bytes]) -> None:
 def read_sealed_folder(folder: Path) -> dict[str, bytes]:
     """Every file `folder`'s manifest lists, verified; `DamagedCache` when any is not."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
+        manifest = json.loads(_read(folder / MANIFEST, DIGEST_CAP * 1024))
     except (OSError, ValueError) as exc:
         raise DamagedCache(f"{folder} has no readable {MANIFEST} ({exc})") from exc
     if not isinstance(manifest, dict) or not all(
@@ -94,7 +110,7 @@ def read_sealed_folder(folder: Path) -> dict[str, bytes]:
         if path.parent != folder:
             raise DamagedCache(f"{folder / MANIFEST} names a file outside its folder: {name!r}")
         try:
-            data = path.read_bytes()
+            data = _read(path, DATA_CAP)
         except OSError as exc:
             raise DamagedCache(f"{path} cannot be read: {exc}") from exc
         if sha256(data) != expected:

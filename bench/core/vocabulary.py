@@ -93,7 +93,8 @@ BASELINES = ("scratch", "kd")
 # that ignores the model; the teacher's explanation of another test sample is the floor of one that
 # knows the data but not the sample (on concept_shapes it already agrees with the teacher at
 # Spearman 0.37); a randomly initialised student of the standard architecture is the floor of a
-# student that learned nothing (its architecture alone shapes its maps).
+# student that learned nothing (its architecture alone shapes its maps). Another teacher of the same
+# recipe, trained with a seed no listed teacher has, is a level, not a floor (`ReferenceRow.floor`).
 #
 # A row's name, what its record says it is, what the report says of it, what of it is scored and its
 # colour in the figures live here, torch-free, so the run (`bench.run.controls` builds each control's
@@ -116,6 +117,9 @@ class ReferenceRow:
     colour: str
     categories: frozenset[Category] | None = None
     explainer: str | None = None
+    # Whether the row is a floor, a level a student must beat to show it learned the teacher's
+    # reasons: every excess score and separation check is taken against the floors only.
+    floor: bool = True
 
 
 # A control row that stands in for an explainer has no predictions of its own: only its
@@ -198,8 +202,25 @@ LINEAR_EXPLAINER = ReferenceRow(
     categories=frozenset({Category.EXPLANATION}),
 )
 
+OTHER_TEACHER = ReferenceRow(
+    name="other_teacher",
+    record_text=(
+        "Reference level: a teacher of the same recipe and data trained with seed {other_seed}, "
+        "one not among the listed teachers, scored as a student of this one."
+    ),
+    report_text=(
+        "Reference row: another teacher of the same recipe and data, trained with another seed, "
+        "scored as a student of this one: how far two equally trained teachers agree. A level, "
+        "not a floor and not a ceiling: a student trained on this teacher's outputs or "
+        "explanations may exceed it."
+    ),
+    colour="#6a8fd0",
+    floor=False,
+)
+
 CONTROLS = (
-    RANDOM_EXPLAINER, PERMUTED_TEACHER, UNTRAINED_STUDENT, INPUT_EXPLAINER, LINEAR_EXPLAINER
+    RANDOM_EXPLAINER, PERMUTED_TEACHER, UNTRAINED_STUDENT, INPUT_EXPLAINER, LINEAR_EXPLAINER,
+    OTHER_TEACHER,
 )  # fmt: skip
 REFERENCES = (TEACHER, *CONTROLS)
 TEACHER_ROW = TEACHER.name
@@ -207,6 +228,8 @@ RANDOM_CONTROL_ROW = RANDOM_EXPLAINER.name
 PERMUTED_CONTROL_ROW = PERMUTED_TEACHER.name
 UNTRAINED_CONTROL_ROW = UNTRAINED_STUDENT.name
 CONTROL_ROWS = tuple(row.name for row in CONTROLS)
+# The control rows that are floors (`ReferenceRow.floor`): what excess scores and separation use.
+FLOOR_ROWS = tuple(row.name for row in CONTROLS if row.floor)
 REFERENCE_ROWS = (TEACHER_ROW, *CONTROL_ROWS)
 
 # The tuning budget every method gets, declared before any run and shown on the site: a method

@@ -1,8 +1,11 @@
-"""Explainers: attributions of a model's class score, through Captum, plus a random control.
+"""Explainers: attributions of a model's class score, through Captum or by Shapley values, plus a
+random control.
 
 All explainers see the model through `ClassScores`, so that a network student is explained in the
 terms TreeSHAP explains a LightGBM teacher (see `bench.explain.treeshap`): class c's score centred over
 classes, z_c − mean_k z_k (`bench.explain.class_scores`), the part of z_c that the probabilities determine.
+Interventional Shapley values (`bench.explain.shapley`) read only a model's outputs, so a tree
+teacher is explained by them too, in the same game as its students, not by TreeSHAP.
 
 Each explainer declares its `sign`: `signed` attributions say which way a feature pushes the
 score (gradient×input, Integrated Gradients, TreeSHAP), `absolute` ones only how much (saliency
@@ -26,6 +29,8 @@ from torch import nn
 from bench.core.registry import Registry, first_paragraph
 from bench.explain.class_scores import CONVENTION, centre_over_classes
 from bench.explain.gradcam import MIN_SIDE, grad_cam_maps, gradcam_layer, has_gradcam
+from bench.explain.shapley import RULES as SHAPLEY_RULES
+from bench.explain.shapley import interventional_shapley
 
 
 def target_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -69,11 +74,15 @@ class ClassScores(nn.Module):
 
 @dataclass(frozen=True)
 class ExplainSettings:
-    """What explainers need besides the model: a baseline and step/seed settings from the profile."""
+    """What explainers need besides the model: a baseline, a background sample and step/seed
+    settings from the profile."""
 
     baseline: np.ndarray  # one input-shaped reference point (tables: the training mean)
     ig_steps: int = 32
     seed: int = 0
+    # Training rows the interventional Shapley game is played against
+    # (`bench.explain.shapley.background_sample`); tables only, None for images.
+    background: np.ndarray | None = None
 
 
 AttributeFn = Callable[[ClassScores, torch.Tensor, torch.Tensor, ExplainSettings], torch.Tensor]
@@ -100,6 +109,10 @@ class Explainer:
     # input equals the baseline, for every model (IG, gradient × input): those features say
     # nothing about the model, and agreement metrics leave them out.
     zero_at_baseline: bool = False
+    # What its attributions depend on besides the model, the inputs and the baseline: its own
+    # estimator's rules, and whether it reads `ExplainSettings.background` (`cache_key`).
+    rules: str = ""
+    uses_background: bool = False
 
     def available(self, module: nn.Module | None, input_shape: tuple[int, ...]) -> bool:
         return self.requires is None or self.requires(module, input_shape)
@@ -107,6 +120,13 @@ class Explainer:
     def in_form(self, attributions: np.ndarray) -> np.ndarray:
         """Another explainer's attributions (e.g. a tree teacher's TreeSHAP) in this one's form."""
         return np.abs(attributions) if self.sign == "absolute" else attributions
+
+
+def explanation_rules(explainer: Explainer) -> str:
+    """What every metric scored on `explainer`'s attributions hashes into its settings, and so
+    into the run ids: the shared rules, and the explainer's own estimator (interventional
+    Shapley's pairs and background) where it has one, so that a change of either is redone."""
+    return f"{EXPLANATION_RULES};{explainer.rules}" if explainer.rules else EXPLANATION_RULES
 
 
 EXPLAINERS: Registry[Explainer] = Registry("explainer")
@@ -119,10 +139,22 @@ def register_explainer(
     sign: Sign = "signed",
     requires: Callable[[nn.Module | None, tuple[int, ...]], bool] | None = None,
     zero_at_baseline: bool = False,
+    rules: str = "",
+    uses_background: bool = False,
 ) -> Callable[[AttributeFn], AttributeFn]:
     def add(fn: AttributeFn) -> AttributeFn:
         description = first_paragraph(fn.__doc__)
-        explainer = Explainer(name, modalities, fn, description, sign, requires, zero_at_baseline)
+        explainer = Explainer(
+            name,
+            modalities,
+            fn,
+            description,
+            sign,
+            requires,
+            zero_at_baseline,
+            rules,
+            uses_background,
+        )
         EXPLAINERS.register(name)(explainer)
         return fn
 
@@ -176,6 +208,25 @@ def _grad_cam(
     return F.interpolate(cam[:, None], size=tuple(x.shape[2:]), mode="bilinear")
 
 
+@register_explainer(
+    "shapley", modalities=frozenset({"tabular"}), rules=SHAPLEY_RULES, uses_background=True
+)
+def _shapley(
+    model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
+) -> torch.Tensor:
+    """Interventional Shapley values against a background of training rows
+    (`bench.explain.shapley`): the same game, estimated alike, for tree teachers and networks."""
+
+    @torch.no_grad()
+    def logits(rows: np.ndarray) -> np.ndarray:
+        return model(torch.as_tensor(rows, device=x.device)).float().cpu().numpy()
+
+    phi = interventional_shapley(
+        logits, x.cpu().numpy(), targets.cpu().numpy(), settings.background, settings.seed
+    )
+    return torch.as_tensor(phi, device=x.device)
+
+
 @register_explainer("random")
 def _random(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
@@ -188,6 +239,28 @@ def _random(
     content = x.detach().cpu().numpy().tobytes() + targets.detach().cpu().numpy().tobytes()
     generator = torch.Generator().manual_seed(settings.seed + zlib.crc32(content))
     return torch.rand(x.shape, generator=generator).to(x.device) - 0.5
+
+
+def cache_key(name: str, settings: ExplainSettings) -> tuple[tuple, tuple[np.ndarray, ...]]:
+    """What a cache of `name`'s explanations must hash besides the model and the explained
+    inputs: the settings and rules, and the arrays the explanations are computed against."""
+    explainer = EXPLAINERS.get(name)
+    # An explainer without rules of its own keeps the key it had before `rules` existed.
+    rules = (explainer.rules,) if explainer.rules else ()
+    key = (name, settings.ig_steps, settings.seed, EXPLANATION_RULES, *rules)
+    # No background: the explainer raises before anything is cached.
+    if explainer.uses_background and settings.background is not None:
+        return key, (settings.baseline, settings.background)
+    return key, (settings.baseline,)
+
+
+def reference_point(name: str, settings: ExplainSettings) -> np.ndarray:
+    """The point from which `name` measures a linear model's attributions, which are then
+    (w_c − mean_k w_k) ⊙ (x − this point): the baseline for gradient × input and IG, the
+    background's mean for interventional Shapley values (`bench.explain.shapley`)."""
+    if EXPLAINERS.get(name).uses_background and settings.background is not None:
+        return settings.background.mean(axis=0)
+    return settings.baseline
 
 
 def explain(

@@ -23,6 +23,7 @@ from bench.core.vocabulary import MODALITIES, Category
 from bench.data.augment import black_fill
 from bench.data.bundle import DatasetBundle
 from bench.explain.explainers import EXPLAINERS, ExplainSettings
+from bench.explain.shapley import background_sample
 
 # Fixed, not the run's seed: every run of a dataset is scored on the same test rows, and with the
 # same perturbations.
@@ -89,17 +90,23 @@ class ScoringContext:
     @cached_property
     def explain_settings(self) -> ExplainSettings:
         """Baseline: the training mean for tables (DESIGN §5), a black image for images (in a
-        bundle stored standardised, the value black takes after standardisation)."""
+        bundle stored standardised, the value black takes after standardisation). Tables also
+        get a seeded background sample of training rows (`bench.explain.shapley`), the same
+        for the teacher and every student."""
         train = self.bundle.train.x
+        background = None
         if self.bundle.modality == "tabular":
             baseline = train.mean(axis=0)
+            background = background_sample(train, seed=EXPLAIN_SUBSET_SEED)
         else:
             baseline = np.zeros(train.shape[1:], dtype=np.float32)
             black = black_fill(self.bundle.extras)
             if black is not None:
                 baseline += black.numpy()[:, None, None]
         steps = self.explanation.ig_steps if self.explanation else 32
-        return ExplainSettings(baseline.astype(np.float32), steps, seed=EXPLAIN_SUBSET_SEED)
+        return ExplainSettings(
+            baseline.astype(np.float32), steps, seed=EXPLAIN_SUBSET_SEED, background=background
+        )
 
     @cached_property
     def explain_x(self) -> np.ndarray:
@@ -137,7 +144,8 @@ class ScoringContext:
         return self._attributions[name]
 
     def teacher_attributions(self, explainer: str) -> np.ndarray:
-        """The reference explanation: TreeSHAP for tree teachers, else the same explainer."""
+        """The reference explanation: TreeSHAP for tree teachers (but for the random control and
+        interventional Shapley values, which they play like networks), else the same explainer."""
         return self.teacher.explain(
             explainer, self.explain_x, self.explain_targets, self.explain_settings
         )

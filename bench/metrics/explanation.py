@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from bench.explain.explainers import EXPLAINERS, EXPLANATION_RULES
+from bench.explain.explainers import EXPLAINERS, explanation_rules
 from bench.metrics import ScoringContext, register_metric
 
 TOP_FRACTION = 0.2
@@ -158,7 +158,7 @@ def register_agreement(
             "explainer": explainer_name,
             "target": "true class",
             "form": explainer.sign,
-            "rules": EXPLANATION_RULES,
+            "rules": explanation_rules(explainer),
             "left_out": "input at baseline" if explainer.zero_at_baseline else "none",
             **settings,
         },
@@ -172,13 +172,20 @@ def register_agreement(
     )(compute)
 
 
+# What a tree teacher is explained by, per explainer: TreeSHAP, but for interventional Shapley,
+# which it plays like a network (`bench.explain.shapley`).
+TREE_TEACHERS = "TreeSHAP for tree teachers"
+TEACHER_SIDE = {"shapley": "the same interventional Shapley game for tree teachers"}
+
+
 def _register(explainer_name: str, kind: str) -> None:
     compare, label, settings = COMPARISONS[kind]
     explainer = EXPLAINERS.get(explainer_name)
     form = "|attribution|" if explainer.sign == "absolute" else "signed attribution"
     description = (
         f"{label[0].upper() + label[1:]} of the model's {explainer_name} attributions with the "
-        f"teacher's explanation (TreeSHAP for tree teachers), both as {form} of the class score "
+        f"teacher's explanation ({TEACHER_SIDE.get(explainer_name, TREE_TEACHERS)}), both as "
+        f"{form} of the class score "
         "centred over classes, per explained test sample, averaged over the defined samples."
     )
     register_agreement(

@@ -31,7 +31,7 @@ import quantus
 import torch
 from torch import nn
 
-from bench.explain.explainers import EXPLAINERS, EXPLANATION_RULES, ClassScores, explain
+from bench.explain.explainers import EXPLAINERS, ClassScores, explain, explanation_rules
 from bench.metrics import SCORING_SEED, ScoringContext, register_metric, softmax
 from bench.metrics.explanation import spearman_per_sample
 
@@ -327,7 +327,7 @@ def _register(
             settings={
                 "explainer": explainer,
                 "quantus": quantus.__version__,
-                "rules": EXPLANATION_RULES,
+                "rules": explanation_rules(EXPLAINERS.get(explainer)),
             },
             applies=active,
             version=version,

@@ -30,6 +30,7 @@ from typing import Any
 
 from bench.core import registry
 from bench.core.atomic import write_atomic
+from bench.core.confined import read_regular
 from bench.core.errors import UnknownNameError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class MethodInfo:
     choices: dict[str, list[Any]]
     description: str
     citation: str
+    # Closed ranges the method narrows its parameters to (`Method.ranges`).
+    ranges: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
             choices={param: list(values) for param, values in cls.choices.items()},
             description=cls.describe(),
             citation=cls.citation,
+            ranges={param: list(bounds) for param, bounds in cls.ranges.items()},
         )
     datasets = {name: _dataset_info(DATASETS.get(name)) for name in DATASETS}
     metrics = {
@@ -231,15 +235,30 @@ def load_catalogue(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
     return catalogue
 
 
+# A catalogue is a few tens of kB; a cache file far larger is not one.
+CATALOGUE_CAP = 8 << 20
+
+
+def _content_digest(catalogue: Any) -> str:
+    """The digest of a catalogue's content, stored beside it: a value edited in the file (a
+    default changed by hand) no longer matches and the catalogue is rebuilt, not believed."""
+    text = json.dumps(catalogue, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _read(path: Path, fingerprint: str, plugin_files: Sequence[str | Path]) -> Catalogue | None:
+    """The cached catalogue, or None (rebuilt by the caller) when it is absent or cannot be
+    trusted: another fingerprint, edited content, a wrong type anywhere, not a regular file."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path, CATALOGUE_CAP))
         if data["fingerprint"] != fingerprint:
             raise ValueError(f"fingerprint {data['fingerprint']!r}, expected {fingerprint!r}")
+        if data["digest"] != _content_digest(data["catalogue"]):
+            raise ValueError("its content does not match its digest (edited)")
         return Catalogue.from_dict(data["catalogue"], [str(p) for p in plugin_files])
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # torn, foreign or old: rebuild
+    except Exception as exc:  # torn, foreign, old, edited or ill-typed: rebuild  # noqa: BLE001
         log.warning("ignoring the catalogue cache %s (%s); rebuilding it", path, exc)
         return None
 
@@ -247,7 +266,11 @@ def _read(path: Path, fingerprint: str, plugin_files: Sequence[str | Path]) -> C
 def _write(path: Path, fingerprint: str, catalogue: Catalogue) -> None:
     """Cache the catalogue and drop the files of older code; a cache that cannot be written costs
     time on the next command, not a failed one."""
-    text = json.dumps({"fingerprint": fingerprint, "catalogue": catalogue.as_dict()}, indent=1)
+    content = catalogue.as_dict()
+    text = json.dumps(
+        {"fingerprint": fingerprint, "digest": _content_digest(content), "catalogue": content},
+        indent=1,
+    )
     try:
         write_atomic(path, lambda handle: handle.write(text.encode()))
         for old in path.parent.glob("catalogue-*.json"):

@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.core.budgets import Profile
 from bench.core.errors import BenchError
+from bench.core.parameters import check_ranges
 from bench.core.paths import check_name
 from bench.core.registry import check_choices
 from bench.core.specs import MAX_SEED, RunSpec, TeacherSpec, reference_run_id, teacher_spec_for
@@ -87,6 +88,7 @@ def parse_overrides(items: Sequence[str], catalogue: Catalogue) -> dict[str, dic
             raise BenchError(f"--set {key} is given twice; give each parameter once")
         value = _coerce(raw, parameters[param], key)
         check_choices(method_name, {param: value}, method.choices)
+        check_ranges(method_name, {param: value}, {k: tuple(v) for k, v in method.ranges.items()})
         parsed.setdefault(method_name, {})[param] = value
     return parsed
 

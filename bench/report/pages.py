@@ -19,15 +19,15 @@ import pandas as pd
 
 from bench.core.sealed import read_array_sealed
 from bench.core.vocabulary import (
-    CONTROL_ROWS,
     FAMILIES,
+    FLOOR_ROWS,
     REFERENCES,
     TEACHER_ROW,
     Role,
 )
 from bench.plan.catalogue import Catalogue
 from bench.report import figures
-from bench.report.headline import RAW_FAITHFULNESS
+from bench.report.headline import faithfulness_metrics
 from bench.report.leaderboard import (
     method_order,
 )
@@ -114,7 +114,8 @@ def dataset_figures(
 
     # The held-out explainer when it was measured: no method trains on it, while one trained on
     # the profile's first explainer (Grad-CAM on images) would sit on the front by construction.
-    agreement = RAW_FAITHFULNESS if RAW_FAITHFULNESS in set(part.metric) else None
+    held_out, _ = faithfulness_metrics(str(part.modality.iloc[0])) if len(part) else ("", "")
+    agreement = held_out if held_out in set(part.metric) else None
     agreement = agreement or (f"expl_spearman_{explainer}" if explainer else None)
     if agreement and agreement in set(part.metric) and "accuracy" in set(part.metric):
         points = []
@@ -132,7 +133,7 @@ def dataset_figures(
                     half_width(acc),
                 )
             )
-        floors = [mean_row(part, row, agreement) for row in CONTROL_ROWS]
+        floors = [mean_row(part, row, agreement) for row in FLOOR_ROWS]
         means = [float(f["mean"]) for f in floors if f is not None and pd.notna(f["mean"])]
         floor = max(means) if means else None
         if points:

@@ -11,8 +11,8 @@ and `metric_reliability.csv` holds them:
   twelve): it discriminates when p < `ALPHA`. `n/a` with fewer than three methods or two shared
   seeds; then the paired ranks alone decide. A referee noted that a one-way ANOVA, used first,
   treated paired, teacher-nested seeds as independent.
-- **separation** — does the teacher beat every control row by more than two standard errors, on
-  every teacher seed (`bench.report.separation`; Quantus and dissection metrics only, elsewhere
+- **separation** — does the teacher beat every floor (control row) by more than two standard
+  errors, on every teacher seed (`bench.report.separation`; Quantus and dissection metrics only, elsewhere
   `n/a`: explanation agreement has its floors subtracted in the `_excess` rows instead).
 - **split-half reliability** — does the metric give a model the same value on two disjoint halves
   of the samples it scores? The Pearson correlation across student runs between the means over
@@ -86,7 +86,7 @@ def _reason(
     if discriminates is False:
         failures.append(f"does not tell the students apart (Friedman, p ≥ {ALPHA:g})")
     if separates is False:
-        failures.append("does not beat every control row (separation)")
+        failures.append("does not beat every floor (separation)")
     if not math.isnan(split) and split < SPLIT_HALF_MIN:
         failures.append(f"split-half reliability {split:.2f} < {SPLIT_HALF_MIN}")
     if meta is not None and not meta[0]:

@@ -6,8 +6,8 @@ cannot rank students, however its students' numbers look. Whether it separates i
 by a stated rule, not by hand, and the report flags the metrics that do not.
 
 The rule, per (profile, dataset, metric) of the Quantus and dissection categories: the teacher
-must be better than **every** control row that has the metric — random attributions of the
-teacher, a randomly initialised student — by more than twice the standard error of the
+must be better than **every** floor that has the metric — random attributions of the teacher, a
+randomly initialised student; not another teacher seed, a level (`FLOOR_ROWS`) — by more than twice the standard error of the
 difference, on every teacher seed. The standard error comes from the per-sample spread each record
 keeps beside a metric (`sample_sd`, `n_scored`; `bench.metrics.aggregate_samples`); a count
 without one (concept detectors) must simply be better. Beating any one control was too permissive:
@@ -21,6 +21,7 @@ import math
 
 import pandas as pd
 
+from bench.core.vocabulary import FLOOR_ROWS
 from bench.results.table import Records, as_long_table
 
 CHECKED_CATEGORIES = ("quantus_", "dissection")
@@ -28,7 +29,7 @@ COLUMNS = [
     "profile", "dataset", "metric", "category", "separates", "control", "teacher_seeds",
     "min_z", "rule",
 ]  # fmt: skip
-RULE = "teacher better than every control row by > 2 standard errors on every teacher seed"
+RULE = "teacher better than every floor (control row) by > 2 standard errors on every teacher seed"
 Z_MIN = 2.0
 
 
@@ -63,7 +64,9 @@ def separation_table(data: Records | pd.DataFrame) -> pd.DataFrame:
     category and direction are those of the dataset's first teacher record.
     """
     table = as_long_table(data)
-    ok = table[(table.status == "ok") & table.role.isin(["teacher", "control"])]
+    # The floors only: another teacher seed is a level the teacher need not beat.
+    floors = (table.role == "control") & table.method.isin(FLOOR_ROWS)
+    ok = table[(table.status == "ok") & ((table.role == "teacher") | floors)]
     # (profile, dataset) → teacher seed → metric → entry, in record order; the first teacher
     # record's metrics with their metadata; (profile, dataset) → control row → seed → metrics.
     teachers: dict[tuple[str, str], dict[int, dict[str, Entry | None]]] = {}

@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.core.vocabulary import BASELINES
+from bench.core.vocabulary import BASELINES, FLOOR_ROWS
 from bench.report.leaderboard import t_quantile
 from bench.results.table import Records, as_long_table
 
@@ -724,8 +724,9 @@ def explanation_excess(seeds: pd.DataFrame) -> pd.DataFrame:
     """Rows `<metric>_excess`: each student's explanation agreement above the strongest floor.
 
     An agreement of 0.3 means nothing until one knows what an explainer that knows nothing scores:
-    the control rows (role `control`: `random_explainer`, `permuted_teacher`, `untrained_student`,
-    ...) measure that floor with the same metric and teacher. For every student row (from
+    the control rows that are floors (`FLOOR_ROWS`: `random_explainer`, `permuted_teacher`,
+    `untrained_student`, ...; not another teacher seed, a level) measure that floor with the same
+    metric and teacher. For every student row (from
     `seed_values`) of a higher-is-better metric of category `explanation`
     (`expl_<spearman|topk|cosine>_<explainer>`), value − floor, where the floor is the largest
     control value of that metric on the same (profile, dataset) and teacher seed — the strongest
@@ -738,7 +739,7 @@ def explanation_excess(seeds: pd.DataFrame) -> pd.DataFrame:
     """
     higher = seeds.higher_is_better.map(lambda v: v is True or v == 1)
     explanation = seeds[(seeds.category == "explanation") & higher]
-    controls = explanation[explanation.role == "control"]
+    controls = explanation[(explanation.role == "control") & explanation.method.isin(FLOOR_ROWS)]
     students = explanation[explanation.role == "student"]
     if controls.empty or students.empty:
         return pd.DataFrame(columns=SEED_COLUMNS).astype({"teacher_seed": "Int64"})

@@ -10,8 +10,9 @@
 
 A row is a method variant or one of a teacher's reference rows (`bench.core.vocabulary`), and a
 reference row's seed is its teacher's seed. Every path is built from checked names
-(`bench.core.paths.inside`), so it stays in the folder by construction. The report writes
-nothing here: its site and exports go where `--out` says.
+(`bench.core.paths.inside`), and records are read, written and found without following a link
+below the root (`bench.core.confined`), so neither a name nor a link leads out of the folder. The
+report writes nothing here: its site and exports go where `--out` says.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.atomic import write_json_atomic
+from bench.core.confined import RECORD_CAP, NotRegular, read_regular, walk_files
 from bench.core.locks import lock_path
-from bench.core.paths import inside
+from bench.core.paths import check_name, inside
 from bench.core.specs import RunSpec, TeacherSpec
 from bench.core.vocabulary import TEACHER_ROW
 from bench.results.record import Record
@@ -101,26 +103,68 @@ class ResultsFolder:
     def write(self, record: Record) -> Path:
         """Write `record` atomically where it belongs; returns the path."""
         path = self.path_of(record)
-        write_json_atomic(path, record.to_json())
+        write_json_atomic(path, record.to_json(), self.root)
         return path
 
+    def read(self, path: Path) -> Record | None:
+        """The record at `path` in this folder (`read_record`), if it is the record of the run
+        that path belongs to; a copy or a misfiled record counts only at its own path."""
+        record = read_record(path, self.root)
+        if record is not None and self.path_of(record) != path:
+            log.warning("skipping %s: it holds the record of %s", path, self.path_of(record))
+            return None
+        return record
+
     def iter_records(self, profile: str | None = None) -> Iterator[Record]:
-        """Every readable record under `runs/` (of one profile, if given), in path order."""
-        root = self.runs / profile if profile else self.runs
-        for path in sorted(root.rglob("*.json")):
-            record = read_record(path)
+        """Every readable record under `runs/` (of one profile, if given), in path order; a link
+        on the way is refused (`bench.core.confined.RefusedPath`), never silently skipped.
+
+        A record is one run: a record found away from its own path (`cp -a kd kd.bak`, a
+        misfiled or edited record) is not counted again. Where it holds the same run (run id)
+        as the record at its own path but other values, the two conflict and neither counts,
+        with a warning naming both; an older run's copy is skipped.
+        """
+        parts = ("runs", check_name(profile, "profile")) if profile else ("runs",)
+        at_home: dict[Path, Record] = {}
+        away: list[tuple[Path, Record]] = []
+        for path in walk_files(self.root, parts, ".json"):
+            record = read_record(path, self.root)
             if record is not None:
-                yield record
+                home = self.path_of(record)
+                if home == path:
+                    at_home[path] = record
+                else:
+                    away.append((path, record))
+        conflicts = set()
+        for path, record in away:
+            home = self.path_of(record)
+            if home not in at_home:
+                log.warning("skipping %s: it holds the record of %s", path, home)
+            elif at_home[home].run_id != record.run_id:
+                log.info("skipping %s: an older record of %s (another run id)", path, home)
+            elif at_home[home].to_json() == record.to_json():
+                log.info("%s is a copy of %s: counted once", path, home)
+            else:
+                conflicts.add(home)
+                log.warning("%s and %s hold different records of one run: neither counts",
+                            home, path)  # fmt: skip
+        yield from (record for path, record in at_home.items() if path not in conflicts)
 
 
-def read_record(path: Path) -> Record | None:
+def read_record(path: Path, root: Path | None = None) -> Record | None:
     """The record at `path`, or None (with a warning) when it is missing, unreadable or corrupt.
 
-    A corrupt record counts as not done: `run` redoes it, `report` and `status` skip it.
+    Below `root` (default: the record's folder) no link is followed, and only a regular file of
+    at most `RECORD_CAP` bytes is read (`bench.core.confined`): a link leading elsewhere is
+    refused with an error; a FIFO, a device or an oversized file is skipped with a warning. A
+    corrupt record counts as not done: `run` redoes it, `report` and `status` skip it.
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path, RECORD_CAP, root))
     except FileNotFoundError:
+        return None
+    except NotRegular as exc:
+        log.warning("skipping %s", exc)
         return None
     except (OSError, ValueError, RecursionError) as exc:
         log.warning("skipping unreadable record %s: %s", path, exc)

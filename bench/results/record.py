@@ -218,6 +218,53 @@ def _is_seed(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
 
 
+# No metric of the benchmark comes near this (parameter counts, milliseconds, counts of units):
+# a larger value is damage, and two of 1.7e308 used to overflow the report's means to inf.
+METRIC_BOUND = 1e15
+# The fields a command reads as mappings, when present.
+MAPPINGS = (
+    "metric_metadata", "timings", "environment", "teacher", "student", "budget", "training",
+    "dissection", "attribution_maps",
+)  # fmt: skip
+
+
+def _nested_problems(record: dict[str, Any]) -> list[str]:
+    """The parts of the mappings that `show`, `report` and `--reference` read by key."""
+    problems = []
+    metadata = record.get("metric_metadata")
+    if isinstance(metadata, dict) and not all(isinstance(v, dict) for v in metadata.values()):
+        problems.append("metric_metadata entries are not all mappings")
+    method = record["method"]
+    if isinstance(method, dict):
+        if method.get("params") is not None and not isinstance(method["params"], dict):
+            problems.append("method.params is not a mapping")
+        for key in ("base", "citation"):
+            if method.get(key) is not None and not isinstance(method[key], str):
+                problems.append(f"method.{key} is not a string")
+    teacher = record.get("teacher")
+    if (
+        isinstance(teacher, dict)
+        and teacher.get("seed") is not None
+        and not _is_seed(teacher["seed"])
+    ):
+        problems.append(f"teacher.seed {teacher['seed']!r} is not an integer in 0 ... {MAX_SEED}")
+    environment = record.get("environment")
+    if isinstance(environment, dict):
+        if environment.get("versions") is not None and not isinstance(
+            environment["versions"], dict
+        ):
+            problems.append("environment.versions is not a mapping")
+        texts = ("python", "platform", "bench", "git_revision", "device", "cpu")
+        wrong = [
+            k
+            for k in texts
+            if environment.get(k) is not None and not isinstance(environment[k], str)
+        ]
+        if wrong:
+            problems.append(f"environment {', '.join(wrong)} not strings")
+    return problems
+
+
 def record_problems(record: Any) -> list[str]:
     """What makes `record` (a record's JSON) unusable as a run record; empty when it is valid.
 
@@ -232,8 +279,14 @@ def record_problems(record: Any) -> list[str]:
     if missing:
         return [f"missing {', '.join(missing)}"]
     problems = []
-    if not isinstance(record["schema_version"], int) or isinstance(record["schema_version"], bool):
+    version = record["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
         problems.append("schema_version is not an integer")
+    elif not 1 <= version <= SCHEMA_VERSION:
+        problems.append(
+            f"schema_version {version} is unknown to this xkd-bench (it reads 1 ... "
+            f"{SCHEMA_VERSION})"
+        )
     for key in ("run_id", "profile"):
         if not isinstance(record[key], str) or not record[key]:
             problems.append(f"{key} is not a non-empty string")
@@ -260,13 +313,19 @@ def record_problems(record: Any) -> list[str]:
         problems.append("metrics is not a mapping")
     elif metrics:
         bad = [
-            name for name, value in metrics.items() if value is not None and not _is_number(value)
+            name
+            for name, value in metrics.items()
+            if value is not None and not (_is_number(value) and abs(value) <= METRIC_BOUND)
         ]
         if bad:
-            problems.append(f"metrics not a finite number or null: {', '.join(map(str, bad))}")
-    for key in ("metric_metadata", "timings"):
+            problems.append(
+                f"metrics not a finite number within ±{METRIC_BOUND:g} or null: "
+                f"{', '.join(map(str, bad))}"
+            )
+    for key in MAPPINGS:
         if record.get(key) is not None and not isinstance(record[key], dict):
             problems.append(f"{key} is not a mapping")
+    problems += _nested_problems(record)
     timings = record.get("timings")
     if isinstance(timings, dict) and not all(v is None or _is_number(v) for v in timings.values()):
         problems.append("timings are not all finite numbers or null")

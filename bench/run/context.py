@@ -21,6 +21,7 @@ from bench.core.atomic import remove_temporaries
 from bench.core.budgets import ModalityBudget, Profile
 from bench.core.locks import try_lock
 from bench.core.specs import RunSpec, TeacherSpec
+from bench.core.terminal import exception_message
 from bench.core.vocabulary import TEACHER_ROW
 from bench.data.bundle import DatasetBundle
 from bench.results.folder import ResultsFolder
@@ -111,7 +112,7 @@ def error_entry(exc: BaseException, stage: str | None) -> dict[str, Any]:
     """A record's `error`: what was raised, in which stage, with its traceback."""
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
+        "message": exception_message(exc),
         "stage": stage,
         "traceback": "".join(traceback.format_exception(exc)),
     }

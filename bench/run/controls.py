@@ -14,6 +14,7 @@ from bench.core.vocabulary import (
     CONTROLS,
     INPUT_EXPLAINER,
     LINEAR_EXPLAINER,
+    OTHER_TEACHER,
     PERMUTED_TEACHER,
     RANDOM_EXPLAINER,
     UNTRAINED_STUDENT,
@@ -40,11 +41,16 @@ class Control:
     description: str
 
 
-Builder = Callable[[Teacher, DatasetBundle, ModalityBudget, torch.device], Any]
+# Each builder gets this teacher, its data and budget, the device, and the teacher of another seed.
+Builder = Callable[[Teacher, DatasetBundle, ModalityBudget, torch.device, Teacher], Any]
 
 
 def _untrained_student(
-    teacher: Teacher, bundle: DatasetBundle, budget: ModalityBudget, device: torch.device
+    teacher: Teacher,
+    bundle: DatasetBundle,
+    budget: ModalityBudget,
+    device: torch.device,
+    other: Teacher,
 ) -> StudentPredictor:
     """A randomly initialised student of the standard architecture, seeded with the teacher's
     seed: its architecture alone shapes its maps."""
@@ -60,20 +66,26 @@ BUILDERS: dict[str, Builder] = {
     UNTRAINED_STUDENT.name: _untrained_student,
     INPUT_EXPLAINER.name: lambda teacher, *_: InputExplanations(teacher),
     LINEAR_EXPLAINER.name: lambda teacher, bundle, *_: LinearModelExplanations(teacher, bundle),
+    OTHER_TEACHER.name: lambda *args: args[4],  # (teacher, bundle, budget, device, other)
 }
 
 
 def build_controls(
-    teacher: Teacher, bundle: DatasetBundle, budget: ModalityBudget, device: torch.device
+    teacher: Teacher,
+    bundle: DatasetBundle,
+    budget: ModalityBudget,
+    device: torch.device,
+    other_teacher: Teacher,
 ) -> list[Control]:
-    """Every control row of `teacher`, in `CONTROLS` order."""
+    """Every control row of `teacher`, in `CONTROLS` order; `other_teacher` is the same recipe
+    trained with another seed (`OTHER_TEACHER`)."""
     arch = budget.student
     architecture = f"{arch.model}, {dict(arch.size)}"
     return [
         Control(
             row,
-            BUILDERS[row.name](teacher, bundle, budget, device),
-            row.record_text.format(architecture=architecture),
+            BUILDERS[row.name](teacher, bundle, budget, device, other_teacher),
+            row.record_text.format(architecture=architecture, other_seed=other_teacher.spec.seed),
         )
         for row in CONTROLS
     ]

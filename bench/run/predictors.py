@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.data.bundle import DatasetBundle
 from bench.explain.class_scores import centre_over_classes
-from bench.explain.explainers import ExplainSettings, explain
+from bench.explain.explainers import ExplainSettings, explain, reference_point
 from bench.models import count_parameters
 from bench.train.loop import network_logits
 from bench.train.teachers import Teacher
@@ -95,12 +95,14 @@ class InputExplanations(TeacherStandIn):
 
 
 class LinearModelExplanations(TeacherStandIn):
-    """The teacher, except that every explanation is gradient × (input − baseline) of a logistic
+    """The teacher, except that every explanation is gradient × (input − reference) of a logistic
     regression fitted to the training split: an explainer that knows only the data and labels.
 
     The regression's class scores are centred over classes like every model's
     (`bench.explain.class_scores`), so its attribution of class c is (w_c − mean_k w_k) ⊙
-    (x − baseline), exactly what IG and gradient × input give for a linear model.
+    (x − reference), exactly what IG and gradient × input give for a linear model from the
+    baseline, and interventional Shapley values from the background's mean
+    (`bench.explain.explainers.reference_point`).
     """
 
     def __init__(self, teacher: Teacher, bundle: DatasetBundle) -> None:
@@ -116,5 +118,5 @@ class LinearModelExplanations(TeacherStandIn):
     def explain(
         self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
     ) -> np.ndarray:
-        difference = (x - settings.baseline).reshape(len(x), -1)
+        difference = (x - reference_point(explainer, settings)).reshape(len(x), -1)
         return _as_maps(self.class_weights[targets] * difference, x)

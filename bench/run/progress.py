@@ -20,6 +20,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from typing import Literal, Protocol, TextIO
 
+from bench.core.terminal import printable
+
 WorkKind = Literal["teacher", "run"]
 Work = tuple[WorkKind, str]  # (kind, dataset)
 
@@ -245,7 +247,7 @@ class TerminalProgress:
 
     def _draw(self) -> None:
         if self.live:
-            line = self.status_line()
+            line = printable(self.status_line())
             with self._lock:
                 self.stream.write("\r\033[K" + line)
                 self.stream.flush()
@@ -254,7 +256,7 @@ class TerminalProgress:
         with self._lock:
             if self.live:
                 self.stream.write("\r\033[K")
-            self.stream.write(line + "\n")
+            self.stream.write(printable(line) + "\n")
         self._draw()
 
     def close(self) -> None:

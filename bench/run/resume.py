@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.core.specs import RunSpec, TeacherSpec
 from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.planner import Plan
-from bench.results.folder import ResultsFolder, read_record
+from bench.results.folder import ResultsFolder
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class FinishedRecords:
     def is_done(self, path: Path, run_id: str) -> bool:
         """The record at `path` finished `ok` under this run id (and, with `--force`, since the
         suite started)."""
-        record = read_record(path)
+        record = self.folder.read(path)
         if record is None or not record.ok or record.run_id != run_id:
             return False
         if self.redo_before is None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.core.atomic import remove_temporaries
 from bench.core.errors import DatasetUnavailable
 from bench.core.locks import hold_lock
+from bench.core.specs import TeacherSpec
 from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW, Role
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.metrics import ScoringContext, score
@@ -84,34 +85,52 @@ def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, labe
     """The dataset's teacher, trained at most once however many processes need it: under the
     teacher's lock a second process waits, then loads the first one's from the cache."""
     spec = stage.teacher
-    folder = ctx.folder.teacher_folder(spec)
-    with hold_lock(ctx.folder.lock_of(folder)):
-        # Staging folders of a training that was killed: no one else is training it now.
-        for stale in folder.parent.glob(f".{spec.key}.*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        teacher = obtain_teacher(
-            spec,
-            bundle,
-            folder,
-            ctx.options.device,
-            on_epoch=lambda epoch, epochs: ctx.progress.epoch(
-                label, "teacher training", epoch, epochs
-            ),
-        )
+    with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(spec))):
+        teacher = _obtain(ctx, spec, bundle, label)
         if not stage.teacher_done and not ctx.finished.reference_done(
             ctx.profile.name, spec, stage.reference_id
         ):
             for row in REFERENCE_ROWS:
                 remove_temporaries(ctx.reference_path(spec, row))
+            ctx.progress.stage(label, "the teacher of another seed (a reference level)")
+            other = _other_teacher(ctx, spec, bundle, label)
             ctx.progress.stage(label, "scoring the teacher and its controls")
-            _score_references(ctx, teacher, bundle, stage.reference_id)
+            _score_references(ctx, teacher, other, bundle, stage.reference_id)
     return teacher
 
 
+def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: str) -> Teacher:
+    """Train or load the teacher of `spec`; the caller holds its lock."""
+    folder = ctx.folder.teacher_folder(spec)
+    # Staging folders of a training that was killed: no one else is training it now.
+    for stale in folder.parent.glob(f".{spec.key}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return obtain_teacher(
+        spec,
+        bundle,
+        folder,
+        ctx.options.device,
+        on_epoch=lambda epoch, epochs: ctx.progress.epoch(label, "teacher training", epoch, epochs),
+    )
+
+
+def _other_teacher(
+    ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: str
+) -> Teacher:
+    """The same recipe trained with the first seed after the profile's teachers' (`OTHER_TEACHER`),
+    shared by every teacher of the dataset. Its lock is taken inside a listed teacher's and never
+    the other way round, and it scores no reference rows of its own, so no two processes can
+    wait on each other."""
+    other = replace(spec, seed=max(ctx.profile.teacher_seeds) + 1)
+    with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(other))):
+        return _obtain(ctx, other, bundle, label)
+
+
 def _score_references(
-    ctx: SuiteContext, teacher: Teacher, bundle: DatasetBundle, reference_id: str
+    ctx: SuiteContext, teacher: Teacher, other: Teacher, bundle: DatasetBundle, reference_id: str
 ) -> None:
-    """The teacher's reference row, and the control rows beside it (`CONTROLS`)."""
+    """The teacher's reference row, and the control rows beside it (`CONTROLS`); `other` is the
+    teacher of another seed."""
     spec = teacher.spec
     budget = ctx.budget(spec)
     started = time.perf_counter()
@@ -139,7 +158,7 @@ def _score_references(
     }
     record.timings = {"train": info["train_seconds"], "score": time.perf_counter() - started}
     ctx.folder.write(record)
-    for control in build_controls(teacher, bundle, budget, ctx.options.device):
+    for control in build_controls(teacher, bundle, budget, ctx.options.device, other):
         _score_control(ctx, teacher, control, bundle, reference_id)
 
 

@@ -11,11 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.core.contracts import Batch, ModelOutput
+from bench.core.parameters import check_ranges
 from bench.core.registry import Registry, check_choices, first_paragraph, source_file
 from bench.core.vocabulary import FAMILIES, MODALITIES, REFERENCE_ROWS
 from bench.models.hooks import FeatureHooks
@@ -49,11 +51,15 @@ class Method:
     # The allowed values of parameters that take one of a closed set (e.g. which layer): a value
     # outside them is refused when the suite is planned (exit status 2), not by every run.
     choices: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    # Closed ranges of parameters whose meaning here is narrower than their name's
+    # (`bench.core.parameters`): e.g. an `alpha` that mixes two terms lies in [0, 1].
+    ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
     citation: ClassVar[str] = ""
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         merged = {**self.hyperparameters(), **(params or {})}
         check_choices(self.name, merged, self.choices)
+        check_ranges(self.name, merged, self.ranges)
         self.params: Mapping[str, Any] = MappingProxyType(merged)
 
     @classmethod
@@ -163,12 +169,32 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
                 f"method {name!r}: paper_defaults or choices name {sorted(stray)}, which are not "
                 f"among its defaults {sorted(cls.defaults)}"
             )
+        # A plugin's numpy scalars (`np.float32(0.5)`) become the Python numbers they hold: the
+        # catalogue, the run ids and the records are JSON.
+        cls.defaults = _plain_values(name, cls.defaults)
+        cls.paper_defaults = _plain_values(name, cls.paper_defaults)
         check_choices(name, cls.defaults, cls.choices)
         check_choices(name, cls.paper_defaults, cls.choices)
+        check_ranges(name, {**cls.defaults, **cls.paper_defaults}, cls.ranges)
         cls.name = name
         return METHODS.register(name, source_file(cls))(cls)
 
     return add
+
+
+def _plain_values(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` with numpy scalars as Python numbers; anything not JSON-plain is refused."""
+    plain = {}
+    for key, value in params.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, str | int | float | bool) and value is not None:
+            raise ValueError(
+                f"method {method!r}: parameter {key!r} = {value!r} is a "
+                f"{type(value).__name__}; defaults are numbers, strings, booleans or None"
+            )
+        plain[key] = value
+    return plain
 
 
 def train_with_loss(ctx: TrainContext, method: Method) -> nn.Module:

@@ -39,10 +39,12 @@ from bench.core.sealed import (
 )
 from bench.core.specs import TeacherSpec
 from bench.data.bundle import DatasetBundle
-from bench.explain.explainers import EXPLANATION_RULES, ExplainSettings, explain
+from bench.explain.explainers import EXPLANATION_RULES, ExplainSettings, cache_key, explain
+from bench.explain.shapley import interventional_shapley
 from bench.explain.treeshap import tree_contributions
 from bench.models import EVAL_BATCH, build_model, count_parameters
 from bench.models.hooks import FeatureHooks
+from bench.train.lightgbm_model import check_model_text
 from bench.train.loop import TrainContext, cross_entropy_step, network_logits, seed_everything
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ class Teacher:
 
     module: nn.Module | None = None
     booster: lgb.Booster | None = None
+    # False for a teacher trained but not cached (a full disk): what is derived from it is
+    # computed each time, never written beside a cache folder that does not hold it.
+    cacheable: bool = True
 
     def __init__(
         self,
@@ -116,27 +121,34 @@ class Teacher:
         entry's lock one process computes it while others wait, and the holder first removes
         what a killed writer left (`.treeshap-….npz.….tmp`).
         """
+        if not self.cacheable:  # trained but never cached (a full disk): nothing to keep beside it
+            return compute()
         digest = hashlib.sha256(repr(settings).encode())
         for array in inputs:
             digest.update(np.ascontiguousarray(array).tobytes() + str(array.shape).encode())
         path = self.folder / f"{kind}-{digest.hexdigest()[:16]}.npz"
-        with hold_lock(lock_path(path)):
-            if not (self.folder / MANIFEST).exists():  # the folder was removed while in use
-                log.warning("teacher cache %s vanished; writing the teacher back", self.folder)
-                seal_folder(self.folder, self.files())
-            try:
-                data = read_sealed(path)
-                if data is not None:
-                    with np.load(io.BytesIO(data), allow_pickle=False) as cached:
-                        return {key: cached[key] for key in cached.files}
-            except (DamagedCache, ValueError, OSError) as exc:
-                log.warning("teacher cache %s is damaged (%s); recomputing", path, exc)
-            for stale in self.folder.glob(f".{path.name}.*"):
-                stale.unlink(missing_ok=True)
-            arrays = compute()
-            buffer = io.BytesIO()
-            np.savez(buffer, **arrays)
-            write_sealed(path, buffer.getvalue())
+        arrays: dict[str, np.ndarray] | None = None
+        try:
+            with hold_lock(lock_path(path)):
+                if not (self.folder / MANIFEST).exists():  # the folder was removed while in use
+                    log.warning("teacher cache %s vanished; writing the teacher back", self.folder)
+                    seal_folder(self.folder, self.files())
+                try:
+                    data = read_sealed(path)
+                    if data is not None:
+                        with np.load(io.BytesIO(data), allow_pickle=False) as cached:
+                            return {key: cached[key] for key in cached.files}
+                except (DamagedCache, ValueError, OSError) as exc:
+                    log.warning("teacher cache %s is damaged (%s); recomputing", path, exc)
+                for stale in self.folder.glob(f".{path.name}.*"):
+                    stale.unlink(missing_ok=True)
+                arrays = compute()
+                buffer = io.BytesIO()
+                np.savez(buffer, **arrays)
+                write_sealed(path, buffer.getvalue())
+        except OSError as exc:  # a cache that cannot be written (a full disk) is only slower
+            log.warning("teacher cache %s cannot be written (%s); computed without it", path, exc)
+            return arrays if arrays is not None else compute()
         return arrays
 
     def outputs(self, batch: Batch, layers: list[str]) -> ModelOutput:
@@ -182,10 +194,22 @@ class LightGBMTeacher(Teacher):
     def explain(
         self, explainer: str, x: np.ndarray, targets: np.ndarray, settings: ExplainSettings
     ) -> np.ndarray:
-        """A tree teacher is always explained by TreeSHAP, whichever explainer its students use;
-        only the random control replaces it."""
+        """A tree teacher is explained by TreeSHAP, whichever explainer its students use, except
+        by the two explainers that read only a model's outputs: the random control, and
+        interventional Shapley values (`bench.explain.shapley`), computed from the booster's raw
+        scores exactly as for a network, against the same background, and cached."""
         if explainer == "random":
             return explain("random", None, x, targets, self.num_classes, settings, self.device)
+        if explainer == "shapley":
+            key, arrays = cache_key(explainer, settings)
+
+            def compute() -> dict[str, np.ndarray]:
+                phi = interventional_shapley(
+                    self.predict_logits, x, targets, settings.background, settings.seed
+                )
+                return {"attributions": phi}
+
+            return self._cached("shapley", (x, targets, *arrays), compute, key)["attributions"]
         return self.contributions(x).for_targets(targets)
 
 
@@ -218,8 +242,8 @@ class NetworkTeacher(Teacher):
             )
             return {"attributions": attributions}
 
-        key = (explainer, settings.ig_steps, settings.seed, EXPLANATION_RULES)
-        return self._cached(f"explain-{explainer}", (x, targets, settings.baseline), compute, key)[
+        key, arrays = cache_key(explainer, settings)
+        return self._cached(f"explain-{explainer}", (x, targets, *arrays), compute, key)[
             "attributions"
         ]
 
@@ -293,7 +317,9 @@ def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.
         raise DamagedCache(f"cache holds teacher {info.get('key')!r}, not {spec.key!r}")
     info = {**info, "from_cache": True}
     if spec.kind == "lightgbm":
-        booster = lgb.Booster(model_str=files["model.txt"].decode())
+        text = files["model.txt"].decode()
+        check_model_text(text)  # LightGBM's parser aborts the process on a malformed model
+        booster = lgb.Booster(model_str=text)
         return LightGBMTeacher(booster, spec, bundle, device, info, folder)
     module = _new_network(spec, bundle)
     state = torch.load(io.BytesIO(files["model.pt"]), map_location="cpu", weights_only=True)
@@ -318,18 +344,34 @@ def _train_and_cache(
         module, extra = _train_network(spec, bundle, device, on_epoch)
         build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
     teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=folder.parent))
-    try:
-        seal_folder(staging, teacher.files())
-        staging.rename(folder)
-    except OSError:  # another process cached the same teacher first: use theirs, not ours
-        shutil.rmtree(staging, ignore_errors=True)
-        return _load(spec, bundle, folder, device)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     teacher.info["from_cache"] = False
+    staging: Path | None = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=folder.parent))
+        seal_folder(staging, teacher.files())
+    except OSError as exc:  # a full disk, a file-size limit: the teacher itself is fine
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        where = exc.filename or folder
+        log.warning(
+            "teacher %s trained but could not be cached (%s: %s); this run uses it from memory, "
+            "and the next one trains it again",
+            spec.key, where, exc.strerror or exc,
+        )  # fmt: skip
+        teacher.cacheable = False
+        return teacher
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        staging.rename(folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not folder.exists():
+            raise
+        return _load(spec, bundle, folder, device)  # another process cached it first: theirs
     return teacher
 
 
