@@ -18,6 +18,7 @@ METADATA = {
     "accuracy": ("prediction", True, "Top-1 accuracy on the test split."),
     "log_loss": ("prediction", False, "Mean negative log-likelihood of the true class."),
     "expl_spearman_ig": ("explanation", True, "Spearman agreement of ig attributions."),
+    "expl_spearman_shapley": ("explanation", True, "Spearman agreement of shapley attributions."),
     "expl_spearman_gradcam": ("explanation", True, "Spearman agreement of gradcam attributions."),
     "concept_detectors": ("dissection", True, "Units that detect a concept (best IoU > 0.04)."),
     "parameters": ("efficiency", False, "Parameter count."),

@@ -25,7 +25,7 @@ def test_same_seed_gives_identical_metrics(cli, tmp_path: Path) -> None:
     assert cli(*ARGS, "--results", tmp_path / "a").code == 0
     assert cli(*ARGS, "--results", tmp_path / "b").code == 0
     first, second = comparable_metrics(tmp_path / "a"), comparable_metrics(tmp_path / "b")
-    assert len(first) == 16  # 2 datasets x (2 methods + teacher + 5 control rows)
+    assert len(first) == 18  # 2 datasets x (2 methods + teacher + 6 control rows)
     assert first == second
 
 

@@ -27,7 +27,7 @@ def test_process_executor_records_every_run_and_reports_each(cli, tmp_path: Path
     for label in ("wine/scratch/seed0", "wine/kd/seed0", "digits/scratch/seed0", "digits/kd/seed0"):
         assert f"ok       {label}" in result.err
     records = read_records(tmp_path)
-    assert len(records) == 16  # 2 datasets x (2 methods + teacher + 5 control rows)
+    assert len(records) == 18  # 2 datasets x (2 methods + teacher + 6 control rows)
     assert {r["status"] for r in records.values()} == {"ok"}
     # Two workers on this machine's cores: each got its share of threads, recorded as provenance.
     student = records["smoke/wine/kd/seed0.json"]
@@ -42,7 +42,7 @@ def test_same_seed_gives_identical_metrics_with_the_process_executor(cli, tmp_pa
         args = (*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path / folder)
         assert cli(*args).code == 0
     first, second = comparable_metrics(tmp_path / "a"), comparable_metrics(tmp_path / "b")
-    assert len(first) == 16
+    assert len(first) == 18
     assert first == second
 
 

@@ -93,18 +93,20 @@ def test_an_unreliable_metric_ranks_no_one_and_decides_no_claim() -> None:
     records = []
     for method, gain in (("gbdt2nn", 0.0), ("gbdt2nn_joint", 0.1)):
         values = list(0.5 + gain + 0.01 * rng.standard_normal(SEEDS))
-        records += seeded("p", "wine", method, {"expl_spearman_ig": values, "accuracy": values})
+        records += seeded(
+            "p", "wine", method, {"expl_spearman_shapley": values, "accuracy": values}
+        )
     seeds = seed_values(records)
-    unreliable = {("p", "wine", "expl_spearman_ig")}
+    unreliable = {("p", "wine", "expl_spearman_shapley")}
     claim = next(v for v in evaluate_all(seeds, unreliable=unreliable)
                  if v.claim.key == "explanation_imitation")  # fmt: skip
     trusted = next(v for v in evaluate_all(seeds) if v.claim.key == "explanation_imitation")
     assert trusted.part_verdicts["explanation"] == "supported"
-    ig = [r for d in claim.datasets for r in d.results if r.metric == "expl_spearman_ig"]
-    assert ig and all(r.verdict == UNRELIABLE for r in ig)
+    held_out = [r for d in claim.datasets for r in d.results if r.metric == "expl_spearman_shapley"]
+    assert held_out and all(r.verdict == UNRELIABLE for r in held_out)
     assert claim.part_verdicts["explanation"] == "not measured"
     ranked = ci_ranks(aggregate(records), seeds, unranked=unreliable)
-    assert ranked[ranked.metric == "expl_spearman_ig"]["rank"].isna().all()
+    assert ranked[ranked.metric == "expl_spearman_shapley"]["rank"].isna().all()
     assert ranked[ranked.metric == "accuracy"]["rank"].notna().all()
     assert failing(pd.DataFrame({"profile": ["p"], "dataset": ["wine"], "metric": ["m"],
                                  "ranks_it": [False]}), "ranks_it") == {("p", "wine", "m")}  # fmt: skip

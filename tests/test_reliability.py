@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import DatasetBundle, Split
+from bench import SCHEMA_VERSION, DatasetBundle, Split
 from bench.core.errors import BenchError
 from bench.core.paths import UnsafeNameError, check_name, inside
 from bench.core.sealed import MANIFEST, read_sealed_folder
@@ -178,7 +178,8 @@ def test_corrupt_records_are_skipped_by_report_and_status_and_redone_by_run(
 )
 def test_record_validation_names_the_problem(change: dict, problem: str) -> None:
     record = {
-        "schema_version": 4, "run_id": "abc", "status": "ok", "role": "student", "seed": 0,
+        "schema_version": SCHEMA_VERSION, "run_id": "abc", "status": "ok", "role": "student",
+        "seed": 0,
         "profile": "smoke", "dataset": {"name": "wine"}, "method": {"name": "kd"},
         "metrics": {"accuracy": 0.9}, "timings": {"train": 1.0}, "error": None,
     }  # fmt: skip

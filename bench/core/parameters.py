@@ -20,6 +20,7 @@ from bench.core.errors import BenchError
 RANGES: tuple[tuple[str, float, bool, float, bool, str], ...] = (
     (r"temperature|t_start|t_end|nce_t", 0, False, math.inf, False, "a temperature"),
     (r"eps|embedding_lr|init_variance", 0, False, math.inf, False, "a positive number"),
+    (r"imitation_rows", 0, True, math.inf, False, "a row count (0: every row)"),
     (r".*_fraction|correct_prob|nce_m|r_start|r_end|epsilon", 0, True, 1, True, "a fraction"),
     (
         r"alpha|beta|gamma|lambda(_min|_max)?|weight|.*_weight|multiplier|theta_init",
@@ -27,7 +28,7 @@ RANGES: tuple[tuple[str, float, bool, float, bool, str], ...] = (
     ),
     (
         r"ae_width|cam_resolution|depth|embedding_dim|embedding_steps|feat_dim|"
-        r"features_per_group|groups|imitation_rows|nce_k|width",
+        r"features_per_group|groups|nce_k|width",
         1, True, math.inf, False, "a size",
     ),
 )  # fmt: skip

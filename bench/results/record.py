@@ -223,8 +223,8 @@ def _is_seed(value: Any) -> bool:
 METRIC_BOUND = 1e15
 # The fields a command reads as mappings, when present.
 MAPPINGS = (
-    "metric_metadata", "timings", "environment", "teacher", "student", "budget", "training",
-    "dissection", "attribution_maps",
+    "metric_metadata", "timings", "environment", "student", "budget", "training", "dissection",
+    "attribution_maps",
 )  # fmt: skip
 
 
@@ -241,7 +241,9 @@ def _nested_problems(record: dict[str, Any]) -> list[str]:
         for key in ("base", "citation"):
             if method.get(key) is not None and not isinstance(method[key], str):
                 problems.append(f"method.{key} is not a string")
-    teacher = record.get("teacher")
+    teacher = record.get("teacher")  # a mapping; in the oldest records a teacher key
+    if teacher is not None and not isinstance(teacher, dict | str):
+        problems.append("teacher is not a mapping or a teacher key")
     if (
         isinstance(teacher, dict)
         and teacher.get("seed") is not None
