@@ -356,7 +356,10 @@ HOSTILE_VALUES = st.one_of(
 )  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomised: the same examples on every run, so the test command gives the same verdict.
+@settings(
+    max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(data=st.data())
 def test_a_record_that_passes_validation_crashes_no_reader(data: st.DataObject) -> None:
     record = json.loads(REFERENCE_RECORD.read_text())

@@ -52,7 +52,7 @@ def _number(value: Any) -> str:
 def describe_run(record: Record) -> str:
     """The record as text: what ran, its metrics by category, timings, provenance and error."""
     method = record.method
-    teacher = record.teacher or {}
+    teacher = record.teacher if isinstance(record.teacher, dict) else {}  # old: a key
     lines = [
         f"{record.label} (profile {record.profile}, {record.role}): {record.status}",
         f"run id      {record.run_id}",

@@ -41,7 +41,7 @@ def _network_row(record: Record, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tree_row(record: Record) -> dict[str, Any]:
-    teacher = record.teacher or {}
+    teacher = record.teacher if isinstance(record.teacher, dict) else {}  # old: a key
     cap = (teacher.get("settings") or {}).get("n_estimators")
     best = teacher.get("best_iteration")
     return {

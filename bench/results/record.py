@@ -228,12 +228,41 @@ MAPPINGS = (
 )  # fmt: skip
 
 
+# The fields of a metric's metadata that commands read, and their types (None is allowed).
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "category": (str,),
+    "higher_is_better": (bool,),
+    "description": (str,),
+    "settings": (dict,),
+    "measures_time": (bool,),
+    "coverage": (int, float),
+    "n_scored": (int,),
+    "n_asked": (int,),
+    "sample_sd": (int, float),
+    "split_halves": (list,),
+}
+
+
 def _nested_problems(record: dict[str, Any]) -> list[str]:
     """The parts of the mappings that `show`, `report` and `--reference` read by key."""
     problems = []
     metadata = record.get("metric_metadata")
-    if isinstance(metadata, dict) and not all(isinstance(v, dict) for v in metadata.values()):
-        problems.append("metric_metadata entries are not all mappings")
+    if isinstance(metadata, dict):
+        if not all(isinstance(v, dict) for v in metadata.values()):
+            problems.append("metric_metadata entries are not all mappings")
+        else:
+            wrong = sorted(
+                {
+                    f"{key} ({', '.join(kinds.__name__ for kinds in _METADATA_TYPES[key])})"
+                    for entry in metadata.values()
+                    for key, kinds in (
+                        (k, _METADATA_TYPES[k]) for k in entry if k in _METADATA_TYPES
+                    )
+                    if entry[key] is not None and not isinstance(entry[key], kinds)
+                }
+            )
+            if wrong:
+                problems.append(f"metric_metadata fields of the wrong type: {', '.join(wrong)}")
     method = record["method"]
     if isinstance(method, dict):
         if method.get("params") is not None and not isinstance(method["params"], dict):
