@@ -245,9 +245,9 @@ def cache_key(name: str, settings: ExplainSettings) -> tuple[tuple, tuple[np.nda
     """What a cache of `name`'s explanations must hash besides the model and the explained
     inputs: the settings and rules, and the arrays the explanations are computed against."""
     explainer = EXPLAINERS.get(name)
-    # An explainer without rules of its own keeps the key it had before `rules` existed.
-    rules = (explainer.rules,) if explainer.rules else ()
-    key = (name, settings.ig_steps, settings.seed, EXPLANATION_RULES, *rules)
+    # The rules metrics hash (`explanation_rules`): an explainer without rules of its own keeps
+    # the key it had before `rules` existed.
+    key = (name, settings.ig_steps, settings.seed, explanation_rules(explainer))
     # No background: the explainer raises before anything is cached.
     if explainer.uses_background and settings.background is not None:
         return key, (settings.baseline, settings.background)
