@@ -48,9 +48,7 @@ MAGIC_FEATURES = (
 )  # fmt: skip
 
 
-def parse_rows(
-    text: str, name: str, features: int, rows: int
-) -> tuple[np.ndarray, np.ndarray]:
+def parse_rows(text: str, name: str, features: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Features (float64) and class strings of a KEEL data file; an error unless it holds exactly
     `rows` rows of `features` numbers and a class."""
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("@")]
@@ -81,9 +79,7 @@ def keel_table(
     x, labels = parse_rows(text, name, len(feature_names), rows)
     found = set(labels)
     if found != set(classes):
-        raise BenchError(
-            f"dataset {name!r}: classes {sorted(found)}, expected {sorted(classes)}"
-        )
+        raise BenchError(f"dataset {name!r}: classes {sorted(found)}, expected {sorted(classes)}")
     y = np.searchsorted(np.array(classes), labels)
     train, val, test = standardise(*stratified_splits(x, y))
     return DatasetBundle(

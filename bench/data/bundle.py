@@ -79,6 +79,12 @@ class DatasetBundle:
     # Optional ground truth: per-sample object masks of the test split (localisation metrics).
     test_masks: np.ndarray | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    # A table whose categories are one-hot encoded: the original feature (an index into
+    # `original_features`) of each column. Agreement metrics sum a feature's columns, and the
+    # interventional Shapley game plays the original features (`bench.explain.shapley`). Empty:
+    # every column is a feature of its own.
+    feature_of_column: tuple[int, ...] = ()
+    original_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modality", as_modality(self.modality, self.name))
@@ -105,6 +111,24 @@ class DatasetBundle:
             )
         if len(np.unique(self.train.y)) < 2:
             raise BenchError(f"dataset {self.name!r}: the training split has a single class")
+        self._check_feature_groups()
+
+    def _check_feature_groups(self) -> None:
+        """`feature_of_column` maps every column onto one of `original_features`, each used."""
+        if not self.feature_of_column and not self.original_features:
+            return
+        columns = self.input_shape[0] if self.modality == "tabular" else None
+        used = sorted(set(self.feature_of_column))
+        if (
+            columns is None
+            or len(self.feature_of_column) != columns
+            or used != list(range(len(self.original_features)))
+        ):
+            raise BenchError(
+                f"dataset {self.name!r}: feature_of_column must give each of the table's "
+                f"{columns} columns the index of one of its {len(self.original_features)} "
+                "original_features, using each of them"
+            )
 
     @property
     def num_classes(self) -> int:

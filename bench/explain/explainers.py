@@ -83,6 +83,9 @@ class ExplainSettings:
     # Training rows the interventional Shapley game is played against
     # (`bench.explain.shapley.background_sample`); tables only, None for images.
     background: np.ndarray | None = None
+    # The original feature (0..G−1) of each column of a table with one-hot encoded categories
+    # (`DatasetBundle.column_features`), None where every column is a feature of its own.
+    groups: np.ndarray | None = None
 
 
 AttributeFn = Callable[[ClassScores, torch.Tensor, torch.Tensor, ExplainSettings], torch.Tensor]
@@ -222,7 +225,12 @@ def _shapley(
         return model(torch.as_tensor(rows, device=x.device)).float().cpu().numpy()
 
     phi = interventional_shapley(
-        logits, x.cpu().numpy(), targets.cpu().numpy(), settings.background, settings.seed
+        logits,
+        x.cpu().numpy(),
+        targets.cpu().numpy(),
+        settings.background,
+        settings.seed,
+        groups=settings.groups,
     )
     return torch.as_tensor(phi, device=x.device)
 
@@ -250,7 +258,9 @@ def cache_key(name: str, settings: ExplainSettings) -> tuple[tuple, tuple[np.nda
     key = (name, settings.ig_steps, settings.seed, explanation_rules(explainer))
     # No background: the explainer raises before anything is cached.
     if explainer.uses_background and settings.background is not None:
-        return key, (settings.baseline, settings.background)
+        # The players of the game, where they are not the columns.
+        grouping = () if settings.groups is None else (settings.groups,)
+        return key, (settings.baseline, settings.background, *grouping)
     return key, (settings.baseline,)
 
 

@@ -15,7 +15,13 @@ coalitions, hence the same pattern of sampling noise. That is the point of this 
 gradient explainers are local, so neither is this game (for a linear model they all coincide,
 (w_c − mean_k w_k) ⊙ (x − mean_b b)).
 
-Estimator. Up to `EXACT_MAX_FEATURES` features every coalition is evaluated and φ is exact (given
+Players. Without `groups` every column is a player. A table with one-hot encoded categories
+(UCI Adult) passes `groups`, the original feature of each column: the players are then the
+original features, a coalition takes all of a feature's columns from x or all from b (one category
+at a time, never two hot or none), and each feature's value is spread evenly over its columns, so
+that summing a feature's columns (`ScoringContext.per_feature`) gives its Shapley value exactly.
+
+Estimator. Up to `EXACT_MAX_FEATURES` players every coalition is evaluated and φ is exact (given
 the background). Beyond, φ is the mean over random feature orders of each feature's marginal
 contribution when it joins the features before it (Castro et al. 2009), drawn in antithetic pairs
 (each order and its reverse, Mitchell et al. 2022), from a generator seeded by the settings' seed:
@@ -97,22 +103,28 @@ def interventional_shapley(
     seed: int,
     pairs: int = PERMUTATION_PAIRS,
     exact_up_to: int = EXACT_MAX_FEATURES,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """φ (samples, features), float32: each sample's Shapley values of its target class's centred
+    """φ (samples, columns), float32: each sample's Shapley values of its target class's centred
     score in the interventional game against `background` (module docstring).
 
-    `logits` maps an (n, features) float32 array to (n, classes) logits. Exact up to
-    `exact_up_to` features, else from `pairs` antithetic pairs of feature orders drawn with `seed`.
+    `logits` maps an (n, columns) float32 array to (n, classes) logits. `groups`: the player
+    (original feature, 0..G−1) of each column, or None for a player per column; a player's value
+    is spread evenly over its columns. Exact up to `exact_up_to` players, else from `pairs`
+    antithetic pairs of player orders drawn with `seed`.
     """
     x = np.asarray(x)
     _check(x, targets, background, pairs)
-    n_features = x.shape[1]
-    if n_features <= exact_up_to:
-        masks, weights = _exact_weights(n_features)
+    players = np.arange(x.shape[1]) if groups is None else np.asarray(groups)
+    n_players = int(players.max()) + 1
+    if n_players <= exact_up_to:
+        masks, weights = _exact_weights(n_players)
     else:
-        masks, weights = _permutation_weights(n_features, pairs, seed)
-    values = _coalition_values(logits, x, np.asarray(targets), background, masks)
-    return (values @ weights).astype(np.float32)
+        masks, weights = _permutation_weights(n_players, pairs, seed)
+    values = _coalition_values(logits, x, np.asarray(targets), background, masks[:, players])
+    phi = values @ weights
+    columns_per_player = np.bincount(players, minlength=n_players)
+    return (phi[:, players] / columns_per_player[players]).astype(np.float32)
 
 
 def _check(x: np.ndarray, targets: np.ndarray, background: np.ndarray | None, pairs: int) -> None:

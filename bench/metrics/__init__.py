@@ -105,8 +105,31 @@ class ScoringContext:
                 baseline += black.numpy()[:, None, None]
         steps = self.explanation.ig_steps if self.explanation else 32
         return ExplainSettings(
-            baseline.astype(np.float32), steps, seed=EXPLAIN_SUBSET_SEED, background=background
+            baseline.astype(np.float32),
+            steps,
+            seed=EXPLAIN_SUBSET_SEED,
+            background=background,
+            groups=np.asarray(self.bundle.feature_of_column) if self.is_grouped else None,
         )
+
+    @property
+    def is_grouped(self) -> bool:
+        """Whether the table's columns encode fewer original features (one-hot categories)."""
+        return bool(self.bundle.feature_of_column)
+
+    @cached_property
+    def _membership(self) -> np.ndarray:
+        """(columns, features): 1 where a column encodes an original feature."""
+        features = np.asarray(self.bundle.feature_of_column)
+        return (features[:, None] == np.arange(features.max() + 1)[None]).astype(np.float32)
+
+    def per_feature(self, attributions: np.ndarray) -> np.ndarray:
+        """Attributions per original feature, which agreement metrics compare: a one-hot
+        feature's columns summed (signed, before any absolute value is taken); unchanged for a
+        table without groups and for images."""
+        if not self.is_grouped:
+            return attributions
+        return attributions @ self._membership
 
     @cached_property
     def explain_x(self) -> np.ndarray:
@@ -114,11 +137,16 @@ class ScoringContext:
 
     @cached_property
     def at_baseline(self) -> np.ndarray:
-        """Where each explained input equals the explainer's baseline, in the attributions' shape
-        (an image pixel when every channel does): there IG and gradient × input are exactly 0
-        for every model, so agreement metrics leave these features out."""
+        """Where each explained input equals the explainer's baseline, in the shape agreement
+        metrics compare (`per_feature`; an image pixel when every channel does, an original
+        feature when all its columns do): there IG and gradient × input are exactly 0 for every
+        model, so agreement metrics leave these features out."""
         equal = self.explain_x == self.explain_settings.baseline
-        return equal.all(axis=1, keepdims=True) if equal.ndim == 4 else equal
+        if equal.ndim == 4:
+            return equal.all(axis=1, keepdims=True)
+        if self.is_grouped:
+            return self.per_feature(equal.astype(np.float32)) == self._membership.sum(axis=0)
+        return equal
 
     @cached_property
     def explain_targets(self) -> np.ndarray:

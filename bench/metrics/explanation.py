@@ -14,6 +14,9 @@ sample by sample, and averaged.
   about half of the digits pixels are black, and left in, those shared zeros made the input image
   itself agree with the teacher's IG about as well as a trained student (FINDINGS N5). The
   control rows are scored the same way, so the floors are measured on the same features.
+- **One attribution per original feature.** A table with one-hot encoded categories (UCI Adult)
+  has each category's columns summed, signed, before the form is taken
+  (`ScoringContext.per_feature`): the question is whether the models rely on the same features.
 - **Nothing silently dropped.** A sample where a comparison is undefined (a constant explanation
   has no ranking, a zero map no direction) scores NaN; the run's value is the mean over the
   samples that are defined, and the share of those (`coverage` in the record's metric metadata,
@@ -142,8 +145,8 @@ def register_agreement(
     explainer = EXPLAINERS.get(explainer_name)
 
     def compute(ctx: ScoringContext) -> np.ndarray:
-        student = explainer.in_form(ctx.attributions(explainer_name))
-        teacher = explainer.in_form(ctx.teacher_attributions(explainer_name))
+        student = explainer.in_form(ctx.per_feature(ctx.attributions(explainer_name)))
+        teacher = explainer.in_form(ctx.per_feature(ctx.teacher_attributions(explainer_name)))
         if explainer.zero_at_baseline:
             student, teacher = (np.where(ctx.at_baseline, np.nan, a) for a in (student, teacher))
         return compare(student, teacher)

@@ -253,13 +253,13 @@ _FULL = PROFILES.get("full")
 # The real-data reference (issue 29): real tables that install from PyPI wheels and Fashion-MNIST
 # from Debian's package, sized for this project's 2-core CPU. Every compatible method runs three
 # seeds (one per teacher, a screen); the methods deciding a claim run twelve.
-REAL_TABLES = ("letter", "magic_telescope")
+REAL_TABLES = ("adult", "letter", "magic_telescope")
 REAL_DATASETS = (*REAL_TABLES, "fashion_mnist:12000")
 
 register_profile(
     Profile(
         name="real",
-        description="real tables (UCI Letter, MAGIC) and Fashion-MNIST (12 000 training "
+        description="real tables (UCI Adult, Letter, MAGIC) and Fashion-MNIST (12 000 training "
         "images): every compatible method, three seeds, twelve for the claims' comparisons",
         datasets=REAL_DATASETS,
         seeds=(0, 1, 2),

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.core.errors import BenchError
 from bench.plan.catalogue import Catalogue, load_catalogue
 from bench.report.claims import claims_table, evaluate_all
+from bench.report.completeness import Completeness, completeness, profile_rank
 from bench.report.convergence import training_table
 from bench.report.friedman import friedman_table
 from bench.report.headline import SummaryTable, track_summaries
@@ -96,6 +97,8 @@ class ReportData:
     n_records: int
     reference: Path | None = None
     differences: tuple[str, ...] = ()
+    # Per profile and planned dataset, its runs done of those planned (`bench.report.completeness`).
+    completeness: tuple[Completeness, ...] = ()
 
 
 def _descriptions(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
@@ -199,8 +202,8 @@ def compute(
                  for pg in track_pages if pg.tradeoff],
             )
         )  # fmt: skip
-    # Tabular first, then image: the order of DESIGN's tracks.
-    tracks.sort(key=lambda t: (t.profile, t.modality != "tabular", t.modality))
+    # The real-data profile first; tabular, then image: the order of DESIGN's tracks.
+    tracks.sort(key=lambda t: (profile_rank(t.profile), t.modality != "tabular", t.modality))
     source = (lambda: catalogue) if catalogue is not None else functools.cache(load_catalogue)
     return ReportData(
         leaderboard=ranked,
@@ -221,4 +224,5 @@ def compute(
         n_records=len(records),
         reference=reference,
         differences=tuple(differences),
+        completeness=tuple(completeness(records, source)),
     )

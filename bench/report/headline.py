@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.core.vocabulary import FLOOR_ROWS, OTHER_TEACHER, TEACHER_ROW
+from bench.report.completeness import profile_rank
 from bench.report.statistics import ALPHA
 
 PRIMARY_ACCURACY = "accuracy"
@@ -185,5 +186,7 @@ def track_summaries(means: pd.DataFrame, comparisons: pd.DataFrame) -> list[Summ
             role = "baseline" if method == "scratch" else "student"
             rows.append(SummaryRow(method, role, cells))
         tables.append(SummaryTable(profile, modality, datasets, rows, excess))
-    # Tabular first, then image, as the index orders its tracks.
-    return sorted(tables, key=lambda t: (t.profile, t.modality != "tabular", t.modality))
+    # The real-data profile first, tabular then image, as the index orders its tracks.
+    return sorted(
+        tables, key=lambda t: (profile_rank(t.profile), t.modality != "tabular", t.modality)
+    )

@@ -205,7 +205,12 @@ class LightGBMTeacher(Teacher):
 
             def compute() -> dict[str, np.ndarray]:
                 phi = interventional_shapley(
-                    self.predict_logits, x, targets, settings.background, settings.seed
+                    self.predict_logits,
+                    x,
+                    targets,
+                    settings.background,
+                    settings.seed,
+                    groups=settings.groups,
                 )
                 return {"attributions": phi}
 

@@ -1,0 +1,65 @@
+"""How much of each profile's plan the records hold: "runs done / planned" per dataset.
+
+A reference set built over several sittings (the `real` profile takes CPU-hours) is published
+before it is complete; the site then says, per dataset, how many of the profile's planned runs
+have a record of the current run id that finished ok, and lists the planned datasets without any
+record, so that nothing missing is read as a result. Profiles the registry does not know (an
+older or a plugin's) are not counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from bench.plan.catalogue import Catalogue
+from bench.plan.planner import Selection, make_plan
+from bench.plan.profiles import PROFILES
+from bench.results.record import Record
+
+# The order of the site's sections: the real-data reference first, then the embedded data.
+PROFILE_ORDER = ("real", "default")
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """One dataset of a profile: planned student runs and those done (ok, current run id)."""
+
+    profile: str
+    dataset: str
+    done: int
+    planned: int
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.planned
+
+    @property
+    def text(self) -> str:
+        return f"{self.dataset}: {self.done} of {self.planned} planned runs done"
+
+
+def profile_rank(profile: str) -> tuple[int, str]:
+    """Sort key of a profile's sections: `PROFILE_ORDER` first, then by name."""
+    order = PROFILE_ORDER.index(profile) if profile in PROFILE_ORDER else len(PROFILE_ORDER)
+    return order, profile
+
+
+def completeness(
+    records: Iterable[Record], catalogue: Callable[[], Catalogue]
+) -> list[Completeness]:
+    """Per registered profile found in `records` and per dataset of its plan, done vs planned."""
+    records = list(records)
+    rows = []
+    for profile in sorted({r.profile for r in records}, key=profile_rank):
+        if profile not in PROFILES:
+            continue
+        done_ids = {r.run_id for r in records if r.profile == profile and r.ok}
+        planned: Counter[str] = Counter()
+        done: Counter[str] = Counter()
+        for spec in make_plan(Selection(profile=profile), catalogue()).runs:
+            planned[spec.dataset] += 1
+            done[spec.dataset] += spec.run_id in done_ids
+        rows += [Completeness(profile, d, done[d], planned[d]) for d in planned]
+    return rows
