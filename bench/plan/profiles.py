@@ -255,6 +255,12 @@ _FULL = PROFILES.get("full")
 # seeds (one per teacher, a screen); the methods deciding a claim run twelve.
 REAL_TABLES = ("adult", "letter", "magic_telescope")
 REAL_DATASETS = (*REAL_TABLES, "fashion_mnist:12000")
+# Tables of 12-30k training rows: batches of 256 (a 64-row batch took 38 s of a 43 s MLP run on
+# magic_telescope), the default's network and explainers.
+REAL_TABULAR = replace(
+    _DEFAULT.budgets["tabular"],
+    student_training=TrainBudget(epochs=60, batch_size=256, lr=2e-3, weight_decay=1e-4),
+)
 
 register_profile(
     Profile(
@@ -266,16 +272,19 @@ register_profile(
         claim_seeds=tuple(range(12)),
         teacher_seeds=(0, 1, 2),
         budgets={
-            # Tables of 12-30k training rows: batches of 256 (a 64-row batch took 38 s of a
-            # 43 s MLP run on magic_telescope), the default's network and explainers.
-            "tabular": replace(
-                _DEFAULT.budgets["tabular"],
-                student_training=TrainBudget(epochs=60, batch_size=256, lr=2e-3, weight_decay=1e-4),
-            ),
+            "tabular": REAL_TABULAR,
             "image": IMAGES_32PX,
         },
         per_dataset={
             **{name: DatasetSettings(claim_methods=TABLE_CLAIM_METHODS) for name in REAL_TABLES},
+            # Letter's teacher is a forest of 26 classes × ~400 rounds (9 412 trees), and the
+            # interventional Shapley game evaluates it on 122 coalitions × 128 background rows
+            # per explained sample: 14.5 s per sample on one thread of this 2-core CPU while two
+            # runs shared it, 124 min per teacher at 512 samples, 15.5 at 64
+            # (`python benchmarks/teacher_shapley_cost.py --dataset letter`). Letter explains 64.
+            "letter": DatasetSettings(
+                budget=replace(REAL_TABULAR, n_explain=64), claim_methods=TABLE_CLAIM_METHODS
+            ),
             "fashion_mnist": DatasetSettings(claim_methods=DIGITS_CLAIM_METHODS),
         },
     )
