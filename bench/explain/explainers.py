@@ -84,7 +84,7 @@ class ExplainSettings:
     # (`bench.explain.shapley.background_sample`); tables only, None for images.
     background: np.ndarray | None = None
     # The original feature (0..G−1) of each column of a table with one-hot encoded categories
-    # (`DatasetBundle.column_features`), None where every column is a feature of its own.
+    # (`DatasetBundle.feature_of_column`), None where every column is a feature of its own.
     groups: np.ndarray | None = None
 
 

@@ -116,6 +116,11 @@ def interventional_shapley(
     x = np.asarray(x)
     _check(x, targets, background, pairs)
     players = np.arange(x.shape[1]) if groups is None else np.asarray(groups)
+    if players.shape != (x.shape[1],) or set(players) != set(range(players.max() + 1)):
+        raise BenchError(
+            f"shapley's groups must give each of the {x.shape[1]} columns a player 0..G−1, "
+            "using each player"
+        )
     n_players = int(players.max()) + 1
     if n_players <= exact_up_to:
         masks, weights = _exact_weights(n_players)

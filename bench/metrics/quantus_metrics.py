@@ -202,6 +202,11 @@ def _deletion_area(curves: np.ndarray, start: np.ndarray) -> np.ndarray:
     return np.trapezoid(points, dx=1.0 / curves.shape[1], axis=1)
 
 
+# Fewer steps than this make no curve: a prime column count above `DELETION_STEPS` (17, 19, ...)
+# would be removed in one step, where every order gives the same curve and the gain is 0.
+MIN_DELETION_STEPS = 4
+
+
 def deletion_step(features: int) -> int:
     """Features removed per step: the smallest divisor of `features` (Quantus needs one) of at
     least features / `DELETION_STEPS`, so a curve has at most that many steps. It is
@@ -224,6 +229,8 @@ def deletion_gain(ctx: ScoringContext, explainer: str) -> np.ndarray:
     SD of 12 on one digits record, FINDINGS N6).
     """
     step = deletion_step(_features(ctx))
+    if _features(ctx) // step < MIN_DELETION_STEPS:  # no curve to compare: every sample unscored
+        return np.full(len(ctx.explain_x[: ctx.explanation.n_quantus]), np.nan)
     metric = quantus.PixelFlipping(
         features_in_step=step, return_auc_per_sample=False, **_perturbation(ctx), **_quiet()
     )

@@ -2,9 +2,11 @@
 
 A reference set built over several sittings (the `real` profile takes CPU-hours) is published
 before it is complete; the site then says, per dataset, how many of the profile's planned runs
-have a record of the current run id that finished ok, and lists the planned datasets without any
-record, so that nothing missing is read as a result. Profiles the registry does not know (an
-older or a plugin's) are not counted.
+have a record that finished ok, and lists the planned datasets without any record, so that
+nothing missing is read as a result. A record whose run id is not the plan's current one (made
+under settings or metrics since changed: `status` calls it stale) counts as done and is counted
+again as stale, since the site shows it and a new `run` would redo it. Profiles the registry does
+not know (an older or a plugin's) are not counted.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ PROFILE_ORDER = ("real", "default")
 
 @dataclass(frozen=True)
 class Completeness:
-    """One dataset of a profile: planned student runs and those done (ok, current run id)."""
+    """One dataset of a profile: planned student runs, those done (ok), and of those the ones
+    recorded under another run id than the plan's (stale)."""
 
     profile: str
     dataset: str
     done: int
     planned: int
+    stale: int = 0
 
     @property
     def complete(self) -> bool:
@@ -37,7 +41,8 @@ class Completeness:
 
     @property
     def text(self) -> str:
-        return f"{self.dataset}: {self.done} of {self.planned} planned runs done"
+        stale = f" ({self.stale} under earlier settings)" if self.stale else ""
+        return f"{self.dataset}: {self.done} of {self.planned} planned runs done{stale}"
 
 
 def profile_rank(profile: str) -> tuple[int, str]:
@@ -55,11 +60,18 @@ def completeness(
     for profile in sorted({r.profile for r in records}, key=profile_rank):
         if profile not in PROFILES:
             continue
-        done_ids = {r.run_id for r in records if r.profile == profile and r.ok}
+        done_ids = {
+            (r.dataset_name, r.row, r.seed): r.run_id
+            for r in records
+            if r.profile == profile and r.ok
+        }
         planned: Counter[str] = Counter()
         done: Counter[str] = Counter()
+        stale: Counter[str] = Counter()
         for spec in make_plan(Selection(profile=profile), catalogue()).runs:
             planned[spec.dataset] += 1
-            done[spec.dataset] += spec.run_id in done_ids
-        rows += [Completeness(profile, d, done[d], planned[d]) for d in planned]
+            found = done_ids.get((spec.dataset, spec.variant, spec.seed))
+            done[spec.dataset] += found is not None
+            stale[spec.dataset] += found is not None and found != spec.run_id
+        rows += [Completeness(profile, d, done[d], planned[d], stale[d]) for d in planned]
     return rows

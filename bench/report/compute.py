@@ -131,7 +131,8 @@ def compute(
     replace those of the same run, the user's rows are marked, and environments that differ are
     named (`bench.report.reference`). `catalogue` (default: the cached one,
     `bench.plan.catalogue`) describes the methods of records written before records described
-    them; it is loaded only if some record needs it, since building it imports torch.
+    them and plans each registered profile for the site's completeness line; loading it reads
+    its cache file, and only a stale cache is rebuilt (which imports torch).
     """
     records = list(ResultsFolder(results).iter_records(profile))
     yours: set[tuple[str, str, str]] = set()

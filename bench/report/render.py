@@ -76,7 +76,7 @@ def render(data: ReportData, out: Path) -> Path:
             methods=data.methods,
             families=method_families(data.methods),
             n_records=data.n_records,
-            completeness=[c for c in data.completeness if not c.complete],
+            completeness=[c for c in data.completeness if not c.complete or c.stale],
             **common,
         ),
     )
