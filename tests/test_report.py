@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -439,3 +440,31 @@ def test_trade_off_figure_uses_the_held_out_explainer_not_the_trained_one(tmp_pa
     (page,) = data.pages
     (tradeoff,) = [f for f in page.figures if f.kind == "tradeoff"]
     assert "(expl_spearman_ig)" in tradeoff.caption
+
+
+def test_screens_are_marked_and_neither_ranked_nor_best(tmp_path: Path) -> None:
+    # Three methods at twelve seeds, different seed by seed; a screen at three seeds whose mean
+    # is the highest. Ranked together on three shared seeds nothing would separate; the screen
+    # is left out of the ranks, marked, and not shown as the column's best.
+    base = list(np.linspace(0.70, 0.75, 12))
+    records = [
+        *seeded("p", "toy", "scratch", {"accuracy": base}),
+        *seeded("p", "toy", "kd", {"accuracy": [v + 0.01 for v in base]}),
+        *seeded("p", "toy", "label_smoothing", {"accuracy": [v + 0.02 for v in base]}),
+        *seeded("p", "toy", "dkd", {"accuracy": [0.95, 0.96, 0.97]}),
+    ]
+    site = tmp_path / "site"
+    make_report(write_records(tmp_path / "results", records), site)
+    table = pd.read_csv(site / "leaderboard.csv")
+    accuracy = table[table.metric == "accuracy"].set_index("method")
+    assert accuracy.loc[["scratch", "kd", "label_smoothing"], "rank"].tolist() == [3, 2, 1]
+    assert math.isnan(accuracy.loc["dkd", "rank"]) and accuracy.loc["dkd", "screen"]
+    assert not accuracy.loc[["scratch", "kd", "label_smoothing"], "screen"].any()
+    rows = {
+        re.search(r'data-value="(\w+)"', row).group(1): row.split("</tr>")[0]
+        for row in (site / "index.html").read_text().split("<tr")
+        if 'data-value="' in row
+    }
+    assert 'class="screen" title="a screen: 3 seeds' in rows["dkd"]
+    assert 'class="screen"' not in rows["kd"]
+    assert 'class="best' not in rows["dkd"] and 'class="best' in rows["label_smoothing"]

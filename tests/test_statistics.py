@@ -27,6 +27,7 @@ from bench.report.statistics import (
     outcome,
     paired_difference,
     paired_ranks,
+    ranking_scope,
     seed_values,
     seeds_for_power,
     seeds_for_power_many,
@@ -382,9 +383,27 @@ def test_three_seeds_rank_everyone_first(records: list[dict]) -> None:
     # students, and says so by ranking them all 1. (Interval ranks put a third.)
     ranked = ranks_of(records)
     toy = ranked[(ranked.dataset == "toy") & (ranked.metric == "accuracy") & ranked["rank"].notna()]
-    assert set(toy["rank"]) == {1} and set(toy.rank_of) == {4}
-    assert set(toy.rank_seeds) == {2}  # b has two seeds: the common ones
+    assert set(toy["rank"]) == {1} and set(toy.rank_of) == {3}
+    # b has two seeds: a screen beside three methods of three seeds, which rank on their three.
+    assert set(toy.rank_seeds) == {3} and "b" not in set(toy.method)
+    b = ranked[(ranked.dataset == "toy") & (ranked.method == "b")]
+    assert b.screen.all() and not toy.screen.any()
     assert rank_of(ranked, "one", "scratch", "accuracy") == 1  # one seed: no test
+
+
+def test_screens_are_left_out_so_the_twelve_seed_methods_can_be_told_apart() -> None:
+    # Three methods at twelve seeds that differ seed by seed, and two screens at three seeds.
+    # Ranked on the three seeds all five share, nothing could be significant (p ≥ 0.25); ranked
+    # on their own twelve, the three separate, and the screens get no rank and no Friedman row.
+    base = np.linspace(0.70, 0.75, 12)
+    values = {"a": base, "b": base + 0.01, "c": base + 0.02}
+    by_method = {m: (dict(enumerate(v)), {}) for m, v in values.items()}
+    by_method |= {s: (dict(enumerate(base[:3] + 0.1)), {}) for s in ("s1", "s2")}
+    methods, seeds, scope = ranking_scope(by_method)
+    assert methods == ["a", "b", "c"] and seeds == list(range(12))
+    assert scope == "the 3 methods with 12 seeds"
+    ranks, n_seeds = paired_ranks(by_method, higher_is_better=True)
+    assert ranks == {"a": 3, "b": 2, "c": 1} and n_seeds == 12
 
 
 def test_teacher_and_control_rows_are_not_ranked(records: list[dict]) -> None:

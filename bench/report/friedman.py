@@ -15,8 +15,9 @@ teacher k mod 3), so the blocks are not fully independent; the test is condition
 listed teachers, as every paired test here is.
 
 Screens (three seeds) and the claims' methods (twelve) share only three seeds, on which Friedman
-can hardly reject; so where at least three methods have more seeds in common than all methods do,
-those are tested on them (`scope` says which), and the screens are not ranked against them.
+can hardly reject; so the test takes the methods and seeds the ranks take
+(`bench.report.statistics.ranking_scope`; `scope` says which), and the screens are not ranked
+against the others.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.report.statistics import ALPHA, StudentValues, common_seeds
+from bench.report.statistics import ALPHA, MIN_SCOPE_METHODS, StudentValues, ranking_scope
 
 COLUMNS = [
     "profile", "dataset", "metric", "scope", "methods", "seeds", "chi2", "p_value", "differ",
     "critical_difference", "mean_ranks", "groups",
 ]  # fmt: skip
-MIN_METHODS = 3
 
 
 def critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:
@@ -62,20 +62,6 @@ def cliques(names: list[str], ranks: np.ndarray, cd: float) -> list[list[str]]:
     return runs
 
 
-def _blocks(by_method: dict) -> tuple[list[str], list[int], str]:
-    """(methods, their common seeds, scope): every method, or the best-covered ones where at
-    least `MIN_METHODS` of them share more seeds than all methods do."""
-    names = sorted(by_method)
-    seeds = common_seeds(by_method, names)
-    most = max(len(by_method[m][0]) for m in names)
-    covered = [m for m in names if len(by_method[m][0]) == most]
-    if len(covered) >= MIN_METHODS:
-        theirs = common_seeds(by_method, covered)
-        if len(theirs) > len(seeds):
-            return covered, theirs, f"the {len(covered)} methods with {len(theirs)} seeds"
-    return names, seeds, "every method"
-
-
 def friedman_table(values: StudentValues, info: dict[tuple[str, str, str], tuple]) -> pd.DataFrame:
     """One row per (profile, dataset, metric) with a direction, ≥ 3 methods and ≥ 2 common seeds.
 
@@ -84,9 +70,9 @@ def friedman_table(values: StudentValues, info: dict[tuple[str, str, str], tuple
     rows = []
     for (profile, dataset, metric), by_method in sorted(values.items()):
         higher = info.get((profile, dataset, metric), (None, None, None))[2]
-        if higher is None or pd.isna(higher) or len(by_method) < MIN_METHODS:
+        if higher is None or pd.isna(higher) or len(by_method) < MIN_SCOPE_METHODS:
             continue
-        names, seeds, scope = _blocks(by_method)
+        names, seeds, scope = ranking_scope(by_method)
         if len(seeds) < 2:
             continue
         matrix = np.array([[by_method[m][0][s] for m in names] for s in seeds])

@@ -40,7 +40,9 @@ from an interval alone. Definitions, which the README repeats:
   rank is 1 + the number of other methods significantly better than it (p_holm < 0.05, on the
   better side by the metric's direction). Methods nobody beats share rank 1, and ranks can skip.
   With fewer than 6 common seeds no pair can be significant, so every method ranks 1: the table
-  does not separate them. The teacher and control rows are references, not competitors: they get
+  does not separate them. Where at least three methods share more seeds than all do (the claims'
+  twelve beside the screens' three), only those are ranked, on their seeds; the screens get no
+  rank (`ranking_scope`) and the site marks them. The teacher and control rows are references, not competitors: they get
   no rank. Metrics without a direction get no rank.
 - **Average rank** per (profile, track, metric) (`average_ranks`): only over the methods that were
   ranked on every dataset of the track where the metric was ranked; their ranks are computed again
@@ -554,6 +556,11 @@ def compare(seeds: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None)
 # --- ranks ----------------------------------------------------------------------------------------
 
 
+# The fewest best-covered methods ranked without the screens (`ranking_scope`): Friedman's test
+# needs three, and a table of two ranked methods beside many unranked ones would say little.
+MIN_SCOPE_METHODS = 3
+
+
 def common_seeds(
     by_method: Mapping[str, tuple[Mapping[int, float], Mapping[int, int | None]]],
     methods: Sequence[str],
@@ -565,6 +572,31 @@ def common_seeds(
     return sorted(s for s in common if len({by_method[m][1].get(s) for m in methods}) == 1)
 
 
+def ranking_scope(
+    by_method: Mapping[str, tuple[Mapping[int, float], Mapping[int, int | None]]],
+) -> tuple[list[str], list[int], str]:
+    """(methods, their common seeds, scope): which methods of one table are ranked, on which seeds.
+
+    Every method, on the seeds they all share; or, where at least `MIN_SCOPE_METHODS` methods
+    share more seeds than all of them do, those best-covered methods alone. The others are
+    screens (three seeds, one per teacher, in the reference profiles): ranked with the
+    twelve-seed rows on the three seeds all share, no paired test could decide anything (the
+    smallest sign-flip p on three pairs is 0.25) and every method would rank 1. A screen is left
+    unranked instead, and the site marks it as one.
+    """
+    names = sorted(by_method)
+    seeds = common_seeds(by_method, names)
+    if not names:
+        return names, seeds, "every method"
+    most = max(len(by_method[m][0]) for m in names)
+    covered = [m for m in names if len(by_method[m][0]) == most]
+    if len(covered) >= MIN_SCOPE_METHODS:
+        theirs = common_seeds(by_method, covered)
+        if len(theirs) > len(seeds):
+            return covered, theirs, f"the {len(covered)} methods with {len(theirs)} seeds"
+    return names, seeds, "every method"
+
+
 def paired_ranks(
     by_method: Mapping[str, tuple[Mapping[int, float], Mapping[int, int | None]]],
     higher_is_better: bool,
@@ -572,13 +604,13 @@ def paired_ranks(
 ) -> tuple[dict[str, int], int]:
     """Ranks of the methods of one table from paired tests; and the number of seeds used.
 
-    `by_method` maps a method to ({seed: value}, {seed: teacher seed}). Only the seeds every method
-    has, with the same teacher seed for all, are used, so that every pair is compared on the same
-    seeds; every pair gets a two-sided sign-flip test, Holm-corrected over the table's pairs, and a
+    `by_method` maps a method to ({seed: value}, {seed: teacher seed}). The methods in
+    `ranking_scope` are ranked (screens are left out, and get no rank), on the seeds they all
+    have with the same teacher seed for all, so that every pair is compared on the same seeds;
+    every pair gets a two-sided sign-flip test, Holm-corrected over the table's pairs, and a
     method's rank is 1 + the number of methods significantly better than it.
     """
-    methods = sorted(by_method)
-    agreed = common_seeds(by_method, methods)
+    methods, agreed, _ = ranking_scope(by_method)
     beaten_by = dict.fromkeys(methods, 0)
     pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1 :]]
     if pairs and len(agreed) >= 2:
@@ -600,17 +632,20 @@ def ci_ranks(
     seeds: pd.DataFrame,
     unranked: set[tuple[str, str, str]] | frozenset[tuple[str, str, str]] = frozenset(),
 ) -> pd.DataFrame:
-    """`frame` (from `aggregate`) with `rank`, `rank_of` and `rank_seeds` added.
+    """`frame` (from `aggregate`) with `rank`, `rank_of`, `rank_seeds` and `screen` added.
 
     Ranks come from paired sign-flip tests on the per-seed values in `seeds` (see the module
     docstring), not from overlapping intervals: two methods whose intervals overlap because the
     seeds differ a lot can still differ consistently seed by seed. `rank_of` is the number of
-    methods ranked, `rank_seeds` the number of seeds they were compared on. The (profile,
-    dataset, metric) in `unranked` (metrics that fail a reliability check,
-    `bench.report.reliability`; an `_excess` row follows its metric) get no rank.
+    methods ranked, `rank_seeds` the number of seeds they were compared on. `screen` is true on a
+    student row left unranked because it has fewer seeds than the methods ranked
+    (`ranking_scope`). The (profile, dataset, metric) in `unranked` (metrics that fail a
+    reliability check, `bench.report.reliability`; an `_excess` row follows its metric) get no
+    rank.
     """
     frame = frame.copy()
     columns = {c: np.full(len(frame), math.nan) for c in ("rank", "rank_of", "rank_seeds")}
+    screen = np.zeros(len(frame), dtype=bool)
     values, _ = student_values(seeds)
     eligible = (
         (frame.role == "student") & frame["mean"].notna() & frame.higher_is_better.notna()
@@ -636,8 +671,11 @@ def ci_ranks(
                 columns["rank"][position] = ranks[method]
                 columns["rank_of"][position] = len(ranks)
                 columns["rank_seeds"][position] = n_seeds
+            else:
+                screen[position] = method in present
     for name, column in columns.items():
         frame[name] = column
+    frame["screen"] = screen
     return frame
 
 

@@ -114,6 +114,9 @@ class Row:
     link: str
     cells: list[Cell]
     yours: bool = False  # produced by the user, beside a reference set
+    # A screen (`bench.report.statistics.ranking_scope`): fewer seeds than the ranked methods of
+    # its table, so unranked there; the text says how many seeds each has.
+    screen: str = ""
 
 
 @dataclass
@@ -212,11 +215,13 @@ def leaderboard_table(
     indexed = dict(zip(keys, part.to_dict(orient="records"), strict=True))
     roles = part.groupby("method").role.first()
     best: dict[str, float] = {}
-    competitors = part[part.role == "student"]
+    # The best value is the best ranked one: a screen's mean of three seeds is not compared.
+    competitors = part[(part.role == "student") & part["rank"].notna()]
     for column in columns:
         values = competitors[competitors.metric == column.name]["mean"].dropna()
         if len(values) and column.higher_is_better is not None and column.decided:
             best[column.name] = values.max() if column.higher_is_better else values.min()
+    screens = screen_notes(part)
     for method in method_order(part.method.unique()):
         role = str(roles[method])
         cells = []
@@ -244,11 +249,31 @@ def leaderboard_table(
                     css = "best"
                 elif row["rank"] == 1 and column.decided:
                     css = "tied"
+            elif row.get("screen", False):
+                title += "; a screen: not ranked against the methods with more seeds"
             value = "" if math.isnan(row["mean"]) else repr(float(row["mean"]))
             cells.append(Cell(text, title, value, css))
         mine = (profile, dataset, method) in (yours or set())
-        table.rows.append(Row(method, role, method_page(method), cells, mine))
+        table.rows.append(
+            Row(method, role, method_page(method), cells, mine, screens.get(method, ""))
+        )
     return table
+
+
+def screen_notes(part: pd.DataFrame) -> dict[str, str]:
+    """method → why it is a screen, for the student rows of one (profile, dataset) that some
+    metric left unranked as screens (`ci_ranks`' `screen`)."""
+    if "screen" not in part:
+        return {}
+    screened = part[part.screen.astype(bool)]
+    ranked_seeds = part["rank_seeds"].max()
+    notes = {}
+    for method, rows in screened.groupby("method"):
+        notes[str(method)] = (
+            f"a screen: {int(rows.n.max())} seeds, not ranked against the methods compared on "
+            f"{int(ranked_seeds)} common seeds"
+        )
+    return notes
 
 
 def rank_table(
