@@ -1,0 +1,143 @@
+"""How far each recorded student run's training is from its floating-point floor.
+
+A run's training needs, at least, the student's forward and backward pass over every training
+sample of every epoch, its forward pass over the validation split after every epoch (the best
+epoch is chosen there), and the network teacher's forward pass over the training split once
+(its outputs are computed once per run and looked up per batch, `bench.train.teachers`; on
+augmented batches, once per epoch). This
+counts those floating-point operations with torch's `FlopCounterMode` (matrix products and
+convolutions, the bulk of it; element-wise work is not counted) on the standard student
+and teacher of the records' budget, measures this machine's float32 matrix-multiply rate on one
+thread (the records ran one torch thread per worker), and divides each method's median
+recorded training time (`timings.train`) by the floor's time at that rate:
+
+    ratio = median train seconds / (floor FLOPs / measured FLOP/s)
+
+A ratio near 1 is a run at the CPU's limit; a large one is time spent on anything else (Python,
+small kernels, the method's own extra terms, which the floor leaves out: a connector's or a
+relation loss's FLOPs are the method's, not the floor's). The floor does not count a LightGBM
+teacher (its trees are comparisons, not FLOPs; its outputs are computed once either way) nor
+the scoring stage, whose time (`timings.score`) is printed beside it unfloored: its work depends
+on each explainer and metric. Times come from the records, so they are as quiet as the machine
+that made them (the reference sets' READMEs say how they were built).
+
+    python benchmarks/compute_floor.py --results reference/default-v7
+    python benchmarks/compute_floor.py --results reference/real-v1 --profile real
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.core.budgets import TRAIN_DEFAULTS
+from bench.core.registry import load_builtins
+from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.models import build_model
+from bench.results.folder import ResultsFolder
+from bench.results.record import Record
+
+GEMM_SIZE = 512
+GEMM_REPEATS = 40
+
+
+def matmul_rate() -> float:
+    """float32 FLOP/s of one thread on a square matrix product, the best of five timings."""
+    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(GEMM_REPEATS):
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * GEMM_SIZE**3 * GEMM_REPEATS / best
+
+
+def flops(model: nn.Module, x: torch.Tensor, backward: bool) -> int:
+    """FLOPs of one forward (and, if asked, backward) pass of `model` on the batch `x`."""
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+        if backward:
+            out.sum().backward()
+    return counter.get_total_flops()
+
+
+def network(architecture: dict, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """The network a record's budget names: {"model": name, "size": [[key, value], ...]}."""
+    return build_model(architecture["model"], shape, classes, **dict(architecture["size"]))
+
+
+def floor_of(budget: dict, dataset: str) -> dict[str, float]:
+    """The training floor of a run of `budget` on `dataset`, in FLOPs, part by part."""
+    bundle = DATASETS.get(dataset).load(DatasetLoaderOptions())
+    shape, classes = bundle.input_shape, bundle.num_classes
+    training = budget["student_training"]
+    batch = torch.as_tensor(bundle.train.x[: training["batch_size"]])
+    student = network(budget["student"], shape, classes).train()
+    per_sample_step = flops(student, batch, backward=True) / len(batch)
+    per_sample_forward = flops(student.eval(), batch, backward=False) / len(batch)
+    parts = {
+        "student training": per_sample_step * len(bundle.train.x) * training["epochs"],
+        "validation": per_sample_forward * len(bundle.val.x) * training["epochs"],
+        "teacher outputs": 0.0,
+    }
+    if budget.get("teacher_network"):
+        teacher = network(budget["teacher_network"], shape, classes).eval()
+        # Augmented batches are new inputs every epoch: the teacher sees each of them.
+        augments = training.get("crop_padding", TRAIN_DEFAULTS["crop_padding"]) > 0
+        passes = training["epochs"] if augments else 1
+        with torch.no_grad():
+            per_sample = flops(teacher, batch, backward=False) / len(batch)
+        parts["teacher outputs"] = per_sample * len(bundle.train.x) * passes
+    return parts
+
+
+def report(results: Path, profile: str) -> None:
+    torch.set_num_threads(1)
+    load_builtins()
+    rate = matmul_rate()
+    print(f"one thread, {GEMM_SIZE}x{GEMM_SIZE} float32 matmul: {rate / 1e9:.1f} GFLOP/s")
+    runs: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for record in ResultsFolder(results).iter_records(profile):
+        if record.role == "student" and record.status == "ok" and record.timings:
+            runs[record.dataset["name"]][record.method["name"]].append(record)
+    if not runs:
+        raise SystemExit(f"no finished student runs of profile {profile!r} under {results}")
+    for dataset in sorted(runs):
+        methods = runs[dataset]
+        budget = next(iter(methods.values()))[0].budget
+        parts = floor_of(budget, dataset)
+        floor = sum(parts.values())
+        seconds = floor / rate
+        print(f"\n{dataset}: floor {floor / 1e9:.2f} GFLOP = {seconds:.3f} s at that rate")
+        print("  (" + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in parts.items()) + " GFLOP)")
+        print(f"  {'method':<28}{'runs':>5}{'train s':>10}{'ratio':>9}{'score s':>10}")
+        for method in sorted(methods):
+            records = methods[method]
+            train = float(np.median([r.timings["train"] for r in records]))
+            score = float(np.median([r.timings.get("score", math.nan) for r in records]))
+            print(
+                f"  {method:<28}{len(records):>5}{train:>10.2f}{train / seconds:>9.1f}"
+                f"{score:>10.2f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True, help="a results folder")
+    parser.add_argument("--profile", default="default")
+    args = parser.parse_args()
+    report(args.results, args.profile)
+
+
+if __name__ == "__main__":
+    main()

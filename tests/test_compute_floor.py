@@ -1,0 +1,50 @@
+"""`benchmarks/compute_floor.py`: the FLOPs it counts, and its table on real records."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compute_floor.py"
+
+
+@pytest.fixture(scope="module")
+def floor_script():
+    spec = importlib.util.spec_from_file_location("compute_floor", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compute_floor"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["compute_floor"]
+
+
+def test_a_linear_layer_costs_two_flops_per_weight_forward_and_twice_that_backward(
+    floor_script,
+) -> None:
+    layer, batch = nn.Linear(10, 5, bias=False), torch.randn(4, 10, requires_grad=True)
+    forward = 2 * 4 * 10 * 5
+    assert floor_script.flops(layer, batch, backward=False) == forward
+    # Backward: the weight's gradient and the input's, each a product of the forward's size.
+    assert floor_script.flops(layer, batch, backward=True) == 3 * forward
+
+
+def test_the_table_divides_each_methods_training_time_by_its_floor(
+    floor_script, cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch", "kd")
+    assert cli(*args, "--results", tmp_path).code == 0
+    floor_script.report(tmp_path, "smoke")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("one thread, 512x512 float32 matmul:")
+    header = next(i for i, line in enumerate(lines) if line.startswith("wine: floor"))
+    rows = {line.split()[0]: line.split() for line in lines[header + 3 :] if line.strip()}
+    assert set(rows) == {"kd", "scratch"}
+    for method, train, ratio in ((m, float(r[2]), float(r[3])) for m, r in rows.items()):
+        assert train > 0 and ratio > 0, method
+    with pytest.raises(SystemExit, match="no finished student runs of profile 'default'"):
+        floor_script.report(tmp_path, "default")
