@@ -138,6 +138,19 @@ def test_a_two_part_claim_is_contradicted_by_either_part() -> None:
     assert set(table.paper_verdict) == {"contradicted"}
 
 
+def test_a_part_supported_on_one_dataset_and_contradicted_on_another_is_named() -> None:
+    # Wine gains, breast_cancer loses, seven seeds each (Holm over two: 1/32 < 0.05 for both).
+    records = imitation("wine", 7, 0.05) + imitation("breast_cancer", 7, -0.05)
+    claim = verdicts_for(records)["explanation_imitation"]
+    assert claim.part_verdicts["explanation"] == "contradicted"
+    assert claim.disagreements == [
+        "explanation: supported on p/wine; contradicted on p/breast_cancer"
+    ]
+    # The same direction everywhere: nothing to name.
+    agreeing = imitation("wine", 7, 0.05) + imitation("breast_cancer", 7, 0.05)
+    assert verdicts_for(agreeing)["explanation_imitation"].disagreements == []
+
+
 def test_the_papers_own_metric_has_its_own_verdict_that_decides_nothing() -> None:
     """e2KD under the distilled explainer (Grad-CAM) gains, under the held-out IG it does not:
     the claim is judged on IG, the paper's verdict is shown beside it."""

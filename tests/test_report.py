@@ -468,3 +468,24 @@ def test_screens_are_marked_and_neither_ranked_nor_best(tmp_path: Path) -> None:
     assert 'class="screen" title="a screen: 3 seeds' in rows["dkd"]
     assert 'class="screen"' not in rows["kd"]
     assert 'class="best' not in rows["dkd"] and 'class="best' in rows["label_smoothing"]
+
+
+def test_several_result_sets_make_one_site_and_a_dataset_in_two_is_refused(
+    cli, tmp_path: Path
+) -> None:
+    real = write_records(tmp_path / "real", seeded("real", "toy", "kd", {"accuracy": [0.8, 0.9]}))
+    embedded = write_records(
+        tmp_path / "embedded", seeded("default", "toy", "kd", {"accuracy": [0.7, 0.6]})
+    )
+    site = tmp_path / "site"
+    result = cli("report", "--results", real, embedded, "--out", site)
+    assert result.code == 0, result.err
+    table = pd.read_csv(site / "leaderboard.csv")
+    means = table[table.metric == "accuracy"].set_index("profile")["mean"]
+    assert means.to_dict() == pytest.approx({"real": 0.85, "default": 0.65})
+    index = (site / "index.html").read_text()
+    # The real-data profile first, whichever order the sets were named in.
+    assert index.index("dataset-real-toy.html") < index.index("dataset-default-toy.html")
+    twice = cli("report", "--results", real, tmp_path / "real", "--out", tmp_path / "again")
+    assert twice.code == 2
+    assert "real/toy has runs in both" in twice.err and "--reference" in twice.err

@@ -125,13 +125,22 @@ def _parser() -> argparse.ArgumentParser:
         "rows are marked, and environments that differ are named",
     )
 
-    for sub in (run, status, report, show, meta):
+    for sub in (run, status, show, meta):
         sub.add_argument(
             "--results",
             type=Path,
             default=Path("results"),
             help="results folder (default: results)",
         )
+    report.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[Path("results")],
+        metavar="RESULTS",
+        help="results folder(s) (default: results); several make one site, e.g. "
+        "reference/real-v1 reference/default-v7",
+    )
     for sub in (run, status, meta):
         sub.add_argument("--profile", default="default", help="budget profile (default: default)")
     report.add_argument("--profile", default=None, help="only this profile (default: all found)")
@@ -369,8 +378,9 @@ def _report(args: argparse.Namespace) -> int:
     from bench.report.render import render
     from bench.results.folder import ResultsFolder
 
-    if not ResultsFolder(args.results).has_runs():
-        raise BenchError(f"no runs under {args.results}: run `python -m bench run --all` first")
+    for folder in args.results:
+        if not ResultsFolder(folder).has_runs():
+            raise BenchError(f"no runs under {folder}: run `python -m bench run --all` first")
     index = render(compute(args.results, args.profile, args.reference), args.out)
     print(f"wrote {index} and {args.out / 'leaderboard.csv'}")
     return 0

@@ -476,6 +476,28 @@ class ClaimVerdict:
         return self.part_verdicts_of("paper" if self.claim.paper else "primary")
 
     @property
+    def disagreements(self) -> list[str]:
+        """Per part whose primary tests are supported on some datasets and contradicted on
+        others: which datasets say which ("explanation: supported on default/wine;
+        contradicted on real/magic_telescope"). The claim's verdict combines the datasets; this
+        says where a conclusion of one dataset (e.g. an embedded table) is reversed on another
+        (a real one)."""
+        lines = []
+        for part in self.claim.parts:
+            said: dict[str, list[str]] = {}
+            for d in self.datasets:
+                verdict = combine([r.verdict for r in d.primary if r.test.part == part])
+                said.setdefault(verdict, []).append(f"{d.profile}/{d.dataset}")
+            if {"supported", "contradicted"} <= set(said):
+                lines.append(
+                    f"{part}: "
+                    + "; ".join(
+                        f"{v} on {', '.join(said[v])}" for v in ("supported", "contradicted")
+                    )
+                )
+        return lines
+
+    @property
     def verdict(self) -> str:
         """The intersection of the primary parts (see the module docstring)."""
         return intersection(list(self.part_verdicts.values()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,13 +120,46 @@ def _descriptions(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
     return descriptions
 
 
+def read_result_sets(
+    folders: Sequence[Path], profile: str | None
+) -> tuple[list[Record], dict[tuple[str, str], Path], pd.DataFrame | None]:
+    """The records of one or more result sets (of one profile, if given), the folder each
+    (profile, dataset) was read from (its attribution maps lie there), and their MetaQuantus
+    tables together.
+
+    Several sets make one site, e.g. the real-data reference set beside the embedded-data one.
+    A (profile, dataset) found in two sets is refused: which set's runs it should show is the
+    user's choice (one set, or `--reference` to rank one set's runs among another's).
+    """
+    records: list[Record] = []
+    home: dict[tuple[str, str], Path] = {}
+    tables = []
+    for folder in folders:
+        found = list(ResultsFolder(folder).iter_records(profile))
+        here = {(r.profile, r.dataset_name) for r in found}
+        for key in sorted(here):
+            if key in home:
+                raise BenchError(
+                    f"{key[0]}/{key[1]} has runs in both {home[key]} and {folder}: report one of "
+                    "them, or rank one among the other's with --reference"
+                )
+            home[key] = folder
+        records += found
+        table = read_metaquantus(ResultsFolder(folder).metaquantus_file)
+        if table is not None:
+            tables.append(table)
+    metaquantus = pd.concat(tables, ignore_index=True) if tables else None
+    return records, home, metaquantus
+
+
 def compute(
-    results: Path,
+    results: Path | Sequence[Path],
     profile: str | None = None,
     reference: Path | None = None,
     catalogue: Catalogue | None = None,
 ) -> ReportData:
-    """The report of the records under `<results>/runs` (of one profile, if given).
+    """The report of the records under `<results>/runs` (of one profile, if given); `results`
+    may name several result sets (`read_result_sets`).
 
     With `reference` (a reference result set), its records fill the leaderboard, the user's
     replace those of the same run, the user's rows are marked, and environments that differ are
@@ -134,7 +168,8 @@ def compute(
     them and plans each registered profile for the site's completeness line; loading it reads
     its cache file, and only a stale cache is rebuilt (which imports torch).
     """
-    records = list(ResultsFolder(results).iter_records(profile))
+    folders = [results] if isinstance(results, Path) else list(results)
+    records, home, metaquantus = read_result_sets(folders, profile)
     yours: set[tuple[str, str, str]] = set()
     differences: list[str] = []
     if reference is not None:
@@ -159,7 +194,6 @@ def compute(
     # Metrics that fail a reliability check are greyed, get no rank, and (where the measurement
     # itself is in doubt) decide no claim (`bench.report.reliability`).
     separation = separation_table(table)
-    metaquantus = read_metaquantus(ResultsFolder(results).metaquantus_file)
     if metaquantus is None and reference is not None:
         metaquantus = read_metaquantus(ResultsFolder(reference).metaquantus_file)
     friedman = friedman_table(*student_values(seeds))
@@ -181,7 +215,9 @@ def compute(
         for dataset in sorted(part.dataset):
             board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, yours)
             explainer = explainers.get((p, dataset))
-            figs = dataset_figures(ranked, seeds, records, results, p, dataset, explainer)
+            # The reference set's own datasets have their maps there.
+            maps = home.get((p, dataset), reference or folders[0])
+            figs = dataset_figures(ranked, seeds, records, maps, p, dataset, explainer)
             here = friedman[(friedman.profile == p) & (friedman.dataset == dataset)]
             track_pages.append(
                 DatasetPage(

@@ -436,6 +436,7 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                 "paper_verdict": cv.paper_verdict,
                 "parts": parts,
                 "paper_parts": cv.paper_part_verdicts,
+                "disagreements": cv.disagreements,
                 "rows": rows,
                 "missing": cv.missing,
             }
