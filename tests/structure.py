@@ -253,7 +253,7 @@ def claim_definitions() -> str:
     return "\n".join(lines)
 
 
-REFERENCE_CLAIMS = ROOT / "reference" / "default-v6" / "claims.csv"
+REFERENCE_CLAIMS = ROOT / "reference" / "default-v7" / "claims.csv"
 
 
 def _number(value: float, digits: int = 3) -> str:
