@@ -10,8 +10,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,28 @@ def test_a_plugin_that_exits_or_breaks_at_import_is_a_broken_plugin(
     assert result.err.count("\n") == 1 and f"plugin file {plugin}" in result.err
     assert named in result.err and "\x1b" not in result.err
     assert not (tmp_path / "res").exists()
+
+
+def test_ctrl_c_while_a_plugin_is_imported_is_an_interruption_not_a_broken_plugin(
+    tmp_path: Path,
+) -> None:
+    # A real SIGINT from outside the plugin's code, arriving while it imports (it waits in a
+    # sleep): the user's Ctrl-C, exit 130, where a plugin raising KeyboardInterrupt is broken.
+    plugin = tmp_path / "slow.py"
+    ready = tmp_path / "importing"
+    plugin.write_text(
+        f"import pathlib, time\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)\n"
+    )
+    command = [sys.executable, "-m", "bench", "list", "methods", "--plugin", str(plugin)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert ready.exists(), process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "plugin file" not in err
 
 
 def test_a_folder_given_as_a_plugin_says_so(cli, tmp_path: Path) -> None:

@@ -24,5 +24,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be so that the same cleanup runs."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The user's Ctrl-C (SIGINT) while a plugin file is imported: raised by the signal handler
+    `bench.core.registry` installs there, so that it is told apart from a plugin that raises
+    KeyboardInterrupt itself (a broken plugin)."""
+
+
 class Diverged(RuntimeError):
     """Training produced a non-finite loss; the run is recorded as `diverged`, not `failed`."""

@@ -13,13 +13,16 @@ import importlib.util
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bench.core.errors import BenchError, Terminated, UnknownNameError
+from bench.core.errors import BenchError, Interrupted, Terminated, UnknownNameError
 from bench.core.paths import check_name
 from bench.core.terminal import describe_exception
 
@@ -159,14 +162,15 @@ def load_plugin_file(path: str | Path) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        with _users_interrupts_marked():
+            spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
         raise BenchError(f"plugin file {exc.filename}, line {exc.lineno}: {exc.msg}") from exc
     except BenchError:
         sys.modules.pop(module_name, None)
         raise
-    except Terminated:  # SIGTERM while importing: the user's, not the plugin's
+    except (Terminated, Interrupted):  # SIGTERM or Ctrl-C while importing: the user's
         sys.modules.pop(module_name, None)
         raise
     # A plugin that exits or raises KeyboardInterrupt while importing is a broken plugin too, never
@@ -177,6 +181,27 @@ def load_plugin_file(path: str | Path) -> None:
         where = f", line {frame.lineno}" if frame else ""
         raise BenchError(f"plugin file {path}{where}: {describe_exception(exc)}") from exc
     _loaded_files[path] = module
+
+
+@contextmanager
+def _users_interrupts_marked() -> Iterator[None]:
+    """Ctrl-C raises `Interrupted` meanwhile, where Python's default handler would raise a plain
+    KeyboardInterrupt: a plugin raising KeyboardInterrupt at import is broken, the user's Ctrl-C
+    is an interruption (exit 130). Only where Python's own handler is in place and this is the
+    main thread (the only one that may set handlers); elsewhere nothing changes."""
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _innermost_frame_in(path: Path, exc: BaseException) -> traceback.FrameSummary | None:
