@@ -42,8 +42,8 @@ from an interval alone. Definitions, which the README repeats:
   With fewer than 6 common seeds no pair can be significant, so every method ranks 1: the table
   does not separate them. Where at least three methods share more seeds than all do (the claims'
   twelve beside the screens' three), only those are ranked, on their seeds; the screens get no
-  rank (`ranking_scope`) and the site marks them. The teacher and control rows are references, not competitors: they get
-  no rank. Metrics without a direction get no rank.
+  rank (`ranking_scope`) and the site marks them. The teacher and control rows are references,
+  not competitors: they get no rank. Metrics without a direction get no rank.
 - **Average rank** per (profile, track, metric) (`average_ranks`): only over the methods that were
   ranked on every dataset of the track where the metric was ranked; their ranks are computed again
   among those methods alone (so that a method missing somewhere does not move the others), then
