@@ -15,7 +15,9 @@ recorded training time (`timings.train`) by the floor's time at that rate:
 
 A ratio near 1 is a run at the CPU's limit; a large one is time spent on anything else (Python,
 small kernels, the method's own extra terms, which the floor leaves out: a connector's or a
-relation loss's FLOPs are the method's, not the floor's). The floor does not count a LightGBM
+relation loss's FLOPs are the method's, not the floor's; so is a student architecture of its own,
+GBDT2NN's grouped networks or XDistillation's fused student, whose ratio includes its larger
+network). The floor does not count a LightGBM
 teacher (its trees are comparisons, not FLOPs; its outputs are computed once either way) nor
 the scoring stage, whose time (`timings.score`) is printed beside it unfloored: its work depends
 on each explainer and metric. Times come from the records, so they are as quiet as the machine
