@@ -12,6 +12,7 @@ per open instead of a `realpath` per path at planning time.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -46,3 +47,16 @@ def inside(root: Path, *names: str) -> Path:
     for name in names:
         path = path / check_name(name, "path component").replace(":", "_")
     return path
+
+
+def user_cache_root() -> Path:
+    """The project's folder in the user's cache: `$XDG_CACHE_HOME/xkd-bench`, else
+    `~/.cache/xkd-bench`.
+
+    The XDG base-directory rule, which Linux desktops and clusters follow: a relative
+    `XDG_CACHE_HOME` is ignored, as the specification says. Five lines rather than the
+    `platformdirs` dependency: the project targets Linux, where this is all `platformdirs` does.
+    """
+    configured = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(configured) if configured and Path(configured).is_absolute() else None
+    return (base or Path("~/.cache").expanduser()) / "xkd-bench"

@@ -5,7 +5,7 @@ train/test division. Their loaders share one policy, kept here:
 
 - a loader looks in folders of its own (the `--data-dir` first), then downloads into
   `<data-dir>/...` or, without `--data-dir`, into the user cache folder (`$XKD_DATA_DIR`, else
-  `~/.cache/xkd-bench/datasets`), which later runs find again;
+  `datasets/` in `$XDG_CACHE_HOME/xkd-bench` or `~/.cache/xkd-bench`), which later runs find again;
 - a download is written to a temporary file, checked against the published MD5, fsynced and
   renamed into place, so a folder never holds a partial or unverified download; a mismatch is a
   `BenchError` and leaves nothing behind. Files a user put in place are not checksummed: a
@@ -40,12 +40,12 @@ from sklearn.model_selection import train_test_split
 from bench.core.atomic import write_atomic
 from bench.core.errors import BenchError, DatasetUnavailable
 from bench.core.locks import hold_lock
+from bench.core.paths import user_cache_root
 from bench.data.bundle import SPLIT_SEED, DatasetBundle, DatasetLoaderOptions, Split
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "XKD_DATA_DIR"
-DEFAULT_CACHE = Path("~/.cache/xkd-bench/datasets")
 # Seconds to connect, and between two reads: enough for a slow mirror, short enough that a machine
 # without network reports the dataset unavailable at once.
 TIMEOUT_SECONDS = 10.0
@@ -66,8 +66,9 @@ class RemoteFile:
 
 
 def cache_root() -> Path:
-    """Where downloads go without `--data-dir`: `$XKD_DATA_DIR`, else ~/.cache/xkd-bench/datasets."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+    """Where downloads go without `--data-dir`: `$XKD_DATA_DIR`, else `datasets/` in the user's
+    cache (`bench.core.paths.user_cache_root`: `$XDG_CACHE_HOME/xkd-bench`, ~/.cache/xkd-bench)."""
+    return Path(os.environ.get(CACHE_ENV) or user_cache_root() / "datasets").expanduser()
 
 
 def download_root(options: DatasetLoaderOptions) -> Path:

@@ -4,7 +4,8 @@ answer without importing torch.
 Registering a method or a metric means importing its module, and with it torch, captum and quantus
 (5-8 s here), while planning needs only names, parameters and settings. So the first command after
 the code changed imports every component, builds the catalogue from the live registries and writes
-it to a cache file (`$XKD_CACHE_DIR`, else ~/.cache/xkd-bench); later commands read it back.
+it to a cache file (`$XKD_CACHE_DIR`, else `$XDG_CACHE_HOME/xkd-bench` or ~/.cache/xkd-bench);
+later commands read it back.
 
 A cache file is trusted only under the fingerprint of the code it was built from: the bytes of
 every source file of bench and its built-in components, of the plugin files (`--plugin`,
@@ -32,11 +33,11 @@ from bench.core import registry
 from bench.core.atomic import write_atomic
 from bench.core.confined import read_regular
 from bench.core.errors import UnknownNameError
+from bench.core.paths import user_cache_root
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "XKD_CACHE_DIR"
-DEFAULT_CACHE = Path("~/.cache/xkd-bench")
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+    return Path(os.environ.get(CACHE_ENV) or user_cache_root()).expanduser()
 
 
 def code_fingerprint(plugin_files: Sequence[str | Path] = ()) -> str:
