@@ -6,9 +6,21 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from bench.results.folder import ResultsFolder
+
+
+def records_of(results: Path, method: str) -> list:
+    return [
+        r
+        for r in ResultsFolder(results).iter_records("smoke")
+        if r.role == "student" and r.method["name"] == method
+    ]
+
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compute_floor.py"
 
@@ -44,7 +56,15 @@ def test_the_table_divides_each_methods_training_time_by_its_floor(
     header = next(i for i, line in enumerate(lines) if line.startswith("wine: floor"))
     rows = {line.split()[0]: line.split() for line in lines[header + 3 :] if line.strip()}
     assert set(rows) == {"kd", "scratch"}
-    for method, train, ratio in ((m, float(r[2]), float(r[3])) for m, r in rows.items()):
-        assert train > 0 and ratio > 0, method
+    # The floor is the smoke budget's, counted again here; each ratio is the recorded median
+    # training time over the floor's seconds at the printed rate.
+    rate = float(lines[0].split(":")[1].split()[0]) * 1e9
+    budget = next(ResultsFolder(tmp_path).iter_records("smoke")).budget
+    floor = sum(floor_script.floor_of(budget, "wine").values())
+    assert f"floor {floor / 1e9:.2f} GFLOP" in lines[header]
+    for method, row in rows.items():
+        train = float(np.median([r.timings["train"] for r in records_of(tmp_path, method)]))
+        assert float(row[2]) == pytest.approx(train, abs=0.01), method
+        assert float(row[3]) == pytest.approx(train / (floor / rate), rel=0.05, abs=0.1), method
     with pytest.raises(SystemExit, match="no finished student runs of profile 'default'"):
         floor_script.report(tmp_path, "default")
