@@ -127,6 +127,16 @@ def test_an_edited_or_replaced_cache_file_is_rebuilt_not_believed(tmp_path: Path
     again = run_python(script, tmp_path / "cache", tmp_path)
     assert again.returncode == 0 and "does not match its digest" in again.stderr
     assert "torch imported: True" in again.stdout  # rebuilt from the registries
+    # Resealed: the digest recomputed over the edit. The types are checked field by field.
+    data = json.loads(cached.read_text())
+    data["catalogue"]["methods"]["kd"]["defaults"] = "oops"
+    data["catalogue"]["metrics"]["accuracy"]["bounds"] = ["0", 1]
+    data["digest"] = catalogue._content_digest(data["catalogue"])
+    cached.write_text(json.dumps(data))
+    resealed = run_python(script, tmp_path / "cache", tmp_path)
+    assert resealed.returncode == 0 and "kd" in resealed.stdout
+    assert "'kd': defaults is not of type" in resealed.stderr
+    assert "torch imported: True" in resealed.stdout
     cached.unlink()
     os.mkfifo(cached)  # a FIFO in its place: read without blocking, refused, rebuilt
     fifo = run_python(script, tmp_path / "cache", tmp_path)

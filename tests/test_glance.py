@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.report import figures
@@ -178,9 +179,11 @@ def test_report_ranks_your_runs_among_a_reference_set(tmp_path: Path, caplog) ->
     mine = seeded(
         "p", "wine", "mine", {"accuracy": [0.93] * SEEDS, "expl_spearman_ig": [0.6] * SEEDS}
     )
-    for record in mine:
+    # Two of kd's seeds rerun by the user: the row holds seeds of both sets.
+    kd = [r for r in glance_records() if r["method"]["name"] == "kd" and r["seed"] < 2]
+    for record in mine + kd:
         record["environment"] = {**record["environment"], "torch_threads": 4}
-    results = write_records(tmp_path / "results", mine)
+    results = write_records(tmp_path / "results", mine + kd)
     with caplog.at_level("WARNING"):
         html = make_report(results, tmp_path / "site", reference=reference).read_text()
     assert (
@@ -189,9 +192,16 @@ def test_report_ranks_your_runs_among_a_reference_set(tmp_path: Path, caplog) ->
     )
     assert 'class="warning"' in html and "torch_threads" in html
     table = html[html.index('id="table-p-wine"') :]
-    assert re.search(r'>mine</a> <span class="yours"', table)
-    assert not re.search(r'>kd</a> <span class="yours"', table)
+    assert re.search(
+        r'>mine</a> <span class="yours" title="all its seeds are your runs">yours<', table
+    )
+    assert re.search(rf'>kd</a> <span class="yours" [^>]*>2 of {SEEDS} seeds yours<', table)
+    assert not re.search(r'>scratch</a> <span class="yours"', table)
     assert "best" in table  # the reference's rows are there too
+    board = pd.read_csv(tmp_path / "site" / "leaderboard.csv")
+    sources = board.groupby("method").source.first().to_dict()
+    assert sources["mine"] == "yours" and sources["scratch"] == "reference"
+    assert sources["kd"] == f"2 of {SEEDS} seeds yours"
 
 
 def test_a_spread_of_rounding_noise_reads_zero(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ documented exit status, never a traceback, a hang or a silent success."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,8 +24,12 @@ from hypothesis import strategies as st
 from bench.cli.main import main
 from bench.cli.show import describe_run
 from bench.core.confined import RECORD_CAP
+from bench.core.errors import BenchError
 from bench.core.sealed import DamagedCache
 from bench.core.terminal import describe_exception, printable
+from bench.metrics import declared_bounds
+from bench.plan.catalogue import Catalogue, from_registries
+from bench.plan.planner import Selection, make_plan
 from bench.report.leaderboard import aggregate
 from bench.results.folder import ResultsFolder
 from bench.results.record import Record
@@ -105,6 +110,8 @@ def test_a_folder_given_as_a_plugin_says_so(cli, tmp_path: Path) -> None:
 # --- terminal output: record fields are untrusted text ------------------------------------------
 def test_control_characters_are_shown_escaped_and_text_is_kept() -> None:
     assert printable(f"a\tb\nc{ESCAPES}é") == "a\tb\nc\\x1b[2J\\x1b]0;owned\\x07\\x9b31mé"
+    # Typed, the four characters of an escape are not shown as one.
+    assert printable("typed \\x1b, real \x1b") == "typed \\\\x1b, real \\x1b"
     assert describe_exception(ValueError()) == "ValueError"
 
 
@@ -190,6 +197,42 @@ def test_report_and_status_refuse_a_linked_folder_instead_of_skipping_it(
     assert cli("status", "--profile", "smoke", "--results", linked_root).code == 0
 
 
+@pytest.mark.parametrize("linked", ["cache", "cache/teachers/wine", "teacher key"])
+def test_a_teacher_cache_behind_a_link_is_refused_and_nothing_written_through_it(
+    cli, finished, tmp_path, caplog, linked: str
+) -> None:
+    results, _ = _copy(finished, tmp_path)
+    key_folder = teacher_cache(results, "smoke", "wine")
+    inside = key_folder if linked == "teacher key" else results / linked
+    outside = tmp_path / "outside" / inside.name
+    outside.parent.mkdir()
+    inside.rename(outside)
+    inside.symlink_to(outside, target_is_directory=True)
+    before = {str(p.relative_to(outside)): p.stat().st_mtime_ns for p in outside.rglob("*")}
+    result = cli("run", "--profile", "smoke", "--dataset", "wine", "--method", "kd", "--force",
+                 "--results", results)  # fmt: skip
+    assert result.code == 1  # the teacher failed, and with it its runs
+    assert f"{inside}: a symbolic link" in caplog.text
+    after = {str(p.relative_to(outside)): p.stat().st_mtime_ns for p in outside.rglob("*")}
+    assert after == before  # no model, lock or explanation cache written or read through it
+
+
+@pytest.mark.parametrize("entry", ["MANIFEST.json", "model.txt"])
+def test_a_fifo_in_a_teacher_caches_place_is_a_damaged_entry_rebuilt_without_a_hang(
+    cli, finished, tmp_path, caplog, entry: str
+) -> None:
+    results, _ = _copy(finished, tmp_path)
+    fifo = teacher_cache(results, "smoke", "wine") / entry
+    fifo.unlink()
+    os.mkfifo(fifo)
+    # It returns: a FIFO is never read.
+    result = cli("run", "--profile", "smoke", "--dataset", "wine", "--method", "kd", "--force",
+                 "--results", results)  # fmt: skip
+    assert result.code == 0
+    assert "is damaged" in caplog.text and "not a regular file" in caplog.text
+    assert fifo.is_file() and not fifo.is_fifo()  # the teacher was retrained and cached again
+
+
 def test_a_fifo_or_device_in_a_records_place_neither_hangs_nor_exhausts_memory(
     cli, finished, tmp_path
 ) -> None:
@@ -242,6 +285,8 @@ def test_a_copied_record_counts_once_and_a_changed_copy_counts_for_neither(
         ("method.params", "x"),
         ("environment.versions", 7),
         ("metrics.accuracy", 1.7e308),
+        ("metrics.accuracy", 1.5),  # beyond the bounds accuracy declares
+        ("metrics.teacher_kl", -0.25),
         ("schema_version", 999),
     ],
 )
@@ -256,11 +301,30 @@ def test_a_record_with_a_wrong_field_is_corrupt_not_a_crash(
         target = target[part]
     target[key] = value
     (row / "seed0.json").write_text(json.dumps(record))
-    assert ResultsFolder(results).read(row / "seed0.json") is None
+    assert ResultsFolder(results, declared_bounds()).read(row / "seed0.json") is None
     shown = cli("show", "wine/kd/seed0", "--results", results)
     assert shown.code == 2 and "no readable record" in shown.err
     report = cli("report", "--results", results, "--out", tmp_path / "site")
     assert report.code == 0
+
+
+def test_a_damaged_record_is_named_once_per_command_and_a_giant_integer_plainly(
+    finished, tmp_path
+) -> None:
+    results, row = _copy(finished, tmp_path)
+    text = (row / "seed0.json").read_text()
+    (row / "seed0.json").write_text(text.replace('"seed": 0', '"seed": ' + "9" * 5000, 1))
+    for args in (("status", "--profile", "smoke"), ("show", "wine/kd/seed0"),
+                 ("report", "--out", tmp_path / "site"),
+                 ("run", "--profile", "smoke", "--dataset", "wine", "--method", "kd")):  # fmt: skip
+        # A process of its own, as a user runs it: each command warns once, however often
+        # it reads the record (`run` reads it to decide, then to run, then for its costs).
+        done = subprocess.run([sys.executable, "-m", "bench", *map(str, args), "--results",
+                               str(results)], capture_output=True, text=True, check=False)  # fmt: skip
+        warnings = [line for line in done.stderr.splitlines() if "kd/seed0.json" in line]
+        assert len(warnings) == 1, (args, done.stderr)
+        assert "an integer of 5000 digits" in warnings[0]
+        assert "set_int_max_str_digits" not in done.stderr
 
 
 # --- parameters: checked against their meaning ----------------------------------------------------
@@ -402,6 +466,35 @@ def test_a_record_that_passes_validation_crashes_no_reader(data: st.DataObject) 
         return  # corrupt: every command skips it with a warning
     describe_run(parsed)
     aggregate([parsed])
+
+
+@settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(data=st.data())
+def test_a_catalogue_that_passes_validation_plans_and_lists_without_a_crash(
+    data: st.DataObject,
+) -> None:
+    """A cache file is untrusted: a catalogue with any field replaced either fails its field
+    checks (ValueError: the cache is rebuilt) or is used like a good one, where what it says
+    (a method list emptied and resealed) can only end in a usage error of one line."""
+    content = json.loads(json.dumps(from_registries().as_dict()))
+    target = content
+    while True:  # a random path down the catalogue's mappings, then a hostile value there
+        key = data.draw(st.sampled_from(sorted(target)))
+        if isinstance(target[key], dict) and target[key] and data.draw(st.booleans()):
+            target = target[key]
+            continue
+        target[key] = data.draw(HOSTILE_VALUES)
+        break
+    try:
+        catalogue = Catalogue.from_dict(content)
+    except ValueError:
+        return
+    with contextlib.suppress(BenchError):  # e.g. "unknown dataset 'wine'": exit 2, one line
+        make_plan(Selection(profile="smoke"), catalogue)
+    assert isinstance(catalogue.metric_bounds(), dict)
+    assert isinstance(catalogue.metric_settings("tabular"), dict)
 
 
 def test_numpy_scalars_in_a_plugins_defaults_are_plain_numbers_and_others_refused(

@@ -82,14 +82,15 @@ def test_explained_subset_is_seeded_and_shared() -> None:
         ({"category": "explanations"}, "category 'explanations' is not one of prediction, "),
         ({"category": "explanation_excess"}, "is not one of"),  # derived by the report only
         ({"category": "fidelity", "modalities": frozenset({"text"})}, "unknown modalities"),
+        ({"category": "fidelity", "bounds": (1.0, 0.0)}, r"bounds \(1.0, 0.0\) are not a range"),
     ],
 )
-def test_register_metric_refuses_an_unknown_category_or_modality(kwargs, message) -> None:
+def test_register_metric_refuses_an_unknown_category_modality_or_bounds(kwargs, message) -> None:
     from bench.core.errors import BenchError
-    from bench.metrics import METRICS, register_metric
+    from bench.metrics import METRICS, UNIT, register_metric
 
     with pytest.raises(BenchError, match=message):
-        register_metric("typo_metric", higher_is_better=True, **kwargs)
+        register_metric("typo_metric", higher_is_better=True, **{"bounds": UNIT, **kwargs})
     assert "typo_metric" not in METRICS
 
 

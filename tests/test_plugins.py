@@ -64,3 +64,39 @@ def test_the_teacher_row_name_is_reserved() -> None:
 
     with pytest.raises(ValueError, match="cannot name a method"):
         register_method("teacher")(type("T", (Method,), {}))
+
+
+def test_editing_a_plugin_or_a_module_beside_it_makes_its_runs_stale(cli, tmp_path: Path) -> None:
+    """The code of a plugin is part of its runs' identity: an edited loss is never reused."""
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    (folder / "weights.py").write_text("WEIGHT = 1.0\n")
+    plugin = folder / "weighted.py"
+    plugin.write_text(
+        PLUGIN.read_text()
+        .replace('"soft_target"', '"weighted_soft"')
+        .replace("import torch\n", "import torch\nfrom weights import WEIGHT\n")
+        .replace('self.params["weight"] *', "WEIGHT *")
+    )
+    results = tmp_path / "results"
+    run = ("run", "--profile", "smoke", "--dataset", "wine", "--method", "weighted_soft",
+           "--plugin", plugin, "--results", results)  # fmt: skip
+    status = ("status", "--profile", "smoke", "--plugin", plugin, "--results", results)
+    assert cli(*run).code == 0
+    first = read_records(results)["smoke/wine/weighted_soft/seed0.json"]
+    assert first["method"]["code"]["file"] == str(plugin)
+    assert "stale" not in cli(*status).out
+
+    (folder / "weights.py").write_text("WEIGHT = 0.5\n")  # a module beside it, not the file
+    assert "stale    wine/weighted_soft/seed0" in cli(*status).out
+    again = cli(*run)
+    assert again.code == 0 and "1 runs (1 done)" not in again.out  # redone, not reused
+    second = read_records(results)["smoke/wine/weighted_soft/seed0.json"]
+    assert second["run_id"] != first["run_id"]
+    assert second["method"]["code"]["sha256"] != first["method"]["code"]["sha256"]
+    assert "1 runs (1 done)" in cli(*run).out  # unchanged code: reused
+
+    site = tmp_path / "site"
+    assert cli("report", "--results", results, "--out", site).code == 0
+    page = (site / "method-weighted_soft.html").read_text()
+    assert f"plugin {plugin}, code SHA-256 <code>{second['method']['code']['sha256'][:16]}" in page

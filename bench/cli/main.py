@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     plan = make_plan(selection, load_catalogue(args.plugin))
     _check_writable(args.results)
     if not args.force:
-        finished = FinishedRecords(ResultsFolder(args.results))
+        finished = FinishedRecords(ResultsFolder(args.results, plan.metric_bounds))
         if not finished.stages(plan, finished.todo(plan)):
             # Nothing to train or score: answered from the records, without importing torch.
             seconds = clock(time.perf_counter() - started)
@@ -324,13 +324,15 @@ def _status(args: argparse.Namespace) -> int:
     from bench.results.folder import ResultsFolder
 
     plan = make_plan(Selection(profile=args.profile), load_catalogue(args.plugin))
-    folder = ResultsFolder(args.results)
+    folder = ResultsFolder(args.results, plan.metric_bounds)
+    # Every record read once, so a damaged one is warned about once.
+    on_disk = {folder.path_of(record): record for record in folder.iter_records(plan.profile.name)}
     counts: Counter = Counter()
     planned = set()
     for spec in plan.runs:
         path = folder.run_path(spec)
         planned.add(path)
-        record = folder.read(path)
+        record = on_disk.get(path)
         if record is None:
             state = "missing"
         elif record.run_id != spec.run_id:
@@ -344,8 +346,8 @@ def _status(args: argparse.Namespace) -> int:
     print(f"profile {plan.profile.name}: {len(plan.runs)} runs: {summary}")
     # Runs on disk the profile's plan does not hold: `--set` variants and methods run by name.
     others: dict[tuple[str, str], Counter] = {}
-    for record in folder.iter_records(plan.profile.name):
-        if record.row in REFERENCE_ROWS or folder.path_of(record) in planned:
+    for path, record in on_disk.items():
+        if record.row in REFERENCE_ROWS or path in planned:
             continue
         others.setdefault((record.dataset_name, record.row), Counter())[str(record.status)] += 1
         if not record.ok:
@@ -368,8 +370,10 @@ def _first_error_line(record: Record | None) -> str:
 
 def _show(args: argparse.Namespace) -> int:
     from bench.cli.show import describe_run, find_run
+    from bench.plan.catalogue import load_catalogue
 
-    print(printable(describe_run(find_run(args.results, args.run, args.profile))))
+    bounds = load_catalogue(()).metric_bounds()
+    print(printable(describe_run(find_run(args.results, args.run, args.profile, bounds))))
     return 0
 
 

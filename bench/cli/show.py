@@ -10,15 +10,18 @@ from bench.core.errors import BenchError
 from bench.core.paths import check_name
 from bench.core.vocabulary import Role
 from bench.results.folder import ResultsFolder
-from bench.results.record import Record
+from bench.results.record import MetricBounds, Record
 
 RUN_ID_PREFIX = re.compile(r"[0-9a-f]{6,64}")
 RUN_NAME = re.compile(r"(?P<dataset>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)")
 
 
-def find_run(results: Path, run: str, profile: str | None = None) -> Record:
-    """The record `run` names: `<dataset>/<method>/seed<k>`, or a run id (a unique prefix will do)."""
-    folder = ResultsFolder(results)
+def find_run(
+    results: Path, run: str, profile: str | None = None, bounds: MetricBounds | None = None
+) -> Record:
+    """The record `run` names: `<dataset>/<method>/seed<k>`, or a run id (a unique prefix will do);
+    records are read against the metrics' declared `bounds`."""
+    folder = ResultsFolder(results, bounds or {})
     if not folder.has_runs():
         raise BenchError(f"no runs under {results}: run `python -m bench run --all` first")
     named = RUN_NAME.fullmatch(run)

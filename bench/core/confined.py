@@ -117,6 +117,21 @@ def open_file(
     return fd
 
 
+def refuse_links(root: Path, path: Path) -> None:
+    """Make the folders up to `path`'s own (below `root`), refusing (`LinkRefused`) a link on the
+    way or in `path`'s place: for what is then handled by path (a teacher cache folder that is
+    renamed into place or removed), after which a link planted on purpose in that moment is the
+    one case left open."""
+    parts = relative_parts(root, path)
+    with open_folder(root, parts[:-1], create=True) as folder:
+        try:
+            mode = os.stat(parts[-1], dir_fd=folder, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return
+    if stat.S_ISLNK(mode):
+        raise _refuse_link(path, root)
+
+
 def read_regular(path: Path, cap: int, root: Path | None = None) -> bytes:
     """The bytes of the regular file `path`, at most `cap` of them; below `root` (default: its
     own folder) no link is followed. FileNotFoundError when it is absent."""

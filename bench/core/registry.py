@@ -68,6 +68,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def source(self, name: str) -> str:
+        """The file that registered `name` (`bench.core.plugin_code` hashes a plugin's)."""
+        return self._sources[name]
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
@@ -147,7 +151,11 @@ def loaded_plugin_files() -> tuple[str, ...]:
 
 
 def load_plugin_file(path: str | Path) -> None:
-    """Import one plugin file; a broken file is reported with its name and line, not a traceback."""
+    """Import one plugin file; a broken file is reported with its name and line, not a traceback.
+
+    Its folder goes on `sys.path` (after what is there), as a script's does, so that it may
+    import modules kept beside it (`from helpers import ...`); those count in its code's hash
+    (`bench.core.plugin_code`)."""
     path = Path(path).resolve()
     if path in _loaded_files:
         return
@@ -161,6 +169,8 @@ def load_plugin_file(path: str | Path) -> None:
         raise BenchError(f"plugin file {str(path)!r} is not a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))
     try:
         with _users_interrupts_marked():
             spec.loader.exec_module(module)

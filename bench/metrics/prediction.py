@@ -1,16 +1,18 @@
 """Prediction quality on the whole test split: accuracy, balanced accuracy, macro-F1, ROC-AUC,
 log-loss, calibration."""
 
+import math
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-from bench.metrics import ScoringContext, register_metric
+from bench.metrics import UNIT, ScoringContext, register_metric
 
 ECE_BINS = 15
 PROB_FLOOR = 1e-12
 
 
-@register_metric("accuracy", category="prediction", higher_is_better=True)
+@register_metric("accuracy", category="prediction", higher_is_better=True, bounds=UNIT)
 def accuracy(ctx: ScoringContext) -> float:
     """Top-1 accuracy on the test split."""
     return float((ctx.probs.argmax(1) == ctx.labels).mean())
@@ -22,6 +24,7 @@ def accuracy(ctx: ScoringContext) -> float:
     "balanced_accuracy",
     category="prediction",
     higher_is_better=True,
+    bounds=UNIT,
     modalities=frozenset({"tabular"}),
 )
 def balanced_accuracy(ctx: ScoringContext) -> float:
@@ -30,7 +33,7 @@ def balanced_accuracy(ctx: ScoringContext) -> float:
     return float(balanced_accuracy_score(ctx.labels, ctx.probs.argmax(1)))
 
 
-@register_metric("macro_f1", category="prediction", higher_is_better=True)
+@register_metric("macro_f1", category="prediction", higher_is_better=True, bounds=UNIT)
 def macro_f1(ctx: ScoringContext) -> float:
     """F1 averaged over classes with equal weight, so rare classes count as much as common ones."""
     return float(f1_score(ctx.labels, ctx.probs.argmax(1), average="macro", zero_division=0))
@@ -40,6 +43,7 @@ def macro_f1(ctx: ScoringContext) -> float:
     "roc_auc",
     category="prediction",
     higher_is_better=True,
+    bounds=UNIT,
     applies=lambda ctx: ctx.bundle.num_classes == 2,
 )
 def roc_auc(ctx: ScoringContext) -> float:
@@ -47,14 +51,22 @@ def roc_auc(ctx: ScoringContext) -> float:
     return float(roc_auc_score(ctx.labels, ctx.probs[:, 1]))
 
 
-@register_metric("log_loss", category="prediction", higher_is_better=False)
+# At most -log of the probability floor: every sample certain of a wrong class.
+@register_metric(
+    "log_loss",
+    category="prediction",
+    higher_is_better=False,
+    bounds=(0.0, -math.log(PROB_FLOOR)),
+)
 def log_loss(ctx: ScoringContext) -> float:
     """Mean negative log-likelihood of the true class (probabilities floored at 1e-12)."""
     true_class = ctx.probs[np.arange(len(ctx.labels)), ctx.labels]
     return float(-np.log(np.maximum(true_class, PROB_FLOOR)).mean())
 
 
-@register_metric("ece", category="prediction", higher_is_better=False, settings={"bins": ECE_BINS})
+@register_metric(
+    "ece", category="prediction", higher_is_better=False, bounds=UNIT, settings={"bins": ECE_BINS}
+)
 def expected_calibration_error(ctx: ScoringContext) -> float:
     """Expected calibration error: |accuracy - confidence| over 15 equal-width confidence bins,
     weighted by the share of samples in each bin (Guo et al. 2017)."""

@@ -32,7 +32,16 @@ import torch
 from torch import nn
 
 from bench.explain.explainers import EXPLAINERS, ClassScores, explain, explanation_rules
-from bench.metrics import SCORING_SEED, ScoringContext, register_metric, softmax
+from bench.metrics import (
+    CORRELATION,
+    NON_NEGATIVE,
+    SCORING_SEED,
+    UNIT,
+    Bounds,
+    ScoringContext,
+    register_metric,
+    softmax,
+)
 from bench.metrics.explanation import spearman_per_sample
 
 IMAGE = frozenset({"image"})
@@ -300,22 +309,30 @@ def _always(ctx: ScoringContext) -> bool:
     return True
 
 
-# name, function, category, higher_is_better, modalities, extra applicability, version
+# name, function, category, higher_is_better, bounds, modalities, extra applicability, version
+# (complexity: an entropy, at most the log of the feature count; sparseness: a Gini index)
 QUANTUS_METRICS = (
     # 2: perturbs to the explainer's baseline, not to each sample's minimum.
-    ("faithfulness_correlation", faithfulness_correlation, "faithfulness", True, BOTH, _always, 2),
-    ("deletion_gain", deletion_gain, "faithfulness", True, BOTH, _always, 1),
-    ("max_sensitivity", max_sensitivity, "robustness", False, BOTH, _always, 1),
-    ("sparseness", sparseness, "complexity", True, BOTH, _always, 1),
-    ("complexity", complexity, "complexity", False, BOTH, _always, 1),
-    ("mprt", mprt, "randomisation", False, IMAGE, _is_network, 1),
-    ("pointing_game", pointing_game, "localisation", True, IMAGE, _has_masks, 1),
-    ("attribution_localisation", attribution_localisation, "localisation", True, IMAGE, _has_masks, 1),
+    ("faithfulness_correlation", faithfulness_correlation, "faithfulness", True, CORRELATION, BOTH, _always, 2),
+    ("deletion_gain", deletion_gain, "faithfulness", True, CORRELATION, BOTH, _always, 1),
+    ("max_sensitivity", max_sensitivity, "robustness", False, NON_NEGATIVE, BOTH, _always, 1),
+    ("sparseness", sparseness, "complexity", True, UNIT, BOTH, _always, 1),
+    ("complexity", complexity, "complexity", False, NON_NEGATIVE, BOTH, _always, 1),
+    ("mprt", mprt, "randomisation", False, CORRELATION, IMAGE, _is_network, 1),
+    ("pointing_game", pointing_game, "localisation", True, UNIT, IMAGE, _has_masks, 1),
+    ("attribution_localisation", attribution_localisation, "localisation", True, UNIT, IMAGE, _has_masks, 1),
 )  # fmt: skip
 
 
 def _register(
-    name: str, fn: QuantusFn, category: str, higher: bool, modalities, applies, version: int
+    name: str,
+    fn: QuantusFn,
+    category: str,
+    higher: bool,
+    bounds: Bounds,
+    modalities,
+    applies,
+    version: int,
 ) -> None:
     """`<metric>_<explainer>` for every explainer; it applies when it is the profile's Quantus one."""
     for explainer in EXPLAINERS.names():
@@ -340,6 +357,7 @@ def _register(
             f"{name}_{explainer}",
             category=f"quantus_{category}",
             higher_is_better=higher,
+            bounds=bounds,
             modalities=usable,
             settings={
                 "explainer": explainer,

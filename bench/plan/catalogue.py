@@ -9,10 +9,10 @@ later commands read it back.
 
 A cache file is trusted only under the fingerprint of the code it was built from: the bytes of
 every source file of bench and its built-in components, of the plugin files (`--plugin`,
-`$BENCH_PLUGINS`) and of the modules of the installed entry points. Any edit of those files, a
-plugin added or removed, a torn or foreign file: the catalogue is rebuilt. Not covered: a module
-that a plugin file imports from elsewhere (edit the plugin file, or delete the cache, after
-changing one). Once the registries are loaded in a process (a runner about to train, a test, a
+`$BENCH_PLUGINS`) and of the modules of the installed entry points, each with the local modules
+it imports from beside it (`bench.core.plugin_code`). Any edit of those files, a plugin added or
+removed, a torn or foreign file: the catalogue is rebuilt. Not covered: a module that a plugin
+imports from an installed package (pin its version). Once the registries are loaded in a process (a runner about to train, a test, a
 library caller), they are the catalogue and no file is read.
 """
 
@@ -24,6 +24,7 @@ import importlib.util
 import json
 import logging
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,9 @@ from bench.core import registry
 from bench.core.atomic import write_atomic
 from bench.core.confined import read_regular
 from bench.core.errors import UnknownNameError
+from bench.core.jsontext import parse_json
 from bench.core.paths import user_cache_root
+from bench.core.plugin_code import code_identity, local_modules
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class MethodInfo:
     citation: str
     # Closed ranges the method narrows its parameters to (`Method.ranges`).
     ranges: dict[str, list[float]] = field(default_factory=dict)
+    # A plugin's file and the hash of its code (`bench.core.plugin_code`); empty for a built-in.
+    code: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,14 @@ class DatasetInfo:
     modality: str
     version: str
     description: str
+    # A plugin's file and the hash of its code (`bench.core.plugin_code`); empty for a built-in.
+    code: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_version(self) -> str:
+        """The version that identifies its data in run ids and teacher keys: a plugin's has its
+        code's hash appended, so an edited loader retrains the teacher and redoes the runs."""
+        return f"{self.version}+code.{self.code['sha256'][:16]}" if self.code else self.version
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,9 @@ class MetricInfo:
     modalities: tuple[str, ...]
     description: str
     settings: dict[str, Any]
+    # The closed range of its values (`bench.metrics.Bounds`; JSON writes an open end as
+    # Infinity, which Python's reader reads back).
+    bounds: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,10 @@ class Catalogue:
         registry.load_plugins(list(self.plugin_files))
         return _dataset_info(DATASETS.get(name))
 
+    def metric_bounds(self) -> dict[str, tuple[float, float]]:
+        """Each metric's bounds, by name: what a record's values are checked against."""
+        return {name: info.bounds for name, info in self.metrics.items()}
+
     def metric_settings(self, modality: str) -> dict[str, Any]:
         """What a run id hashes of the metrics of a modality: each metric's name and settings."""
         return {m.name: m.settings for m in self.metrics.values() if modality in m.modalities}
@@ -123,9 +143,18 @@ class Catalogue:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], plugin_files: Sequence[str] = ()) -> Catalogue:
-        def entries(kind: str, info: type) -> dict[str, Any]:
-            return {name: _info(info, fields) for name, fields in data[kind].items()}
+        """The catalogue `data` (its JSON form) holds, every field checked against the type its
+        dataclass declares: a cache file is untrusted, and a wrong type would otherwise crash
+        every command that reads it (ValueError naming the field)."""
 
+        def entries(kind: str, info: type) -> dict[str, Any]:
+            found = data[kind]
+            if not _matches(found, dict[str, dict[str, Any]]):
+                raise ValueError(f"{kind} is not a mapping of names to entries")
+            return {name: _info(info, kind, name, fields) for name, fields in found.items()}
+
+        if not _matches(data.get("families"), dict[str, str]):
+            raise ValueError("families is not a mapping of prefixes to patterns")
         return cls(
             methods=entries("methods", MethodInfo),
             datasets=entries("datasets", DatasetInfo),
@@ -142,13 +171,45 @@ def _lookup(entries: Mapping[str, Any], kind: str, name: str) -> Any:
         raise UnknownNameError(kind, name, entries) from None
 
 
-def _info(info: type, fields: Mapping[str, Any]) -> Any:
-    """An entry from its JSON fields; lists become the tuples the dataclass declares."""
+def _matches(value: Any, kind: Any) -> bool:
+    """Whether the JSON `value` has the type `kind` declares (a JSON list for a tuple)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return True
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is None:
+        return isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is list or args[-1] is Ellipsis:
+            return all(_matches(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(key, str) and _matches(item, args[1]) for key, item in value.items()
+        )
+    return False
+
+
+def _info(info: type, kind: str, name: str, fields: Mapping[str, Any]) -> Any:
+    """An entry from its JSON fields, each of the type the dataclass declares (lists become the
+    tuples it declares); ValueError naming the first field that is not."""
+    types = typing.get_type_hints(info)
+    if set(fields) != set(types):
+        raise ValueError(f"{kind} {name!r} has fields {sorted(fields)}, not {sorted(types)}")
+    for field_name, declared in types.items():
+        if not _matches(fields[field_name], declared):
+            raise ValueError(f"{kind} {name!r}: {field_name} is not of type {declared}")
+    if fields["name"] != name:
+        raise ValueError(f"{kind} {name!r} is filed under another name ({fields['name']!r})")
     return info(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def _dataset_info(entry: Any) -> DatasetInfo:
-    return DatasetInfo(entry.name, entry.modality, entry.version, entry.description)
+    code = code_identity(registry.source_file(entry.loader))
+    return DatasetInfo(entry.name, entry.modality, entry.version, entry.description, code)
 
 
 def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
@@ -171,6 +232,7 @@ def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
             description=cls.describe(),
             citation=cls.citation,
             ranges={param: list(bounds) for param, bounds in cls.ranges.items()},
+            code=code_identity(METHODS.source(name)),
         )
     datasets = {name: _dataset_info(DATASETS.get(name)) for name in DATASETS}
     metrics = {
@@ -181,6 +243,7 @@ def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
             modalities=tuple(sorted(metric.modalities)),
             description=metric.description,
             settings=dict(metric.settings),
+            bounds=metric.bounds,
         )
         for name in METRICS
         for metric in [METRICS.get(name)]
@@ -203,13 +266,14 @@ def code_fingerprint(plugin_files: Sequence[str | Path] = ()) -> str:
         spec = importlib.util.find_spec(package)
         for folder in (spec.submodule_search_locations or []) if spec else []:
             sources += sorted(Path(folder).rglob("*.py"))
-    sources += [Path(p).resolve() for p in registry.plugin_files(plugin_files)]
+    for plugin in registry.plugin_files(plugin_files):  # with the modules it imports beside it
+        sources += local_modules(Path(plugin)) if Path(plugin).is_file() else [Path(plugin)]
     for group in registry.ENTRY_POINT_GROUPS:
         for entry in importlib.metadata.entry_points(group=group):
             digest.update(f"{group}:{entry.name}={entry.value}".encode())
             spec = importlib.util.find_spec(entry.module)
             if spec is not None and spec.origin and Path(spec.origin).is_file():
-                sources.append(Path(spec.origin))
+                sources += local_modules(Path(spec.origin))
     for path in dict.fromkeys(sources):
         digest.update(str(path).encode() + b"\0")
         try:
@@ -251,7 +315,7 @@ def _read(path: Path, fingerprint: str, plugin_files: Sequence[str | Path]) -> C
     """The cached catalogue, or None (rebuilt by the caller) when it is absent or cannot be
     trusted: another fingerprint, edited content, a wrong type anywhere, not a regular file."""
     try:
-        data = json.loads(read_regular(path, CATALOGUE_CAP))
+        data = parse_json(read_regular(path, CATALOGUE_CAP))
         if data["fingerprint"] != fingerprint:
             raise ValueError(f"fingerprint {data['fingerprint']!r}, expected {fingerprint!r}")
         if data["digest"] != _content_digest(data["catalogue"]):

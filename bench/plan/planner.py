@@ -7,7 +7,7 @@ it runs without torch (`bench.plan.catalogue`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.core.budgets import Profile
@@ -38,6 +38,8 @@ class Plan:
     runs: list[RunSpec]
     # The run id of each teacher's reference rows (teacher and controls), by teacher key.
     reference_ids: dict[str, str]
+    # Each metric's declared bounds (`Catalogue.metric_bounds`): records are read against them.
+    metric_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(run.dataset for run in self.runs))
@@ -183,7 +185,7 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
                     teachers[seed] = teacher_spec_for(
                         profile,
                         entry.name,
-                        entry.version,
+                        entry.data_version,
                         entry.modality,
                         profile.teacher_seed_for(seed),
                     )
@@ -194,7 +196,7 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
                     RunSpec(
                         profile=profile.name,
                         dataset=entry.name,
-                        dataset_version=entry.version,
+                        dataset_version=entry.data_version,
                         modality=entry.modality,
                         method=method_name,
                         variant=variant_name(method_name, overrides.get(method_name, {})),
@@ -203,6 +205,7 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
                         teacher=teachers[seed],
                         budget=budget,
                         metric_settings=settings,
+                        code=method.code.get("sha256", ""),
                     )
                 )
     if not runs:
@@ -211,4 +214,4 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
             f"({', '.join(catalogue.dataset(d).modality for d in dataset_names)}), "
             f"methods {selected}"
         )
-    return Plan(profile, runs, reference_ids)
+    return Plan(profile, runs, reference_ids, catalogue.metric_bounds())

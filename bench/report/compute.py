@@ -55,7 +55,7 @@ from bench.report.tables import (
     table_columns,
 )
 from bench.results.folder import ResultsFolder
-from bench.results.record import PROBLEM_STATUSES, Record
+from bench.results.record import PROBLEM_STATUSES, MetricBounds, Record
 from bench.results.table import long_table
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ def _descriptions(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
 
 
 def read_result_sets(
-    folders: Sequence[Path], profile: str | None
+    folders: Sequence[Path], profile: str | None, bounds: MetricBounds | None = None
 ) -> tuple[list[Record], dict[tuple[str, str], Path], pd.DataFrame | None]:
-    """The records of one or more result sets (of one profile, if given), the folder each
-    (profile, dataset) was read from (its attribution maps lie there), and their MetaQuantus
-    tables together.
+    """The records of one or more result sets (of one profile, if given; read against the
+    metrics' declared `bounds`), the folder each (profile, dataset) was read from (its
+    attribution maps lie there), and their MetaQuantus tables together.
 
     Several sets make one site, e.g. the real-data reference set beside the embedded-data one.
     A (profile, dataset) found in two sets is refused: which set's runs it should show is the
@@ -135,7 +135,7 @@ def read_result_sets(
     home: dict[tuple[str, str], Path] = {}
     tables = []
     for folder in folders:
-        found = list(ResultsFolder(folder).iter_records(profile))
+        found = list(ResultsFolder(folder, bounds or {}).iter_records(profile))
         here = {(r.profile, r.dataset_name) for r in found}
         for key in sorted(here):
             if key in home:
@@ -168,18 +168,20 @@ def compute(
     them and plans each registered profile for the site's completeness line; loading it reads
     its cache file, and only a stale cache is rebuilt (which imports torch).
     """
+    source = (lambda: catalogue) if catalogue is not None else functools.cache(load_catalogue)
+    bounds = source().metric_bounds()
     folders = [results] if isinstance(results, Path) else list(results)
-    records, home, metaquantus = read_result_sets(folders, profile)
-    yours: set[tuple[str, str, str]] = set()
+    records, home, metaquantus = read_result_sets(folders, profile, bounds)
+    sources: dict[tuple[str, str, str], str] = {}
     differences: list[str] = []
     if reference is not None:
-        theirs = list(ResultsFolder(reference).iter_records(profile))
+        theirs = list(ResultsFolder(reference, bounds).iter_records(profile))
         if not theirs:
             raise BenchError(f"no readable records under {reference}/runs to compare with")
         differences = environment_differences(records, theirs)
         for line in differences:
             log.warning("your runs and the reference differ in %s", line)
-        records, yours = merge_with_reference(records, theirs)
+        records, sources = merge_with_reference(records, theirs)
     table = long_table(records)
     frame = aggregate(table)
     seeds = seed_values(table)
@@ -200,6 +202,9 @@ def compute(
     reliability = reliability_table(table, separation, metaquantus, friedman)
     flagged = reasons(reliability)
     ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
+    if reference is not None:  # whose seeds each row holds, in leaderboard.csv too
+        keys = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
+        ranked["source"] = [sources.get(key, "") for key in keys]
     comparisons = compare(seeds)
     averages = average_ranks(ranked, seeds)
     verdicts = evaluate_all(seeds, unreliable=failing(reliability, "decides_verdicts"))
@@ -213,7 +218,7 @@ def compute(
     for (p, modality), part in keys.groupby(["profile", "modality"], sort=True):
         track_pages = []
         for dataset in sorted(part.dataset):
-            board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, yours)
+            board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, sources)
             explainer = explainers.get((p, dataset))
             # The reference set's own datasets have their maps there.
             maps = home.get((p, dataset), reference or folders[0])
@@ -241,7 +246,6 @@ def compute(
         )  # fmt: skip
     # The real-data profile first; tabular, then image: the order of DESIGN's tracks.
     tracks.sort(key=lambda t: (profile_rank(t.profile), t.modality != "tabular", t.modality))
-    source = (lambda: catalogue) if catalogue is not None else functools.cache(load_catalogue)
     return ReportData(
         leaderboard=ranked,
         comparisons=comparisons,

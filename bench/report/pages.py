@@ -227,7 +227,7 @@ def _gallery(
     def load(record: Record, file_name: object) -> np.ndarray | None:
         # Only a bare file name beside the record is trusted, never a path from the record.
         path = folder.beside(record, file_name)
-        return None if path is None else read_array_sealed(path)
+        return None if path is None else read_array_sealed(path, folder.root)
 
     teacher_maps = load(teacher, reference.get("file"))
     if teacher_maps is None:
@@ -259,6 +259,8 @@ class MethodPage:
     params: list[tuple[str, list[tuple[str, str]]]]  # (where, [(key, value)])
     datasets: list[tuple[str, str, str]]  # (profile, dataset, page)
     runs: list[dict[str, Any]]
+    # A plugin's (file, SHA-256 of its code) for each version of it the records were run with.
+    code: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def page(self) -> str:
@@ -323,6 +325,13 @@ def method_pages(records: list[Record], catalogue: CatalogueSource) -> list[Meth
         group = by_method[name]
         role = str(group[0].role)
         citations = sorted({str(r.method["citation"]) for r in group if r.method.get("citation")})
+        code = sorted(
+            {
+                (str(c.get("file")), str(c.get("sha256")))
+                for r in group
+                if (c := r.method.get("code"))
+            }
+        )
         where: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
         for r in group:
             flat = tuple(_flatten(r.method.get("params") or {}))
@@ -369,6 +378,7 @@ def method_pages(records: list[Record], catalogue: CatalogueSource) -> list[Meth
                 params,
                 [(p, d, dataset_page(p, d)) for p, d in datasets],
                 runs,
+                code,
             )
         )
     return pages

@@ -2,14 +2,16 @@
 
 The reference's records (e.g. the committed `reference/default-v2`) fill the leaderboard; a
 user's record of the same (profile, dataset, row, seed) replaces the reference's, so a user who
-reruns or adds a method sees it ranked among the reference's methods. The rows the user produced
-are marked in the report. Numbers from two machines are only comparable when their environments
+reruns or adds a method sees it ranked among the reference's methods. Each row says how many of its
+seeds are the user's and how many the reference's (`source_label`): a row of seven of the user's
+seeds and three of the reference's is neither set's alone. Numbers from two machines are only comparable when their environments
 agree (image runs depend on the thread count and the libraries), so every difference between the
 two sets' environments is named in a warning.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from bench.results.record import Record
@@ -26,14 +28,26 @@ def _record_key(record: Record) -> tuple[str, str, str, int]:
 
 def merge_with_reference(
     user: Iterable[Record], reference: Iterable[Record]
-) -> tuple[list[Record], set[Key]]:
-    """The reference's records with the user's laid over them, and the rows the user produced."""
-    merged = {_record_key(r): r for r in reference}
-    yours: set[Key] = set()
+) -> tuple[list[Record], dict[Key, str]]:
+    """The reference's records with the user's laid over them, and each row's source
+    (`source_label`)."""
+    merged = {_record_key(r): (r, "reference") for r in reference}
     for record in user:
-        merged[_record_key(record)] = record
-        yours.add(_record_key(record)[:3])
-    return list(merged.values()), yours
+        merged[_record_key(record)] = (record, "yours")
+    counts: dict[Key, Counter[str]] = defaultdict(Counter)
+    for key, (_, origin) in merged.items():
+        counts[key[:3]][origin] += 1
+    sources = {key: source_label(c["yours"], c["reference"]) for key, c in counts.items()}
+    return [record for record, _ in merged.values()], sources
+
+
+def source_label(yours: int, theirs: int) -> str:
+    """Whose seeds a merged row holds: `yours`, `reference`, or `3 of 10 seeds yours`."""
+    if not theirs:
+        return "yours"
+    if not yours:
+        return "reference"
+    return f"{yours} of {yours + theirs} seeds yours"
 
 
 def _signature(record: Record) -> tuple[tuple[str, str], ...]:

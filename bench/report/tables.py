@@ -113,7 +113,8 @@ class Row:
     role: str
     link: str
     cells: list[Cell]
-    yours: bool = False  # produced by the user, beside a reference set
+    # Beside a reference set, whose seeds the row holds (`bench.report.reference.source_label`).
+    source: str = ""
     # A screen (`bench.report.statistics.ranking_scope`): fewer seeds than the ranked methods of
     # its table, so unranked there; the text says how many seeds each has.
     screen: str = ""
@@ -191,14 +192,14 @@ def leaderboard_table(
     descriptions: dict[str, str],
     flagged: dict[tuple[str, str, str], str] | None = None,
     coverage: dict[tuple[str, str, str, str], float] | None = None,
-    yours: set[tuple[str, str, str]] | None = None,
+    sources: dict[tuple[str, str, str], str] | None = None,
 ) -> Table:
     """The (profile, dataset) leaderboard: teacher, control rows, then methods; best per column.
 
     `flagged`: (profile, dataset, metric) → why it fails a reliability check
     (`bench.report.reliability`), greyed and marked in their headers; `coverage`: the mean share of samples scored per (profile, dataset, method,
-    metric), shown in a cell's tooltip when below 1; `yours`: the (profile, dataset, row) a user
-    produced beside a reference set, marked as theirs.
+    metric), shown in a cell's tooltip when below 1; `sources`: beside a reference set, whose
+    seeds each (profile, dataset, row) holds, the user's, the reference's or some of each.
     """
     part = ranked[(ranked.profile == profile) & (ranked.dataset == dataset)]
     columns = table_columns(part, descriptions)
@@ -253,9 +254,9 @@ def leaderboard_table(
                 title += "; a screen: not ranked against the methods with more seeds"
             value = "" if math.isnan(row["mean"]) else repr(float(row["mean"]))
             cells.append(Cell(text, title, value, css))
-        mine = (profile, dataset, method) in (yours or set())
+        source = (sources or {}).get((profile, dataset, method), "")
         table.rows.append(
-            Row(method, role, method_page(method), cells, mine, screens.get(method, ""))
+            Row(method, role, method_page(method), cells, source, screens.get(method, ""))
         )
     return table
 

@@ -17,28 +17,34 @@ report writes nothing here: its site and exports go where `--out` says.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.atomic import write_json_atomic
 from bench.core.confined import RECORD_CAP, NotRegular, read_regular, walk_files
+from bench.core.jsontext import parse_json
 from bench.core.locks import lock_path
 from bench.core.paths import check_name, inside
 from bench.core.specs import RunSpec, TeacherSpec
 from bench.core.vocabulary import TEACHER_ROW
-from bench.results.record import Record
+from bench.results.record import MetricBounds, Record
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ResultsFolder:
-    """Where everything of one results folder lives, and its records read and written."""
+    """Where everything of one results folder lives, and its records read and written.
+
+    `bounds`: each metric's declared bounds (`Catalogue.metric_bounds`), against which every
+    record read is checked; without them only the bound all metrics share is.
+    """
 
     root: Path
+    bounds: MetricBounds = field(default_factory=dict, compare=False, hash=False)
 
     # --- layout ---------------------------------------------------------------------------------
     @property
@@ -109,7 +115,7 @@ class ResultsFolder:
     def read(self, path: Path) -> Record | None:
         """The record at `path` in this folder (`read_record`), if it is the record of the run
         that path belongs to; a copy or a misfiled record counts only at its own path."""
-        record = read_record(path, self.root)
+        record = read_record(path, self.root, self.bounds)
         if record is not None and self.path_of(record) != path:
             log.warning("skipping %s: it holds the record of %s", path, self.path_of(record))
             return None
@@ -128,7 +134,7 @@ class ResultsFolder:
         at_home: dict[Path, Record] = {}
         away: list[tuple[Path, Record]] = []
         for path in walk_files(self.root, parts, ".json"):
-            record = read_record(path, self.root)
+            record = read_record(path, self.root, self.bounds)
             if record is not None:
                 home = self.path_of(record)
                 if home == path:
@@ -151,8 +157,11 @@ class ResultsFolder:
         yield from (record for path, record in at_home.items() if path not in conflicts)
 
 
-def read_record(path: Path, root: Path | None = None) -> Record | None:
-    """The record at `path`, or None (with a warning) when it is missing, unreadable or corrupt.
+def read_record(
+    path: Path, root: Path | None = None, bounds: MetricBounds | None = None
+) -> Record | None:
+    """The record at `path`, or None (with a warning) when it is missing, unreadable or corrupt
+    (its metrics checked against `bounds`, `bench.results.record.record_problems`).
 
     Below `root` (default: the record's folder) no link is followed, and only a regular file of
     at most `RECORD_CAP` bytes is read (`bench.core.confined`): a link leading elsewhere is
@@ -160,17 +169,30 @@ def read_record(path: Path, root: Path | None = None) -> Record | None:
     corrupt record counts as not done: `run` redoes it, `report` and `status` skip it.
     """
     try:
-        data = json.loads(read_regular(path, RECORD_CAP, root))
+        data = parse_json(read_regular(path, RECORD_CAP, root))
     except FileNotFoundError:
         return None
     except NotRegular as exc:
-        log.warning("skipping %s", exc)
+        _warn_once(path, f"skipping {exc}")
         return None
     except (OSError, ValueError, RecursionError) as exc:
-        log.warning("skipping unreadable record %s: %s", path, exc)
+        _warn_once(path, f"skipping unreadable record {path}: {exc}")
         return None
     try:
-        return Record.from_json(data)
+        return Record.from_json(data, bounds)
     except ValueError as exc:
-        log.warning("skipping corrupt record %s: %s", path, exc)
+        _warn_once(path, f"skipping corrupt record {path}: {exc}")
         return None
+
+
+# What this process has warned of, by file and message: a command reads a record more than once
+# (`run` decides what is done, then its runner does, under the folder's absolute path), and one
+# damaged record is one warning.
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    key = (os.path.abspath(path), message.replace(str(path), ""))
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", message)

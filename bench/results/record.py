@@ -170,10 +170,11 @@ class Record:
         return {name: getattr(self, name) for name in JSON_ORDER}
 
     @classmethod
-    def from_json(cls, data: Any) -> Record:
+    def from_json(cls, data: Any, bounds: MetricBounds | None = None) -> Record:
         """The record `data` holds, with the defaults of older records applied; raises
-        `ValueError` naming what is wrong when it is not a valid record."""
-        problems = record_problems(data)
+        `ValueError` naming what is wrong when it is not a valid record (its metrics checked
+        against `bounds`, `record_problems`)."""
+        problems = record_problems(data, bounds)
         if problems:
             raise ValueError("; ".join(problems))
         known = {name: data[name] for name in JSON_ORDER if name in data}
@@ -219,8 +220,14 @@ def _is_seed(value: Any) -> bool:
 
 
 # No metric of the benchmark comes near this (parameter counts, milliseconds, counts of units):
-# a larger value is damage, and two of 1.7e308 used to overflow the report's means to inf.
+# a larger value is damage, and two of 1.7e308 used to overflow the report's means to inf. It
+# holds for every metric; each also declares its own bounds (`bench.metrics.register_metric`),
+# which the reader is handed (`MetricBounds`) and checks within `BOUND_SLACK` (float rounding:
+# a cosine of 1 + 2e-16).
 METRIC_BOUND = 1e15
+BOUND_SLACK = 1e-6
+# Metric name -> (low, high): the closed range the metric declares.
+MetricBounds = Mapping[str, tuple[float, float]]
 # The fields a command reads as mappings, when present.
 MAPPINGS = (
     "metric_metadata", "timings", "environment", "student", "budget", "training", "dissection",
@@ -270,6 +277,11 @@ def _nested_problems(record: dict[str, Any]) -> list[str]:
         for key in ("base", "citation"):
             if method.get(key) is not None and not isinstance(method[key], str):
                 problems.append(f"method.{key} is not a string")
+        code = method.get("code")
+        if code is not None and not (
+            isinstance(code, dict) and all(isinstance(v, str) for v in code.values())
+        ):
+            problems.append("method.code is not a mapping of strings")
     teacher = record.get("teacher")  # a mapping; in the oldest records a teacher key
     if teacher is not None and not isinstance(teacher, dict | str):
         problems.append("teacher is not a mapping or a teacher key")
@@ -296,11 +308,39 @@ def _nested_problems(record: dict[str, Any]) -> list[str]:
     return problems
 
 
-def record_problems(record: Any) -> list[str]:
+def _metric_problems(metrics: dict[Any, Any], bounds: MetricBounds) -> list[str]:
+    """Metrics that are not null or a finite number within ±`METRIC_BOUND` and within the bounds
+    their metric declares (a metric `bounds` does not know, such as a plugin's that is not
+    loaded, has only the first)."""
+    problems = []
+    bad = [
+        name
+        for name, value in metrics.items()
+        if value is not None and not (_is_number(value) and abs(value) <= METRIC_BOUND)
+    ]
+    if bad:
+        problems.append(
+            f"metrics not a finite number within ±{METRIC_BOUND:g} or null: "
+            f"{', '.join(map(str, bad))}"
+        )
+    outside = [
+        f"{name} {value:g} outside [{low:g}, {high:g}]"
+        for name, value in metrics.items()
+        if name not in bad and value is not None and name in bounds
+        for low, high in [bounds[name]]
+        if not low - BOUND_SLACK <= value <= high + BOUND_SLACK
+    ]
+    if outside:
+        problems.append(f"metrics outside their declared bounds: {', '.join(outside)}")
+    return problems
+
+
+def record_problems(record: Any, bounds: MetricBounds | None = None) -> list[str]:
     """What makes `record` (a record's JSON) unusable as a run record; empty when it is valid.
 
     Checked: the required keys and their types, a known status and role, metrics that are finite
-    numbers or null, an error that is null or a mapping of strings, timings that are numbers.
+    numbers or null and within the `bounds` their metrics declare (by name; see
+    `_metric_problems`), an error that is null or a mapping of strings, timings that are numbers.
     Everything the report, the statistics and `status` read is among them, so a record that
     passes cannot crash them, and one that fails is treated as not done.
     """
@@ -343,16 +383,7 @@ def record_problems(record: Any) -> list[str]:
     if metrics is not None and not isinstance(metrics, dict):
         problems.append("metrics is not a mapping")
     elif metrics:
-        bad = [
-            name
-            for name, value in metrics.items()
-            if value is not None and not (_is_number(value) and abs(value) <= METRIC_BOUND)
-        ]
-        if bad:
-            problems.append(
-                f"metrics not a finite number within ±{METRIC_BOUND:g} or null: "
-                f"{', '.join(map(str, bad))}"
-            )
+        problems += _metric_problems(metrics, bounds or {})
     for key in MAPPINGS:
         if record.get(key) is not None and not isinstance(record[key], dict):
             problems.append(f"{key} is not a mapping")

@@ -24,6 +24,7 @@ from bench.core.specs import RunSpec, TeacherSpec
 from bench.core.terminal import exception_message
 from bench.core.vocabulary import TEACHER_ROW
 from bench.data.bundle import DatasetBundle
+from bench.metrics import declared_bounds
 from bench.results.folder import ResultsFolder
 from bench.run.environment import environment
 from bench.run.progress import Progress, SilentProgress
@@ -58,7 +59,7 @@ class SuiteContext:
 
     @property
     def folder(self) -> ResultsFolder:
-        return ResultsFolder(self.options.results)
+        return ResultsFolder(self.options.results, declared_bounds())
 
     @property
     def finished(self) -> FinishedRecords:
@@ -82,7 +83,7 @@ class SuiteContext:
         while this process was busy with others is not redone (`done`).
         """
         path = self.path_of(spec)
-        with try_lock(self.folder.lock_of(path), wait=lock_wait) as held:
+        with try_lock(self.folder.lock_of(path), wait=lock_wait, root=self.folder.root) as held:
             if held and not self.finished.is_done(path, spec.run_id):
                 remove_temporaries(path)
                 return work()

@@ -5,13 +5,22 @@ The ETA used to be the mean time of the runs so far times the runs left; a suite
 train for minutes before any student starts, and whose datasets differ tenfold in cost, made it
 say 6:39 left at 50 % when 48 minutes were left. Now every piece of work is one of two kinds,
 a dataset's teacher stage or a student run, and each piece is estimated by what the same kind
-cost on the same dataset, measured as the suite goes (or, before anything of its dataset has
-finished, what that kind cost on the others). The status line is redrawn every `refresh`
-seconds by a background thread, so it never stands still during a long stage.
+cost on the same dataset: measured as the suite goes, else what records already on disk say it
+cost (the results folder's own, and the reference set of the profile; `bench.run.cost_priors`),
+scaled by how much faster or slower this machine has been than those records so far. Work of a
+kind that neither measured nor recorded is "?", never priced like another dataset's (an
+unmeasured 26 s image run used to be priced like a 2 s table run). The percentage is of the
+estimated time, not of the runs, once every piece has an estimate.
+
+The status line is redrawn every `refresh` seconds by a background thread, so it never stands
+still during a long stage, and is cut to the terminal's width (a wrapped line would leave a new
+partial line at every redraw). When the output is not a terminal there is no status line, only
+a plain line per finished run. No colour is used, so `NO_COLOR` has nothing to turn off.
 """
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import threading
@@ -44,27 +53,57 @@ def dataset_of(label: str) -> str:
 
 
 class CostModel:
-    """Seconds per piece of work, measured as the suite goes, and what the rest should take."""
+    """Seconds per piece of work, measured as the suite goes, and what the rest should take.
 
-    def __init__(self) -> None:
+    `priors`: seconds per piece of work as records on disk say it cost, on whatever machine
+    wrote them; they are scaled by `speed`, this machine's pace relative to them so far.
+    """
+
+    def __init__(self, priors: dict[Work, float] | None = None) -> None:
         self.measured: dict[Work, list[float]] = defaultdict(list)
+        self.priors = {work: s for work, s in (priors or {}).items() if s > 0}
 
     def record(self, work: Work, seconds: float) -> None:
         self.measured[work].append(seconds)
 
+    def speed(self) -> float:
+        """Seconds this suite took per second the records say: the median ratio over the pieces
+        measured here that have a prior (robust to one slow piece; per piece rather than per
+        kind, which halved the ETA's misses at a tenth of a replayed default run); 1 before
+        any is."""
+        ratios = [
+            seconds / self.priors[work]
+            for work, values in self.measured.items()
+            if work in self.priors
+            for seconds in values
+        ]
+        return statistics.median(ratios) if ratios else 1.0
+
     def estimate(self, work: Work) -> float | None:
-        """The mean of this kind on this dataset; else of this kind on any dataset; else None."""
+        """The mean of this kind on this dataset measured here; else its prior at this machine's
+        speed; else None (unknown: never another dataset's cost)."""
         own = self.measured.get(work)
         if own:
             return statistics.fmean(own)
-        kind = [s for (k, _), values in self.measured.items() if k == work[0] for s in values]
-        return statistics.fmean(kind) if kind else None
+        prior = self.priors.get(work)
+        return prior * self.speed() if prior is not None else None
+
+    def spent(self) -> float:
+        """Seconds of work finished so far, summed over the pieces."""
+        return sum(sum(values) for values in self.measured.values())
 
     def remaining(
         self, pending: Counter[Work], running: Iterable[tuple[Work, float]], slots: int
     ) -> float | None:
         """Seconds until `pending` work and the `running` (work, seconds so far) are done, with
-        `slots` pieces at a time; None while some kind of pending work has no measurement yet."""
+        `slots` pieces at a time; None while some kind of pending work has no estimate."""
+        work = self.remaining_work(pending, running)
+        return None if work is None else work / max(slots, 1)
+
+    def remaining_work(
+        self, pending: Counter[Work], running: Iterable[tuple[Work, float]]
+    ) -> float | None:
+        """Seconds of work left in `pending` and `running`, summed over the pieces."""
         total = 0.0
         for work, count in pending.items():
             if count <= 0:
@@ -78,14 +117,19 @@ class CostModel:
             if estimate is None:
                 return None
             total += max(estimate - elapsed, 0.0)
-        return total / max(slots, 1)
+        return total
 
 
 class Progress(Protocol):
     """What the runner and the executors report as a suite goes; the CLI draws it."""
 
     def start(
-        self, total: int, already_done: int, work: Iterable[Work] = (), slots: int = 1
+        self,
+        total: int,
+        already_done: int,
+        work: Iterable[Work] = (),
+        slots: int = 1,
+        priors: dict[Work, float] | None = None,
     ) -> None: ...
 
     def began(self, label: str, work: Work) -> None: ...
@@ -103,7 +147,12 @@ class SilentProgress:
     """A `Progress` that ignores what it is told (a worker's; the default of tests)."""
 
     def start(
-        self, total: int, already_done: int, work: Iterable[Work] = (), slots: int = 1
+        self,
+        total: int,
+        already_done: int,
+        work: Iterable[Work] = (),
+        slots: int = 1,
+        priors: dict[Work, float] | None = None,
     ) -> None:
         pass
 
@@ -155,13 +204,20 @@ class TerminalProgress:
 
     # --- what the runner and the executors report ------------------------------------------
     def start(
-        self, total: int, already_done: int, work: Iterable[Work] = (), slots: int = 1
+        self,
+        total: int,
+        already_done: int,
+        work: Iterable[Work] = (),
+        slots: int = 1,
+        priors: dict[Work, float] | None = None,
     ) -> None:
-        """The suite's plan: `work` lists every teacher stage and run still to do."""
+        """The suite's plan: `work` lists every teacher stage and run still to do; `priors`
+        what records on disk say each kind of work cost (`CostModel`)."""
         with self._lock:
             self.total, self.completed, self.slots = total, already_done, slots
             self.started = self.now()
             self.pending = Counter(work)
+            self.costs = CostModel(priors)
         todo = total - already_done
         self._print(f"{total} runs planned: {already_done} already done, {todo} to run")
         if self.live and self._ticker is None:
@@ -224,11 +280,26 @@ class TerminalProgress:
             running = [(work, now - since) for work, since in self.running.values()]
             return self.costs.remaining(self.pending, running, self.slots)
 
-    def status_line(self) -> str:
-        eta = self.eta()
+    def fraction_done(self) -> float | None:
+        """The share of the suite's estimated work done (finished pieces and the elapsed part
+        of running ones); None while some piece has no estimate."""
         with self._lock:
             now = self.now()
-            percent = 100 * self.completed // max(self.total, 1)
+            running = [(work, now - since) for work, since in self.running.values()]
+            left = self.costs.remaining_work(self.pending, running)
+            done = self.costs.spent() + sum(
+                min(elapsed, self.costs.estimate(work) or elapsed) for work, elapsed in running
+            )
+        if left is None:
+            return None
+        return 1.0 if done + left <= 0 else done / (done + left)
+
+    def status_line(self, width: int | None = None) -> str:
+        """`[runs done/planned] share of the estimated time | what runs now | elapsed | ETA`,
+        at most `width` characters: what runs now is cut first, the counts and the ETA never."""
+        eta, fraction = self.eta(), self.fraction_done()
+        with self._lock:
+            now = self.now()
             doing = [
                 f"{label}: {' '.join(filter(None, (stage, detail)))} ({clock(now - since)})"
                 for label, (stage, detail, since) in self.doing.items()
@@ -236,10 +307,16 @@ class TerminalProgress:
             elapsed = clock(now - self.started)
         current = "; ".join(doing[:2]) + (f"; +{len(doing) - 2} more" if len(doing) > 2 else "")
         idle = "done" if self.completed >= self.total else "waiting"
-        return (
-            f"[{self.completed}/{self.total}] {percent}% | {current or idle} | "
-            f"elapsed {elapsed} | ETA {clock(eta) if eta is not None else '?'}"
-        )
+        percent = "?" if fraction is None else f"{int(100 * fraction)}"
+        head = f"[{self.completed}/{self.total}] {percent}% | "
+        tail = f" | elapsed {elapsed} | ETA {clock(eta) if eta is not None else '?'}"
+        middle = current or idle
+        if width is not None and len(head) + len(middle) + len(tail) > width:
+            room = width - len(head) - len(tail)
+            middle = middle[: room - 1] + "…" if room > 1 else ""
+            if len(head) + len(middle) + len(tail) > width:  # too narrow even for the counts
+                return (head + middle + tail)[: max(width, 0)]
+        return head + middle + tail
 
     def _tick(self) -> None:
         while not self._stop.wait(self.refresh):
@@ -247,7 +324,9 @@ class TerminalProgress:
 
     def _draw(self) -> None:
         if self.live:
-            line = printable(self.status_line())
+            # One column short of the width: a line that fills it wraps on some terminals.
+            columns = shutil.get_terminal_size().columns
+            line = printable(self.status_line(columns - 1))
             with self._lock:
                 self.stream.write("\r\033[K" + line)
                 self.stream.flush()

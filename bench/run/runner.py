@@ -15,6 +15,7 @@ from bench.plan.planner import Plan
 from bench.results.folder import ResultsFolder
 from bench.run.backends import Backend, LocalBackend
 from bench.run.context import RunOptions
+from bench.run.cost_priors import suite_priors
 from bench.run.progress import Progress, SilentProgress
 from bench.run.resume import FinishedRecords
 from bench.run.scheduler import Scheduler
@@ -47,13 +48,14 @@ def run_suite(
     backend = backend or LocalBackend()
     summary = SuiteSummary()
     redo_before = suite_started if options.force else None
-    finished = FinishedRecords(ResultsFolder(options.results), redo_before)
+    finished = FinishedRecords(ResultsFolder(options.results, plan.metric_bounds), redo_before)
     todo = finished.todo(plan)
     summary.counts["done"] = len(plan.runs) - len(todo)
     stages = finished.stages(plan, todo)
     work = [("teacher", stage.dataset) for stage in stages]
     work += [("run", spec.dataset) for stage in stages for spec in stage.runs]
-    progress.start(len(plan.runs), summary.counts["done"], work, backend.slots)
+    priors = suite_priors(finished.folder, plan.profile.name, plan.datasets())
+    progress.start(len(plan.runs), summary.counts["done"], work, backend.slots, priors)
     setup = WorkerSetup(
         options=options,
         plugin_files=registry.loaded_plugin_files(),

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.core.errors import Diverged
+from bench.core.errors import BenchError, Diverged
+from bench.core.plugin_code import code_identity
 from bench.core.sealed import write_array_sealed
 from bench.core.specs import RunSpec
 from bench.core.vocabulary import Role
@@ -54,6 +55,8 @@ def record_unrun(
 
 def student_record(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle | None) -> Record:
     method = METHODS.get(spec.method)
+    # A plugin's file and code hash: the method page shows them, and a run id holds the hash.
+    code = code_identity(METHODS.source(spec.method))
     return Record(
         run_id=spec.run_id,
         role=Role.STUDENT,
@@ -66,6 +69,7 @@ def student_record(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle | Non
             "family": method.family,
             # What the report says of the row: it reads records, never the method's code.
             "description": method.describe(),
+            **({"code": code} if code else {}),
         },
         teacher=spec.teacher.as_dict(),
         seed=spec.seed,
@@ -116,6 +120,12 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
     train: TrainContext | None = None
     try:
         progress.began(spec.label, ("run", spec.dataset))
+        code = record.method.get("code") or {}
+        if code.get("sha256", "") != spec.code:
+            raise BenchError(
+                f"the code of plugin {code.get('file', spec.method)} changed after this suite "
+                "was planned: its run id names other code; run again"
+            )
         progress.stage(spec.label, "training")
         train = training_context(
             spec,
@@ -143,7 +153,7 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             raise Diverged("the trained student outputs non-finite logits")
         record.metrics, record.metric_metadata = score(scoring)
         record.dissection = dissection_summary(scoring)
-        record.attribution_maps = save_attribution_maps(ctx.path_of(spec), scoring)
+        record.attribution_maps = save_attribution_maps(ctx.path_of(spec), scoring, ctx.folder.root)
         timings["score"] = time.perf_counter() - started - timings["train"]
         record.status = Status.OK
     except Diverged as exc:
@@ -168,7 +178,7 @@ GALLERY_SAMPLES = 4
 
 
 def save_attribution_maps(
-    record_file: Path, scoring: ScoringContext, with_inputs: bool = False
+    record_file: Path, scoring: ScoringContext, root: Path, with_inputs: bool = False
 ) -> dict[str, Any] | None:
     """Keep the first explained test samples' attributions beside an image run's record.
 
@@ -176,7 +186,8 @@ def save_attribution_maps(
     by side; the scored attributions are already computed (and cached by `scoring`), so this costs
     only a small `.npy` file (`seed<k>.maps.npy`, float32, the explainer's output shape). The
     teacher also keeps the images themselves (`seed<k>.inputs.npy`), so the report needs no data.
-    Tables have no picture to show: None.
+    Tables have no picture to show: None. `root`: the results folder, below which no link is
+    followed.
     """
     if scoring.bundle.modality != "image" or not scoring.explanation:
         return None
@@ -184,7 +195,7 @@ def save_attribution_maps(
     index = scoring.explain_index[:GALLERY_SAMPLES]
     maps = np.asarray(scoring.attributions(explainer)[:GALLERY_SAMPLES], dtype=np.float32)
     maps_file = ResultsFolder.maps_path(record_file)
-    write_array_sealed(maps_file, maps)
+    write_array_sealed(maps_file, maps, root)
     entry: dict[str, Any] = {
         "explainer": explainer,
         "test_index": [int(i) for i in index],
@@ -192,6 +203,7 @@ def save_attribution_maps(
     }
     if with_inputs:
         inputs_file = ResultsFolder.inputs_path(record_file)
-        write_array_sealed(inputs_file, np.asarray(scoring.explain_x[:GALLERY_SAMPLES], np.float32))
+        inputs = np.asarray(scoring.explain_x[:GALLERY_SAMPLES], np.float32)
+        write_array_sealed(inputs_file, inputs, root)
         entry["inputs_file"] = inputs_file.name
     return entry

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.core.atomic import remove_temporaries
+from bench.core.confined import refuse_links
 from bench.core.errors import DatasetUnavailable
 from bench.core.locks import hold_lock
 from bench.core.specs import TeacherSpec
@@ -85,7 +86,7 @@ def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, labe
     """The dataset's teacher, trained at most once however many processes need it: under the
     teacher's lock a second process waits, then loads the first one's from the cache."""
     spec = stage.teacher
-    with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(spec))):
+    with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(spec)), ctx.folder.root):
         teacher = _obtain(ctx, spec, bundle, label)
         if not stage.teacher_done and not ctx.finished.reference_done(
             ctx.profile.name, spec, stage.reference_id
@@ -102,6 +103,7 @@ def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, labe
 def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: str) -> Teacher:
     """Train or load the teacher of `spec`; the caller holds its lock."""
     folder = ctx.folder.teacher_folder(spec)
+    refuse_links(ctx.folder.root, folder)  # before the staging folders are looked for
     # Staging folders of a training that was killed: no one else is training it now.
     for stale in folder.parent.glob(f".{spec.key}.*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -111,6 +113,7 @@ def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: 
         folder,
         ctx.options.device,
         on_epoch=lambda epoch, epochs: ctx.progress.epoch(label, "teacher training", epoch, epochs),
+        root=ctx.folder.root,
     )
 
 
@@ -122,7 +125,7 @@ def _other_teacher(
     the other way round, and it scores no reference rows of its own, so no two processes can
     wait on each other."""
     other = replace(spec, seed=max(ctx.profile.teacher_seeds) + 1)
-    with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(other))):
+    with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(other)), ctx.folder.root):
         return _obtain(ctx, other, bundle, label)
 
 
@@ -148,7 +151,7 @@ def _score_references(
     record = _reference_record(ctx, teacher, bundle, reference_id, Role.TEACHER, method)
     record.metrics, record.metric_metadata = metrics, metadata
     record.attribution_maps = save_attribution_maps(
-        ctx.reference_path(spec), scoring, with_inputs=True
+        ctx.reference_path(spec), scoring, ctx.folder.root, with_inputs=True
     )
     record.dissection = dissection_summary(scoring)
     record.teacher = {**spec.as_dict(), **info}
@@ -185,7 +188,9 @@ def _score_control(
     record.timings = {"score": time.perf_counter() - started}
     if row.categories is None:  # a whole model: dissected and shown like a student
         record.dissection = dissection_summary(scoring)
-        record.attribution_maps = save_attribution_maps(ctx.reference_path(spec, row.name), scoring)
+        record.attribution_maps = save_attribution_maps(
+            ctx.reference_path(spec, row.name), scoring, ctx.folder.root
+        )
     ctx.folder.write(record)
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from bench.core.budgets import Architecture, TrainBudget
+from bench.core.confined import refuse_links
 from bench.core.contracts import Batch, Contributions, ModelOutput
 from bench.core.locks import hold_lock, lock_path
 from bench.core.sealed import (
@@ -72,13 +73,16 @@ class Teacher:
         device: torch.device,
         info: dict,
         folder: Path,
+        root: Path | None = None,
     ) -> None:
         self.spec = spec
         self.device = device
         self.info = info
         self.num_classes = bundle.num_classes
-        # The cache folder: derived data (e.g. explanations) is kept beside the model.
+        # The cache folder: derived data (e.g. explanations) is kept beside the model; below
+        # `root` (the results folder; default the cache folder itself) no link is followed.
         self.folder = folder
+        self.root = root if root is not None else folder
         self._train_x = bundle.train.x
         # Teacher logits on the training split are computed once; most methods only need these.
         self.train_logits = torch.as_tensor(self.predict_logits(bundle.train.x), device=device)
@@ -129,12 +133,12 @@ class Teacher:
         path = self.folder / f"{kind}-{digest.hexdigest()[:16]}.npz"
         arrays: dict[str, np.ndarray] | None = None
         try:
-            with hold_lock(lock_path(path)):
+            with hold_lock(lock_path(path), self.root):
                 if not (self.folder / MANIFEST).exists():  # the folder was removed while in use
                     log.warning("teacher cache %s vanished; writing the teacher back", self.folder)
-                    seal_folder(self.folder, self.files())
+                    seal_folder(self.folder, self.files(), self.root)
                 try:
-                    data = read_sealed(path)
+                    data = read_sealed(path, self.root)
                     if data is not None:
                         with np.load(io.BytesIO(data), allow_pickle=False) as cached:
                             return {key: cached[key] for key in cached.files}
@@ -145,7 +149,7 @@ class Teacher:
                 arrays = compute()
                 buffer = io.BytesIO()
                 np.savez(buffer, **arrays)
-                write_sealed(path, buffer.getvalue())
+                write_sealed(path, buffer.getvalue(), self.root)
         except OSError as exc:  # a cache that cannot be written (a full disk) is only slower
             log.warning("teacher cache %s cannot be written (%s); computed without it", path, exc)
             return arrays if arrays is not None else compute()
@@ -302,21 +306,27 @@ def obtain_teacher(
     folder: Path,
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
+    root: Path | None = None,
 ) -> Teacher:
     """Load the teacher for `spec` cached in `folder` once its digests check out, or train it and
     cache it there (`on_epoch` is told each epoch of a network teacher's training, as
-    `TrainContext` says)."""
+    `TrainContext` says). Below `root` (the results folder; default `folder`'s parent) a link
+    on the way to `folder` or in its place is refused (`LinkRefused`), never followed."""
+    root = root if root is not None else folder.parent
+    refuse_links(root, folder)
     if folder.exists():
         try:
-            return _load(spec, bundle, folder, device)
+            return _load(spec, bundle, folder, device, root)
         except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
             log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
-    return _train_and_cache(spec, bundle, folder, device, on_epoch)
+    return _train_and_cache(spec, bundle, folder, device, on_epoch, root=root)
 
 
-def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device) -> Teacher:
-    files = read_sealed_folder(folder)
+def _load(
+    spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.device, root: Path
+) -> Teacher:
+    files = read_sealed_folder(folder, root)
     info = json.loads(files["info.json"])
     if info.get("key") != spec.key:
         raise DamagedCache(f"cache holds teacher {info.get('key')!r}, not {spec.key!r}")
@@ -325,11 +335,11 @@ def _load(spec: TeacherSpec, bundle: DatasetBundle, folder: Path, device: torch.
         text = files["model.txt"].decode()
         check_model_text(text)  # LightGBM's parser aborts the process on a malformed model
         booster = lgb.Booster(model_str=text)
-        return LightGBMTeacher(booster, spec, bundle, device, info, folder)
+        return LightGBMTeacher(booster, spec, bundle, device, info, folder, root)
     module = _new_network(spec, bundle)
     state = torch.load(io.BytesIO(files["model.pt"]), map_location="cpu", weights_only=True)
     module.load_state_dict(state)
-    return NetworkTeacher(module.to(device), spec, bundle, device, info, folder)
+    return NetworkTeacher(module.to(device), spec, bundle, device, info, folder, root)
 
 
 def _train_and_cache(
@@ -338,23 +348,26 @@ def _train_and_cache(
     folder: Path,
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
+    *,
+    root: Path | None = None,
 ) -> Teacher:
+    root = root if root is not None else folder.parent
     start = time.perf_counter()
     if spec.kind == "lightgbm":
         booster, extra = _train_lightgbm(spec, bundle)
         build: Callable[[dict], Teacher] = lambda info: LightGBMTeacher(  # noqa: E731
-            booster, spec, bundle, device, info, folder
+            booster, spec, bundle, device, info, folder, root
         )
     else:
         module, extra = _train_network(spec, bundle, device, on_epoch)
-        build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder)  # noqa: E731
+        build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder, root)  # noqa: E731
     teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
     teacher.info["from_cache"] = False
     staging: Path | None = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=folder.parent))
-        seal_folder(staging, teacher.files())
+        seal_folder(staging, teacher.files(), root)
     except OSError as exc:  # a full disk, a file-size limit: the teacher itself is fine
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -376,7 +389,7 @@ def _train_and_cache(
         shutil.rmtree(staging, ignore_errors=True)
         if not folder.exists():
             raise
-        return _load(spec, bundle, folder, device)  # another process cached it first: theirs
+        return _load(spec, bundle, folder, device, root)  # another process cached it first
     return teacher
 
 
