@@ -444,6 +444,18 @@ HOSTILE_VALUES = st.one_of(
 )  # fmt: skip
 
 
+def plant_hostile_value(data: st.DataObject, content: dict) -> None:
+    """Walk down a random path of `content`'s mappings, then replace what is there."""
+    target = content
+    while True:
+        key = data.draw(st.sampled_from(sorted(target)))
+        if isinstance(target[key], dict) and target[key] and data.draw(st.booleans()):
+            target = target[key]
+            continue
+        target[key] = data.draw(HOSTILE_VALUES)
+        return
+
+
 # Derandomised: the same examples on every run, so the test command gives the same verdict.
 @settings(
     max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -451,15 +463,7 @@ HOSTILE_VALUES = st.one_of(
 @given(data=st.data())
 def test_a_record_that_passes_validation_crashes_no_reader(data: st.DataObject) -> None:
     record = json.loads(REFERENCE_RECORD.read_text())
-    target = record
-    # Walk down a random path of the record's mappings, then replace what is there.
-    while True:
-        key = data.draw(st.sampled_from(sorted(target)))
-        if isinstance(target[key], dict) and target[key] and data.draw(st.booleans()):
-            target = target[key]
-            continue
-        target[key] = data.draw(HOSTILE_VALUES)
-        break
+    plant_hostile_value(data, record)
     try:
         parsed = Record.from_json(record)
     except ValueError:
@@ -479,14 +483,7 @@ def test_a_catalogue_that_passes_validation_plans_and_lists_without_a_crash(
     checks (ValueError: the cache is rebuilt) or is used like a good one, where what it says
     (a method list emptied and resealed) can only end in a usage error of one line."""
     content = json.loads(json.dumps(from_registries().as_dict()))
-    target = content
-    while True:  # a random path down the catalogue's mappings, then a hostile value there
-        key = data.draw(st.sampled_from(sorted(target)))
-        if isinstance(target[key], dict) and target[key] and data.draw(st.booleans()):
-            target = target[key]
-            continue
-        target[key] = data.draw(HOSTILE_VALUES)
-        break
+    plant_hostile_value(data, content)
     try:
         catalogue = Catalogue.from_dict(content)
     except ValueError:
