@@ -14,6 +14,7 @@ reference says. The site is rendered into a temporary folder; the reference fold
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -91,3 +92,41 @@ def test_every_reference_record_lies_within_its_metrics_declared_bounds(referenc
     assert within == [r.run_id for r in ResultsFolder(reference).iter_records()]
     checked = {name for r in ResultsFolder(reference).iter_records() for name in r.metrics}
     assert len(checked & set(bounds)) >= 40  # the check covers the metrics these sets hold
+
+
+# What the site must never print (issue 30): a signed zero, a sign on zero, exponent notation, a
+# p-value with more than two significant digits. Style and script blocks are not text, nor are
+# the sort keys in `data-value`, which hold each number in full for the table's sorting script.
+_NOT_TEXT = re.compile(r"<(style|script)\b.*?</\1>|data-value=\"[^\"]*\"", re.S)
+BAD_NUMBERS = {
+    "signed zero": re.compile(r"(?<![\w.])[-+−]0\.0+(?!\d)"),
+    "sign on zero": re.compile(r"(?<![\w.])[-+−]0(?![\d.])"),
+    "exponent": re.compile(r"(?<![\w#.-])\d+(?:\.\d+)?e[-+]?\d+(?!\w)", re.I),
+    "long p-value": re.compile(r"\bp(?: \(Holm\))? = (0\.0*[1-9]\d{2,})"),
+    "long Holm p-value": re.compile(r"Holm[^<>=]{0,60}= (0\.0*[1-9]\d{2,})"),
+}
+
+
+def badly_formatted(html: str) -> list[tuple[str, str]]:
+    text = _NOT_TEXT.sub(" ", html)
+    return [(kind, m.group(0)) for kind, p in BAD_NUMBERS.items() for m in p.finditer(text)]
+
+
+def test_no_page_of_the_site_prints_a_number_badly(rebuilt: tuple[ReportData, Path]) -> None:
+    _, site = rebuilt
+    found = {
+        page.name: badly_formatted(page.read_text())[:5]
+        for page in sorted(site.glob("*.html"))
+        if badly_formatted(page.read_text())
+    }
+    assert found == {}
+
+
+def test_the_number_scan_finds_each_bad_format() -> None:
+    """The check above can fail: each pattern it looks for is found, and good numbers pass."""
+    bad = "Δ -0.000 [+0, 1.2e-05] p = 0.002865, Holm-adjusted over the methods = 0.0123"
+    assert [kind for kind, _ in badly_formatted(bad)] == [
+        "signed zero", "sign on zero", "exponent", "long p-value", "long Holm p-value",
+    ]  # fmt: skip
+    good = "<style>a{color:#4e9a06}</style>Δ +0.081 [0, -0.0004] p = 0.0029, p (Holm) = 1, n = 12"
+    assert badly_formatted(good) == []

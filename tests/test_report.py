@@ -230,8 +230,9 @@ def test_index_orders_rows_and_shows_claims(two_seeds: Path, tmp_path: Path) -> 
     assert 'class="sortable leaderboard"' in html and 'data-first="descending"' in html
     # None of the claims' methods or metrics are in these records: each says so, none vanishes.
     # (Four claims since e2KD got its own.)
-    # Every claim and every part of it, under its primary and under the paper's metrics.
-    shown = 2 * (len(CLAIMS) + sum(len(claim.parts) for claim in CLAIMS))
+    # Every claim and every part of it, under its primary and under the paper's metrics in the
+    # Claims panel, and once more (the primary verdict) in the answer at the top.
+    shown = 3 * (len(CLAIMS) + sum(len(claim.parts) for claim in CLAIMS))
     assert html.count('<span class="verdict v-not-measured">not measured</span>') == shown
     assert "concept detectors than students trained from scratch" in html
     assert "no records with metric concept_detectors" in html

@@ -365,3 +365,41 @@ def test_trade_off_labels_overlap_nothing_as_the_browser_sets_them(
     for i, (text, box) in enumerate(labels):
         assert not any(box.overlaps(other) for _, other in labels[i + 1 :]), text
     assert browser.errors == []
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.parametrize(("width", "height", "mobile"), [(390, 844, True), (1400, 900, False)])
+def test_the_index_answers_first_and_reads_at_phone_and_desktop_width(
+    browser: Page, glance_site: Path, tmp_path: Path, width: int, height: int, mobile: bool
+) -> None:
+    """The verdicts and the best methods come first, on the first screen; the page never scrolls
+    sideways (wide tables scroll in their own box); the text keeps a readable size. The
+    screenshot is taken as the check sees the page (docs/images/ holds the reference site's)."""
+    browser.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                 deviceScaleFactor=1, mobile=mobile)  # fmt: skip
+    try:
+        browser.open((glance_site / "index.html").as_uri())
+        overflow = browser.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"the index scrolls sideways by {overflow} px at {width} px"
+        top = browser.evaluate("document.getElementById('answer').getBoundingClientRect().top")
+        assert 0 < top < height / 2
+        first = browser.evaluate("document.querySelector('#answer p').textContent")
+        assert first.startswith(("Claims: ", "No claim could be tested"))
+        smallest = browser.evaluate(
+            "Math.min(...Array.from(document.querySelectorAll('#answer *, .legend'))"
+            ".map(e => parseFloat(getComputedStyle(e).fontSize)))"
+        )
+        assert smallest >= 11
+        shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        assert _png_size(shot) == (width, height)
+        (tmp_path / f"index-{width}.png").write_bytes(shot)
+        assert browser.errors == []
+    finally:
+        browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                     deviceScaleFactor=1, mobile=False)  # fmt: skip

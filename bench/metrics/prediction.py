@@ -59,7 +59,7 @@ def roc_auc(ctx: ScoringContext) -> float:
     bounds=(0.0, -math.log(PROB_FLOOR)),
 )
 def log_loss(ctx: ScoringContext) -> float:
-    """Mean negative log-likelihood of the true class (probabilities floored at 1e-12)."""
+    """Mean negative log-likelihood of the true class (probabilities floored at 10⁻¹²)."""
     true_class = ctx.probs[np.arange(len(ctx.labels)), ctx.labels]
     return float(-np.log(np.maximum(true_class, PROB_FLOOR)).mean())
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from bench.core.errors import BenchError
 from bench.plan.catalogue import Catalogue, load_catalogue
+from bench.report.answer import BestSet, ClaimAnswer, best_sets, claim_answers
 from bench.report.claims import claims_table, evaluate_all
 from bench.report.completeness import Completeness, completeness, profile_rank
 from bench.report.convergence import training_table
@@ -92,6 +93,8 @@ class ReportData:
     pages: list[DatasetPage]
     summaries: list[SummaryTable]
     claim_panel: list[dict[str, Any]]
+    answers: list[ClaimAnswer]  # the claims, part by part, for the index's first lines
+    best: list[BestSet]  # per dataset, the methods no other beats on faithfulness
     methods: list[MethodPage]
     metrics: list[Column]
     problems: list[Record]  # the records of runs that failed, diverged or were skipped
@@ -259,6 +262,8 @@ def compute(
         pages=pages,
         summaries=track_summaries(ranked, comparisons),
         claim_panel=claim_rows(verdicts),
+        answers=claim_answers(verdicts),
+        best=best_sets(ranked),
         methods=method_pages(records, source),
         metrics=table_columns(ranked, descriptions) if not ranked.empty else [],
         problems=[r for r in records if r.status in PROBLEM_STATUSES],

@@ -15,6 +15,7 @@ import numpy as np
 
 from bench.core.atomic import write_atomic
 from bench.core.vocabulary import RANDOM_CONTROL_ROW, REFERENCES
+from bench.report.numbers import format_value
 from bench.report.svg import ASCENT, DESCENT, Box, Drawing, nice_ticks, png, text_box, text_width
 
 REFERENCE_COLOURS = {row.name: row.colour for row in REFERENCES}
@@ -343,7 +344,7 @@ def tradeoff_plot(
     for row, index in enumerate(unplaced):
         p = points[index]
         drawing.text(axes.frame.x1 + 10, axes.frame.y0 + 10 + 14 * row,
-                     f"{p.name}: ({p.x:.3g}, {p.y:.3g})", 10, css="key")  # fmt: skip
+                     f"{p.name}: ({format_value(p.x)}, {format_value(p.y)})", 10, css="key")  # fmt: skip
     _frame(drawing, axes)
     return _write(drawing.svg(), path)
 

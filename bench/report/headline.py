@@ -26,13 +26,13 @@ subtracts).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
 from bench.core.vocabulary import FLOOR_ROWS, OTHER_TEACHER, TEACHER_ROW
 from bench.report.completeness import profile_rank
+from bench.report.numbers import format_fixed, format_p, format_signed, format_value
 from bench.report.statistics import ALPHA
 
 PRIMARY_ACCURACY = "accuracy"
@@ -73,10 +73,6 @@ class SummaryTable:
     faithfulness: str  # the faithfulness column's metric
 
 
-def _signed(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:+.3f}"
-
-
 COMPARISON_KEY = ["profile", "dataset", "method", "baseline", "metric"]
 Differences = dict[tuple[str, str, str, str, str], pd.Series]
 
@@ -103,11 +99,11 @@ def _effect_cell(
         significant = not pd.isna(row.p_holm) and row.p_holm < ALPHA
         mark = ("▲" if row.mean_diff > 0 else "▼") if significant else ""
         parts.append(
-            f"{_signed(row.mean_diff)}{mark}" + ("" if baseline == "scratch" else " vs kd")
+            f"{format_signed(row.mean_diff)}{mark}" + ("" if baseline == "scratch" else " vs kd")
         )
         titles.append(
-            f"vs {baseline}: Δ {_signed(row.mean_diff)} [{_signed(row.ci95_low)}, "
-            f"{_signed(row.ci95_high)}], n = {int(row.n)}, p (Holm) = {row.p_holm:.3g}"
+            f"vs {baseline}: Δ {format_signed(row.mean_diff)} [{format_signed(row.ci95_low)}, "
+            f"{format_signed(row.ci95_high)}], n = {int(row.n)}, p (Holm) = {format_p(row.p_holm)}"
         )
         if baseline == "scratch" and significant:
             css = "sig-better" if row.mean_diff > 0 else "sig-worse"
@@ -123,7 +119,9 @@ def _level_cell(
         return SummaryCell("")
     row = match.iloc[0]
     return SummaryCell(
-        f"{row['mean']:.3f}", note, f"{metric}: mean {row['mean']:.4g} over n = {int(row.n)}"
+        format_fixed(row["mean"]),
+        note,
+        f"{metric}: mean {format_value(row['mean'])} over n = {int(row.n)}",
     )
 
 
@@ -133,7 +131,7 @@ def _floor_cell(means: pd.DataFrame, profile: str, dataset: str, raw: str) -> Su
     if controls.empty:
         return SummaryCell("")
     strongest = controls.loc[controls["mean"].idxmax()]
-    return SummaryCell(f"{strongest['mean']:.3f}", strongest.method,
+    return SummaryCell(format_fixed(strongest["mean"]), strongest.method,
                        f"strongest control row of {raw}: {strongest.method}")  # fmt: skip
 
 

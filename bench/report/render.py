@@ -28,12 +28,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import bench
 from bench.core.atomic import write_atomic
 from bench.core.vocabulary import TUNING_BUDGET
+from bench.report.answer import verdict_line
 from bench.report.compute import ReportData
 from bench.report.convergence import convergence_summary, manipulation_check
 from bench.report.leaderboard import write_leaderboard
+from bench.report.numbers import format_value
 from bench.report.pages import method_families
 from bench.report.stability import RESAMPLES, STABLE
-from bench.report.tables import dataset_page, format_value, method_page
+from bench.report.tables import dataset_page, method_page
 
 # The tables exported beside `leaderboard.csv`, each also a key of `leaderboard.json`.
 EXPORTS = (
@@ -67,6 +69,9 @@ def render(data: ReportData, out: Path) -> Path:
             differences=data.differences,
             dataset_page=dataset_page,
             claims=data.claim_panel,
+            answers=data.answers,
+            verdict_line=verdict_line(data.answers),
+            best=data.best,
             resamples=RESAMPLES,
             tuning_budget=TUNING_BUDGET,
             stable=f"{STABLE:.0%}",

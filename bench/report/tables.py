@@ -21,6 +21,7 @@ from bench.report.leaderboard import (
     method_order,
     metric_order,
 )
+from bench.report.numbers import format_p, format_signed, format_spread, format_value
 from bench.report.statistics import EXCESS_SUFFIX, POWER_CAP, decides
 
 # The comparisons a dataset page shows (all of them are in the exported comparisons.csv).
@@ -30,29 +31,6 @@ HEADLINE_METRICS = (
     "expl_spearman_{explainer}",
     "concept_detectors",
 )
-
-
-def format_value(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    # Four significant digits, positional down to 1e-4 (0.005064 reads better than 5.06e-03).
-    return f"{value:.4g}"
-
-
-def format_spread(std: float, mean: float) -> str:
-    """A standard deviation to two significant digits; `0` where it is rounding noise (the same
-    value on every seed gives 1e-16, not a spread)."""
-    if abs(std) <= 1e-9 * max(1.0, abs(mean)):
-        return "0"
-    return f"{std:.2g}"
-
-
-def format_signed(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:+.3g}"
 
 
 @dataclass
@@ -355,8 +333,8 @@ def comparison_tables(
                     text += f" [{format_signed(r.ci95_low)}, {format_signed(r.ci95_high)}]"
                 title = (
                     f"paired over seeds {r.seeds} (n={r.n}); Cohen's d_z "
-                    f"{format_value(r.cohens_dz)}; sign-flip p = {format_value(r.p_value)}, "
-                    f"Holm-adjusted over the methods vs. {baseline} = {format_value(r.p_holm)}; "
+                    f"{format_value(r.cohens_dz)}; sign-flip p = {format_p(r.p_value)}, "
+                    f"Holm-adjusted over the methods vs. {baseline} = {format_p(r.p_holm)}; "
                     f"seeds for 80% power: {format_seeds(r.seeds_for_80_power)}"
                 )
                 cells.append(Cell(text, title, repr(float(r.mean_diff)), str(r.outcome)))
@@ -415,13 +393,13 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                     "effect": format_signed(s["mean_diff"]),
                     "ci": ci,
                     "n": s["n"],
-                    "p": format_value(s["p_value"]),
-                    "p_holm": format_value(r.p_holm),
+                    "p": format_p(s["p_value"]),
+                    "p_holm": format_p(r.p_holm),
                     "p_title": (
                         f"{'one-sided' if r.test.expect == 'not_worse' else 'two-sided'} "
-                        f"sign-flip p = {format_value(s['p_value'])} "
+                        f"sign-flip p = {format_p(s['p_value'])} "
                         f"({s['p_method'] or 'no test'}); Holm over the claim's "
-                        f"{r.test.role} tests: {format_value(r.p_holm)}"
+                        f"{r.test.role} tests: {format_p(r.p_holm)}"
                     ),
                     "power_seeds": format_seeds(s["seeds_for_80_power"]),
                     "verdict": r.verdict,
