@@ -32,6 +32,8 @@ _PUBLIC = {
     "register_dataset": "bench.data.bundle",
     "register_method": "bench.train.method",
     "register_metric": "bench.metrics",
+    "standardise": "bench.data.bundle",
+    "stratified_splits": "bench.data.bundle",
 }
 __all__ = sorted(_PUBLIC)
 

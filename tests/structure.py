@@ -1,22 +1,18 @@
-"""The structure of bench/, methods/ and datasets/: the import graph, its wings and their diagram;
-which modules know the results folder's layout and read a record's keys; and the documentation
-blocks generated from the code.
+"""The structure of bench/, methods/ and datasets/: the import graph, its wings and their diagram,
+and which modules know the results folder's layout and read a record's keys.
 
-`tests/test_structure.py` checks the structure; `python tests/structure.py` rewrites the generated
-blocks (the wing diagram in docs/architecture.md, the record schema in README.md) from the code
-(the tests fail while one is stale).
+`tests/test_structure.py` checks the structure; the wing diagram in docs/architecture.md is one of
+the generated blocks of `tests/docs_pages.py`.
 """
 
 from __future__ import annotations
 
 import ast
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from bench.results.record import JSON_ORDER, schema_rows
+from bench.results.record import JSON_ORDER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,128 +214,3 @@ def layout_knowers() -> dict[str, list[int]]:
             if node.value in LAYOUT_NAMES or node.value.endswith(LAYOUT_SUFFIXES):
                 found.setdefault(name, []).append(node.lineno)
     return found
-
-
-# --- documentation generated from the code ---------------------------------------------------------
-def record_schema() -> str:
-    """README's table of a record's keys, from the fields of `bench.results.record.Record`."""
-    lines = ["| key | content |", "|---|---|"]
-    lines += [f"| `{key}` | {text} |" for key, text in schema_rows()]
-    return "\n".join(lines)
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def claim_definitions() -> str:
-    """README's table of the claims and their tests, from `bench.report.claims.CLAIMS`."""
-    from bench.report.claims import CLAIMS
-
-    lines = ["| claim | source | part | primary | secondary |", "|---|---|---|---|---|"]
-    for claim in CLAIMS:
-        for index, part in enumerate(claim.parts):
-            tests = {
-                role: "; ".join(
-                    t.describe() + (f" ({t.note})" if t.note else "")
-                    for t in claim.tests
-                    if t.part == part and t.role == role
-                )
-                for role in ("primary", "secondary")
-            }
-            head = (claim.statement, claim.source) if index == 0 else ("", "")
-            cells = [*head, part, tests["primary"], tests["secondary"] or "–"]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-REFERENCE_CLAIMS = ROOT / "reference" / "default-v7" / "claims.csv"
-
-
-def _number(value: float, digits: int = 3) -> str:
-    return "–" if value != value else f"{value:+.{digits}f}"
-
-
-def _claim_cell(row: Any) -> str:
-    """The verdict called, and how it came about where it is not the records' own."""
-    called = f"**{row.claim_verdict}**"
-    if row.claim_verdict != row.verdict_on_records:
-        called += f" ({row.verdict_on_records} on these seeds)"
-    stability = (
-        ""
-        if row.verdict_stability != row.verdict_stability
-        else (f"; stable in {row.verdict_stability:.0%} of seed resamples")
-    )
-    return f"{called}{stability}; under the paper's metrics: {row.paper_verdict}"
-
-
-def claim_verdicts() -> str:
-    """README's table of the reference set's verdicts: every primary test, part by part."""
-    import pandas as pd
-
-    table = pd.read_csv(REFERENCE_CLAIMS)
-    lines = [
-        "| claim | part | primary test | dataset | mean difference [95 % interval] | p_holm "
-        "| smallest detectable Δ | test | part | claim |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    shown_claim, shown_part = None, None
-    for row in table[table.role == "primary"].itertuples():
-        claim = f"{row.claim}" if row.claim != shown_claim else ""
-        claim_verdict = _claim_cell(row) if row.claim != shown_claim else ""
-        part_verdict = row.part_verdict if (row.claim, row.part) != shown_part else ""
-        part = row.part if (row.claim, row.part) != shown_part else ""
-        shown_claim, shown_part = row.claim, (row.claim, row.part)
-        relation = {"higher": ">", "lower": "<", "not_worse": "≥"}[row.expect]
-        margin = f" − {row.margin:g}" if row.expect == "not_worse" else ""
-        test = f"`{row.method}` {relation} `{row.baseline}`{margin} on `{row.metric}`"
-        interval = f"{_number(row.mean_diff)} [{_number(row.ci95_low)}, {_number(row.ci95_high)}]"
-        cells = [
-            claim, part, test, row.dataset, interval, f"{row.p_holm:.2g}",
-            f"{row.mde_80:.3g}", row.test_verdict, part_verdict, claim_verdict,
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class GeneratedBlock:
-    """A block of a document between two markers, written by `generate` and never by hand."""
-
-    path: Path
-    name: str
-    generate: Callable[[], str]
-
-    @property
-    def begin(self) -> str:
-        return f"<!-- {self.name}: generated by `python tests/structure.py`; do not edit -->"
-
-    @property
-    def end(self) -> str:
-        return f"<!-- {self.name}: end -->"
-
-    def documented(self) -> str:
-        text = self.path.read_text()
-        return text[text.index(self.begin) + len(self.begin) : text.index(self.end)].strip("\n")
-
-    def write(self) -> None:
-        text = self.path.read_text()
-        head, tail = text[: text.index(self.begin)], text[text.index(self.end) :]
-        self.path.write_text(f"{head}{self.begin}\n{self.generate()}\n{tail}")
-
-
-BLOCKS = (
-    GeneratedBlock(
-        ROOT / "docs" / "architecture.md",
-        "wings",
-        lambda: f"```\n{wing_diagram(import_graph())}\n```",
-    ),
-    GeneratedBlock(ROOT / "README.md", "record schema", record_schema),
-    GeneratedBlock(ROOT / "README.md", "claims", claim_definitions),
-    GeneratedBlock(ROOT / "README.md", "claim verdicts", claim_verdicts),
-)
-
-
-if __name__ == "__main__":
-    for block in BLOCKS:
-        block.write()

@@ -1,8 +1,7 @@
 """The structure the architecture map promises: the wings of `bench/` import only downwards, no two
 modules import each other (even through others or inside a function), the modules that plan,
 resume and list never import torch, one module knows the results folder's layout and one reads a
-record's keys, and the documentation generated from the code (docs/architecture.md's wing
-diagram, README's record schema) is current."""
+record's keys. The documentation generated from the code is checked by tests/test_docs.py."""
 
 from __future__ import annotations
 
@@ -12,11 +11,9 @@ import sys
 import pytest
 
 from tests.structure import (
-    BLOCKS,
     COMPONENT_CEILINGS,
     ROOT,
     WINGS,
-    GeneratedBlock,
     cycles,
     import_graph,
     layout_knowers,
@@ -71,24 +68,6 @@ def test_planning_and_listing_modules_do_not_import_torch(modules: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
-def test_generated_documentation_is_current(block: GeneratedBlock) -> None:
-    """Stale after a module is added, moved or imports another wing, or a record field changes:
-    `python tests/structure.py` rewrites it."""
-    assert block.documented() == block.generate()
-
-
-def test_a_stale_block_is_found(tmp_path) -> None:
-    """The check above can fail: a hand edit of a generated block is not what `generate` gives."""
-    readme = tmp_path / "README.md"
-    block = GeneratedBlock(readme, "record schema", BLOCKS[1].generate)
-    readme.write_text(f"intro\n{block.begin}\n| key | content |\n{block.end}\nrest\n")
-    assert block.documented() != block.generate()
-    block.write()
-    assert block.documented() == block.generate()
-    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
 
 
 def test_one_module_knows_the_results_layout_and_one_reads_record_keys() -> None:

@@ -173,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     plan = make_plan(selection, load_catalogue(args.plugin))
+    _announce_plugin_datasets(plan)
     _check_writable(args.results)
     if not args.force:
         finished = FinishedRecords(ResultsFolder(args.results, plan.metric_bounds))
@@ -186,6 +187,17 @@ def _run(args: argparse.Namespace) -> int:
     # registries it was built from: tests/test_catalogue.py); the workers import the registries.
     registry.load_plugins(args.plugin)
     return _execute(plan, args)
+
+
+def _announce_plugin_datasets(plan: Plan) -> None:
+    """Say, first, which datasets of plugins the plan adds to its profile's: `run` and `status`
+    count the same runs, and neither adds a dataset silently."""
+    if plan.plugin_datasets:
+        names = ", ".join(plan.plugin_datasets)
+        print(
+            f"including the plugin datasets {names}, which profile {plan.profile.name} does not "
+            "list (--dataset chooses datasets)"
+        )
 
 
 def _execute(plan: Plan, args: argparse.Namespace) -> int:
@@ -324,6 +336,7 @@ def _status(args: argparse.Namespace) -> int:
     from bench.results.folder import ResultsFolder
 
     plan = make_plan(Selection(profile=args.profile), load_catalogue(args.plugin))
+    _announce_plugin_datasets(plan)
     folder = ResultsFolder(args.results, plan.metric_bounds)
     # Every record read once, so a damaged one is warned about once.
     on_disk = {folder.path_of(record): record for record in folder.iter_records(plan.profile.name)}

@@ -95,6 +95,8 @@ class RunSpec:
     metric_settings: dict[str, Any] = field(hash=False)
     # The SHA-256 of a plugin method's code (`bench.core.plugin_code`); empty for a built-in.
     code: str = ""
+    # `Method.version`: raised when the method's computation changes.
+    method_version: int = 1
 
     @cached_property
     def run_id(self) -> str:
@@ -107,8 +109,13 @@ class RunSpec:
             "metrics": self.metric_settings,
             "seed": self.seed,
         }
-        # Only a plugin's: the run ids of built-in methods stay those of the reference sets.
-        return stable_hash({**identity, "code": self.code} if self.code else identity)
+        # Only where there is one, and a version only once raised: the run ids of built-in methods
+        # at their first version stay those of the reference sets.
+        if self.code:
+            identity["code"] = self.code
+        if self.method_version != 1:
+            identity["method_version"] = self.method_version
+        return stable_hash(identity)
 
     @property
     def label(self) -> str:

@@ -61,6 +61,8 @@ class MethodInfo:
     ranges: dict[str, list[float]] = field(default_factory=dict)
     # A plugin's file and the hash of its code (`bench.core.plugin_code`); empty for a built-in.
     code: dict[str, str] = field(default_factory=dict)
+    # `Method.version`: raised when what the method computes changes.
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ def from_registries(plugin_files: Sequence[str | Path] = ()) -> Catalogue:
             citation=cls.citation,
             ranges={param: list(bounds) for param, bounds in cls.ranges.items()},
             code=code_identity(METHODS.source(name)),
+            version=cls.version,
         )
     datasets = {name: _dataset_info(DATASETS.get(name)) for name in DATASETS}
     metrics = {

@@ -40,6 +40,8 @@ class Plan:
     reference_ids: dict[str, str]
     # Each metric's declared bounds (`Catalogue.metric_bounds`): records are read against them.
     metric_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Datasets a plugin registered that the plan runs though its profile does not list them.
+    plugin_datasets: tuple[str, ...] = ()
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(run.dataset for run in self.runs))
@@ -134,7 +136,8 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
     """The runs of a selection; `catalogue` defaults to the registries this process has loaded."""
     catalogue = catalogue or from_registries()
     profile = PROFILES.get(selection.profile)
-    dataset_names = list(selection.datasets or profile.datasets)
+    added = () if selection.datasets else plugin_datasets(profile, catalogue)
+    dataset_names = list(selection.datasets or (*profile.datasets, *added))
     for name in dataset_names:
         catalogue.dataset(name)
     methods_of = {
@@ -206,6 +209,7 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
                         budget=budget,
                         metric_settings=settings,
                         code=method.code.get("sha256", ""),
+                        method_version=method.version,
                     )
                 )
     if not runs:
@@ -214,4 +218,18 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
             f"({', '.join(catalogue.dataset(d).modality for d in dataset_names)}), "
             f"methods {selected}"
         )
-    return Plan(profile, runs, reference_ids, catalogue.metric_bounds())
+    return Plan(profile, runs, reference_ids, catalogue.metric_bounds(), added)
+
+
+def plugin_datasets(profile: Profile, catalogue: Catalogue) -> tuple[str, ...]:
+    """The datasets registered by plugins (files or entry points: code of their own) that the
+    profile does not list but has a budget for. A selection without `--dataset` runs them too:
+    who registers a dataset means to run it, and a profile written before the plugin cannot
+    list it."""
+    return tuple(
+        sorted(
+            name
+            for name, info in catalogue.datasets.items()
+            if info.code and name not in profile.datasets and info.modality in profile.budgets
+        )
+    )

@@ -38,6 +38,26 @@ RELAY_POLL = 0.2
 Job = Callable[..., JobResult]
 
 
+def ray_join_hint(address: str) -> str:
+    """What to do when joining a cluster fails. Since Ray 2.59 a head started with `ray start
+    --head` requires a token by default, while a process joining it by address does not send one
+    unless told to; Ray then says only "Failed to connect" (its log names the token)."""
+    mode = os.environ.get("RAY_AUTH_MODE", "")
+    if mode != "token":
+        return (
+            "if the head uses token authentication (Ray 2.59+ does by default), set "
+            "RAY_AUTH_MODE=token here, with the head's token in ~/.ray/auth_token, RAY_AUTH_TOKEN "
+            "or RAY_AUTH_TOKEN_PATH (`ray get-auth-token` prints it on the head), or start the "
+            "head with RAY_AUTH_MODE=disabled on a trusted network; else check the address with "
+            f"`ray status --address {address}`"
+        )
+    return (
+        "RAY_AUTH_MODE=token is set: check that this process has the head's token "
+        "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; `ray get-auth-token` on the "
+        f"head) and the address (`ray status --address {address}`)"
+    )
+
+
 def available_cores() -> int:
     """The cores this process may use (its CPU affinity, which a cluster's job slot may narrow)."""
     if hasattr(os, "sched_getaffinity"):
@@ -231,7 +251,9 @@ class RayBackend(Backend):
             try:
                 ray.init(address=address, **settings)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise BenchError(f"cannot join the Ray cluster at {address!r}: {exc}") from exc
+                raise BenchError(
+                    f"cannot join the Ray cluster at {address!r}: {exc}; {ray_join_hint(address)}"
+                ) from exc
             self.threads = 1
         resources = ray.cluster_resources()
         self.slots = jobs or max(1, int(resources.get("CPU", 1)))

@@ -55,6 +55,10 @@ class Method:
     # (`bench.core.parameters`): e.g. an `alpha` that mixes two terms lies in [0, 1].
     ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
     citation: ClassVar[str] = ""
+    # Raised whenever what the method computes changes: above 1 it enters its runs' ids, so no
+    # record of the old computation is reused. `tests/test_component_versions.py` fails when a
+    # built-in method's source changes and its version does not.
+    version: ClassVar[int] = 1
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         merged = {**self.hyperparameters(), **(params or {})}
