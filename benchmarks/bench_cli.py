@@ -17,10 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_planning import finished_record
+from bench_planning import write_finished_plan
 
-from bench.core.atomic import write_json_atomic
-from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.catalogue import CACHE_ENV
 from bench.plan.planner import Selection, make_plan
 from bench.run.context import RunOptions, SuiteContext
@@ -37,15 +35,7 @@ def finished_default(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
     results = root / "results"
     plan = make_plan(Selection(profile="default"))
     ctx = SuiteContext(plan.profile, RunOptions(results=results, device=torch.device("cpu")))
-    for spec in plan.runs:
-        write_json_atomic(ctx.path_of(spec), finished_record(ctx, spec))
-    for teacher in plan.teachers:
-        for row in REFERENCE_ROWS:
-            reference = {
-                **finished_record(ctx, plan.runs[0]),
-                "run_id": plan.reference_ids[teacher.key],
-            }
-            write_json_atomic(ctx.reference_path(teacher, row), reference)
+    write_finished_plan(ctx, plan)
     env = {**os.environ, CACHE_ENV: str(root / "cache")}
     subprocess.run([sys.executable, "-m", "bench", "list", "methods"], env=env, check=True,
                    capture_output=True)  # fmt: skip

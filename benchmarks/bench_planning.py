@@ -17,7 +17,7 @@ import torch
 
 from bench.core import registry
 from bench.core.atomic import write_json_atomic
-from bench.core.vocabulary import REFERENCE_ROWS
+from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW
 from bench.plan.planner import Selection, make_plan
 from bench.run.context import RunOptions, SuiteContext
 from bench.run.runner import run_suite
@@ -56,6 +56,32 @@ def finished_record(ctx: SuiteContext, spec) -> dict:
     return record
 
 
+def reference_record(ctx: SuiteContext, plan, teacher, row: str) -> dict:
+    """A finished reference row (the teacher or a control) of `teacher`, with the dataset, row,
+    role and seed of the path it is filed at: a record filed elsewhere is not read as done there,
+    and the run would train the teacher again."""
+    spec = next(s for s in plan.runs if s.teacher.key == teacher.key)
+    record = finished_record(ctx, spec)
+    record.update(
+        run_id=plan.reference_ids[teacher.key],
+        method={**record["method"], "name": row, "base": row},
+        role="teacher" if row == TEACHER_ROW else "control",
+        seed=teacher.seed,
+    )
+    return record
+
+
+def write_finished_plan(ctx: SuiteContext, plan) -> None:
+    """Every run of `plan` and every reference row of its teachers, finished."""
+    for spec in plan.runs:
+        write_json_atomic(ctx.path_of(spec), finished_record(ctx, spec))
+    for teacher in plan.teachers:
+        for row in REFERENCE_ROWS:
+            write_json_atomic(
+                ctx.reference_path(teacher, row), reference_record(ctx, plan, teacher, row)
+            )
+
+
 @pytest.fixture(scope="module")
 def finished_suite(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
@@ -65,16 +91,7 @@ def finished_suite(tmp_path_factory):
     assert len(plan.runs) >= RUNS
     options = RunOptions(results=results, device=torch.device("cpu"))
     ctx = SuiteContext(plan.profile, options)
-    for spec in plan.runs:
-        write_json_atomic(ctx.path_of(spec), finished_record(ctx, spec))
-    for spec in plan.teachers:
-        for row in REFERENCE_ROWS:
-            path = ctx.reference_path(spec, row)
-            reference = {
-                **finished_record(ctx, plan.runs[0]),
-                "run_id": plan.reference_ids[spec.key],
-            }
-            write_json_atomic(path, reference)
+    write_finished_plan(ctx, plan)
     return selection, options, len(plan.runs)
 
 

@@ -62,7 +62,9 @@ def breakdown(dataset: str, results: Path) -> dict[str, float]:
 
     spec = teacher_spec_for(PROFILE, dataset, entry.version, entry.modality)
     if entry.modality == "image":  # a short teacher: per-epoch cost, then scaled
-        short = {**spec.settings, "training": {**spec.settings["training"], "epochs": EPOCHS}}
+        # No step decay: the profile's milestones lie beyond the short run's epochs.
+        training = {**spec.settings["training"], "epochs": EPOCHS, "lr_milestones": []}
+        short = {**spec.settings, "training": training}
         spec = replace(spec, settings=short)
     teacher = timed(
         times,
@@ -74,7 +76,7 @@ def breakdown(dataset: str, results: Path) -> dict[str, float]:
         times["teacher_epoch"] = round(times.pop("teacher_train") / EPOCHS, 3)
 
     seed_everything(0)
-    short_budget = replace(budget.student_training, epochs=EPOCHS)
+    short_budget = replace(budget.student_training, epochs=EPOCHS, lr_milestones=())
     ctx = TrainContext(bundle, teacher, short_budget, budget.student, CPU, seed=0)
     student = timed(times, "student_train", lambda: METHODS.get("kd")().fit(ctx))
     times["student_epoch"] = round(times.pop("student_train") / EPOCHS, 3)
@@ -104,7 +106,7 @@ def breakdown(dataset: str, results: Path) -> dict[str, float]:
             timed(times, f"metric/{metric.name}", lambda m=metric: m.compute(scoring))
     record = results / "runs" / "gallery.json"
     record.parent.mkdir(parents=True, exist_ok=True)
-    timed(times, "gallery", lambda: save_attribution_maps(record, scoring))
+    timed(times, "gallery", lambda: save_attribution_maps(record, scoring, results))
 
     scored = ("predict", "dissection", "gallery")
     scoring_total = sum(

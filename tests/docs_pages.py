@@ -76,6 +76,20 @@ def catalogue_counts() -> str:
     return "Registered today: " + ", ".join(f"{n} {what}" for what, n in parts.items()) + "."
 
 
+def browser_tests() -> str:
+    """How many tests drive Chromium (and are skipped without it), as pytest collects them."""
+    import subprocess
+    import sys
+
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "tests/test_report_browser.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    count = sum("::" in line for line in collected.splitlines())
+    return f"{count} tests"
+
+
 EXAMPLES = ROOT / "examples"
 
 
@@ -94,6 +108,13 @@ def readme_section(heading: str) -> str:
     section = text[start : end if end != -1 else len(text)].strip("\n")
     section = _MARKER.sub("", section)  # a block copied into another keeps its text only
     return section.replace("](docs/", "](")
+
+
+def readme_commands() -> str:
+    """README's two commands, for the docs site's home page."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```bash\n")
+    return text[start : text.index("```\n", start + 8) + 3]
 
 
 # --- blocks generated from the reference records ---------------------------------------------------
@@ -336,6 +357,7 @@ BLOCKS = (
         DOCS / "architecture.md", "wings", lambda: f"```\n{wing_diagram(import_graph())}\n```"
     ),
     GeneratedBlock(ROOT / "README.md", "counts", catalogue_counts),
+    GeneratedBlock(ROOT / "README.md", "browser tests", browser_tests),
     GeneratedBlock(
         ROOT / "README.md", "example soft_target", lambda: example_source("soft_target")
     ),
@@ -344,6 +366,7 @@ BLOCKS = (
         for name in ("soft_target", "treeshap_gradients", "iris_dataset")
     ),
     GeneratedBlock(DOCS / "index.md", "what it is", partial(readme_section, "What it is")),
+    GeneratedBlock(DOCS / "index.md", "commands", readme_commands),
     GeneratedBlock(DOCS / "index.md", "what you get", partial(readme_section, "What you get")),
     GeneratedBlock(DOCS / "index.md", "contents", partial(readme_section, "Documentation")),
     GeneratedBlock(DOCS / "results.md", "record schema", record_schema),

@@ -26,7 +26,7 @@ from tests.docs_pages import (
 
 README = ROOT / "README.md"
 MKDOCS = ROOT / "mkdocs.yml"
-TEST_COMMAND = 'python -m pip install torch==2.13.0 && python -m pip install -e ".[dev,ray]" && python -m pytest'
+TEST_COMMAND = 'python -m pip install torch==2.13.0 && python -m pip install -e ".[dev,ray]" && python -m pytest -n auto --dist loadfile'
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: f"{b.path.name}:{b.name}")

@@ -105,12 +105,14 @@ class ReportData:
     completeness: tuple[Completeness, ...] = ()
 
 
-def _descriptions(table: pd.DataFrame, metrics: list[str]) -> dict[str, str]:
-    """Metric → description: the first record's that has the metric; an `_excess` metric says
-    what its base measures and what is subtracted."""
+def _descriptions(table: pd.DataFrame, metrics: list[str], known: dict[str, str]) -> dict[str, str]:
+    """Metric → description: the current code's (`known`, from the catalogue), else the first
+    record's that has the metric (a plugin's metric this process did not load): a description
+    documents the metric, and its wording may be improved without rerunning anything. An
+    `_excess` metric says what its base measures and what is subtracted."""
     first = table.drop_duplicates("metric")
     descriptions = {
-        metric: text if isinstance(text, str) else ""
+        metric: known.get(metric) or (text if isinstance(text, str) else "")
         for metric, text in zip(first.metric.tolist(), first.description.tolist(), strict=True)
     }
     for name in metrics:
@@ -213,7 +215,8 @@ def compute(
     verdicts = evaluate_all(seeds, unreliable=failing(reliability, "decides_verdicts"))
     coverage = mean_coverage(table)
     explainers = first_explainers(records)
-    descriptions = _descriptions(table, list(ranked.metric.unique()))
+    known = {name: info.description for name, info in source().metrics.items()}
+    descriptions = _descriptions(table, list(ranked.metric.unique()), known)
 
     tracks = []
     pages = []
