@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.core.vocabulary import FLOOR_ROWS
 from bench.results.record import schema_rows
 from tests.structure import ROOT, import_graph, wing_diagram
 
@@ -164,15 +165,6 @@ def claim_verdicts(reference: Path = DEFAULT_SET) -> str:
     return "\n".join(lines)
 
 
-FLOORS = (
-    "random_explainer",
-    "permuted_teacher",
-    "untrained_student",
-    "input_explainer",
-    "linear_explainer",
-)
-
-
 def explanation_floors() -> str:
     """Per reference dataset and explainer: the strongest floor of Spearman agreement with the
     teacher, the other-teacher level and the students' range of method means, so a reader sees
@@ -192,7 +184,7 @@ def explanation_floors() -> str:
         for (dataset, metric), rows in table[table.metric.isin(metrics)].groupby(
             ["dataset", "metric"]
         ):
-            floors = rows[rows.method.isin(FLOORS)]
+            floors = rows[rows.method.isin(FLOOR_ROWS)]
             students = rows[rows.role == "student"]
             if floors.empty or students.empty:
                 continue
