@@ -54,6 +54,21 @@ class FusedStudent(nn.Module):
         code = match_spatial(self.encoder(x), features.shape[-2:])
         return self.head(self.pool(self.fuse(features, code)))
 
+    def attach_decoder(self, decoder: nn.Module) -> None:
+        """Keep XDistillation's trained decoder as this student's own explainer.
+
+        Held outside the module tree, so neither counted in the student's parameters nor saved in
+        its state: it explains the student's predictions and takes no part in them.
+        """
+        object.__setattr__(self, "explanation_decoder", decoder.eval())
+
+    def own_explanation(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The decoder's map of each input, (samples, H, W) in [0, 1], or None without a decoder
+        (`xdistill_arch` trains none). One map per input: the decoder learnt the teacher's Grad-CAM
+        of the class the teacher predicts, so it does not take a target class."""
+        decoder = self.__dict__.get("explanation_decoder")
+        return None if decoder is None else decoder(self.encoder(x))
+
 
 class MapDecoder(nn.Module):
     """The autoencoder's decoder: the encoder's code to a map in [0, 1] at the input resolution."""
@@ -98,8 +113,10 @@ class XDistillation(Method):
     autoencoder maps the input to the teacher's Grad-CAM of its predicted class (upsampled to the input size and scaled to a maximum of 1 per sample); its encoder
     features are concatenated with the student's last feature map before the classifier; student
     and autoencoder train jointly with α·CE + (1−α)·T²·KL (our `kd` defaults) + γ·MSE(decoded
-    map, teacher map). The decoder serves training only and is not part of the scored student;
-    the encoder is, so the student has more parameters than the standard one.
+    map, teacher map). The encoder is part of the scored student, so it has more parameters
+    than the standard one. The decoder, restored to the student's best epoch, is kept as the
+    student's own explainer: the explainer `own` scores its maps (the paper's explanations), where
+    every other network is explained by Grad-CAM; it is not counted among the parameters.
     """
 
     family = "explanation"
@@ -113,7 +130,9 @@ class XDistillation(Method):
 
     def fit(self, ctx: TrainContext) -> nn.Module:
         self.teacher_maps = TeacherPerImage(ctx, peak_normalised_grad_cam)
-        return super().fit(ctx)
+        student = super().fit(ctx)
+        student.attach_decoder(self.decoder)
+        return student
 
     def build_student(self, ctx: TrainContext) -> nn.Module:
         student = ctx.default_student()

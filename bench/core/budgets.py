@@ -230,6 +230,11 @@ class Profile:
         """The seed of the teacher that the student of seed `seed` learns from."""
         return self.teacher_seeds[seed % len(self.teacher_seeds)]
 
+    @property
+    def other_teacher_seed(self) -> int:
+        """The seed of the `other_teacher` reference level: the first after the teachers'."""
+        return max(self.teacher_seeds) + 1
+
     def _settings(self, dataset: str) -> DatasetSettings:
         family = dataset.partition(":")[0]
         return self.per_dataset.get(dataset) or self.per_dataset.get(family) or DatasetSettings()

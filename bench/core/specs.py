@@ -64,14 +64,17 @@ def teacher_spec_for(
 
 
 def reference_run_id(
-    spec: TeacherSpec, budget: ModalityBudget, metric_settings: dict[str, Any]
+    spec: TeacherSpec, budget: ModalityBudget, metric_settings: dict[str, Any], other_seed: int
 ) -> str:
     """The run id of a teacher's reference rows (the teacher and the control rows): what scoring
-    them depends on, which is its teacher, its budget and the metrics' settings."""
+    them depends on, which is its teacher, the seed of the `other_teacher` level
+    (`Profile.other_teacher_seed`, which moves with the profile's teacher seeds), its budget and
+    the metrics' settings."""
     return stable_hash(
         {
             "schema_version": SCHEMA_VERSION,
             "teacher": spec.key,
+            "other_teacher_seed": other_seed,
             "budget": budget.as_dict(),
             "metrics": metric_settings,
         }

@@ -211,6 +211,17 @@ def _grad_cam(
     return F.interpolate(cam[:, None], size=tuple(x.shape[2:]), mode="bilinear")
 
 
+@register_explainer("own", modalities=frozenset({"image"}), sign="absolute", requires=has_gradcam)
+def _own(
+    model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
+) -> torch.Tensor:
+    """The explanation a method offers itself: its own explainer's map where it trains one
+    (XDistillation's decoder, class-independent), else Grad-CAM, as for every other network."""
+    own = getattr(model.module, "own_explanation", None)
+    maps = None if own is None else own(x)
+    return _grad_cam(model, x, targets, settings) if maps is None else maps[:, None]
+
+
 @register_explainer(
     "shapley", modalities=frozenset({"tabular"}), rules=SHAPLEY_RULES, uses_background=True
 )

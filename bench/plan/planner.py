@@ -193,7 +193,7 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
                         profile.teacher_seed_for(seed),
                     )
                     reference_ids[teachers[seed].key] = reference_run_id(
-                        teachers[seed], budget, settings
+                        teachers[seed], budget, settings, profile.other_teacher_seed
                     )
                 runs.append(
                     RunSpec(

@@ -56,7 +56,7 @@ register_profile(
                 student_training=TrainBudget(epochs=6, batch_size=64, lr=1e-2),
                 n_explain=32,
                 explanation=ExplanationBudget(
-                    explainers=("gradcam", "ig"),
+                    explainers=("gradcam", "ig", "own"),
                     quantus_explainer="gradcam",
                     ig_steps=8,
                     n_quantus=8,
@@ -79,7 +79,7 @@ DEFAULT_IMAGE = ModalityBudget(
     ),
     n_explain=256,
     explanation=ExplanationBudget(
-        explainers=("gradcam", "ig", "saliency"),
+        explainers=("gradcam", "ig", "saliency", "own"),
         quantus_explainer="gradcam",
         ig_steps=32,
         n_quantus=32,

@@ -124,7 +124,7 @@ def _other_teacher(
     shared by every teacher of the dataset. Its lock is taken inside a listed teacher's and never
     the other way round, and it scores no reference rows of its own, so no two processes can
     wait on each other."""
-    other = replace(spec, seed=max(ctx.profile.teacher_seeds) + 1)
+    other = replace(spec, seed=ctx.profile.other_teacher_seed)
     with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(other)), ctx.folder.root):
         return _obtain(ctx, other, bundle, label)
 

@@ -148,7 +148,8 @@ class TrainContext:
         e.g. a regressor).
 
         Returns the model with the weights of its best validation-accuracy epoch, in eval mode;
-        `extra` is trained alongside but neither returned nor selected on. The test accuracy of
+        `extra` is trained alongside, not returned, and restored to the same epoch (a decoder
+        kept as the student's own explainer must read the features of the weights scored). The test accuracy of
         the last epoch's weights is kept too (`last_epoch_test_accuracy`), never used to choose:
         papers of the CIFAR recipe report either that or the best epoch's.
         Raises `Diverged` at the end of the first epoch with a non-finite loss.
@@ -200,7 +201,7 @@ class TrainContext:
             self.history.setdefault("val_accuracy", []).append(accuracy)
             if accuracy > best_accuracy:
                 best_accuracy, self.best_epoch = accuracy, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(trained.state_dict())
         test = self.bundle.test
         self.last_epoch_test_accuracy = top1_accuracy(
             model,
@@ -208,7 +209,7 @@ class TrainContext:
             torch.as_tensor(test.y, device=self.device),
         )
         if best_state is not None:
-            model.load_state_dict(best_state)
+            trained.load_state_dict(best_state)
         if self.uses_channels_last:
             # Returned in the layout a model loaded from the cache has, so that a teacher's
             # outputs do not depend on whether it was trained in this process or loaded.
