@@ -23,7 +23,7 @@ the scoring stage, whose time (`timings.score`) is printed beside it unfloored: 
 on each explainer and metric. Times come from the records, so they are as quiet as the machine
 that made them (the reference sets' READMEs say how they were built).
 
-    python benchmarks/compute_floor.py --results reference/default-v7
+    python benchmarks/compute_floor.py --results reference/default-v8
     python benchmarks/compute_floor.py --results reference/real-v1 --profile real
 """
 

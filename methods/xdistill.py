@@ -58,16 +58,22 @@ class FusedStudent(nn.Module):
         """Keep XDistillation's trained decoder as this student's own explainer.
 
         Held outside the module tree, so neither counted in the student's parameters nor saved in
-        its state: it explains the student's predictions and takes no part in them.
+        its state: it explains the student's predictions and takes no part in them. So `.to()`,
+        `.train()` and Quantus' layer randomisation do not reach it either: it is scored where it
+        was trained, and `own` cannot be a profile's Quantus explainer (`ExplanationBudget`).
         """
         object.__setattr__(self, "explanation_decoder", decoder.eval())
 
-    def own_explanation(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The decoder's map of each input, (samples, H, W) in [0, 1], or None without a decoder
-        (`xdistill_arch` trains none). One map per input: the decoder learnt the teacher's Grad-CAM
-        of the class the teacher predicts, so it does not take a target class."""
-        decoder = self.__dict__.get("explanation_decoder")
-        return None if decoder is None else decoder(self.encoder(x))
+    @property
+    def explains_itself(self) -> bool:
+        """Whether a decoder is attached (`xdistill_arch` trains none: Grad-CAM explains it)."""
+        return "explanation_decoder" in self.__dict__
+
+    def own_explanation(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's map of each input, (samples, H, W) in [0, 1]. One map per input: the
+        decoder learnt the teacher's Grad-CAM of the class the teacher predicts, so it does not
+        take a target class."""
+        return self.__dict__["explanation_decoder"](self.encoder(x))
 
 
 class MapDecoder(nn.Module):

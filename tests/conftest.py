@@ -25,9 +25,23 @@ registry.load_plugins()
 ALL_REGISTRIES = (METHODS, DATASETS, METRICS, MODELS, PROFILES)
 
 
+# The files whose tests take longest (`pytest --durations=0`, 2026-12-07: each a minute or more of
+# one worker, the median file a few seconds). The test command hands whole files to its workers
+# (`--dist loadfile`) in collection order, so these go first: a long file begun last would leave
+# the other workers idle at the end.
+LONGEST_FILES = (
+    "test_executors.py", "test_crash_safety.py", "test_reliability.py", "test_hostile_input.py",
+    "test_conformance.py", "test_catalogue.py", "test_dissection.py", "test_report.py",
+    "test_progress.py", "test_examples.py", "test_reference_tables.py",
+)  # fmt: skip
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` need a GPU: skipped where torch sees none (`benchmarks/gpu_check.sh`
-    runs them with `-m cuda` on a GPU machine)."""
+    """The longest files first (`LONGEST_FILES`), the others in their order. Tests marked `cuda`
+    need a GPU: skipped where torch sees none (`benchmarks/gpu_check.sh` runs them with `-m cuda`
+    on a GPU machine)."""
+    first = {name: rank for rank, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: order kept within
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA (run by benchmarks/gpu_check.sh on a GPU)")

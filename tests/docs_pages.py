@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.vocabulary import FLOOR_ROWS
+from bench.report.numbers import format_p, format_signed
 from bench.results.record import schema_rows
 from tests.structure import ROOT, import_graph, wing_diagram
 
 REFERENCE = ROOT / "reference"
-DEFAULT_SET = REFERENCE / "default-v7"
+DEFAULT_SET = REFERENCE / "default-v8"
 REAL_SET = REFERENCE / "real-v1"
 # What `python -m pytest benchmarks/ --benchmark-only --benchmark-json=...` wrote on the
 # development machine: the performance page's figures come from it, never from memory.
@@ -119,10 +120,6 @@ def readme_commands() -> str:
 
 
 # --- blocks generated from the reference records ---------------------------------------------------
-def _number(value: float, digits: int = 3) -> str:
-    return "–" if value != value else f"{value:+.{digits}f}"
-
-
 def _claim_cell(row: Any) -> str:
     """The verdict called, and how it came about where it is not the records' own."""
     called = f"**{row.claim_verdict}**"
@@ -156,9 +153,12 @@ def claim_verdicts(reference: Path = DEFAULT_SET) -> str:
         relation = {"higher": ">", "lower": "<", "not_worse": "≥"}[row.expect]
         margin = f" − {row.margin:g}" if row.expect == "not_worse" else ""
         test = f"`{row.method}` {relation} `{row.baseline}`{margin} on `{row.metric}`"
-        interval = f"{_number(row.mean_diff)} [{_number(row.ci95_low)}, {_number(row.ci95_high)}]"
+        interval = (
+            f"{format_signed(row.mean_diff)} "
+            f"[{format_signed(row.ci95_low)}, {format_signed(row.ci95_high)}]"
+        )
         cells = [
-            claim, part, test, row.dataset, interval, f"{row.p_holm:.2g}",
+            claim, part, test, row.dataset, interval, format_p(row.p_holm),
             f"{row.mde_80:.3g}", row.test_verdict, part_verdict, claim_verdict,
         ]  # fmt: skip
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

@@ -115,6 +115,25 @@ def test_teacher_is_scored_as_a_reference_row(smoke_results: Path, dataset: str)
     assert record["metrics"]["accuracy"] > 1.5 / record["dataset"]["num_classes"]
 
 
+def test_only_xdistill_has_an_explainer_of_its_own(smoke_results: Path) -> None:
+    """Under `own` every record of digits, control rows and the teacher included, scores its
+    Grad-CAM again, but xdistill, whose decoder's maps differ."""
+    own = [
+        (r["method"]["name"], name, value, r["metrics"][name.replace("_own", "_gradcam")])
+        for r in read_records(smoke_results).values()
+        if r["dataset"]["name"] == "digits"
+        for name, value in r["metrics"].items()
+        if name.endswith("_own")
+    ]
+    rows = {row for row, *_ in own}
+    assert {"xdistill", "xdistill_arch", TEACHER_ROW, RANDOM_CONTROL_ROW} <= rows
+    for row, name, value, gradcam in own:
+        if row != "xdistill":
+            assert value == gradcam or math.isnan(value) and math.isnan(gradcam), (row, name)
+    differ = [name for row, name, value, gradcam in own if row == "xdistill" and value != gradcam]
+    assert "expl_spearman_own" in differ
+
+
 @pytest.mark.parametrize("dataset", SMOKE.datasets)
 def test_random_control_row_marks_the_floor_of_agreement(smoke_results: Path, dataset: str) -> None:
     record = record_json(smoke_results, "smoke", dataset, RANDOM_CONTROL_ROW, 0)

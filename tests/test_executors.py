@@ -19,31 +19,29 @@ SUITE = (
 PLUGINS = Path(__file__).parent / "plugins"
 
 
-def test_process_executor_records_every_run_and_reports_each(cli, tmp_path: Path) -> None:
-    result = cli(*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path)
+def test_process_executor_records_every_run_reports_each_and_repeats_its_numbers(
+    cli, tmp_path: Path
+) -> None:
+    result = cli(*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path / "a")
     assert result.code == 0, result.err
     assert "4 runs (4 ok)" in result.out
     # Every run's line reaches the parent's display, whichever worker executed it.
     for label in ("wine/scratch/seed0", "wine/kd/seed0", "digits/scratch/seed0", "digits/kd/seed0"):
         assert f"ok       {label}" in result.err
-    records = read_records(tmp_path)
+    records = read_records(tmp_path / "a")
     assert len(records) == 18  # 2 datasets x (2 methods + teacher + 6 control rows)
     assert {r["status"] for r in records.values()} == {"ok"}
     # Two workers on this machine's cores: each got its share of threads, recorded as provenance.
     student = records["smoke/wine/kd/seed0.json"]
     assert student["environment"]["torch_threads"] >= 1
-    assert not list(tmp_path.rglob("*.lock"))
-    again = cli(*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path)
+    assert not list((tmp_path / "a").rglob("*.lock"))
+    again = cli(*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path / "a")
     assert again.code == 0 and "4 runs (4 done)" in again.out
-
-
-def test_same_seed_gives_identical_metrics_with_the_process_executor(cli, tmp_path: Path) -> None:
-    for folder in ("a", "b"):
-        args = (*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path / folder)
-        assert cli(*args).code == 0
-    first, second = comparable_metrics(tmp_path / "a"), comparable_metrics(tmp_path / "b")
-    assert len(first) == 18
-    assert first == second
+    # The same seed in another folder: the same numbers.
+    assert (
+        cli(*SUITE, "--executor", "process", "--jobs", "2", "--results", tmp_path / "b").code == 0
+    )
+    assert comparable_metrics(tmp_path / "a") == comparable_metrics(tmp_path / "b")
 
 
 def test_workers_load_plugin_files_and_failures_give_exit_status_1(cli, tmp_path: Path) -> None:
@@ -104,32 +102,24 @@ def ray_session(monkeypatch: pytest.MonkeyPatch):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_ray_executor_gives_the_numbers_of_the_process_executor(
+def test_ray_executor_gives_the_numbers_of_the_process_executor_and_reports_failures_alike(
     cli, tmp_path: Path, ray_session: Path
 ) -> None:
+    """One Ray instance for both checks: starting one costs more than the smoke runs."""
     # --jobs 2: a local Ray instance of 2 CPUs, one torch thread per task, as process --jobs 2.
-    ray_run = cli(*SUITE, "--executor", "ray", "--jobs", "2", "--results", tmp_path / "ray")
-    assert ray_run.code == 0, ray_run.err
-    assert "4 runs (4 ok)" in ray_run.out
+    suite = (*SUITE, "--method", "scratch", "kd", "raises", "--plugin", PLUGINS / "broken_methods.py",
+             "--jobs", "2")  # fmt: skip
+    ray_run = cli(*suite, "--executor", "ray", "--results", tmp_path / "ray")
+    assert ray_run.code == 1, ray_run.err
+    assert "6 runs (2 failed, 4 ok)" in ray_run.out
     assert "ok       digits/kd/seed0" in ray_run.err
     assert any(ray_session.iterdir())  # the session lived in the folder we gave it
-    process_run = cli(*SUITE, "--jobs", "2", "--results", tmp_path / "process")
-    assert process_run.code == 0
-    assert comparable_metrics(tmp_path / "ray") == comparable_metrics(tmp_path / "process")
-
-
-def test_ray_executor_reports_failures_like_the_others(
-    cli, tmp_path: Path, ray_session: Path
-) -> None:
-    result = cli(
-        "run", "--profile", "smoke", "--dataset", "wine", "--method", "raises", "scratch",
-        "--plugin", PLUGINS / "broken_methods.py", "--executor", "ray", "--jobs", "2",
-        "--results", tmp_path,
-    )  # fmt: skip
-    assert result.code == 1
-    records = read_records(tmp_path)
+    records = read_records(tmp_path / "ray")
     assert records["smoke/wine/raises/seed0.json"]["status"] == "failed"
     assert records["smoke/wine/scratch/seed0.json"]["status"] == "ok"
+    process_run = cli(*suite, "--results", tmp_path / "process")
+    assert process_run.code == 1
+    assert comparable_metrics(tmp_path / "ray") == comparable_metrics(tmp_path / "process")
 
 
 def test_ray_executor_without_ray_says_how_to_install_it(

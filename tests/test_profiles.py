@@ -176,3 +176,21 @@ def test_every_teacher_teaches_as_many_students() -> None:
         assert len(set(per_teacher.values())) == 1
     with pytest.raises(ValueError, match="every teacher needs the same number"):
         replace(default, claim_seeds=tuple(range(10)))
+
+
+def test_the_reference_rows_are_redone_when_the_other_teachers_seed_moves() -> None:
+    """The `other_teacher` level is the teacher of the first seed after the profile's teachers;
+    a profile with one more teacher seed keeps teacher 0 (its students' run ids) but not teacher
+    0's reference rows, which were scored beside another `other_teacher`."""
+    more = replace(DEFAULT, name="more_teachers", teacher_seeds=(0, 1, 2, 3), seeds=(0, 1, 2, 3),
+                   claim_seeds=tuple(range(12)))  # fmt: skip
+    assert (DEFAULT.other_teacher_seed, more.other_teacher_seed) == (3, 4)
+    PROFILES.register(more.name)(more)  # the registries are restored after each test
+    ours, theirs = (
+        make_plan(Selection(profile=p.name, datasets=("wine",), methods=("kd",), seeds=(0,)))
+        for p in (DEFAULT, more)
+    )
+    assert ours.runs[0].run_id == theirs.runs[0].run_id
+    key = ours.runs[0].teacher.key
+    assert key == theirs.runs[0].teacher.key
+    assert ours.reference_ids[key] != theirs.reference_ids[key]

@@ -92,3 +92,10 @@ def test_deletion_gain_scores_every_sample_of_a_test_split_smaller_than_asked(li
     budget = ExplanationBudget(("gxi",), "gxi", ig_steps=8, n_quantus=64, perturbations=20)
     ctx = ScoringContext(bundle, predictor, predictor, 0.0, 30, budget)  # 30 explained rows
     assert len(METRICS.get("deletion_gain_gxi").compute(ctx)) == 30
+
+
+def test_a_methods_own_explainer_cannot_be_the_quantus_explainer() -> None:
+    """Quantus' MPRT randomises a network's layers and would leave the decoder that XDistillation
+    keeps outside its network untouched: a profile naming `own` is refused where it is built."""
+    with pytest.raises(ValueError, match="quantus_explainer 'own'.*MPRT"):
+        ExplanationBudget(("gradcam", "own"), "own", ig_steps=8, n_quantus=8, perturbations=3)

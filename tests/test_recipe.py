@@ -101,7 +101,7 @@ def test_the_default_profiles_plan_keeps_the_run_ids_of_its_reference_records() 
         "epochs": 60, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4, "mixed_precision": False,
     }  # fmt: skip
     plan = make_plan(Selection(profile="default", datasets=("wine",), methods=("kd",), seeds=(0,)))
-    newest = REPOSITORY / "reference" / "default-v7" / "runs" / "default" / "wine" / "kd"
+    newest = REPOSITORY / "reference" / "default-v8" / "runs" / "default" / "wine" / "kd"
     assert plan.runs[0].run_id == json.loads((newest / "seed0.json").read_text())["run_id"]
     image = PROFILES.get("default").budgets["image"].as_dict()["student_training"]
     assert image["channels_last"] is True

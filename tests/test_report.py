@@ -25,7 +25,7 @@ from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.plan.catalogue import CACHE_ENV
 from bench.report.claims import CLAIMS
 from bench.report.compute import compute
-from bench.report.leaderboard import COLUMNS, aggregate, t_interval
+from bench.report.leaderboard import COLUMNS, aggregate, t_interval, without_fallback_copies
 from bench.report.render import render
 from bench.results.folder import ResultsFolder
 from bench.train.method import METHODS
@@ -492,3 +492,29 @@ def test_several_result_sets_make_one_site_and_a_dataset_in_two_is_refused(
     twice = cli("report", "--results", real, tmp_path / "real", "--out", tmp_path / "again")
     assert twice.code == 2
     assert "real/toy has runs in both" in twice.err and "--reference" in twice.err
+
+
+def test_the_own_explainer_is_shown_only_where_some_model_has_one() -> None:
+    """`own` is Grad-CAM for a network without an explainer of its own: on a dataset where that
+    holds for every record its columns repeat Grad-CAM's and are left out; where one model's
+    differ (XDistillation's decoder), every row keeps them."""
+    rows = []
+    # On "mnist" one model's own is undefined where its Grad-CAM is not: not a copy either.
+    for dataset, xdistill_own in (("digits", 0.9), ("concept_shapes", 0.4), ("mnist", math.nan)):
+        for record, (method, gradcam, own) in enumerate(
+            (
+                ("kd", 0.4, 0.4),
+                ("xdistill", 0.4, xdistill_own),
+                ("random_explainer", math.nan, math.nan),
+            )
+        ):
+            for metric, value in (("expl_spearman_gradcam", gradcam), ("expl_spearman_own", own)):
+                rows.append({"record": f"{dataset}{record}", "profile": "default",
+                             "dataset": dataset, "method": method, "metric": metric,
+                             "value": value})  # fmt: skip
+    kept = without_fallback_copies(pd.DataFrame(rows))
+    shown = kept.groupby("dataset").metric.apply(set).to_dict()
+    assert shown["digits"] == {"expl_spearman_gradcam", "expl_spearman_own"}
+    assert shown["concept_shapes"] == {"expl_spearman_gradcam"}
+    assert shown["mnist"] == shown["digits"]
+    assert len(kept[kept.dataset == "digits"]) == 6

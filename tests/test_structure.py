@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import LONGEST_FILES
 from tests.structure import (
     COMPONENT_CEILINGS,
     ROOT,
@@ -89,3 +91,9 @@ def test_the_record_key_check_finds_a_raw_read(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(structure, "ROOT", tmp_path)
     assert structure.record_key_readers() == {"bench.report.sneaky": [3]}
     assert structure.layout_knowers() == {"bench.report.sneaky": [3]}
+
+
+def test_the_files_scheduled_first_exist() -> None:
+    """A renamed file would silently lose its place at the front of the test run."""
+    here = Path(__file__).parent
+    assert [name for name in LONGEST_FILES if not (here / name).is_file()] == []

@@ -6,6 +6,7 @@ through the real harness on `digits` in the smoke profile.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from bench.core.budgets import Architecture, TrainBudget
 from bench.core.errors import BenchError
 from bench.core.specs import TeacherSpec
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
+from bench.explain.explainers import ExplainSettings, explain
 from bench.explain.gradcam import grad_cam, grad_cam_maps
 from bench.methods.dkd import decoupled_kd
 from bench.methods.e2kd import explanation_loss
@@ -324,7 +326,7 @@ def test_xdistill_student_is_one_network_that_grad_cam_can_explain(
     assert isinstance(student, FusedStudent)
     standard = build_model("small_cnn", (1, 8, 8), 10, **SMOKE_IMAGE.student.kwargs())
     # The standard student without its classifier, the encoder and the fused classifier; the
-    # decoder serves training only and is not scored.
+    # decoder, its explainer, is not counted.
     trunk = count_parameters(standard) - count_parameters(standard.head)
     assert count_parameters(student.trunk) == trunk
     parts = trunk + count_parameters(student.encoder) + count_parameters(student.head)
@@ -337,6 +339,54 @@ def test_xdistill_student_is_one_network_that_grad_cam_can_explain(
     peaks = method.teacher_maps.table.amax(dim=(1, 2))
     assert peaks.max().item() == pytest.approx(1.0)
     assert method.teacher_maps.table.shape[-2:] == (8, 8)
+
+
+def test_xdistills_own_explainer_is_its_decoder_and_every_other_networks_is_grad_cam(
+    digits: DatasetBundle, teacher: Teacher
+) -> None:
+    """The explainer `own` gives xdistill's decoder maps of its encoder's code (one map per input,
+    whatever the class), and Grad-CAM for a network without a decoder (`xdistill_arch`, kd)."""
+    method = METHODS.get("xdistill")()
+    student = method.fit(_context(digits, teacher))
+    x = digits.test.x[:6]
+    settings = ExplainSettings(baseline=np.zeros_like(x[0]))
+    classes, other = np.zeros(6, dtype=np.int64), np.ones(6, dtype=np.int64)
+    own = explain("own", student, x, classes, 10, settings, CPU)
+    with torch.no_grad():
+        decoded = method.decoder(student.encoder(torch.as_tensor(x)))
+    np.testing.assert_allclose(own[:, 0], decoded.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(own, explain("own", student, x, other, 10, settings, CPU))
+    assert not np.allclose(own, explain("gradcam", student, x, classes, 10, settings, CPU))
+    ablation = METHODS.get("xdistill_arch")().fit(_context(digits, teacher))
+    for network in (ablation, teacher.module):
+        np.testing.assert_array_equal(
+            explain("own", network, x, classes, 10, settings, CPU),
+            explain("gradcam", network, x, classes, 10, settings, CPU),
+        )
+
+
+def test_a_trained_module_beside_the_student_is_restored_to_the_students_best_epoch(
+    digits: DatasetBundle, teacher: Teacher
+) -> None:
+    """The decoder xdistill keeps as its explainer must read the code of the weights scored: the
+    loop restores it to the epoch whose student it returns, not to its last."""
+    method = METHODS.get("xdistill")()
+    seed_everything(0)
+    budget = TrainBudget(epochs=3, batch_size=128, lr=1e-2)
+    ctx = TrainContext(digits, teacher, budget, SMOKE_IMAGE.student, CPU, seed=0)
+    after_epoch: list[dict[str, torch.Tensor]] = []
+    accuracies = iter([0.5, 0.9, 0.1])  # the best epoch is the second of three
+
+    def validation_accuracy(model: nn.Module) -> float:  # called once after each epoch
+        after_epoch.append(copy.deepcopy(method.decoder.state_dict()))
+        return next(accuracies)
+
+    ctx.validation_accuracy = validation_accuracy
+    method.fit(ctx)
+    assert ctx.best_epoch == 1
+    restored = method.decoder.state_dict()
+    assert all(torch.equal(v, after_epoch[1][k]) for k, v in restored.items())
+    assert not all(torch.equal(v, after_epoch[2][k]) for k, v in restored.items())
 
 
 # --- every image method through the shared loop, on a split that ends in one sample ---------

@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[Path("results")],
         metavar="RESULTS",
         help="results folder(s) (default: results); several make one site, e.g. "
-        "reference/real-v1 reference/default-v7",
+        "reference/real-v1 reference/default-v8",
     )
     for sub in (run, status, meta):
         sub.add_argument("--profile", default="default", help="budget profile (default: default)")

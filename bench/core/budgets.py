@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any, Literal, get_args
 
-from bench.core.vocabulary import Modality
+from bench.core.vocabulary import OWN_EXPLAINER, Modality
 
 Optimiser = Literal["adam", "sgd"]
 AutocastType = Literal["float16", "bfloat16"]
@@ -145,6 +145,14 @@ class ExplanationBudget:
     n_quantus: int
     # Perturbation draws per sample (FaithfulnessCorrelation runs, MaxSensitivity samples).
     perturbations: int
+
+    def __post_init__(self) -> None:
+        if self.quantus_explainer == OWN_EXPLAINER:
+            raise ValueError(
+                f"quantus_explainer {OWN_EXPLAINER!r}: a method's own explainer is held outside "
+                "its network, where Quantus' layer randomisation (MPRT) cannot reach it; name "
+                "the explainer it falls back to instead"
+            )
 
 
 @dataclass(frozen=True)

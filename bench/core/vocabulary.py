@@ -24,6 +24,11 @@ class Modality(StrEnum):
 
 MODALITIES: tuple[Modality, ...] = tuple(Modality)
 
+# The explainer that is a method's own where it trains one (XDistillation's decoder), and the one
+# it falls back to for every other network (`bench.explain.explainers`).
+OWN_EXPLAINER = "own"
+OWN_FALLBACK = "gradcam"
+
 
 class Role(StrEnum):
     """What a record's row is: a distilled student, a teacher, or a control row (a floor)."""

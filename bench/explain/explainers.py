@@ -27,6 +27,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from bench.core.registry import Registry, first_paragraph
+from bench.core.vocabulary import OWN_EXPLAINER, OWN_FALLBACK
 from bench.explain.class_scores import CONVENTION, centre_over_classes
 from bench.explain.gradcam import MIN_SIDE, grad_cam_maps, gradcam_layer, has_gradcam
 from bench.explain.shapley import RULES as SHAPLEY_RULES
@@ -211,15 +212,36 @@ def _grad_cam(
     return F.interpolate(cam[:, None], size=tuple(x.shape[2:]), mode="bilinear")
 
 
-@register_explainer("own", modalities=frozenset({"image"}), sign="absolute", requires=has_gradcam)
+def explains_itself(module: nn.Module | None) -> bool:
+    """Whether `module` carries an explainer of its own (`own_explanation`, e.g. XDistillation's
+    trained decoder: `methods/xdistill.py`)."""
+    return bool(getattr(module, "explains_itself", False))
+
+
+def explainer_for(name: str, module: nn.Module | None) -> str:
+    """The explainer that explains `module` under `name`: `own` is Grad-CAM for a network that
+    does not explain itself, so its maps are Grad-CAM's, computed (and cached) once."""
+    return OWN_FALLBACK if name == OWN_EXPLAINER and not explains_itself(module) else name
+
+
+@register_explainer(
+    OWN_EXPLAINER, modalities=frozenset({"image"}), sign="absolute", requires=has_gradcam
+)
 def _own(
     model: ClassScores, x: torch.Tensor, targets: torch.Tensor, settings: ExplainSettings
 ) -> torch.Tensor:
     """The explanation a method offers itself: its own explainer's map where it trains one
-    (XDistillation's decoder, class-independent), else Grad-CAM, as for every other network."""
-    own = getattr(model.module, "own_explanation", None)
-    maps = None if own is None else own(x)
-    return _grad_cam(model, x, targets, settings) if maps is None else maps[:, None]
+    (XDistillation's decoder), else Grad-CAM, as for every other network.
+
+    Compared with the teacher's Grad-CAM of the true class of the centred score, like every
+    image explainer. Ours departs from that target twice, as the method defines it: the decoder
+    learnt the teacher's Grad-CAM of the class the teacher *predicts*, of its raw logit, and its
+    map does not depend on the class asked for. No control row has such a class-free map, so the
+    floors under `own` are Grad-CAM's.
+    """
+    if not explains_itself(model.module):
+        return _grad_cam(model, x, targets, settings)
+    return model.module.own_explanation(x)[:, None]
 
 
 @register_explainer(
@@ -299,7 +321,7 @@ def explain(
     Tables keep their (samples, features) shape; image attributions are summed over channels to
     one map per sample, (samples, 1, H, W), the form Quantus and the agreement metrics compare.
     """
-    explainer = EXPLAINERS.get(name)
+    explainer = EXPLAINERS.get(explainer_for(name, module))
     model = ClassScores(module, num_classes).eval()
     parts = []
     for start in range(0, len(x), batch_size):

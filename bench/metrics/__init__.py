@@ -22,7 +22,7 @@ from bench.core.registry import Registry, first_paragraph
 from bench.core.vocabulary import MODALITIES, Category
 from bench.data.augment import black_fill
 from bench.data.bundle import DatasetBundle
-from bench.explain.explainers import EXPLAINERS, ExplainSettings
+from bench.explain.explainers import EXPLAINERS, ExplainSettings, explainer_for
 from bench.explain.shapley import background_sample
 
 # Fixed, not the run's seed: every run of a dataset is scored on the same test rows, and with the
@@ -163,8 +163,9 @@ class ScoringContext:
         )
 
     def attributions(self, explainer: str) -> np.ndarray:
-        """The scored model's attributions on the explained subset (computed once per explainer)."""
-        name = self.explainer_override or explainer
+        """The scored model's attributions on the explained subset (computed once per explainer:
+        `own` of a network without an explainer of its own is its Grad-CAM, computed once)."""
+        name = self.explainer_override or explainer_for(explainer, self.model.module)
         if name not in self._attributions:
             self._attributions[name] = self.model.explain(
                 name, self.explain_x, self.explain_targets, self.explain_settings
@@ -175,7 +176,10 @@ class ScoringContext:
         """The reference explanation: TreeSHAP for tree teachers (but for the random control and
         interventional Shapley values, which they play like networks), else the same explainer."""
         return self.teacher.explain(
-            explainer, self.explain_x, self.explain_targets, self.explain_settings
+            explainer_for(explainer, self.teacher.module),
+            self.explain_x,
+            self.explain_targets,
+            self.explain_settings,
         )
 
     @cached_property

@@ -26,7 +26,12 @@ from bench.report.completeness import Completeness, completeness, profile_rank
 from bench.report.convergence import training_table
 from bench.report.friedman import friedman_table
 from bench.report.headline import SummaryTable, track_summaries
-from bench.report.leaderboard import aggregate, aggregate_seeds, mean_coverage
+from bench.report.leaderboard import (
+    aggregate,
+    aggregate_seeds,
+    mean_coverage,
+    without_fallback_copies,
+)
 from bench.report.pages import (
     DatasetPage,
     FigureRef,
@@ -187,7 +192,7 @@ def compute(
         for line in differences:
             log.warning("your runs and the reference differ in %s", line)
         records, sources = merge_with_reference(records, theirs)
-    table = long_table(records)
+    table = without_fallback_copies(long_table(records))
     frame = aggregate(table)
     seeds = seed_values(table)
     # Explanation agreement above the strongest control floor: rows derived from the seed values,

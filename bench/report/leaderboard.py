@@ -14,7 +14,14 @@ import pandas as pd
 from scipy import stats
 
 from bench.core.atomic import write_atomic, write_json_atomic
-from bench.core.vocabulary import BASELINES, CATEGORY_ORDER, CONTROL_ROWS, TEACHER_ROW
+from bench.core.vocabulary import (
+    BASELINES,
+    CATEGORY_ORDER,
+    CONTROL_ROWS,
+    OWN_EXPLAINER,
+    OWN_FALLBACK,
+    TEACHER_ROW,
+)
 from bench.results.table import Records, as_long_table
 
 COLUMNS = [
@@ -101,6 +108,26 @@ def aggregate_seeds(seeds: pd.DataFrame) -> pd.DataFrame:
     frame["ci95_high"] = np.where(n > 1, frame["mean"] + half, math.nan)
     frame["n"] = frame.pop("count").astype(int)
     return frame[COLUMNS]
+
+
+def without_fallback_copies(table: pd.DataFrame) -> pd.DataFrame:
+    """The long table without the `own` explainer's metrics on the (profile, dataset)s where they
+    equal their Grad-CAM counterparts on every record: where no model has an explainer of its
+    own (`bench.explain.explainers.explainer_for`), `expl_spearman_own` is
+    `expl_spearman_gradcam` again, a column that would be shown and ranked twice."""
+    suffix = f"_{OWN_EXPLAINER}"
+    ours = table[table.metric.str.endswith(suffix)]
+    if ours.empty:
+        return table
+    counterpart = ours.metric.str.slice(stop=-len(suffix)) + f"_{OWN_FALLBACK}"
+    theirs = table.set_index(["record", "metric"]).value
+    mirrored = theirs.reindex(list(zip(ours.record, counterpart, strict=True))).to_numpy()
+    values = ours.value.to_numpy()
+    same = (values == mirrored) | (np.isnan(values) & np.isnan(mirrored))
+    copies = (
+        pd.Series(same, index=ours.index).groupby([ours.profile, ours.dataset]).transform("all")
+    )
+    return table.drop(index=copies[copies].index).reset_index(drop=True)
 
 
 def mean_coverage(table: pd.DataFrame) -> dict[tuple[str, str, str, str], float]:

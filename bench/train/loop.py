@@ -149,9 +149,9 @@ class TrainContext:
 
         Returns the model with the weights of its best validation-accuracy epoch, in eval mode;
         `extra` is trained alongside, not returned, and restored to the same epoch (a decoder
-        kept as the student's own explainer must read the features of the weights scored). The test accuracy of
-        the last epoch's weights is kept too (`last_epoch_test_accuracy`), never used to choose:
-        papers of the CIFAR recipe report either that or the best epoch's.
+        kept as the student's own explainer must read the features of the weights scored). The
+        test accuracy of the last epoch's weights is kept too (`last_epoch_test_accuracy`), never
+        used to choose: papers of the CIFAR recipe report either that or the best epoch's.
         Raises `Diverged` at the end of the first epoch with a non-finite loss.
         """
         model.to(self.device)

@@ -123,10 +123,11 @@ class Method:
     def trainable_modules(self, student: nn.Module, ctx: TrainContext) -> nn.Module | None:
         """Modules trained jointly with the student that are not part of it, or None.
 
-        A FitNets regressor or an autoencoder's decoder serves the loss only: the shared loop moves
-        it to the device and adds its parameters to the optimiser, but scores and returns the
-        student alone. The method keeps a reference to use it in `loss`. Called once per run,
-        after `build_student`.
+        A FitNets regressor or an autoencoder's decoder serves the loss: the shared loop moves it
+        to the device, adds its parameters to the optimiser, restores it to the student's best
+        epoch, and returns the student alone. The method keeps a reference to use it in `loss`
+        (XDistillation also attaches its decoder to the student as its own explainer). Called
+        once per run, after `build_student`.
         """
         return None
 
