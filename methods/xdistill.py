@@ -62,7 +62,7 @@ class FusedStudent(nn.Module):
         `.train()` and Quantus' layer randomisation do not reach it either: it is scored where it
         was trained, and `own` cannot be a profile's Quantus explainer (`ExplanationBudget`).
         """
-        object.__setattr__(self, "explanation_decoder", decoder.eval())
+        object.__setattr__(self, "explanation_decoder", decoder)
 
     @property
     def explains_itself(self) -> bool:
@@ -72,8 +72,9 @@ class FusedStudent(nn.Module):
     def own_explanation(self, x: torch.Tensor) -> torch.Tensor:
         """The decoder's map of each input, (samples, H, W) in [0, 1]. One map per input: the
         decoder learnt the teacher's Grad-CAM of the class the teacher predicts, so it does not
-        take a target class."""
-        return self.__dict__["explanation_decoder"](self.encoder(x))
+        take a target class. In eval mode, as every explained network (`.eval()` of the student
+        does not reach the decoder)."""
+        return self.__dict__["explanation_decoder"].eval()(self.encoder(x))
 
 
 class MapDecoder(nn.Module):

@@ -414,6 +414,9 @@ def test_xdistill_terms_and_reconstruction_gradient_are_the_restated_objective(
     student, ours = seen["student"], seen["terms"]
 
     x, y = ctx.x_train[index], ctx.y_train[index]
+    # Recomputed in training mode, as the step ran (the decoder is left in eval mode after fit).
+    student.train()
+    method.decoder.train()
     explained = teacher.train_logits.argmax(dim=1)
     layer = gradcam_layer(network, bundle.input_shape)
     maps = selvaraju_grad_cam(network, layer, ctx.x_train, explained)
