@@ -10,7 +10,9 @@ holds a bare figure, or while the docs site has a broken link.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -452,10 +454,43 @@ def take_screenshots(chromium: str = "chromium") -> None:
         )  # fmt: skip
 
 
-if __name__ == "__main__":
-    import sys
+# The terminal capture of `run`'s status line: (file, terminal width, frames kept).
+STATUS_CAPTURE = ("status-80.txt", 80, 4)
 
+
+def capture_status_line() -> None:
+    """Run the smoke profile in a tmux terminal of 80 columns and keep a few of its screens, as
+    the user sees them: the status line must be redrawn in place, never wrap or pile up."""
+    import subprocess
+    import tempfile
+    import time
+
+    name, width, kept = STATUS_CAPTURE
+    session = f"xkd-capture-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as results:
+        command = f"{sys.executable} -m bench run --all --profile smoke --results {results}; sleep 5"
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", "8", command],
+            check=True, env={**os.environ, "TERM": "xterm-256color"},
+        )  # fmt: skip
+        screens: list[str] = []
+        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+            shown = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout.rstrip()
+            if shown and (not screens or shown != screens[-1]):
+                screens.append(shown)
+            time.sleep(1.5)
+    picked = [screens[round(i * (len(screens) - 1) / (kept - 1))] for i in range(kept)]
+    ruler = "-" * width
+    (DOCS / "images" / name).write_text(
+        f"{ruler}\n" + f"\n{ruler}\n".join(picked) + f"\n{ruler}\n", encoding="utf-8"
+    )
+
+
+if __name__ == "__main__":
     for block in BLOCKS:
         block.write()
     if "--screenshots" in sys.argv:
         take_screenshots()
+        capture_status_line()
