@@ -6,12 +6,16 @@ download folder (`bench.data.downloads`), where they are downloaded to when miss
 10 000 test images are the test split; the 60 000 training images are split train / val 90 / 10
 (stratified, `SPLIT_SEED`).
 
-`fashion_mnist:<n>` is the same data cut to what a small machine can train on: n training images
-(split 80 / 20 train / val) and min(10 000, n // 4) test images, each a stratified draw.
+`fashion_mnist:<n>` is the same data cut to what a small machine can train its students on: n
+training images (split 80 / 20 train / val) and min(10 000, n // 4) test images, each a
+stratified draw. Its teacher learns from every official training image but the subset's
+validation ones (`DatasetBundle.teacher_train`), as a teacher is trained on more than its
+students see: trained on the subset's own images, the teacher scored below the students it taught.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import logging
@@ -198,8 +202,10 @@ def load(options: DatasetLoaderOptions) -> DatasetBundle:
 
 
 def subset_version(n: int) -> str:
-    """n is part of the version, so runs on different subsets never share a run id."""
-    return f"{VERSION}-subset{n}"
+    """n is part of the version, so runs on different subsets never share a run id; so is the
+    teacher's training split (`teacher-all`: every official training image but the validation
+    ones), which changed from the subset's own."""
+    return f"{VERSION}-subset{n}-teacher-all"
 
 
 @register_dataset_family(NAME, pattern=f"{NAME}:<n>")
@@ -223,7 +229,8 @@ def subset_entry(parameter: str) -> DatasetEntry:
 
 
 def load_subset(n: int, options: DatasetLoaderOptions) -> DatasetBundle:
-    """n official training images split 80/20, and min(10 000, n // 4) official test images."""
+    """n official training images split 80/20, and min(10 000, n // 4) official test images;
+    the teacher's training split is every official training image outside the validation split."""
     source, (train_images, train_labels, test_images, test_labels) = read_official(options)
     if n > len(train_labels):
         raise BenchError(
@@ -237,4 +244,8 @@ def load_subset(n: int, options: DatasetLoaderOptions) -> DatasetBundle:
         as_split(train_images, train_labels, val),
         as_split(test_images, test_labels, test),
     )
-    return image_bundle(f"{NAME}:{n}", subset_version(n), splits, CLASS_NAMES, source)
+    teacher_train = np.setdiff1d(np.arange(len(train_labels)), val)
+    return dataclasses.replace(
+        image_bundle(f"{NAME}:{n}", subset_version(n), splits, CLASS_NAMES, source),
+        teacher_train=as_split(train_images, train_labels, teacher_train),
+    )

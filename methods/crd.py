@@ -1,6 +1,7 @@
 """Contrastive representation distillation (Tian, Krishnan and Isola 2020)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,6 +98,15 @@ class ContrastMemory(nn.Module):
         # Z of the student-anchored and teacher-anchored scores, estimated once (first batch).
         self.register_buffer("normalisers", torch.zeros(2, device=device))
         self.normalised = False
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """What the buffers do not hold, in the state dict so that a run resumed from a
+        checkpoint (`bench.train.checkpoints`) draws the same negatives and keeps its Z."""
+        return {"generator": self.generator.get_state(), "normalised": self.normalised}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.normalised = bool(state["normalised"])
 
     def negatives(self, index: torch.Tensor) -> torch.Tensor:
         """(B, K) rows of other classes than each anchor's, K distinct ones per anchor.

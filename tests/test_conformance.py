@@ -61,6 +61,19 @@ def smoke_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return results
 
 
+def test_a_finished_suite_leaves_no_checkpoints(smoke_results: Path) -> None:
+    """Every run and network teacher kept per-epoch checkpoints while it trained
+    (`bench.train.checkpoints`) and removed them once its record or cache entry was written."""
+    assert (smoke_results / "runs" / "smoke" / "digits" / "teacher" / "seed0.json").is_file()
+    assert not any((smoke_results / "cache" / "checkpoints").glob("*"))
+    resumed = [
+        r
+        for r in read_records(smoke_results).values()
+        if "resumed_at_epoch" in (r.get("training") or {})
+    ]
+    assert resumed == []
+
+
 def test_every_compatible_pair_is_planned_and_nothing_else(smoke_results: Path) -> None:
     records = read_records(smoke_results)
     students = {

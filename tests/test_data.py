@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -41,6 +42,17 @@ def test_nan_features_are_refused() -> None:
     x = np.array([[1.0, np.nan], [0.0, 1.0]])
     with pytest.raises(BenchError, match="'bad': the train split has NaN"):
         _bundle(x, np.array([0, 1]))
+
+
+def test_a_teachers_split_is_checked_like_the_others() -> None:
+    good = _bundle(np.zeros((2, 2)), np.array([0, 1]))
+    for bad_x, bad_y, message in (
+        (np.array([[np.inf, 0.0]]), np.array([1]), "teacher_train split has NaN"),
+        (np.zeros((1, 3)), np.array([1]), "different shapes"),
+        (np.zeros((1, 2)), np.array([5]), "teacher_train labels must lie in 0..1"),
+    ):
+        with pytest.raises(BenchError, match=message):
+            dataclasses.replace(good, teacher_train=Split(bad_x.astype(np.float32), bad_y))
 
 
 def test_a_single_class_is_refused() -> None:

@@ -8,10 +8,12 @@ files from a local `http.server`.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.server
 import io
+import json
 import os
 import pickle
 import socket
@@ -25,12 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bench.core.errors import BenchError, DatasetUnavailable
+from bench.core.specs import teacher_spec_for
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.data.downloads import CACHE_ENV, RemoteFile
 from bench.datasets import cifar10, fashion_mnist
 from bench.datasets.fashion_mnist import FILES, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES
+from bench.plan.profiles import PROFILES
+from bench.train.teachers import obtain_teacher
 from tests.conftest import record_json
 
 CIFAR_NAMES = ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -221,16 +227,46 @@ def test_the_debian_folder_is_read_without_data_dir_and_after_it(
 def test_fashion_mnist_subset_sizes_versions_and_strata(tmp_path: Path) -> None:
     write_fashion(tmp_path)
     bundle = load("fashion_mnist:80", tmp_path)
-    assert (bundle.name, bundle.version) == ("fashion_mnist:80", "official-1-subset80")
-    assert bundle.sizes() == {"train": 64, "val": 16, "test": 20}  # 80/20, then 80 // 4 test
+    assert (bundle.name, bundle.version) == ("fashion_mnist:80", "official-1-subset80-teacher-all")
+    # 80/20, then 80 // 4 test; the teacher learns from every training image but the 16 val ones.
+    assert bundle.sizes() == {"train": 64, "val": 16, "test": 20, "teacher_train": N_TRAIN - 16}
     assert_pairs_kept(bundle)
     drawn = np.concatenate([bundle.train.y, bundle.val.y])
     np.testing.assert_array_equal(np.bincount(drawn, minlength=10), 8)  # stratified: 8 a class
     np.testing.assert_array_equal(np.bincount(bundle.test.y, minlength=10), 2)
     assert_same_splits(bundle, load("fashion_mnist:80", tmp_path))
     everything = load(f"fashion_mnist:{N_TRAIN}", tmp_path)  # every training image
-    assert everything.sizes() == {"train": 96, "val": 24, "test": 30}
-    assert everything.version == f"official-1-subset{N_TRAIN}"
+    assert everything.sizes() == {"train": 96, "val": 24, "test": 30, "teacher_train": 96}
+    assert everything.version == f"official-1-subset{N_TRAIN}-teacher-all"
+
+
+def test_a_subsets_teacher_learns_from_every_training_image_outside_validation(
+    tmp_path: Path,
+) -> None:
+    """The teacher's split holds the students' training images and the rest of the official
+    training set, never a validation image; the teacher is trained on it, the students not."""
+    write_fashion(tmp_path)
+    bundle = load("fashion_mnist:80", tmp_path)
+    assert bundle.teacher_train is not None
+    teacher_rows = {row.tobytes() for row in bundle.teacher_train.x}
+    assert {row.tobytes() for row in bundle.train.x} <= teacher_rows
+    assert not {row.tobytes() for row in bundle.val.x} & teacher_rows
+    assert bundle.for_teacher().train is bundle.teacher_train
+    assert bundle.for_teacher().teacher_train is None
+    assert load("fashion_mnist", tmp_path).for_teacher().train.x.shape[0] == 108
+
+    entry = DATASETS.get("fashion_mnist:80")
+    spec = teacher_spec_for(PROFILES.get("smoke"), entry.name, entry.version, "image", 0)
+    cpu = torch.device("cpu")
+    trained = obtain_teacher(spec, bundle, tmp_path / "a" / spec.key, cpu)
+    on_its_split = obtain_teacher(spec, bundle.for_teacher(), tmp_path / "b" / spec.key, cpu)
+    on_the_students = obtain_teacher(
+        spec, dataclasses.replace(bundle, teacher_train=None), tmp_path / "c" / spec.key, cpu
+    )
+    for key, value in trained.module.state_dict().items():
+        torch.testing.assert_close(on_its_split.module.state_dict()[key], value, rtol=0, atol=0)
+    assert json.dumps(trained.info["history"]) == json.dumps(on_its_split.info["history"])
+    assert json.dumps(trained.info["history"]) != json.dumps(on_the_students.info["history"])
 
 
 def test_fashion_mnist_names_are_checked_before_any_file_is_read() -> None:
@@ -238,7 +274,7 @@ def test_fashion_mnist_names_are_checked_before_any_file_is_read() -> None:
     entry = DATASETS.get("fashion_mnist:2000")
     assert (entry.name, entry.version, entry.modality) == (
         "fashion_mnist:2000",
-        "official-1-subset2000",
+        "official-1-subset2000-teacher-all",
         "image",
     )
     for bad in ("0", "49", "60001", "abc", "-5", "1e3", "", "２０００"):
@@ -550,5 +586,7 @@ def test_a_fashion_mnist_subset_runs_end_to_end(cli, tmp_path: Path) -> None:
     assert result.code == 0, result.err
     record = record_json(results, "smoke", "fashion_mnist:80", "scratch", 0)
     assert record is not None and record["status"] == "ok", record and record["error"]
-    assert record["dataset"]["version"] == "official-1-subset80"
-    assert record["dataset"]["sizes"] == {"train": 64, "val": 16, "test": 20}
+    assert record["dataset"]["version"] == "official-1-subset80-teacher-all"
+    assert record["dataset"]["sizes"] == {
+        "train": 64, "val": 16, "test": 20, "teacher_train": N_TRAIN - 16
+    }  # fmt: skip

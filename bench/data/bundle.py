@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +85,20 @@ class DatasetBundle:
     # every column is a feature of its own.
     feature_of_column: tuple[int, ...] = ()
     original_features: tuple[str, ...] = ()
+    # The teacher's own, larger training split, when the students learn from a subset (e.g.
+    # `fashion_mnist:12000`, whose teacher learns from every official training image but the
+    # subset's validation ones): a teacher is trained on more than its students see, as in
+    # practice. None: the teacher trains on `train`. It never overlaps `val` or `test`.
+    teacher_train: Split | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modality", as_modality(self.modality, self.name))
         # Bad data fails here, with the dataset's name, rather than as NaN losses deep in a run.
         shapes = set()
-        for split_name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+        splits = [("train", self.train), ("val", self.val), ("test", self.test)]
+        if self.teacher_train is not None:
+            splits.append(("teacher_train", self.teacher_train))
+        for split_name, split in splits:
             _check_split(self.name, split_name, split, self.modality)
             shapes.add(split.x.shape[1:])
             if len(split) == 0:
@@ -139,7 +147,16 @@ class DatasetBundle:
         return tuple(self.train.x.shape[1:])
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        if self.teacher_train is not None:
+            sizes["teacher_train"] = len(self.teacher_train)
+        return sizes
+
+    def for_teacher(self) -> DatasetBundle:
+        """The bundle a teacher is trained on: `teacher_train` as its training split, if any."""
+        if self.teacher_train is None:
+            return self
+        return replace(self, train=self.teacher_train, teacher_train=None)
 
 
 @dataclass(frozen=True)

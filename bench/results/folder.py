@@ -6,6 +6,7 @@
     <results>/runs/<profile>/<dataset>/teacher/seed<t>.inputs.npy the images those maps explain
     <results>/cache/teachers/<dataset>/<key>/                     a trained teacher (sealed)
     <results>/cache/teachers/<dataset>/<key>.lock                 the teacher's lock
+    <results>/cache/checkpoints/<run id or teacher key>/fit<i>.pt  training state of an unfinished run
     <results>/metaquantus.csv                                     MetaQuantus's tests of the metrics
 
 A row is a method variant or one of a teacher's reference rows (`bench.core.vocabulary`), and a
@@ -93,6 +94,11 @@ class ResultsFolder:
     def teacher_folder(self, spec: TeacherSpec) -> Path:
         """`cache/teachers/<dataset>/<key>`: the trained teacher, sealed."""
         return inside(self.root, "cache", "teachers", spec.dataset, spec.key)
+
+    def checkpoint_folder(self, key: str) -> Path:
+        """`cache/checkpoints/<key>`: the per-epoch training state of the run (run id) or
+        teacher (key) `key` while it is unfinished (`bench.train.checkpoints`)."""
+        return inside(self.root, "cache", "checkpoints", key)
 
     @property
     def metaquantus_file(self) -> Path:

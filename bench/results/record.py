@@ -101,7 +101,9 @@ class Record:
     training: dict[str, Any] | None = _doc(
         "`best_epoch`, `history` (each loss term and the validation accuracy per epoch), "
         "`last_epoch_test_accuracy` and `diagnostics` (numbers a method measures about its own "
-        "training, e.g. kd's `soft_target_entropy` and `similarity_correlation`)"
+        "training, e.g. kd's `soft_target_entropy` and `similarity_correlation`); "
+        "`resumed_at_epoch` when an interrupted run resumed from its checkpoint (its `train` "
+        "timing then counts the resumed part only)"
     )
     timings: dict[str, float | None] = _doc(
         "seconds spent in `train`, `score`, `total`", factory=dict

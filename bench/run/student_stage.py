@@ -27,6 +27,7 @@ from bench.results.folder import ResultsFolder
 from bench.results.record import Record, Status
 from bench.run.context import SuiteContext, dataset_entry, error_entry, now
 from bench.run.predictors import StudentPredictor
+from bench.train.checkpoints import EpochCheckpoints
 from bench.train.loop import TrainContext, seed_everything
 from bench.train.method import METHODS
 from bench.train.teachers import Teacher
@@ -97,9 +98,10 @@ def training_context(
     teacher: Teacher,
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> TrainContext:
     """What `spec`'s method trains its student with, the global generators seeded by the run's
-    seed first: the same student on every call (on the CPU)."""
+    seed first: the same student on every call (on the CPU), resumed or not."""
     seed_everything(spec.seed)
     return TrainContext(
         bundle=bundle,
@@ -109,6 +111,7 @@ def training_context(
         device=device,
         seed=spec.seed,
         on_epoch=on_epoch,
+        checkpoints=checkpoints,
     )
 
 
@@ -118,6 +121,9 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
     started = time.perf_counter()
     timings: dict[str, float] = {}
     train: TrainContext | None = None
+    checkpoints = EpochCheckpoints(
+        ctx.folder.checkpoint_folder(spec.run_id), spec.run_id, ctx.folder.root
+    )
     try:
         progress.began(spec.label, ("run", spec.dataset))
         code = record.method.get("code") or {}
@@ -133,6 +139,7 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             teacher,
             device,
             lambda epoch, epochs: progress.epoch(spec.label, "training", epoch, epochs),
+            checkpoints,
         )
         student = METHODS.get(spec.method)(dict(spec.params)).fit(train)
         timings["train"] = time.perf_counter() - started
@@ -166,10 +173,12 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             "last_epoch_test_accuracy": train.last_epoch_test_accuracy,
             "history": train.history,
             "diagnostics": train.diagnostics,
+            **({"resumed_at_epoch": train.resumed_at_epoch} if train.resumed_at_epoch else {}),
         }
     timings["total"] = time.perf_counter() - started
     record.timings, record.ended = timings, now()
     ctx.folder.write(record)
+    checkpoints.clear()
     progress.finished(spec.label, record.status, timings["total"])
     return record.status
 

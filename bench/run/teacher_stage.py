@@ -28,6 +28,7 @@ from bench.run.context import SuiteContext, dataset_entry, now
 from bench.run.controls import Control, build_controls
 from bench.run.resume import DatasetStage, stage_label
 from bench.run.student_stage import record_unrun, save_attribution_maps
+from bench.train.checkpoints import EpochCheckpoints
 from bench.train.teachers import Teacher, obtain_teacher
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: 
         ctx.options.device,
         on_epoch=lambda epoch, epochs: ctx.progress.epoch(label, "teacher training", epoch, epochs),
         root=ctx.folder.root,
+        checkpoints=EpochCheckpoints(
+            ctx.folder.checkpoint_folder(spec.key), spec.key, ctx.folder.root
+        ),
     )
 
 

@@ -12,6 +12,8 @@ import math
 import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +26,7 @@ from bench.core.errors import BenchError, Diverged
 from bench.data.augment import black_fill, crop_and_flip
 from bench.data.bundle import DatasetBundle
 from bench.models import EVAL_BATCH, build_model
+from bench.train.checkpoints import EpochCheckpoints, global_generators, restore_global_generators
 
 StepLoss = Callable[[Batch], dict[str, torch.Tensor]]
 
@@ -55,6 +58,10 @@ class TrainContext:
     diagnostics: dict[str, float] = field(default_factory=dict)
     # Told (epoch from 1, epochs) as each epoch begins: the progress display shows it.
     on_epoch: Callable[[int, int], None] | None = None
+    # Where `fit` keeps its state after every epoch and resumes from (None: it keeps none).
+    checkpoints: EpochCheckpoints | None = None
+    # The epoch (from 0) an interrupted `fit` resumed at, when it did: kept in the record.
+    resumed_at_epoch: int | None = None
 
     def __post_init__(self) -> None:
         to = self.device
@@ -152,7 +159,9 @@ class TrainContext:
         kept as the student's own explainer must read the features of the weights scored). The
         test accuracy of the last epoch's weights is kept too (`last_epoch_test_accuracy`), never
         used to choose: papers of the CIFAR recipe report either that or the best epoch's.
-        Raises `Diverged` at the end of the first epoch with a non-finite loss.
+        Raises `Diverged` at the end of the first epoch with a non-finite loss. With
+        `checkpoints`, the state after an epoch is saved when one is due, and a saved state of
+        this run is resumed from (`bench.train.checkpoints`).
         """
         model.to(self.device)
         # One container so that the optimiser and train/eval switches reach both.
@@ -171,8 +180,12 @@ class TrainContext:
         dtype = getattr(torch, self.budget.autocast_dtype)
         # bfloat16 has float32's exponent range: its gradients need no scaling.
         scaler = torch.amp.GradScaler(self.device.type, enabled=mixed and dtype == torch.float16)
-        best_accuracy, best_state = -1.0, None
-        for epoch in range(self.budget.epochs):
+        parts: dict[str, Any] = {
+            "trained": trained, "optimiser": optimiser, "schedule": schedule, "scaler": scaler
+        }  # fmt: skip
+        checkpoint = self.checkpoints.next_file() if self.checkpoints else None
+        first, best_accuracy, best_state = self._resume(checkpoint, parts)
+        for epoch in range(first, self.budget.epochs):
             self.epoch = epoch
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, self.budget.epochs)
@@ -202,6 +215,8 @@ class TrainContext:
             if accuracy > best_accuracy:
                 best_accuracy, self.best_epoch = accuracy, epoch
                 best_state = copy.deepcopy(trained.state_dict())
+            if self.checkpoints is not None and checkpoint is not None and self.checkpoints.due():
+                self._save(self.checkpoints, checkpoint, parts, epoch, best_accuracy, best_state)
         test = self.bundle.test
         self.last_epoch_test_accuracy = top1_accuracy(
             model,
@@ -221,6 +236,49 @@ class TrainContext:
             model._compiled_call_impl = None
         trained.eval()
         return model
+
+    def _resume(
+        self, checkpoint: Path | None, parts: dict[str, Any]
+    ) -> tuple[int, float, dict[str, Any] | None]:
+        """Restore the state `checkpoint` holds, if it holds this run's; returns the epoch to
+        start at, the best validation accuracy so far and the best epoch's weights."""
+        saved = self.checkpoints.load(checkpoint) if self.checkpoints and checkpoint else None
+        if saved is None:
+            return 0, -1.0, None
+        for name, part in parts.items():
+            part.load_state_dict(saved[name])
+        self.generator.set_state(saved["generator"])
+        restore_global_generators(saved["global_generators"])
+        self.history, self.diagnostics = saved["history"], saved["diagnostics"]
+        self.best_epoch = saved["best_epoch"]
+        self.resumed_at_epoch = saved["epoch"] + 1
+        return self.resumed_at_epoch, saved["best_accuracy"], saved["best_state"]
+
+    def _save(
+        self,
+        checkpoints: EpochCheckpoints,
+        checkpoint: Path,
+        parts: dict[str, Any],
+        epoch: int,
+        best_accuracy: float,
+        best_state: dict[str, Any] | None,
+    ) -> None:
+        """Keep everything that decides the epochs after `epoch` (`bench.train.checkpoints`)."""
+        state = {name: part.state_dict() for name, part in parts.items()}
+        checkpoints.save(
+            checkpoint,
+            {
+                **state,
+                "generator": self.generator.get_state(),
+                "global_generators": global_generators(),
+                "history": self.history,
+                "diagnostics": self.diagnostics,
+                "best_epoch": self.best_epoch,
+                "best_accuracy": best_accuracy,
+                "best_state": best_state,
+                "epoch": epoch,
+            },
+        )
 
     def make_optimiser(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """The budget's optimiser over `parameters`: SGD with momentum, or Adam."""

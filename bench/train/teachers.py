@@ -45,6 +45,7 @@ from bench.explain.shapley import interventional_shapley
 from bench.explain.treeshap import tree_contributions
 from bench.models import EVAL_BATCH, build_model, count_parameters
 from bench.models.hooks import FeatureHooks
+from bench.train.checkpoints import EpochCheckpoints
 from bench.train.lightgbm_model import check_model_text
 from bench.train.loop import TrainContext, cross_entropy_step, network_logits, seed_everything
 
@@ -307,11 +308,14 @@ def obtain_teacher(
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
     root: Path | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> Teacher:
     """Load the teacher for `spec` cached in `folder` once its digests check out, or train it and
     cache it there (`on_epoch` is told each epoch of a network teacher's training, as
-    `TrainContext` says). Below `root` (the results folder; default `folder`'s parent) a link
-    on the way to `folder` or in its place is refused (`LinkRefused`), never followed."""
+    `TrainContext` says; with `checkpoints`, a network's training resumes where an interrupted
+    one stopped, and they are removed once the teacher is trained). Below `root` (the results
+    folder; default `folder`'s parent) a link on the way to `folder` or in its place is refused
+    (`LinkRefused`), never followed."""
     root = root if root is not None else folder.parent
     refuse_links(root, folder)
     if folder.exists():
@@ -320,7 +324,10 @@ def obtain_teacher(
         except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
             log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
-    return _train_and_cache(spec, bundle, folder, device, on_epoch, root=root)
+    teacher = _train_and_cache(spec, bundle, folder, device, on_epoch, root, checkpoints)
+    if checkpoints is not None:
+        checkpoints.clear()
+    return teacher
 
 
 def _load(
@@ -348,18 +355,18 @@ def _train_and_cache(
     folder: Path,
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
-    *,
     root: Path | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> Teacher:
     root = root if root is not None else folder.parent
     start = time.perf_counter()
     if spec.kind == "lightgbm":
-        booster, extra = _train_lightgbm(spec, bundle)
+        booster, extra = _train_lightgbm(spec, bundle.for_teacher())
         build: Callable[[dict], Teacher] = lambda info: LightGBMTeacher(  # noqa: E731
             booster, spec, bundle, device, info, folder, root
         )
     else:
-        module, extra = _train_network(spec, bundle, device, on_epoch)
+        module, extra = _train_network(spec, bundle.for_teacher(), device, on_epoch, checkpoints)
         build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder, root)  # noqa: E731
     teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
     teacher.info["from_cache"] = False
@@ -444,6 +451,7 @@ def _train_network(
     bundle: DatasetBundle,
     device: torch.device,
     on_epoch: Callable[[int, int], None] | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> tuple[nn.Module, dict]:
     seed_everything(spec.seed)
     module = _new_network(spec, bundle)
@@ -456,6 +464,7 @@ def _train_network(
         device=device,
         seed=spec.seed,
         on_epoch=on_epoch,
+        checkpoints=checkpoints,
     )
     module = ctx.fit(module, cross_entropy_step(module))
     return module, {
