@@ -147,7 +147,7 @@ def test_a_resumed_run_computes_what_an_uninterrupted_one_does(
     resumed = train(
         method, teacher, bundle, EpochCheckpoints(folder, "run", tmp_path, every_seconds=0)
     )
-    assert resumed[0].resumed_at_epoch == STOP_AT - 1
+    assert resumed[0].resumed_at_epoch == STOP_AT - 1 and resumed[0].seconds_before_resuming > 0
     assert_same_training(whole, resumed)
 
 
@@ -159,7 +159,7 @@ def test_a_teacher_resumes_its_training_and_leaves_no_checkpoint(tmp_path: Path)
 
     other = ResultsFolder(tmp_path / "other")
     other.root.mkdir()
-    kept = other.checkpoint_folder(spec.key)
+    kept = other.teacher_checkpoints(spec)
     checkpoints = lambda: EpochCheckpoints(kept, spec.key, other.root, every_seconds=0)  # noqa: E731
     with pytest.raises(Interrupted):
         obtain_teacher(
@@ -170,13 +170,15 @@ def test_a_teacher_resumes_its_training_and_leaves_no_checkpoint(tmp_path: Path)
         spec, bundle, other.teacher_folder(spec), CPU, None, other.root, checkpoints()
     )
     assert not kept.exists()
+    assert resumed.info["resumed_at_epoch"] == 1 and "resumed_at_epoch" not in whole.info
+    assert resumed.info["train_seconds"] > resumed.info["seconds_before_resuming"] > 0
     assert resumed.info["best_epoch"] == whole.info["best_epoch"]
     assert json.dumps(resumed.info["history"]) == json.dumps(whole.info["history"])
     for key, value in whole.module.state_dict().items():
         torch.testing.assert_close(resumed.module.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "another run's"])
+@pytest.mark.parametrize("damage", ["flipped byte", "another run's", "another device's"])
 def test_a_damaged_or_foreign_checkpoint_is_discarded_and_training_starts_afresh(
     tmp_path: Path, smoke_teachers: dict, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -195,6 +197,11 @@ def test_a_damaged_or_foreign_checkpoint_is_discarded_and_training_starts_afresh
         data = bytearray((folder / "fit0.pt").read_bytes())
         data[len(data) // 2] ^= 0xFF
         (folder / "fit0.pt").write_bytes(bytes(data))
+    if damage == "another device's":
+        store = EpochCheckpoints(folder, "run", tmp_path)
+        state = store.load(folder / "fit0.pt", CPU)
+        assert state is not None
+        store.save(folder / "fit0.pt", state, torch.device("meta"))
     with caplog.at_level(logging.WARNING):
         resumed = train(
             "kd", teacher, bundle, EpochCheckpoints(folder, "run", tmp_path, every_seconds=0)
@@ -209,3 +216,26 @@ def test_a_checkpoint_is_due_only_once_its_interval_has_passed(tmp_path: Path) -
     assert not EpochCheckpoints(tmp_path / "a", "run", tmp_path).due()
     every_epoch = EpochCheckpoints(tmp_path / "b", "run", tmp_path, every_seconds=0)
     assert every_epoch.due() and every_epoch.due()
+
+
+def test_a_checkpoint_that_cannot_be_written_costs_a_warning_not_the_run(
+    tmp_path: Path, smoke_teachers: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    teacher, bundle = smoke_teachers["tabular"]
+    (tmp_path / "cache").write_text("a file where the checkpoints' folder would go\n")
+    store = EpochCheckpoints(tmp_path / "cache" / "run", "run", tmp_path, every_seconds=0)
+    with caplog.at_level(logging.WARNING):
+        written_off = train("kd", teacher, bundle, store)
+    assert "could not keep checkpoint" in caplog.text
+    assert_same_training(train("kd", teacher, bundle), written_off)
+
+
+def test_clearing_follows_no_link_out_of_the_results_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "run").mkdir(parents=True)
+    (outside / "run" / "precious").write_text("kept\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cache").symlink_to(outside, target_is_directory=True)
+    EpochCheckpoints(results / "cache" / "run", "run", results).clear()
+    assert (outside / "run" / "precious").read_text() == "kept\n"

@@ -285,9 +285,9 @@ register_profile(
             "letter": DatasetSettings(
                 budget=replace(REAL_TABULAR, n_explain=64), claim_methods=TABLE_CLAIM_METHODS
             ),
-            # The teacher learns from 57 600 images (`DatasetBundle.teacher_train`), six times
-            # the students' 9 600: fifteen epochs, the rate falling tenfold after ten, cost about
-            # what forty on the subset did.
+            # The teacher learns from every official training image outside the validation split
+            # (`DatasetBundle.teacher_train`), six times the students' images: fifteen epochs,
+            # the rate falling tenfold after ten, cost about twice what forty on the subset did.
             "fashion_mnist": DatasetSettings(
                 budget=replace(
                     IMAGES_32PX,

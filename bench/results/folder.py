@@ -6,7 +6,8 @@
     <results>/runs/<profile>/<dataset>/teacher/seed<t>.inputs.npy the images those maps explain
     <results>/cache/teachers/<dataset>/<key>/                     a trained teacher (sealed)
     <results>/cache/teachers/<dataset>/<key>.lock                 the teacher's lock
-    <results>/cache/checkpoints/<run id or teacher key>/fit<i>.pt  training state of an unfinished run
+    <results>/cache/checkpoints/<profile>/<run id>/fit<i>.pt     an unfinished run's training state
+    <results>/cache/checkpoints/teachers/<key>/fit0.pt            an unfinished teacher's
     <results>/metaquantus.csv                                     MetaQuantus's tests of the metrics
 
 A row is a method variant or one of a teacher's reference rows (`bench.core.vocabulary`), and a
@@ -95,10 +96,16 @@ class ResultsFolder:
         """`cache/teachers/<dataset>/<key>`: the trained teacher, sealed."""
         return inside(self.root, "cache", "teachers", spec.dataset, spec.key)
 
-    def checkpoint_folder(self, key: str) -> Path:
-        """`cache/checkpoints/<key>`: the per-epoch training state of the run (run id) or
-        teacher (key) `key` while it is unfinished (`bench.train.checkpoints`)."""
-        return inside(self.root, "cache", "checkpoints", key)
+    def run_checkpoints(self, spec: RunSpec) -> Path:
+        """`cache/checkpoints/<profile>/<run id>`: a run's training state while it is unfinished
+        (`bench.train.checkpoints`). Run ids do not name the profile, whose run lock guards the
+        folder: two profiles of equal budgets must not share it."""
+        return inside(self.root, "cache", "checkpoints", spec.profile, spec.run_id)
+
+    def teacher_checkpoints(self, spec: TeacherSpec) -> Path:
+        """`cache/checkpoints/teachers/<key>`: a network teacher's training state while it is
+        unfinished, guarded by the teacher's lock as its cache folder is."""
+        return inside(self.root, "cache", "checkpoints", "teachers", spec.key)
 
     @property
     def metaquantus_file(self) -> Path:

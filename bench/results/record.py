@@ -103,7 +103,7 @@ class Record:
         "`last_epoch_test_accuracy` and `diagnostics` (numbers a method measures about its own "
         "training, e.g. kd's `soft_target_entropy` and `similarity_correlation`); "
         "`resumed_at_epoch` when an interrupted run resumed from its checkpoint (its `train` "
-        "timing then counts the resumed part only)"
+        "timing includes the epochs before the interruption)"
     )
     timings: dict[str, float | None] = _doc(
         "seconds spent in `train`, `score`, `total`", factory=dict

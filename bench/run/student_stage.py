@@ -121,9 +121,7 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
     started = time.perf_counter()
     timings: dict[str, float] = {}
     train: TrainContext | None = None
-    checkpoints = EpochCheckpoints(
-        ctx.folder.checkpoint_folder(spec.run_id), spec.run_id, ctx.folder.root
-    )
+    checkpoints = EpochCheckpoints(ctx.folder.run_checkpoints(spec), spec.run_id, ctx.folder.root)
     try:
         progress.began(spec.label, ("run", spec.dataset))
         code = record.method.get("code") or {}
@@ -142,7 +140,8 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             checkpoints,
         )
         student = METHODS.get(spec.method)(dict(spec.params)).fit(train)
-        timings["train"] = time.perf_counter() - started
+        # A resumed run's training time includes its epochs before the interruption.
+        timings["train"] = time.perf_counter() - started + train.seconds_before_resuming
         record.student = {
             "architecture": type(student).__name__,
             "parameters": count_parameters(student),
@@ -161,7 +160,9 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
         record.metrics, record.metric_metadata = score(scoring)
         record.dissection = dissection_summary(scoring)
         record.attribution_maps = save_attribution_maps(ctx.path_of(spec), scoring, ctx.folder.root)
-        timings["score"] = time.perf_counter() - started - timings["train"]
+        timings["score"] = (
+            time.perf_counter() - started - timings["train"] + (train.seconds_before_resuming)
+        )
         record.status = Status.OK
     except Diverged as exc:
         record.status, record.error = Status.DIVERGED, error_entry(exc, "training")
@@ -175,7 +176,9 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             "diagnostics": train.diagnostics,
             **({"resumed_at_epoch": train.resumed_at_epoch} if train.resumed_at_epoch else {}),
         }
-    timings["total"] = time.perf_counter() - started
+    timings["total"] = (
+        time.perf_counter() - started + (train.seconds_before_resuming if train else 0)
+    )
     record.timings, record.ended = timings, now()
     ctx.folder.write(record)
     checkpoints.clear()

@@ -116,7 +116,7 @@ def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: 
         on_epoch=lambda epoch, epochs: ctx.progress.epoch(label, "teacher training", epoch, epochs),
         root=ctx.folder.root,
         checkpoints=EpochCheckpoints(
-            ctx.folder.checkpoint_folder(spec.key), spec.key, ctx.folder.root
+            ctx.folder.teacher_checkpoints(spec), spec.key, ctx.folder.root
         ),
     )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.core.confined import RefusedPath, refuse_links
 from bench.core.sealed import DamagedCache, read_sealed, write_sealed
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,9 @@ class EpochCheckpoints:
         self._calls += 1
         return path
 
-    def load(self, path: Path) -> dict[str, Any] | None:
-        """The state saved at `path` for this run, or None (nothing there, or not usable)."""
+    def load(self, path: Path, device: torch.device) -> dict[str, Any] | None:
+        """The state saved at `path` for this run by this torch on this kind of device, or None
+        (nothing there, or not usable: another device kind computes other numbers)."""
         try:
             data = read_sealed(path, self.root)
         except DamagedCache as exc:
@@ -90,30 +93,64 @@ class EpochCheckpoints:
         ):
             log.warning("discarding checkpoint %s: it belongs to another run", path)
             return None
+        written_by = state.get("written_by")
+        if written_by != writer(device):
+            log.warning(
+                "discarding checkpoint %s: written by %s, resumed by %s",
+                path,
+                written_by,
+                writer(device),
+            )
+            return None
         return state
 
-    def save(self, path: Path, state: dict[str, Any]) -> None:
+    def save(self, path: Path, state: dict[str, Any], device: torch.device) -> None:
+        """Keep `state` at `path`; a checkpoint that cannot be written (a full disk, a link on
+        the way) costs the resumability of this run, never the run: a warning, and training goes
+        on."""
         buffer = io.BytesIO()
-        torch.save({**state, "key": self.key, "format": FORMAT}, buffer)
-        write_sealed(path, buffer.getvalue(), self.root)
+        torch.save(
+            {**state, "key": self.key, "format": FORMAT, "written_by": writer(device)}, buffer
+        )
+        try:
+            write_sealed(path, buffer.getvalue(), self.root)
+        except (OSError, RefusedPath) as exc:
+            log.warning("could not keep checkpoint %s (%s); training goes on without it", path, exc)
 
     def clear(self) -> None:
-        """Remove the run's checkpoints (its record or teacher is written)."""
+        """Remove the run's checkpoints (its record or teacher is written), following no link
+        below the results folder."""
+        if not os.path.lexists(self.folder):
+            return
+        try:
+            refuse_links(self.root, self.folder)
+        except RefusedPath as exc:
+            log.warning("leaving %s alone: %s", self.folder, exc)
+            return
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def global_generators() -> dict[str, Any]:
-    """torch's and numpy's global generator states, as tensors `torch.load` reads back safely."""
+def writer(device: torch.device) -> str:
+    """The torch version and device kind a checkpoint is resumed only by."""
+    return f"torch {torch.__version__} on {device.type}"
+
+
+def global_generators(device: torch.device) -> dict[str, Any]:
+    """torch's (and the training GPU's) and numpy's global generator states, as tensors
+    `torch.load` reads back safely."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
+        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
         "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
         "numpy_rest": [str(kind), int(position), int(has_gauss), float(cached)],
     }
 
 
-def restore_global_generators(state: dict[str, Any]) -> None:
+def restore_global_generators(state: dict[str, Any], device: torch.device) -> None:
     kind, position, has_gauss, cached = state["numpy_rest"]
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state((kind, keys, position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

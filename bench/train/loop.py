@@ -10,6 +10,7 @@ import copy
 import functools
 import math
 import operator
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,10 @@ class TrainContext:
     on_epoch: Callable[[int, int], None] | None = None
     # Where `fit` keeps its state after every epoch and resumes from (None: it keeps none).
     checkpoints: EpochCheckpoints | None = None
-    # The epoch (from 0) an interrupted `fit` resumed at, when it did: kept in the record.
+    # The epoch (from 0) an interrupted `fit` resumed at, when it did, and the seconds its epochs
+    # before took: kept in the record, the seconds added to its training time.
     resumed_at_epoch: int | None = None
+    seconds_before_resuming: float = 0.0
 
     def __post_init__(self) -> None:
         to = self.device
@@ -185,6 +188,7 @@ class TrainContext:
         }  # fmt: skip
         checkpoint = self.checkpoints.next_file() if self.checkpoints else None
         first, best_accuracy, best_state = self._resume(checkpoint, parts)
+        started = time.perf_counter() - self.seconds_before_resuming
         for epoch in range(first, self.budget.epochs):
             self.epoch = epoch
             if self.on_epoch is not None:
@@ -216,7 +220,10 @@ class TrainContext:
                 best_accuracy, self.best_epoch = accuracy, epoch
                 best_state = copy.deepcopy(trained.state_dict())
             if self.checkpoints is not None and checkpoint is not None and self.checkpoints.due():
-                self._save(self.checkpoints, checkpoint, parts, epoch, best_accuracy, best_state)
+                seconds = time.perf_counter() - started
+                self._save(
+                    self.checkpoints, checkpoint, parts, epoch, best_accuracy, best_state, seconds
+                )
         test = self.bundle.test
         self.last_epoch_test_accuracy = top1_accuracy(
             model,
@@ -242,16 +249,18 @@ class TrainContext:
     ) -> tuple[int, float, dict[str, Any] | None]:
         """Restore the state `checkpoint` holds, if it holds this run's; returns the epoch to
         start at, the best validation accuracy so far and the best epoch's weights."""
-        saved = self.checkpoints.load(checkpoint) if self.checkpoints and checkpoint else None
+        store = self.checkpoints
+        saved = store.load(checkpoint, self.device) if store and checkpoint else None
         if saved is None:
             return 0, -1.0, None
         for name, part in parts.items():
             part.load_state_dict(saved[name])
         self.generator.set_state(saved["generator"])
-        restore_global_generators(saved["global_generators"])
+        restore_global_generators(saved["global_generators"], self.device)
         self.history, self.diagnostics = saved["history"], saved["diagnostics"]
-        self.best_epoch = saved["best_epoch"]
+        self.best_epoch, self.epoch = saved["best_epoch"], saved["epoch"]
         self.resumed_at_epoch = saved["epoch"] + 1
+        self.seconds_before_resuming = saved["seconds"]
         return self.resumed_at_epoch, saved["best_accuracy"], saved["best_state"]
 
     def _save(
@@ -262,6 +271,7 @@ class TrainContext:
         epoch: int,
         best_accuracy: float,
         best_state: dict[str, Any] | None,
+        seconds: float,
     ) -> None:
         """Keep everything that decides the epochs after `epoch` (`bench.train.checkpoints`)."""
         state = {name: part.state_dict() for name, part in parts.items()}
@@ -270,14 +280,16 @@ class TrainContext:
             {
                 **state,
                 "generator": self.generator.get_state(),
-                "global_generators": global_generators(),
+                "global_generators": global_generators(self.device),
                 "history": self.history,
                 "diagnostics": self.diagnostics,
                 "best_epoch": self.best_epoch,
                 "best_accuracy": best_accuracy,
                 "best_state": best_state,
                 "epoch": epoch,
+                "seconds": seconds,
             },
+            self.device,
         )
 
     def make_optimiser(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

@@ -29,6 +29,7 @@ from torch import nn
 from bench.core.budgets import Architecture, TrainBudget
 from bench.core.confined import refuse_links
 from bench.core.contracts import Batch, Contributions, ModelOutput
+from bench.core.errors import Diverged
 from bench.core.locks import hold_lock, lock_path
 from bench.core.sealed import (
     MANIFEST,
@@ -324,7 +325,12 @@ def obtain_teacher(
         except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
             log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
-    teacher = _train_and_cache(spec, bundle, folder, device, on_epoch, root, checkpoints)
+    try:
+        teacher = _train_and_cache(spec, bundle, folder, device, on_epoch, root, checkpoints)
+    except Diverged:
+        if checkpoints is not None:
+            checkpoints.clear()  # resumed, it would diverge again
+        raise
     if checkpoints is not None:
         checkpoints.clear()
     return teacher
@@ -368,7 +374,9 @@ def _train_and_cache(
     else:
         module, extra = _train_network(spec, bundle.for_teacher(), device, on_epoch, checkpoints)
         build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder, root)  # noqa: E731
-    teacher = build({"key": spec.key, "train_seconds": time.perf_counter() - start, **extra})
+    # A resumed teacher's training time includes its epochs before the interruption.
+    seconds = time.perf_counter() - start + extra.get("seconds_before_resuming", 0.0)
+    teacher = build({"key": spec.key, "train_seconds": seconds, **extra})
     teacher.info["from_cache"] = False
     staging: Path | None = None
     try:
@@ -467,8 +475,13 @@ def _train_network(
         checkpoints=checkpoints,
     )
     module = ctx.fit(module, cross_entropy_step(module))
+    resumed = {
+        "resumed_at_epoch": ctx.resumed_at_epoch,
+        "seconds_before_resuming": ctx.seconds_before_resuming,
+    }
     return module, {
         "best_epoch": ctx.best_epoch,
         "last_epoch_test_accuracy": ctx.last_epoch_test_accuracy,
         "history": ctx.history,
+        **(resumed if ctx.resumed_at_epoch is not None else {}),
     }
