@@ -468,13 +468,18 @@ def capture_status_line() -> None:
     name, width, kept = STATUS_CAPTURE
     session = f"xkd-capture-{os.getpid()}"
     with tempfile.TemporaryDirectory() as results:
-        command = f"{sys.executable} -m bench run --all --profile smoke --results {results}; sleep 5"
+        command = (
+            f"{sys.executable} -m bench run --all --profile smoke --results {results}; sleep 5"
+        )
         subprocess.run(
             ["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", "8", command],
             check=True, env={**os.environ, "TERM": "xterm-256color"},
         )  # fmt: skip
         screens: list[str] = []
-        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+        while (
+            subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode
+            == 0
+        ):
             shown = subprocess.run(
                 ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
             ).stdout.rstrip()
