@@ -59,7 +59,7 @@ class TrainContext:
     diagnostics: dict[str, float] = field(default_factory=dict)
     # Told (epoch from 1, epochs) as each epoch begins: the progress display shows it.
     on_epoch: Callable[[int, int], None] | None = None
-    # Where `fit` keeps its state after every epoch and resumes from (None: it keeps none).
+    # Where `fit` keeps its state after an epoch (when one is due) and resumes from (None: none).
     checkpoints: EpochCheckpoints | None = None
     # The epoch (from 0) an interrupted `fit` resumed at, when it did, and the seconds its epochs
     # before took: kept in the record, the seconds added to its training time.
