@@ -23,6 +23,11 @@ the scoring stage, whose time (`timings.score`) is printed beside it unfloored: 
 on each explainer and metric. Times come from the records, so they are as quiet as the machine
 that made them (the reference sets' READMEs say how they were built).
 
+Last, the whole set's floor: every student run's training floor and every network teacher's
+(its training steps over the images it learns from and its validation passes), summed, and the
+least wall time that leaves for `--jobs` processes of one thread each. No schedule of the set's
+runs, however efficient, finishes below it; scoring comes on top.
+
     python benchmarks/compute_floor.py --results reference/default-v8
     python benchmarks/compute_floor.py --results reference/real-v1 --profile real
 """
@@ -103,23 +108,51 @@ def floor_of(budget: dict, dataset: str) -> dict[str, float]:
     return parts
 
 
-def report(results: Path, profile: str) -> None:
+def teacher_floor(budget: dict, dataset: str) -> float:
+    """The training floor of a network teacher of `budget` on `dataset`, in FLOPs: its steps
+    over every image it learns from (`DatasetBundle.for_teacher`) and its validation passes."""
+    if not budget.get("teacher_network"):
+        return 0.0  # a LightGBM teacher: comparisons, not FLOPs
+    bundle = DATASETS.get(dataset).load(DatasetLoaderOptions())
+    taught = bundle.for_teacher()
+    training = budget["teacher_training"]
+    batch = torch.as_tensor(bundle.train.x[: training["batch_size"]])
+    teacher = network(budget["teacher_network"], bundle.input_shape, bundle.num_classes).train()
+    per_sample_step = flops(teacher, batch, backward=True) / len(batch)
+    per_sample_forward = flops(teacher.eval(), batch, backward=False) / len(batch)
+    epochs = training["epochs"]
+    return (per_sample_step * len(taught.train.x) + per_sample_forward * len(taught.val.x)) * epochs
+
+
+def report(results: Path, profile: str, jobs: int) -> None:
     torch.set_num_threads(1)
     load_builtins()
     rate = matmul_rate()
     print(f"one thread, {GEMM_SIZE}x{GEMM_SIZE} float32 matmul: {rate / 1e9:.1f} GFLOP/s")
     runs: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    teachers: dict[str, list[Record]] = defaultdict(list)
     for record in ResultsFolder(results).iter_records(profile):
-        if record.role == "student" and record.status == "ok" and record.timings:
+        if record.status != "ok" or not record.timings:
+            continue
+        if record.role == "student":
             runs[record.dataset["name"]][record.method["name"]].append(record)
+        elif record.role == "teacher":
+            teachers[record.dataset["name"]].append(record)
     if not runs:
         raise SystemExit(f"no finished student runs of profile {profile!r} under {results}")
+    suite: dict[str, tuple[float, float]] = {}  # dataset: (floor seconds, recorded seconds)
     for dataset in sorted(runs):
         methods = runs[dataset]
         budget = next(iter(methods.values()))[0].budget
         parts = floor_of(budget, dataset)
         floor = sum(parts.values())
         seconds = floor / rate
+        students = [r for records in methods.values() for r in records]
+        taught = teachers[dataset]
+        suite[dataset] = (
+            (floor * len(students) + teacher_floor(budget, dataset) * len(taught)) / rate,
+            sum(r.timings["train"] for r in students + taught),
+        )
         print(f"\n{dataset}: floor {floor / 1e9:.2f} GFLOP = {seconds:.3f} s at that rate")
         print("  (" + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in parts.items()) + " GFLOP)")
         print(f"  {'method':<28}{'runs':>5}{'train s':>10}{'ratio':>9}{'score s':>10}")
@@ -131,14 +164,31 @@ def report(results: Path, profile: str) -> None:
                 f"  {method:<28}{len(records):>5}{train:>10.2f}{train / seconds:>9.1f}"
                 f"{score:>10.2f}"
             )
+    print_suite_floor(suite, jobs)
+
+
+def print_suite_floor(suite: dict[str, tuple[float, float]], jobs: int) -> None:
+    """Each dataset's share of the set's training floor, and the least wall time it allows."""
+    total = sum(floor for floor, _ in suite.values())
+    print("\nthe set's training floor (student runs and network teachers), one thread each:")
+    print(f"  {'dataset':<28}{'floor s':>10}{'share':>8}{'recorded train s':>18}")
+    for dataset, (floor, recorded) in sorted(suite.items(), key=lambda item: -item[1][0]):
+        print(f"  {dataset:<28}{floor:>10.1f}{floor / total:>8.0%}{recorded:>18.1f}")
+    print(
+        f"  total {total:.0f} CPU-s: at least {total / jobs / 60:.1f} min of wall time on "
+        f"{jobs} processes, before scoring"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, required=True, help="a results folder")
     parser.add_argument("--profile", default="default")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="processes the set's floor is shared by (default 2)"
+    )
     args = parser.parse_args()
-    report(args.results, args.profile)
+    report(args.results, args.profile, args.jobs)
 
 
 if __name__ == "__main__":

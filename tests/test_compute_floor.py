@@ -50,11 +50,12 @@ def test_the_table_divides_each_methods_training_time_by_its_floor(
 ) -> None:
     args = ("run", "--profile", "smoke", "--dataset", "wine", "--method", "scratch", "kd")
     assert cli(*args, "--results", tmp_path).code == 0
-    floor_script.report(tmp_path, "smoke")
+    floor_script.report(tmp_path, "smoke", jobs=2)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("one thread, 512x512 float32 matmul:")
     header = next(i for i, line in enumerate(lines) if line.startswith("wine: floor"))
-    rows = {line.split()[0]: line.split() for line in lines[header + 3 :] if line.strip()}
+    suite = next(i for i, line in enumerate(lines) if line.startswith("the set's training floor"))
+    rows = {line.split()[0]: line.split() for line in lines[header + 3 : suite] if line.strip()}
     assert set(rows) == {"kd", "scratch"}
     # The floor is the smoke budget's, counted again here; each ratio is the recorded median
     # training time over the floor's seconds at the printed rate.
@@ -66,5 +67,49 @@ def test_the_table_divides_each_methods_training_time_by_its_floor(
         train = float(np.median([r.timings["train"] for r in records_of(tmp_path, method)]))
         assert float(row[2]) == pytest.approx(train, abs=0.01), method
         assert float(row[3]) == pytest.approx(train / (floor / rate), rel=0.05, abs=0.1), method
+    # The set's floor: wine's LightGBM teacher adds none, so it is the run floor times the runs;
+    # beside it the recorded training seconds of every student and teacher.
+    wine = lines[suite + 2].split()
+    students = records_of(tmp_path, "kd") + records_of(tmp_path, "scratch")
+    assert wine[0] == "wine"
+    assert float(wine[1]) == pytest.approx(len(students) * floor / rate, abs=0.05)
+    recorded = [
+        r.timings["train"]
+        for r in ResultsFolder(tmp_path).iter_records("smoke")
+        if r.role in ("student", "teacher") and r.status == "ok"
+    ]
+    assert float(wine[3]) == pytest.approx(sum(recorded), abs=0.05)
+    assert lines[suite + 3].strip().endswith("on 2 processes, before scoring")
     with pytest.raises(SystemExit, match="no finished student runs of profile 'default'"):
-        floor_script.report(tmp_path, "default")
+        floor_script.report(tmp_path, "default", jobs=2)
+
+
+def test_the_sets_floor_is_shared_by_the_processes_and_ranked_by_share(
+    floor_script, capsys: pytest.CaptureFixture[str]
+) -> None:
+    floor_script.print_suite_floor({"small": (100.0, 50.0), "large": (500.0, 1500.0)}, jobs=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[3:5]] == [
+        ["large", "500.0", "83%"],
+        ["small", "100.0", "17%"],
+    ]
+    assert lines[5].strip() == (
+        "total 600 CPU-s: at least 5.0 min of wall time on 2 processes, before scoring"
+    )
+
+
+def test_a_network_teachers_floor_grows_with_its_epochs_and_a_forests_is_none(
+    floor_script,
+) -> None:
+    from bench.core.registry import load_builtins
+    from bench.plan.profiles import PROFILES
+
+    load_builtins()
+    budget = PROFILES.get("smoke").budget("digits", "image").as_dict()
+    once = {**budget, "teacher_training": {**budget["teacher_training"], "epochs": 1}}
+    thrice = {**budget, "teacher_training": {**budget["teacher_training"], "epochs": 3}}
+    assert floor_script.teacher_floor(once, "digits") > 0
+    assert floor_script.teacher_floor(thrice, "digits") == 3 * floor_script.teacher_floor(
+        once, "digits"
+    )
+    assert floor_script.teacher_floor({**budget, "teacher_network": None}, "digits") == 0.0
