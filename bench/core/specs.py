@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import SCHEMA_VERSION
 from bench.core.budgets import ModalityBudget, Profile
-from bench.core.vocabulary import Modality
+from bench.core.vocabulary import OTHER_TEACHER, REFERENCE_ROWS, Modality
 
 MAX_SEED = 2**32 - 1  # numpy's and LightGBM's seeds are unsigned 32-bit
 
@@ -43,6 +43,19 @@ class TeacherSpec:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "key": self.key}
 
+    @property
+    def pretrained(self) -> bool:
+        """A network loaded from published weights (`PretrainedWeights`), not trained here."""
+        return "weights" in self.settings
+
+    @property
+    def reference_rows(self) -> tuple[str, ...]:
+        """The teacher's reference rows: every one of `REFERENCE_ROWS` but, for a pretrained
+        teacher, `other_teacher` (a second draw of its training does not exist)."""
+        if self.pretrained:
+            return tuple(row for row in REFERENCE_ROWS if row != OTHER_TEACHER.name)
+        return REFERENCE_ROWS
+
 
 def teacher_spec_for(
     profile: Profile, dataset: str, version: str, modality: Modality, seed: int = 0
@@ -54,12 +67,16 @@ def teacher_spec_for(
             raise ValueError(f"profile {profile.name!r} sets no LightGBM teacher for tables")
         settings = asdict(budget.teacher_lightgbm)
         return TeacherSpec(dataset, version, modality, "lightgbm", settings, seed)
-    if budget.teacher_network is None or budget.teacher_training is None:
+    if budget.teacher_network is None:
         raise ValueError(f"profile {profile.name!r} sets no network teacher for images")
-    settings = {
-        "architecture": asdict(budget.teacher_network),
-        "training": budget.teacher_training.as_dict(),
-    }
+    architecture = asdict(budget.teacher_network)
+    if budget.teacher_weights is not None:
+        # Trained elsewhere: the same teacher for every teacher seed.
+        settings = {"architecture": architecture, "weights": asdict(budget.teacher_weights)}
+        return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings)
+    if budget.teacher_training is None:
+        raise ValueError(f"profile {profile.name!r} sets neither training nor weights of a teacher")
+    settings = {"architecture": architecture, "training": budget.teacher_training.as_dict()}
     return TeacherSpec(dataset, version, modality, budget.teacher_network.model, settings, seed)
 
 

@@ -141,7 +141,13 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
     for name in dataset_names:
         catalogue.dataset(name)
     methods_of = {
-        name: list(selection.methods or profile.methods_for(name) or sorted(catalogue.methods))
+        name: list(selection.methods)
+        if selection.methods
+        else [
+            method
+            for method in profile.methods_for(name) or sorted(catalogue.methods)
+            if method not in profile.left_out(name)
+        ]
         for name in dataset_names
     }
     selected = list(dict.fromkeys(m for names in methods_of.values() for m in names))

@@ -41,8 +41,9 @@ class Control:
     description: str
 
 
-# Each builder gets this teacher, its data and budget, the device, and the teacher of another seed.
-Builder = Callable[[Teacher, DatasetBundle, ModalityBudget, torch.device, Teacher], Any]
+# Each builder gets this teacher, its data and budget, the device, and the teacher of another seed
+# (None for a pretrained teacher, which has no `other_teacher` row).
+Builder = Callable[[Teacher, DatasetBundle, ModalityBudget, torch.device, Teacher | None], Any]
 
 
 def _untrained_student(
@@ -50,7 +51,7 @@ def _untrained_student(
     bundle: DatasetBundle,
     budget: ModalityBudget,
     device: torch.device,
-    other: Teacher,
+    other: Teacher | None,
 ) -> StudentPredictor:
     """A randomly initialised student of the standard architecture, seeded with the teacher's
     seed: its architecture alone shapes its maps."""
@@ -75,17 +76,20 @@ def build_controls(
     bundle: DatasetBundle,
     budget: ModalityBudget,
     device: torch.device,
-    other_teacher: Teacher,
+    other_teacher: Teacher | None,
 ) -> list[Control]:
-    """Every control row of `teacher`, in `CONTROLS` order; `other_teacher` is the same recipe
-    trained with another seed (`OTHER_TEACHER`)."""
+    """Every control row of `teacher` (`TeacherSpec.reference_rows`), in `CONTROLS` order;
+    `other_teacher` is the same recipe trained with another seed (`OTHER_TEACHER`), None for a
+    pretrained teacher."""
     arch = budget.student
     architecture = f"{arch.model}, {dict(arch.size)}"
+    other_seed = other_teacher.spec.seed if other_teacher is not None else None
     return [
         Control(
             row,
             BUILDERS[row.name](teacher, bundle, budget, device, other_teacher),
-            row.record_text.format(architecture=architecture, other_seed=other_teacher.spec.seed),
+            row.record_text.format(architecture=architecture, other_seed=other_seed),
         )
         for row in CONTROLS
+        if row.name in teacher.spec.reference_rows
     ]

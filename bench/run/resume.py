@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.specs import RunSpec, TeacherSpec
-from bench.core.vocabulary import REFERENCE_ROWS
 from bench.plan.planner import Plan
 from bench.results.folder import ResultsFolder
 
@@ -69,7 +68,7 @@ class FinishedRecords:
         """Every reference row of the teacher finished under `reference_id`."""
         return all(
             self.is_done(self.folder.reference_path(profile, spec, row), reference_id)
-            for row in REFERENCE_ROWS
+            for row in spec.reference_rows
         )
 
     def stages(self, plan: Plan, todo: list[RunSpec]) -> list[DatasetStage]:

@@ -19,7 +19,7 @@ from bench.core.confined import refuse_links
 from bench.core.errors import DatasetUnavailable
 from bench.core.locks import hold_lock
 from bench.core.specs import TeacherSpec
-from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW, Role
+from bench.core.vocabulary import OTHER_TEACHER, TEACHER_ROW, Role
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.metrics import ScoringContext, score
 from bench.metrics.dissection import dissection_summary
@@ -92,10 +92,12 @@ def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, labe
         if not stage.teacher_done and not ctx.finished.reference_done(
             ctx.profile.name, spec, stage.reference_id
         ):
-            for row in REFERENCE_ROWS:
+            for row in spec.reference_rows:
                 remove_temporaries(ctx.reference_path(spec, row))
-            ctx.progress.stage(label, "the teacher of another seed (a reference level)")
-            other = _other_teacher(ctx, spec, bundle, label)
+            other = None
+            if OTHER_TEACHER.name in spec.reference_rows:
+                ctx.progress.stage(label, "the teacher of another seed (a reference level)")
+                other = _other_teacher(ctx, spec, bundle, label)
             ctx.progress.stage(label, "scoring the teacher and its controls")
             _score_references(ctx, teacher, other, bundle, stage.reference_id)
     return teacher
@@ -118,6 +120,7 @@ def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: 
         checkpoints=EpochCheckpoints(
             ctx.folder.teacher_checkpoints(spec), spec.key, ctx.folder.root
         ),
+        data_dir=ctx.options.data_dir,
     )
 
 
@@ -134,10 +137,14 @@ def _other_teacher(
 
 
 def _score_references(
-    ctx: SuiteContext, teacher: Teacher, other: Teacher, bundle: DatasetBundle, reference_id: str
+    ctx: SuiteContext,
+    teacher: Teacher,
+    other: Teacher | None,
+    bundle: DatasetBundle,
+    reference_id: str,
 ) -> None:
     """The teacher's reference row, and the control rows beside it (`CONTROLS`); `other` is the
-    teacher of another seed."""
+    teacher of another seed (None for a pretrained teacher)."""
     spec = teacher.spec
     budget = ctx.budget(spec)
     started = time.perf_counter()

