@@ -20,12 +20,25 @@ def linear_classifier(model: nn.Module) -> nn.Linear:
     model's class activation maps, exactly (`class_activation_maps`).
     """
     head, pool = getattr(model, "head", None), getattr(model, "pool", None)
-    if not isinstance(head, nn.Linear) or not isinstance(pool, nn.Module):
+    if not isinstance(head, nn.Linear) or not is_global_average(pool):
         raise BenchError(
-            f"cat_kd reads class activation maps through a `pool` module and a Linear `head`; "
-            f"{type(model).__name__} has no such classifier"
+            f"cat_kd reads class activation maps through a global-average `pool` and a Linear "
+            f"`head`; {type(model).__name__} has no such classifier"
         )
     return head
+
+
+def is_global_average(pool: object) -> bool:
+    """Whether `pool` averages each channel over the whole map and flattens, nothing else: a
+    classifier behind anything more (a dense layer: `bench.models.digit_recognizer`) reads no
+    class activation maps."""
+    return (
+        isinstance(pool, nn.Sequential)
+        and len(pool) == 2
+        and isinstance(pool[0], nn.AdaptiveAvgPool2d)
+        and pool[0].output_size in (1, (1, 1))
+        and isinstance(pool[1], nn.Flatten)
+    )
 
 
 def class_activation_maps(features: torch.Tensor, classifier: nn.Linear) -> torch.Tensor:
