@@ -23,10 +23,11 @@ the scoring stage, whose time (`timings.score`) is printed beside it unfloored: 
 on each explainer and metric. Times come from the records, so they are as quiet as the machine
 that made them (the reference sets' READMEs say how they were built).
 
-Last, the whole set's floor: every student run's training floor and every network teacher's
-(its training steps over the images it learns from and its validation passes), summed, and the
-least wall time that leaves for `--jobs` processes of one thread each. No schedule of the set's
-runs, however efficient, finishes below it; scoring comes on top.
+Last, the whole set's floor: every student run's training floor and every recorded network
+teacher's (its training steps over the images it learns from and its validation passes), summed,
+and the least wall time that leaves for `--jobs` processes of one thread each. It leaves out the
+`other_teacher` level's training (a teacher of one more seed per dataset) and all scoring, so it
+is a lower bound: no schedule of the set's runs, however efficient, finishes below it.
 
     python benchmarks/compute_floor.py --results reference/default-v8
     python benchmarks/compute_floor.py --results reference/real-v1 --profile real
@@ -83,18 +84,22 @@ def network(architecture: dict, shape: tuple[int, ...], classes: int) -> nn.Modu
     return build_model(architecture["model"], shape, classes, **dict(architecture["size"]))
 
 
+def per_sample_flops(model: nn.Module, batch: torch.Tensor) -> tuple[float, float]:
+    """FLOPs per sample of one training step (forward and backward) and of one forward pass."""
+    step = flops(model.train(), batch, backward=True) / len(batch)
+    return step, flops(model.eval(), batch, backward=False) / len(batch)
+
+
 def floor_of(budget: dict, dataset: str) -> dict[str, float]:
     """The training floor of a run of `budget` on `dataset`, in FLOPs, part by part."""
     bundle = DATASETS.get(dataset).load(DatasetLoaderOptions())
     shape, classes = bundle.input_shape, bundle.num_classes
     training = budget["student_training"]
     batch = torch.as_tensor(bundle.train.x[: training["batch_size"]])
-    student = network(budget["student"], shape, classes).train()
-    per_sample_step = flops(student, batch, backward=True) / len(batch)
-    per_sample_forward = flops(student.eval(), batch, backward=False) / len(batch)
+    step, forward = per_sample_flops(network(budget["student"], shape, classes), batch)
     parts = {
-        "student training": per_sample_step * len(bundle.train.x) * training["epochs"],
-        "validation": per_sample_forward * len(bundle.val.x) * training["epochs"],
+        "student training": step * len(bundle.train.x) * training["epochs"],
+        "validation": forward * len(bundle.val.x) * training["epochs"],
         "teacher outputs": 0.0,
     }
     if budget.get("teacher_network"):
@@ -110,18 +115,18 @@ def floor_of(budget: dict, dataset: str) -> dict[str, float]:
 
 def teacher_floor(budget: dict, dataset: str) -> float:
     """The training floor of a network teacher of `budget` on `dataset`, in FLOPs: its steps
-    over every image it learns from (`DatasetBundle.for_teacher`) and its validation passes."""
-    if not budget.get("teacher_network"):
-        return 0.0  # a LightGBM teacher: comparisons, not FLOPs
+    over every image it learns from (`DatasetBundle.for_teacher`) and its validation passes.
+    A LightGBM teacher's trees are comparisons, not FLOPs, and a teacher with published weights
+    (`teacher_weights`) is not trained here: both count 0."""
+    training = budget.get("teacher_training")
+    if not budget.get("teacher_network") or training is None:
+        return 0.0
     bundle = DATASETS.get(dataset).load(DatasetLoaderOptions())
     taught = bundle.for_teacher()
-    training = budget["teacher_training"]
     batch = torch.as_tensor(bundle.train.x[: training["batch_size"]])
-    teacher = network(budget["teacher_network"], bundle.input_shape, bundle.num_classes).train()
-    per_sample_step = flops(teacher, batch, backward=True) / len(batch)
-    per_sample_forward = flops(teacher.eval(), batch, backward=False) / len(batch)
-    epochs = training["epochs"]
-    return (per_sample_step * len(taught.train.x) + per_sample_forward * len(taught.val.x)) * epochs
+    teacher = network(budget["teacher_network"], bundle.input_shape, bundle.num_classes)
+    step, forward = per_sample_flops(teacher, batch)
+    return (step * len(taught.train.x) + forward * len(taught.val.x)) * training["epochs"]
 
 
 def report(results: Path, profile: str, jobs: int) -> None:
@@ -149,8 +154,9 @@ def report(results: Path, profile: str, jobs: int) -> None:
         seconds = floor / rate
         students = [r for records in methods.values() for r in records]
         taught = teachers[dataset]
+        teachers_floor = teacher_floor(budget, dataset) * len(taught) if taught else 0.0
         suite[dataset] = (
-            (floor * len(students) + teacher_floor(budget, dataset) * len(taught)) / rate,
+            (floor * len(students) + teachers_floor) / rate,
             sum(r.timings["train"] for r in students + taught),
         )
         print(f"\n{dataset}: floor {floor / 1e9:.2f} GFLOP = {seconds:.3f} s at that rate")

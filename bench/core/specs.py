@@ -60,7 +60,8 @@ class TeacherSpec:
 def teacher_spec_for(
     profile: Profile, dataset: str, version: str, modality: Modality, seed: int = 0
 ) -> TeacherSpec:
-    """The teacher of `dataset` that `profile` trains with training seed `seed`."""
+    """The teacher of `dataset` that `profile` trains with training seed `seed`; for a teacher
+    with published weights (`PretrainedWeights`), the one teacher whatever `seed`."""
     budget = profile.budget(dataset, modality)
     if modality == "tabular":
         if budget.teacher_lightgbm is None:
@@ -85,13 +86,13 @@ def reference_run_id(
 ) -> str:
     """The run id of a teacher's reference rows (the teacher and the control rows): what scoring
     them depends on, which is its teacher, the seed of the `other_teacher` level
-    (`Profile.other_teacher_seed`, which moves with the profile's teacher seeds), its budget and
-    the metrics' settings."""
+    (`Profile.other_teacher_seed`, which moves with the profile's teacher seeds; a pretrained
+    teacher has no such row, so none), its budget and the metrics' settings."""
     return stable_hash(
         {
             "schema_version": SCHEMA_VERSION,
             "teacher": spec.key,
-            "other_teacher_seed": other_seed,
+            "other_teacher_seed": None if spec.pretrained else other_seed,
             "budget": budget.as_dict(),
             "metrics": metric_settings,
         }

@@ -132,6 +132,18 @@ def variant_name(method: str, overrides: dict[str, Any]) -> str:
     return check_name(f"{method}[{inner}]", "--set value in the row")
 
 
+def left_out(
+    profile: Profile, dataset: str, selection: Selection, catalogue: Catalogue
+) -> tuple[str, ...]:
+    """The methods not run on `dataset` (`DatasetSettings.left_out`): none when the selection
+    names both the dataset and methods (who asks for a left-out method there gets it), each
+    checked to be registered (a misspelt name would leave out nothing)."""
+    names = profile.left_out(dataset)
+    for name in names:
+        catalogue.method(name)
+    return () if selection.datasets and selection.methods else names
+
+
 def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
     """The runs of a selection; `catalogue` defaults to the registries this process has loaded."""
     catalogue = catalogue or from_registries()
@@ -141,12 +153,12 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
     for name in dataset_names:
         catalogue.dataset(name)
     methods_of = {
-        name: list(selection.methods)
-        if selection.methods
-        else [
+        name: [
             method
-            for method in profile.methods_for(name) or sorted(catalogue.methods)
-            if method not in profile.left_out(name)
+            for method in selection.methods
+            or profile.methods_for(name)
+            or sorted(catalogue.methods)
+            if method not in left_out(profile, name, selection, catalogue)
         ]
         for name in dataset_names
     }

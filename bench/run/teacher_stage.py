@@ -1,7 +1,8 @@
 """The teacher stage, once per (dataset, teacher seed): load the data, train or load the teacher,
 and score its reference rows (the teacher itself and the control rows) when they are missing.
 
-Data that cannot be had makes the stage's runs `skipped`; a teacher that cannot be had, `failed`.
+Data that cannot be had makes the stage's runs `skipped`, and so do published teacher weights that
+cannot be had (offline); a teacher that fails otherwise, `failed`.
 A teacher is trained under the teacher's lock, so a second process waits and then loads the first
 one's from the cache.
 """
@@ -76,6 +77,9 @@ def _prepare_dataset(ctx: SuiteContext, stage: DatasetStage, label: str) -> Read
     try:
         ctx.progress.stage(label, "teacher")
         teacher = _teacher(ctx, stage, bundle, label)
+    except DatasetUnavailable as exc:  # published weights that cannot be had, like data
+        log.warning("the teacher of %s is unavailable: %s", stage.dataset, exc)
+        return Unavailable([record_unrun(ctx, s, Status.SKIPPED, exc, None) for s in stage.runs])
     except Exception as exc:
         log.error("teacher of %s failed: %s", stage.dataset, exc)
         reason = "the teacher stage"

