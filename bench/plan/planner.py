@@ -132,16 +132,20 @@ def variant_name(method: str, overrides: dict[str, Any]) -> str:
     return check_name(f"{method}[{inner}]", "--set value in the row")
 
 
-def left_out(
+def methods_on(
     profile: Profile, dataset: str, selection: Selection, catalogue: Catalogue
-) -> tuple[str, ...]:
-    """The methods not run on `dataset` (`DatasetSettings.left_out`): none when the selection
-    names both the dataset and methods (who asks for a left-out method there gets it), each
-    checked to be registered (a misspelt name would leave out nothing)."""
-    names = profile.left_out(dataset)
-    for name in names:
+) -> list[str]:
+    """The methods run on `dataset`: the selection's, else the profile's, else every registered
+    one; less the profile's `left_out` for the dataset (each checked to be registered: a
+    misspelt name would leave out nothing), unless the selection names both the dataset and
+    methods (who asks for a left-out method there gets it)."""
+    left_out = profile.left_out(dataset)
+    for name in left_out:
         catalogue.method(name)
-    return () if selection.datasets and selection.methods else names
+    if selection.datasets and selection.methods:
+        left_out = ()
+    named = selection.methods or profile.methods_for(dataset) or sorted(catalogue.methods)
+    return [method for method in named if method not in left_out]
 
 
 def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
@@ -152,16 +156,7 @@ def make_plan(selection: Selection, catalogue: Catalogue | None = None) -> Plan:
     dataset_names = list(selection.datasets or (*profile.datasets, *added))
     for name in dataset_names:
         catalogue.dataset(name)
-    methods_of = {
-        name: [
-            method
-            for method in selection.methods
-            or profile.methods_for(name)
-            or sorted(catalogue.methods)
-            if method not in left_out(profile, name, selection, catalogue)
-        ]
-        for name in dataset_names
-    }
+    methods_of = {name: methods_on(profile, name, selection, catalogue) for name in dataset_names}
     selected = list(dict.fromkeys(m for names in methods_of.values() for m in names))
     for name in selected:
         catalogue.method(name)
