@@ -96,8 +96,9 @@ def test_every_reference_record_lies_within_its_metrics_declared_bounds(referenc
 
 # What the site must never print (issue 30): a signed zero, a sign on zero, exponent notation, a
 # p-value with more than two significant digits. Style and script blocks are not text, nor are
-# the sort keys in `data-value`, which hold each number in full for the table's sorting script.
-_NOT_TEXT = re.compile(r"<(style|script)\b.*?</\1>|data-value=\"[^\"]*\"", re.S)
+# the sort keys in `data-value`, which hold each number in full for the table's sorting script,
+# nor code spans, which hold identifiers (a run id such as 7232825228e67665 is hexadecimal).
+_NOT_TEXT = re.compile(r"<(style|script|code)\b.*?</\1>|data-value=\"[^\"]*\"", re.S)
 BAD_NUMBERS = {
     "signed zero": re.compile(r"(?<![\w.])[-+−]0\.0+(?!\d)"),
     "sign on zero": re.compile(r"(?<![\w.])[-+−]0(?![\d.])"),
@@ -128,5 +129,17 @@ def test_the_number_scan_finds_each_bad_format() -> None:
     assert [kind for kind, _ in badly_formatted(bad)] == [
         "signed zero", "sign on zero", "exponent", "long p-value", "long Holm p-value",
     ]  # fmt: skip
-    good = "<style>a{color:#4e9a06}</style>Δ +0.081 [0, -0.0004] p = 0.0029, p (Holm) = 1, n = 12"
+    good = (
+        "<style>a{color:#4e9a06}</style>Δ +0.081 [0, -0.0004] p = 0.0029, p (Holm) = 1, n = 12 "
+        "<code>7232825228e67665</code>"
+    )
     assert badly_formatted(good) == []
+
+
+def test_a_setting_is_printed_as_given_without_an_exponent() -> None:
+    from bench.report.numbers import format_exact
+
+    assert [format_exact(v) for v in (1e-05, 0.5, 4.0, 20 / 240, True, 3)] == [
+        "0.00001", "0.5", "4.0", "0.08333333333333333", "True", "3",
+    ]  # fmt: skip
+    assert badly_formatted(format_exact(1e-05)) == []

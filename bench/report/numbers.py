@@ -41,6 +41,14 @@ def format_value(value: float | None) -> str:
     return _positional(float(value), 4)
 
 
+def format_exact(value: object) -> str:
+    """A setting as given, a float in positional notation with every digit it has (a
+    hyper-parameter's 1e-05 as 0.00001): settings are read, not rounded."""
+    if isinstance(value, float) and math.isfinite(value):
+        return np.format_float_positional(value, trim="0")
+    return str(value)
+
+
 def format_signed(value: float | None, decimals: int = 3) -> str:
     if _missing(value):
         return MISSING

@@ -31,6 +31,7 @@ from bench.report.headline import faithfulness_metrics
 from bench.report.leaderboard import (
     method_order,
 )
+from bench.report.numbers import format_exact
 from bench.report.tables import (
     ComparisonTable,
     Table,
@@ -275,7 +276,7 @@ def _flatten(params: Any, prefix: str = "") -> list[tuple[str, str]]:
                 value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"
             )
         return items
-    return [(prefix.rstrip("."), str(params))]
+    return [(prefix.rstrip("."), format_exact(params))]
 
 
 # The catalogue, asked for only when a record does not describe its row: building it imports the
