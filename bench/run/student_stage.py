@@ -140,8 +140,9 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
             checkpoints,
         )
         student = METHODS.get(spec.method)(dict(spec.params)).fit(train)
+        trained = time.perf_counter()
         # A resumed run's training time includes its epochs before the interruption.
-        timings["train"] = time.perf_counter() - started + train.seconds_before_resuming
+        timings["train"] = trained - started + train.seconds_before_resuming
         record.student = {
             "architecture": type(student).__name__,
             "parameters": count_parameters(student),
@@ -160,9 +161,7 @@ def _run_one(ctx: SuiteContext, spec: RunSpec, bundle: DatasetBundle, teacher: T
         record.metrics, record.metric_metadata = score(scoring)
         record.dissection = dissection_summary(scoring)
         record.attribution_maps = save_attribution_maps(ctx.path_of(spec), scoring, ctx.folder.root)
-        timings["score"] = (
-            time.perf_counter() - started - timings["train"] + (train.seconds_before_resuming)
-        )
+        timings["score"] = time.perf_counter() - trained
         record.status = Status.OK
     except Diverged as exc:
         record.status, record.error = Status.DIVERGED, error_entry(exc, "training")
