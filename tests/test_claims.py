@@ -21,6 +21,7 @@ from bench.report.claims import (
     CLAIM_COLUMNS,
     CLAIMS,
     ClaimTest,
+    can_be_significant,
     claims_table,
     combine,
     combine_part,
@@ -32,6 +33,8 @@ from bench.report.statistics import (
     paired_difference,
     seed_values,
     seeds_for_power,
+    sign_flip_pvalue,
+    smallest_sign_flip_p,
 )
 from tests.recordkit import seeded
 
@@ -84,9 +87,10 @@ def test_identical_differences_on_three_seeds_no_longer_support_a_claim() -> Non
     claim = verdicts_for(records)["kd_concept_detectors"]
     kd = result_of(claim, "kd", "concept_detectors")
     assert kd.stats["ci95_low"] == kd.stats["ci95_high"] == pytest.approx(5.0)
-    assert kd.stats["p_value"] == 0.25 and kd.p_holm == 0.25
+    # Three seeds cannot reach p < 0.05 whatever the values: the test is outside its Holm family.
+    assert kd.stats["p_value"] == 0.25 and math.isnan(kd.p_holm)
     assert math.isnan(kd.stats["seeds_for_80_power"])  # no d_z when sd = 0
-    assert kd.verdict == "inconclusive" and claim.verdict == "inconclusive"
+    assert kd.verdict == claim.verdict == "too few seeds"
 
 
 def test_a_consistent_gain_on_enough_seeds_is_supported() -> None:
@@ -347,7 +351,7 @@ def test_single_seed_is_inconclusive_not_supported() -> None:
     (result,) = claim.datasets[0].results
     assert result.stats["mean_diff"] == pytest.approx(0.8)
     assert math.isnan(result.stats["p_value"]) and math.isnan(result.p_holm)
-    assert claim.verdict == "inconclusive"
+    assert result.verdict == claim.verdict == "too few seeds"
 
 
 def test_students_of_different_teacher_seeds_are_not_paired() -> None:
@@ -446,3 +450,53 @@ def test_claim_table_of_records_round_trips_through_csv(tmp_path) -> None:
     row = back[(back.claim == "explanation_imitation") & (back.part == "explanation")].iloc[0]
     assert row.test_verdict == "supported" and row.part_verdict == "supported"
     assert row.claim_verdict == "partly supported"
+
+
+@pytest.mark.parametrize("n", range(2, 10))
+def test_the_smallest_sign_flip_p_is_that_of_identical_differences(n: int) -> None:
+    # Every seed's difference on the claimed side: no sign pattern is more extreme.
+    same = [0.3] * n
+    assert sign_flip_pvalue(same) == pytest.approx(smallest_sign_flip_p(n))
+    assert sign_flip_pvalue(same, "greater") == pytest.approx(smallest_sign_flip_p(n, "greater"))
+
+
+def test_a_test_can_be_significant_from_six_seeds_or_five_one_sided() -> None:
+    higher = ClaimTest("e2kd", "kd", "expl_spearman_ig", "higher", "explanation")
+    not_worse = ClaimTest("e2kd", "kd", "accuracy", "not_worse", "prediction", margin=0.01)
+    assert [n for n in range(1, 9) if can_be_significant(higher, n)] == [6, 7, 8]
+    assert [n for n in range(1, 9) if can_be_significant(not_worse, n)] == [5, 6, 7, 8]
+
+
+def test_a_screen_beside_twelve_seeds_neither_dilutes_the_part_nor_joins_its_holm_family() -> None:
+    # e2kd keeps kd's accuracy on twelve seeds of one dataset; a screen of three seeds on another
+    # cannot be supported whatever its values, and once made the part "mixed".
+    gain = [0.002 * (1 + i % 3) for i in range(12)]
+    base = [0.80 + 0.01 * i for i in range(12)]
+    records = [
+        *seeded("p", "digits", "kd", {"accuracy": base}, modality="image"),
+        *seeded("p", "digits", "e2kd", {"accuracy": np.add(base, gain).tolist()}, modality="image"),
+        *seeded("p", "fashion", "kd", {"accuracy": base[:3]}, modality="image"),
+        *seeded("p", "fashion", "e2kd", {"accuracy": base[:3]}, modality="image"),
+    ]  # fmt: skip
+    claim = verdicts_for(records)["e2kd"]
+    decided = result_of(claim, "e2kd", "accuracy", "digits")
+    screen = result_of(claim, "e2kd", "accuracy", "fashion")
+    assert screen.stats["n"] == 3 and screen.verdict == "too few seeds"
+    assert math.isnan(screen.p_holm)
+    assert decided.family_size == 1 and decided.p_holm == pytest.approx(decided.stats["p_value"])
+    assert decided.verdict == "supported"
+    assert claim.part_verdicts["prediction"] == "supported"
+    assert {d.dataset: d.verdict for d in claim.datasets}["fashion"] == "too few seeds"
+
+
+def test_three_seeds_still_contradict_a_non_inferiority_their_interval_rules_out() -> None:
+    # A loss of 5 points on each of three seeds, against a margin of 1: the interval needs no p.
+    base = [0.80, 0.85, 0.90]
+    lost = np.subtract(base, [0.05, 0.051, 0.049]).tolist()
+    records = [
+        *seeded("p", "digits", "kd", {"accuracy": base}, modality="image"),
+        *seeded("p", "digits", "e2kd", {"accuracy": lost}, modality="image"),
+    ]
+    accuracy = result_of(verdicts_for(records)["e2kd"], "e2kd", "accuracy")
+    assert accuracy.stats["ci95_high"] < -0.01 and math.isnan(accuracy.p_holm)
+    assert accuracy.verdict == "contradicted"

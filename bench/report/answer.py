@@ -34,6 +34,7 @@ VERDICT_ORDER = (
     "unstable",
     "inconclusive",
     "contradicted",
+    "too few seeds",
     "not measured",
 )
 

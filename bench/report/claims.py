@@ -57,6 +57,14 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   dataset (`bench.report.reliability`) gets the verdict `unreliable metric` and is left out of
   its part's verdict, but keeps its place in its Holm family at p = 1 (dropping it after seeing
   the data would relax the correction of the others); it is shown.
+- **Too few seeds to test**: a test whose paired seeds are too few for its sign-flip p ever to
+  fall below α, whatever the values (`smallest_sign_flip_p`: 2 / 2^n two-sided needs n ≥ 6,
+  1 / 2^n one-sided n ≥ 5), gets the verdict `too few seeds` (a `not_worse` test stays
+  *contradicted* where its interval says so, which needs no p). It is shown, but is left out of
+  its Holm family and of its part's verdict: which tests those are follows from the seeds run, not
+  from their values. A screen's three seeds on a dataset where the claim's methods were not run
+  at the claim's twelve had made a supported part "mixed" (e2kd's prediction part, when
+  `digits_28px` and a partly built `fashion_mnist:12000` joined the reference).
 - **Underpowered is not "no effect"**: every test reports `mde_80`, the smallest true mean
   difference its seeds would detect with 80 % power at the observed spread.
 """
@@ -79,6 +87,7 @@ from bench.report.statistics import (
     holm,
     minimum_detectable_effect,
     paired_difference,
+    smallest_sign_flip_p,
     student_values,
 )
 
@@ -89,7 +98,10 @@ ROLES: tuple[Role, ...] = ("primary", "paper", "secondary")
 # A test on a metric that fails a reliability check on its dataset (`bench.report.reliability`)
 # decides nothing: it is shown with this verdict and left out of its part's.
 UNRELIABLE = "unreliable metric"
-VERDICTS = ("supported", "contradicted", "inconclusive", "confounded", UNRELIABLE)
+# A test whose seeds are too few for its sign-flip test ever to reach α, whatever the values (a
+# screen's three seeds): shown with this verdict, outside its Holm family and its part's verdict.
+TOO_FEW_SEEDS = "too few seeds"
+VERDICTS = ("supported", "contradicted", "inconclusive", "confounded", UNRELIABLE, TOO_FEW_SEEDS)
 # Two students whose parameter counts differ by more than this fraction are different networks.
 PARAMETER_TOLERANCE = 0.05
 
@@ -518,10 +530,19 @@ class ClaimVerdict:
         return intersection(list(self.paper_part_verdicts.values()))
 
 
+def can_be_significant(test: ClaimTest, n: int) -> bool:
+    """Whether `test`'s sign-flip p could fall below α on `n` paired seeds, for some values: the
+    `not_worse` tests are one-sided, the others two-sided (module docstring)."""
+    alternative = "greater" if test.expect == "not_worse" else "two-sided"
+    return smallest_sign_flip_p(n, alternative) < ALPHA
+
+
 def intersection(parts: list[str]) -> str:
     """A claim's verdict from its parts' verdicts: it holds only where every part does."""
     if all(v == "not measured" for v in parts):
         return "not measured"
+    if all(v in ("not measured", TOO_FEW_SEEDS) for v in parts):
+        return TOO_FEW_SEEDS
     if "contradicted" in parts:
         return "contradicted"
     if all(v == "supported" for v in parts):
@@ -560,10 +581,11 @@ def verdict_of(
 
 def combine_part(verdicts: list[str]) -> str:
     """A part's verdict from its primary tests' verdicts on every dataset (tests on an unreliable
-    metric left out)."""
-    verdicts = [v for v in verdicts if v != UNRELIABLE]
-    if not verdicts:
-        return "not measured"
+    metric or with too few seeds left out)."""
+    deciding = [v for v in verdicts if v not in (UNRELIABLE, TOO_FEW_SEEDS)]
+    if not deciding:
+        return TOO_FEW_SEEDS if TOO_FEW_SEEDS in verdicts else "not measured"
+    verdicts = deciding
     if "contradicted" in verdicts:
         return "contradicted"
     if all(v == "supported" for v in verdicts):
@@ -653,21 +675,25 @@ def evaluate_values(
     # Holm within each part of the claim: one family per (profile, part, role), across datasets
     # and comparisons; none between the parts (the claim is their intersection). A test on an
     # unreliable metric decides nothing but keeps its place in the family at p = 1, so that
-    # dropping it after seeing the data does not relax the others' correction.
+    # dropping it after seeing the data does not relax the others' correction; a test with too
+    # few seeds to reach α has no place in it (which those are, the seeds run decide).
     for d in result.datasets:
         for r in d.results:
             if (d.profile, d.dataset, r.metric.removesuffix(EXCESS_SUFFIX)) in unreliable:
                 r.verdict = UNRELIABLE
+            elif not can_be_significant(r.test, r.stats["n"]):
+                r.verdict = TOO_FEW_SEEDS
     for profile in sorted({d.profile for d in result.datasets}):
         for part in claim.parts:
             for role in ROLES:
-                family = [
+                tests = [
                     r
                     for d in result.datasets
                     if d.profile == profile
                     for r in d.results
                     if r.test.role == role and r.test.part == part
                 ]
+                family = [r for r in tests if r.verdict != TOO_FEW_SEEDS]
                 adjusted = holm(
                     [1.0 if r.verdict == UNRELIABLE else r.stats["p_value"] for r in family]
                 )
@@ -678,6 +704,12 @@ def evaluate_values(
                     r.p_holm = float(p_adj)
                     verdict = verdict_of(r.test, r.stats, r.p_holm, r.higher_is_better)
                     r.verdict = "confounded" if r.confounded and verdict == "supported" else verdict
+                for r in tests:
+                    # Its interval alone can still show a non-inferiority test's loss.
+                    if r.verdict == TOO_FEW_SEEDS and (
+                        verdict_of(r.test, r.stats, math.nan, r.higher_is_better) == "contradicted"
+                    ):
+                        r.verdict = "contradicted"
     for d in result.datasets:
         d.verdict = combine([r.verdict for r in d.primary])
     return result

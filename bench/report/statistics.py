@@ -213,6 +213,18 @@ def _normal_pvalues(diffs: np.ndarray, alternative: Alternative) -> np.ndarray:
     raise ValueError(f"alternative must be two-sided, greater or less, not {alternative!r}")
 
 
+def smallest_sign_flip_p(n: int, alternative: Alternative = "two-sided") -> float:
+    """The smallest p-value the sign-flip test can give on `n` pairs, whatever their values: the
+    observed pattern alone is as extreme, and under exact enumeration so is its mirror image in a
+    two-sided test (2 / 2^n two-sided, 1 / 2^n one-sided); above `EXACT_MAX_N` pairs, the drawn
+    patterns' 1 / (1 + `MONTE_CARLO_PATTERNS`). NaN below two pairs, where there is no test."""
+    if n < 2:
+        return math.nan
+    if n > EXACT_MAX_N:
+        return 1 / (MONTE_CARLO_PATTERNS + 1)
+    return (2 if alternative == "two-sided" else 1) / 2**n
+
+
 def sign_flip_pvalue(
     diffs: Sequence[float] | np.ndarray, alternative: Alternative = "two-sided"
 ) -> float:
