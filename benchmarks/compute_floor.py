@@ -5,8 +5,9 @@ sample of every epoch, its forward pass over the validation split after every ep
 epoch is chosen there), and the network teacher's forward pass over the training split once
 (its outputs are computed once per run and looked up per batch, `bench.train.teachers`; on
 augmented batches, once per epoch). This
-counts those floating-point operations with torch's `FlopCounterMode` (matrix products and
-convolutions, the bulk of it; element-wise work is not counted) on the standard student
+counts those floating-point operations with torch's FLOP formulas (`flop_registry`, what
+`FlopCounterMode` counts with: matrix products and convolutions, the bulk of it; element-wise
+work is not counted) on the standard student
 and teacher of the records' budget, measures this machine's float32 matrix-multiply rate on one
 thread (the records ran one torch thread per worker), and divides each method's median
 recorded training time (`timings.train`) by the floor's time at that rate:
@@ -23,6 +24,15 @@ the scoring stage, whose time (`timings.score`) is printed beside it unfloored: 
 on each explainer and metric. Times come from the records, so they are as quiet as the machine
 that made them (the reference sets' READMEs say how they were built).
 
+Beside it, each method's own floor on a network teacher (`method_floor`): the FLOPs its real
+`fit` performs, counted with the same counter while it trains on a small slice of the dataset
+for one and for two epochs, then scaled to the budget's split sizes and epochs. It holds what the
+standard floor leaves out (connectors, fusions, relation losses, a student of its own, the
+teacher's features or maps), so a feature method's `own ratio` says how far its time is from its
+own work. The slice keeps the splits' proportions, so validation scales with the training set;
+the work done once per run (the teacher's outputs, their features) is the two-epoch count less
+twice the per-epoch difference. Element-wise work stays uncounted here too.
+
 Last, the whole set's floor: every student run's training floor and every recorded network
 teacher's (its training steps over the images it learns from and its validation passes), summed,
 and the least wall time that leaves for `--jobs` processes of one thread each. It leaves out the
@@ -37,24 +47,34 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
 from collections import defaultdict
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
-from bench.core.budgets import TRAIN_DEFAULTS
+from bench.core.budgets import TRAIN_DEFAULTS, Architecture, TrainBudget
 from bench.core.registry import load_builtins
-from bench.data.bundle import DATASETS, DatasetLoaderOptions
+from bench.core.specs import TeacherSpec
+from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions, Split
 from bench.models import build_model
 from bench.results.folder import ResultsFolder
 from bench.results.record import Record
+from bench.train.loop import TrainContext
+from bench.train.method import METHODS
+from bench.train.teachers import NetworkTeacher
 
 GEMM_SIZE = 512
 GEMM_REPEATS = 40
+# Training images in the slice a method's floor is counted on (the validation slice keeps the
+# splits' proportion): enough batches that a per-batch cost is counted per batch.
+SLICE_TRAIN = 256
 
 
 def matmul_rate() -> float:
@@ -70,13 +90,32 @@ def matmul_rate() -> float:
     return 2 * GEMM_SIZE**3 * GEMM_REPEATS / best
 
 
+class FlopCount(TorchDispatchMode):
+    """The FLOPs of every operator run inside it, by `FlopCounterMode`'s formulas.
+
+    Not `FlopCounterMode` itself: its per-module breakdown hooks every module, and those hooks
+    make `torch.autograd.grad` of a leaf input fail (jacobian_kd's teacher gradients)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def flops(model: nn.Module, x: torch.Tensor, backward: bool) -> int:
     """FLOPs of one forward (and, if asked, backward) pass of `model` on the batch `x`."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCount() as counter:
         out = model(x)
         if backward:
             out.sum().backward()
-    return counter.get_total_flops()
+    return counter.total
 
 
 def network(architecture: dict, shape: tuple[int, ...], classes: int) -> nn.Module:
@@ -129,7 +168,53 @@ def teacher_floor(budget: dict, dataset: str) -> float:
     return (step * len(taught.train.x) + forward * len(taught.val.x)) * training["epochs"]
 
 
-def report(results: Path, profile: str, jobs: int) -> None:
+def sliced(bundle: DatasetBundle, n_train: int) -> DatasetBundle:
+    """The first `n_train` training images and the validation images in the same proportion."""
+    n_val = max(1, round(n_train * len(bundle.val.x) / len(bundle.train.x)))
+    train, val = bundle.train, bundle.val
+    return replace(
+        bundle,
+        train=Split(train.x[:n_train], train.y[:n_train]),
+        val=Split(val.x[:n_val], val.y[:n_val]),
+        test=Split(val.x[:n_val], val.y[:n_val]),
+        test_masks=None,
+        teacher_train=None,
+    )
+
+
+def counted_fit(record: Record, bundle: DatasetBundle, epochs: int) -> int:
+    """FLOPs of `record`'s method trained for `epochs` on `bundle`, the network teacher of its
+    budget (untrained: FLOPs do not depend on the weights) built and queried inside the count."""
+    budget = record.budget
+    training = budget["student_training"]
+    known = {f.name for f in fields(TrainBudget)}
+    settings = {k: v for k, v in training.items() if k in known}
+    settings.update(epochs=epochs, lr_milestones=())
+    teacher_arch = budget["teacher_network"]
+    spec = TeacherSpec(bundle.name, bundle.version, "image", teacher_arch["model"], {})
+    torch.manual_seed(0)
+    module = network(teacher_arch, bundle.input_shape, bundle.num_classes)
+    student = Architecture(budget["student"]["model"], tuple(map(tuple, budget["student"]["size"])))
+    method = METHODS.get(record.method["base"])(record.method["params"])
+    with tempfile.TemporaryDirectory() as folder, FlopCount() as counter:
+        teacher = NetworkTeacher(module, spec, bundle, torch.device("cpu"), {}, Path(folder))
+        ctx = TrainContext(
+            bundle, teacher, TrainBudget(**settings), student, torch.device("cpu"), seed=0
+        )
+        method.fit(ctx)
+    return counter.total
+
+
+def method_floor(record: Record, bundle: DatasetBundle) -> float:
+    """The FLOPs of `record`'s run, its method's own work included (module docstring)."""
+    part = sliced(bundle, min(SLICE_TRAIN, len(bundle.train.x)))
+    one, two = (counted_fit(record, part, epochs) for epochs in (1, 2))
+    per_epoch, once = two - one, 2 * one - two
+    scale = len(bundle.train.x) / len(part.train.x)
+    return scale * (once + per_epoch * record.budget["student_training"]["epochs"])
+
+
+def report(results: Path, profile: str, jobs: int, own: bool = False) -> None:
     torch.set_num_threads(1)
     load_builtins()
     rate = matmul_rate()
@@ -161,15 +246,23 @@ def report(results: Path, profile: str, jobs: int) -> None:
         )
         print(f"\n{dataset}: floor {floor / 1e9:.2f} GFLOP = {seconds:.3f} s at that rate")
         print("  (" + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in parts.items()) + " GFLOP)")
-        print(f"  {'method':<28}{'runs':>5}{'train s':>10}{'ratio':>9}{'score s':>10}")
+        # A method's own floor needs a network teacher to train against.
+        counts_own = own and bool(budget.get("teacher_network"))
+        bundle = DATASETS.get(dataset).load(DatasetLoaderOptions()) if counts_own else None
+        header = f"  {'method':<28}{'runs':>5}{'train s':>10}{'ratio':>9}{'score s':>10}"
+        print(header + (f"{'own GFLOP':>11}{'own ratio':>11}" if counts_own else ""))
         for method in sorted(methods):
             records = methods[method]
             train = float(np.median([r.timings["train"] for r in records]))
             score = float(np.median([r.timings.get("score", math.nan) for r in records]))
-            print(
+            line = (
                 f"  {method:<28}{len(records):>5}{train:>10.2f}{train / seconds:>9.1f}"
                 f"{score:>10.2f}"
             )
+            if bundle is not None:
+                flop = method_floor(records[0], bundle)
+                line += f"{flop / 1e9:>11.1f}{train / (flop / rate):>11.1f}"
+            print(line)
     print_suite_floor(suite, jobs)
 
 
@@ -193,8 +286,14 @@ def main() -> None:
     parser.add_argument(
         "--jobs", type=int, default=2, help="processes the set's floor is shared by (default 2)"
     )
+    parser.add_argument(
+        "--own",
+        action="store_true",
+        help="also count each method's own floor on a network teacher (trains each method "
+        "briefly: minutes)",
+    )
     args = parser.parse_args()
-    report(args.results, args.profile, args.jobs)
+    report(args.results, args.profile, args.jobs, args.own)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,33 @@ def test_a_network_teachers_floor_grows_with_its_epochs_and_a_forests_or_a_loade
     # Published weights are not trained here.
     loaded = PROFILES.get("real").budget("digits_28px", "image").as_dict()
     assert floor_script.teacher_floor(loaded, "digits_28px") == 0.0
+
+
+def test_a_methods_own_floor_counts_its_extra_terms_and_scales_with_the_epochs(
+    floor_script, cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.data.bundle import DATASETS, DatasetLoaderOptions
+
+    args = ("run", "--profile", "smoke", "--dataset", "digits", "--method", "scratch", "fitnet")
+    assert cli(*args, "--results", tmp_path).code == 0
+    (scratch, *_), (fitnet, *_) = (records_of(tmp_path, m) for m in ("scratch", "fitnet"))
+    bundle = DATASETS.get("digits").load(DatasetLoaderOptions())
+    standard = sum(floor_script.floor_of(scratch.budget, "digits").values())
+    # Scratch does what the standard floor counts (and a last test pass): counted by running it.
+    own = floor_script.method_floor(scratch, bundle)
+    assert own == pytest.approx(standard, rel=0.03)
+    # FitNets adds its regressor and the teacher's hint features.
+    assert floor_script.method_floor(fitnet, bundle) > 1.02 * own
+    # Twice the epochs: twice the per-epoch work, the once-per-run work (teacher outputs) kept.
+    training = scratch.budget["student_training"]
+    doubled = {**training, "epochs": 2 * training["epochs"], "lr_milestones": []}
+    longer = replace(scratch, budget={**scratch.budget, "student_training": doubled})
+    once = floor_script.floor_of(scratch.budget, "digits")["teacher outputs"]
+    assert floor_script.method_floor(longer, bundle) == pytest.approx(2 * own - once, rel=0.03)
+    floor_script.report(tmp_path, "smoke", jobs=2, own=True)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("digits: floor"))
+    assert lines[header + 2].split()[-4:] == ["own", "GFLOP", "own", "ratio"]
+    fitnet_row, scratch_row = (lines[header + 3 + i].split() for i in range(2))
+    assert (fitnet_row[0], scratch_row[0]) == ("fitnet", "scratch")
+    assert float(scratch_row[5]) == pytest.approx(own / 1e9, abs=0.06)
