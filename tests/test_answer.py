@@ -47,13 +47,14 @@ def test_the_verdict_line_counts_both_readings_strongest_first() -> None:
     assert verdict_line([]) == "No claim could be tested on these records."
 
 
-def board(dataset: str, ranks: dict[str, float | None]) -> pd.DataFrame:
+def board(dataset: str, ranks: dict[str, float | None], seeds: int = 12) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "profile": "real", "modality": "tabular", "dataset": dataset, "role": "student",
             "metric": "expl_spearman_shapley_excess", "method": list(ranks),
             "mean": [0.1 * i for i in range(len(ranks))],
             "rank": [math.nan if r is None else r for r in ranks.values()],
+            "rank_seeds": [math.nan if r is None else seeds for r in ranks.values()],
         }
     )  # fmt: skip
 
@@ -64,9 +65,12 @@ def test_best_names_the_methods_none_beats_and_nobody_where_nothing_separates_th
             board("adult", {"kd": 1, "ctkd": 1, "scratch": 2, "nkd": None}),
             board("letter", {"kd": 1, "ctkd": 1, "scratch": 1}),
             board("magic", {"kd": None, "scratch": None}),
+            board("digits", {"kd": 1, "scratch": 1}, seeds=3),
         ]
     )
     found = {b.dataset: b.text for b in best_sets(frame)}
     assert found["adult"].startswith("ctkd, kd (2 of 3 ranked methods")
     assert found["letter"].startswith("nothing separates the 3 ranked methods")
     assert "ranks no method here" in found["magic"]
+    # Three shared seeds cannot separate anything: said as such, not as a finding.
+    assert found["digits"].startswith("too few shared seeds (3) to rank the 2 methods")

@@ -29,6 +29,7 @@ from bench.report.claims import (
     verdict_of,
 )
 from bench.report.statistics import (
+    fewest_seeds,
     minimum_detectable_effect,
     paired_difference,
     seed_values,
@@ -276,7 +277,9 @@ def test_non_inferiority_p_is_one_sided_and_shifted_by_the_margin() -> None:
     # d + 0.01 > 0 on all seven seeds: one-sided p = 1/128 (two-sided on d alone would be 2/128).
     assert accuracy.stats["p_value"] == pytest.approx(1 / 128)
     s = accuracy.stats
-    assert s["seeds_for_80_power"] == seeds_for_power((s["mean_diff"] + 0.01) / s["std_diff"])
+    # The t-test would need 3 seeds; the one-sided sign-flip test cannot decide below 5.
+    assert seeds_for_power((s["mean_diff"] + 0.01) / s["std_diff"]) == 3
+    assert s["seeds_for_80_power"] == 5
     # Only the prediction part was measured: the explanation part has no verdict.
     claim = verdicts_for(records)["e2kd"]
     assert claim.part_verdicts == {"explanation": "not measured", "prediction": "supported"}
@@ -465,6 +468,7 @@ def test_a_test_can_be_significant_from_six_seeds_or_five_one_sided() -> None:
     not_worse = ClaimTest("e2kd", "kd", "accuracy", "not_worse", "prediction", margin=0.01)
     assert [n for n in range(1, 9) if can_be_significant(higher, n)] == [6, 7, 8]
     assert [n for n in range(1, 9) if can_be_significant(not_worse, n)] == [5, 6, 7, 8]
+    assert (fewest_seeds(), fewest_seeds("greater")) == (6, 5)
 
 
 def test_a_screen_beside_twelve_seeds_neither_dilutes_the_part_nor_joins_its_holm_family() -> None:
@@ -476,13 +480,17 @@ def test_a_screen_beside_twelve_seeds_neither_dilutes_the_part_nor_joins_its_hol
         *seeded("p", "digits", "kd", {"accuracy": base}, modality="image"),
         *seeded("p", "digits", "e2kd", {"accuracy": np.add(base, gain).tolist()}, modality="image"),
         *seeded("p", "fashion", "kd", {"accuracy": base[:3]}, modality="image"),
-        *seeded("p", "fashion", "e2kd", {"accuracy": base[:3]}, modality="image"),
+        *seeded("p", "fashion", "e2kd", {"accuracy": np.add(base[:3], gain[:3]).tolist()},
+                modality="image"),
     ]  # fmt: skip
     claim = verdicts_for(records)["e2kd"]
     decided = result_of(claim, "e2kd", "accuracy", "digits")
     screen = result_of(claim, "e2kd", "accuracy", "fashion")
     assert screen.stats["n"] == 3 and screen.verdict == "too few seeds"
-    assert math.isnan(screen.p_holm)
+    # Outside the family, detecting nothing, and never said to need fewer seeds than it can use.
+    assert math.isnan(screen.p_holm) and math.isnan(screen.mde_80)
+    assert screen.stats["seeds_for_80_power"] >= 5
+    assert claim.too_few_seeds == ["p/fashion (3 seeds)"]
     assert decided.family_size == 1 and decided.p_holm == pytest.approx(decided.stats["p_value"])
     assert decided.verdict == "supported"
     assert claim.part_verdicts["prediction"] == "supported"

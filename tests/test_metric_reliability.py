@@ -10,7 +10,7 @@ import pytest
 from bench.report.claims import UNRELIABLE, evaluate_all
 from bench.report.leaderboard import aggregate
 from bench.report.reliability import SPLIT_HALF_MIN, failing, reliability_table
-from bench.report.stability import STABLE, called, resample, verdict_stability
+from bench.report.stability import STABLE, called, generators, resample, verdict_stability
 from bench.report.statistics import ci_ranks, seed_values, student_values
 from tests.recordkit import seeded
 
@@ -126,7 +126,7 @@ def _values(n: int, gain: float, spread: float, seed: int) -> dict:
 
 def test_a_resample_keeps_pairs_and_each_teachers_share() -> None:
     values = _values(12, 0.1, 0.01, 0)
-    drawn = resample(values, np.random.default_rng(0))
+    drawn = resample(values, generators(values))
     (a_values, a_teachers), (b_values, b_teachers) = drawn["p", "wine", "accuracy"].values()
     assert len(a_values) == len(b_values) == 12
     assert a_teachers == b_teachers  # every drawn seed keeps both students and one teacher
@@ -138,11 +138,15 @@ def test_a_resample_keeps_pairs_and_each_teachers_share() -> None:
         assert (a_values[k], b_values[k]) in pairs
 
 
+def _gain(values: dict) -> str:
+    """Supported where b beats a by more than 0.05 on wine, on the seeds drawn."""
+    a, b = (dict(m[0]) for m in values["p", "wine", "accuracy"].values())
+    diffs = [b[s] - a[s] for s in a]
+    return "supported" if np.mean(diffs) > 0.05 else "inconclusive"
+
+
 def test_a_clear_effect_is_stable_and_a_marginal_one_is_not() -> None:
-    def verdict(values: dict) -> str:
-        a, b = (dict(m[0]) for m in values["p", "wine", "accuracy"].values())
-        diffs = [b[s] - a[s] for s in a]
-        return "supported" if np.mean(diffs) > 0.05 else "inconclusive"
+    verdict = _gain
 
     clear = _values(12, 0.2, 0.01, 1)
     assert verdict_stability(verdict, clear, "supported") == 1.0
@@ -152,6 +156,17 @@ def test_a_clear_effect_is_stable_and_a_marginal_one_is_not() -> None:
     assert called("supported", STABLE - 0.01) == "unstable"
     assert called("supported", STABLE) == "supported"
     assert called("inconclusive", 0.1) == "inconclusive"
+    assert called("too few seeds", 0.1) == "too few seeds"
+
+
+def test_a_datasets_draws_do_not_depend_on_the_other_datasets_in_the_records() -> None:
+    alone = _values(12, 0.05, 0.05, 2)
+    beside = {**alone, **{("q", "other", k[2]): v for k, v in _values(12, 0.1, 0.01, 3).items()}}
+    one, two = resample(alone, generators(alone)), resample(beside, generators(beside))
+    assert one["p", "wine", "accuracy"] == two["p", "wine", "accuracy"]
+    assert verdict_stability(_gain, alone, "supported") == verdict_stability(
+        _gain, beside, "supported"
+    )
 
 
 def test_friedman_and_the_critical_difference_follow_demsar() -> None:

@@ -365,4 +365,14 @@ def test_completeness_counts_done_and_stale_runs_of_the_plan() -> None:
     (wine,) = [c for c in completeness(records, lambda: None) if c.dataset == "wine"]
     assert (wine.done, wine.planned, wine.stale) == (2, len(runs), 1)
     assert "2 of" in wine.text and "1 under earlier settings" in wine.text
+    # Per row: the seeds done of those planned; the rows with seeds to run are named, each once.
+    planned = {v: sum(s.variant == v for s in runs) for v in {s.variant for s in runs}}
+    assert {row: n for row, _, n in wine.seeds} == planned
+    done_of = {row: done for row, done, _ in wine.seeds}
+    assert done_of[current.variant] == 1 + (earlier.variant == current.variant)
+    assert set(wine.short) == {row for row, n in planned.items() if done_of[row] < n}
+    assert wine.short and all(
+        text == f"{done_of[row]} of {planned[row]} planned seeds done"
+        for row, text in wine.short.items()
+    )
     assert sorted(["smoke", "default", "real"], key=profile_rank) == ["real", "default", "smoke"]

@@ -17,6 +17,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -105,6 +106,7 @@ BAD_NUMBERS = {
     "exponent": re.compile(r"(?<![\w#.-])\d+(?:\.\d+)?e[-+]?\d+(?!\w)", re.I),
     "long p-value": re.compile(r"\bp(?: \(Holm\))? = (0\.0*[1-9]\d{2,})"),
     "long Holm p-value": re.compile(r"Holm[^<>=]{0,60}= (0\.0*[1-9]\d{2,})"),
+    "rounding noise": re.compile(r"(?<![\w.])[-+−]?0\.0{10,}\d"),
 }
 
 
@@ -125,9 +127,13 @@ def test_no_page_of_the_site_prints_a_number_badly(rebuilt: tuple[ReportData, Pa
 
 def test_the_number_scan_finds_each_bad_format() -> None:
     """The check above can fail: each pattern it looks for is found, and good numbers pass."""
-    bad = "Δ -0.000 [+0, 1.2e-05] p = 0.002865, Holm-adjusted over the methods = 0.0123"
+    bad = (
+        "Δ -0.000 [+0, 1.2e-05] p = 0.002865, Holm-adjusted over the methods = 0.0123, "
+        "Δ +0.00000000000000004"
+    )
     assert [kind for kind, _ in badly_formatted(bad)] == [
         "signed zero", "sign on zero", "exponent", "long p-value", "long Holm p-value",
+        "rounding noise",
     ]  # fmt: skip
     good = (
         "<style>a{color:#4e9a06}</style>Δ +0.081 [0, -0.0004] p = 0.0029, p (Holm) = 1, n = 12 "
@@ -143,3 +149,13 @@ def test_a_setting_is_printed_as_given_without_an_exponent() -> None:
         "0.00001", "0.5", "4.0", "0.08333333333333333", "True", "3",
     ]  # fmt: skip
     assert badly_formatted(format_exact(1e-05)) == []
+
+
+def test_a_difference_of_rounding_noise_is_zero_and_a_small_one_keeps_its_first_digit() -> None:
+    from bench.report.numbers import format_signed, format_value
+
+    same = [0.1, 0.2, 0.3]
+    noise = np.mean(same) - np.mean(same[::-1])  # the same numbers summed in another order
+    assert noise != 0 and format_signed(noise) == "0"
+    assert [format_signed(v) for v in (0.0003, -0.0003, 0.081)] == ["+0.0003", "-0.0003", "+0.081"]
+    assert [format_value(v) for v in (-2.6e-18, 3e-5)] == ["0", "0.00003"]

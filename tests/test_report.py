@@ -518,3 +518,34 @@ def test_the_own_explainer_is_shown_only_where_some_model_has_one() -> None:
     assert shown["concept_shapes"] == {"expl_spearman_gradcam"}
     assert shown["mnist"] == shown["digits"]
     assert len(kept[kept.dataset == "digits"]) == 6
+
+
+def test_an_unfinished_row_is_marked_incomplete_and_its_page_says_the_plan_is_not_done(
+    tmp_path: Path,
+) -> None:
+    # The default profile plans wine's claim methods (kd among them) at twelve seeds and the
+    # others at three: kd with twelve is done, scratch with one of its three is not.
+    base = list(np.linspace(0.70, 0.75, 12))
+    records = [
+        *seeded("default", "wine", "kd", {"accuracy": base}),
+        *seeded("default", "wine", "kd_expl", {"accuracy": [v + 0.01 for v in base]}),
+        *seeded("default", "wine", "gbdt2nn", {"accuracy": [v + 0.02 for v in base]}),
+        *seeded("default", "wine", "scratch", {"accuracy": [0.9]}),
+    ]
+    site = tmp_path / "site"
+    make_report(write_records(tmp_path / "results", records), site)
+    accuracy = pd.read_csv(site / "leaderboard.csv").query("metric == 'accuracy'")
+    planned = accuracy.set_index("method").seeds_planned
+    assert (
+        planned[["kd", "kd_expl", "gbdt2nn"]].tolist() == [12, 12, 12] and planned["scratch"] == 3
+    )
+    page = (site / "dataset-default-wine.html").read_text()
+    assert "Not complete: wine: 37 of" in page
+    rows = {
+        re.search(r'data-value="(\w+)"', row).group(1): row.split("</tr>")[0]
+        for row in page.split("<tr")
+        if 'data-value="' in row
+    }
+    assert 'title="1 of 3 planned seeds done; a screen: 1 seeds' in rows["scratch"]
+    assert ">incomplete</span>" in rows["scratch"] and ">screen</span>" not in rows["scratch"]
+    assert "incomplete" not in rows["kd"]

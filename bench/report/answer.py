@@ -25,6 +25,7 @@ from bench.report.claims import ClaimVerdict, ComparisonResult
 from bench.report.completeness import profile_rank
 from bench.report.headline import faithfulness_metrics
 from bench.report.numbers import format_p, format_signed
+from bench.report.statistics import fewest_seeds
 
 # The order verdicts are counted in, the strongest first.
 VERDICT_ORDER = (
@@ -142,6 +143,12 @@ def best_sets(ranked: pd.DataFrame) -> list[BestSet]:
             text = f"{metric} was not measured"
         elif ranked_rows.empty:
             text = f"{metric} ranks no method here (it fails a reliability check, or too few seeds)"
+        elif ranked_rows["rank_seeds"].max() < fewest_seeds():
+            text = (
+                f"too few shared seeds ({ranked_rows['rank_seeds'].max():.0f}) to rank the "
+                f"{len(ranked_rows)} methods on {metric}: below {fewest_seeds()} no paired test "
+                "can tell two apart"
+            )
         elif (ranked_rows["rank"] == 1).all():
             text = (
                 f"nothing separates the {len(ranked_rows)} ranked methods on {metric}: "

@@ -27,13 +27,24 @@ PROFILE_ORDER = ("real", "default")
 @dataclass(frozen=True)
 class Completeness:
     """One dataset of a profile: planned student runs, those done (ok), and of those the ones
-    recorded under another run id than the plan's (stale)."""
+    recorded under another run id than the plan's (stale); `seeds`: per leaderboard row, its
+    (done, planned) seeds."""
 
     profile: str
     dataset: str
     done: int
     planned: int
     stale: int = 0
+    seeds: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def short(self) -> dict[str, str]:
+        """row → "1 of 3 planned seeds done", for the rows with seeds still to run."""
+        return {
+            row: f"{done} of {planned} planned seeds done"
+            for row, done, planned in self.seeds
+            if done < planned
+        }
 
     @property
     def complete(self) -> bool:
@@ -65,13 +76,25 @@ def completeness(
             for r in records
             if r.profile == profile and r.ok
         }
-        planned: Counter[str] = Counter()
-        done: Counter[str] = Counter()
+        planned: Counter[tuple[str, str]] = Counter()
+        done: Counter[tuple[str, str]] = Counter()
         stale: Counter[str] = Counter()
         for spec in make_plan(Selection(profile=profile), catalogue()).runs:
-            planned[spec.dataset] += 1
+            key = (spec.dataset, spec.variant)
+            planned[key] += 1
             found = done_ids.get((spec.dataset, spec.variant, spec.seed))
-            done[spec.dataset] += found is not None
+            done[key] += found is not None
             stale[spec.dataset] += found is not None and found != spec.run_id
-        rows += [Completeness(profile, d, done[d], planned[d], stale[d]) for d in planned]
+        for dataset in dict.fromkeys(d for d, _ in planned):
+            seeds = tuple((v, done[d, v], n) for (d, v), n in planned.items() if d == dataset)
+            rows.append(
+                Completeness(
+                    profile,
+                    dataset,
+                    sum(s[1] for s in seeds),
+                    sum(s[2] for s in seeds),
+                    stale[dataset],
+                    seeds,
+                )  # fmt: skip
+            )
     return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,11 @@ def compute(
     reliability = reliability_table(table, separation, metaquantus, friedman)
     flagged = reasons(reliability)
     ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
+    # How many seeds each row's profile plans for it: a row with fewer is unfinished, not a screen.
+    done = {(c.profile, c.dataset): c for c in completeness(records, source)}
+    planned = {(c.profile, c.dataset, row): n for c in done.values() for row, _, n in c.seeds}
+    keys = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
+    ranked["seeds_planned"] = [planned.get(key, math.nan) for key in keys]
     if reference is not None:  # whose seeds each row holds, in leaderboard.csv too
         keys = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
         ranked["source"] = [sources.get(key, "") for key in keys]
@@ -230,6 +236,10 @@ def compute(
         track_pages = []
         for dataset in sorted(part.dataset):
             board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, sources)
+            status = done.get((p, dataset))
+            short = status.short if status else {}
+            for row in board.rows:
+                row.incomplete = short.get(row.method, "")
             explainer = explainers.get((p, dataset))
             # The reference set's own datasets have their maps there.
             maps = home.get((p, dataset), reference or folders[0])
@@ -242,6 +252,7 @@ def compute(
                     comparison_tables(comparisons, p, dataset, explainer),
                     explainer,
                     here.to_dict("records"),
+                    status.text if status and not status.complete else "",
                 )
             )
         pages += track_pages
@@ -278,5 +289,5 @@ def compute(
         n_records=len(records),
         reference=reference,
         differences=tuple(differences),
-        completeness=tuple(completeness(records, source)),
+        completeness=tuple(done.values()),
     )

@@ -20,6 +20,10 @@ import numpy as np
 
 MISSING = "–"
 P_FLOOR = 1e-4
+# Below this a number is floating-point noise, not a value (two means of the same numbers summed
+# in another order differ by ~1e-17; a correlation that is 0 by construction comes out 1e-18):
+# printed as 0, not "+0.00000000000000004". No metric here has a true value this small.
+ROUNDING_NOISE = 1e-12
 
 
 def _missing(value: float | None) -> bool:
@@ -34,8 +38,11 @@ def _positional(value: float, significant: int) -> str:
 
 
 def format_value(value: float | None) -> str:
+    """Four significant digits, positional; a value within rounding noise of 0 is 0."""
     if _missing(value):
         return MISSING
+    if abs(value) < ROUNDING_NOISE:
+        return "0"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return _positional(float(value), 4)
@@ -52,7 +59,7 @@ def format_exact(value: object) -> str:
 def format_signed(value: float | None, decimals: int = 3) -> str:
     if _missing(value):
         return MISSING
-    if value == 0:
+    if abs(value) < ROUNDING_NOISE:
         return "0"
     if round(value, decimals) == 0:  # smaller than the last decimal: keep its first digit
         return f"{'+' if value > 0 else '-'}{_positional(abs(float(value)), 1)}"

@@ -67,6 +67,8 @@ class DatasetPage:
     explainer: str | None
     # The dataset's rows of `friedman.csv` (`bench.report.friedman`), as dicts.
     friedman: list[dict] = field(default_factory=list)
+    # "412 of 501 planned runs done" while its profile's plan is not complete, else "".
+    completeness: str = ""
 
     @property
     def has_gallery(self) -> bool:

@@ -32,7 +32,7 @@ from bench.report.answer import verdict_line
 from bench.report.compute import ReportData
 from bench.report.convergence import convergence_summary, manipulation_check
 from bench.report.leaderboard import write_leaderboard
-from bench.report.numbers import format_value
+from bench.report.numbers import format_p, format_value
 from bench.report.pages import method_families
 from bench.report.stability import RESAMPLES, STABLE
 from bench.report.tables import dataset_page, method_page
@@ -58,6 +58,7 @@ def render(data: ReportData, out: Path) -> Path:
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": bench.__version__,
         "format_value": format_value,
+        "format_p": format_p,
     }
     index = out / "index.html"
     _write(

@@ -32,7 +32,8 @@ from an interval alone. Definitions, which the README repeats:
   compared with the same baseline on the same (profile, dataset, metric).
 - **Seeds for 80 % power** (`seeds_for_power`): the smallest n ≥ 2 at which a two-sided paired
   t-test at α = 0.05 has power ≥ 0.8 when the true standardised effect is the observed d_z
-  (noncentral t). It says how far from a decision a comparison is; NaN when d_z is 0 or undefined,
+  (noncentral t), and never fewer than the sign-flip test needs to reach α at all
+  (`fewest_seeds`: 6, or 5 one-sided), since that test decides. It says how far from a decision a comparison is; NaN when d_z is 0 or undefined,
   `inf` when more than 10 000 seeds would be needed.
 - **Rank** of a student row on one (profile, dataset, metric) (`ci_ranks`): over the seeds every
   student method there has in common (and whose teacher seeds agree), every pair of methods is
@@ -225,6 +226,15 @@ def smallest_sign_flip_p(n: int, alternative: Alternative = "two-sided") -> floa
     return (2 if alternative == "two-sided" else 1) / 2**n
 
 
+def fewest_seeds(alternative: Alternative = "two-sided", alpha: float = ALPHA) -> int:
+    """The fewest pairs on which the sign-flip test can reach `alpha` at all: 6 two-sided and 5
+    one-sided at 0.05. No number of seeds for power is smaller than this."""
+    n = 2
+    while not smallest_sign_flip_p(n, alternative) < alpha:
+        n += 1
+    return n
+
+
 def sign_flip_pvalue(
     diffs: Sequence[float] | np.ndarray, alternative: Alternative = "two-sided"
 ) -> float:
@@ -397,6 +407,10 @@ def _summary(
         "p_method": "",
         "seeds_for_80_power": math.nan,
     }
+    if len(diffs) and abs(result["mean_diff"]) <= TIE_TOLERANCE * float(np.abs(diffs).max()):
+        # Differences that cancel up to rounding (+0.01 and −0.01 summed in floats give 1e-18):
+        # their mean is 0, not a d_z of 1e-16 or a sign from noise.
+        result["mean_diff"] = 0.0
     if len(diffs) < 2:
         return result
     sd = float(diffs.std(ddof=1))
@@ -438,6 +452,7 @@ def paired_difference(
     """
     seeds, diffs, mismatched = paired_values(method, baseline, method_teachers, baseline_teachers)
     result = _summary(seeds, diffs, mismatched, margin, power)
+    result["seeds_for_80_power"] = max(result["seeds_for_80_power"], fewest_seeds(alternative))
     if len(diffs) >= 2:
         p, p_method = sign_flip_pvalues((diffs + margin)[None, :], alternative, monte_carlo)
         result["p_value"], result["p_method"] = float(p[0]), p_method
@@ -551,7 +566,9 @@ def compare(seeds: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None)
             "(see teacher_mismatch in comparisons.csv)",
             int((table.teacher_mismatch > 0).sum()),
         )
-    table["seeds_for_80_power"] = seeds_for_power_many(table.cohens_dz.to_numpy(dtype=float))
+    table["seeds_for_80_power"] = np.maximum(
+        seeds_for_power_many(table.cohens_dz.to_numpy(dtype=float)), fewest_seeds()
+    )
     family = ["profile", "dataset", "baseline", "metric"]
     table["p_holm"] = table.groupby(family, sort=False)["p_value"].transform(
         lambda p: pd.Series(holm(p.to_numpy()), index=p.index)
@@ -716,11 +733,17 @@ def average_ranks(ranked: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     ):
         datasets = sorted(d for d in part.dataset.unique() if decides(part[part.dataset == d]))
         if not datasets:
+            testable = part.rank_seeds.max() >= fewest_seeds()
+            note = (
+                "no dataset of the track separates any two students: no average rank"
+                if testable
+                else f"too few shared seeds on every dataset of the track (below "
+                f"{fewest_seeds()}) for a paired test to separate two students: no average rank"
+            )
             rows += [
                 {
                     "profile": profile, "modality": modality, "method": method, "metric": metric,
-                    "mean_rank": math.nan, "n_datasets": 0, "dataset_ranks": "",
-                    "note": "no dataset of the track separates any two students: no average rank",
+                    "mean_rank": math.nan, "n_datasets": 0, "dataset_ranks": "", "note": note,
                 }
                 for method in sorted(set(part.method))
             ]  # fmt: skip

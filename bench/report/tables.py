@@ -22,6 +22,7 @@ from bench.report.leaderboard import (
     metric_order,
 )
 from bench.report.numbers import format_p, format_signed, format_spread, format_value
+from bench.report.stability import stability_error
 from bench.report.statistics import EXCESS_SUFFIX, POWER_CAP, decides
 
 # The comparisons a dataset page shows (all of them are in the exported comparisons.csv).
@@ -96,6 +97,9 @@ class Row:
     # A screen (`bench.report.statistics.ranking_scope`): fewer seeds than the ranked methods of
     # its table, so unranked there; the text says how many seeds each has.
     screen: str = ""
+    # Runs of its planned seeds still to come (`bench.report.completeness`): not a screen's
+    # design but an unfinished row, which will change as they land.
+    incomplete: str = ""
 
 
 @dataclass
@@ -398,8 +402,13 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                     "p_title": (
                         f"{'one-sided' if r.test.expect == 'not_worse' else 'two-sided'} "
                         f"sign-flip p = {format_p(s['p_value'])} "
-                        f"({s['p_method'] or 'no test'}); Holm over the claim's "
-                        f"{r.test.role} tests: {format_p(r.p_holm)}"
+                        f"({s['p_method'] or 'no test'}); Holm over the {r.test.role} tests "
+                        f"of the part '{r.test.part}' in profile {dv.profile}: "
+                        + (
+                            "none (too few seeds to reach 0.05)"
+                            if math.isnan(r.p_holm)
+                            else format_p(r.p_holm)
+                        )
                     ),
                     "power_seeds": format_seeds(s["seeds_for_80_power"]),
                     "verdict": r.verdict,
@@ -412,10 +421,12 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                 "verdict": cv.called,
                 "on_records": cv.verdict,
                 "stability": cv.stability,
+                "stability_error": stability_error(cv.stability),
                 "paper_verdict": cv.paper_verdict,
                 "parts": parts,
                 "paper_parts": cv.paper_part_verdicts,
                 "disagreements": cv.disagreements,
+                "too_few_seeds": cv.too_few_seeds,
                 "rows": rows,
                 "missing": cv.missing,
             }
