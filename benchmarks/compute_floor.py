@@ -25,8 +25,9 @@ on each explainer and metric. Times come from the records, so they are as quiet 
 that made them (the reference sets' READMEs say how they were built).
 
 Beside it, each method's own floor on a network teacher (`method_floor`): the FLOPs its real
-`fit` performs, counted with the same counter while it trains on a small slice of the dataset
-for one and for two epochs, then scaled to the budget's split sizes and epochs. It holds what the
+`fit` performs, counted with the same counter while it trains on two small slices of the dataset
+for one and for two epochs, then taken to the budget's split sizes (as a·n + b·n², `at_size`:
+a memory bank makes the per-sample work grow with n) and epochs. It holds what the
 standard floor leaves out (connectors, fusions, relation losses, a student of its own, the
 teacher's features or maps), so a feature method's `own ratio` says how far its time is from its
 own work. The slice keeps the splits' proportions, so validation scales with the training set;
@@ -72,9 +73,9 @@ from bench.train.teachers import NetworkTeacher
 
 GEMM_SIZE = 512
 GEMM_REPEATS = 40
-# Training images in the slice a method's floor is counted on (the validation slice keeps the
-# splits' proportion): enough batches that a per-batch cost is counted per batch.
-SLICE_TRAIN = 256
+# Training images of the two slices a method's floor is counted on (the validation slices keep
+# the splits' proportion): whole batches, enough that a per-batch cost is counted per batch.
+SLICES = (256, 512)
 
 
 def matmul_rate() -> float:
@@ -207,11 +208,28 @@ def counted_fit(record: Record, bundle: DatasetBundle, epochs: int) -> int:
 
 def method_floor(record: Record, bundle: DatasetBundle) -> float:
     """The FLOPs of `record`'s run, its method's own work included (module docstring)."""
-    part = sliced(bundle, min(SLICE_TRAIN, len(bundle.train.x)))
-    one, two = (counted_fit(record, part, epochs) for epochs in (1, 2))
-    per_epoch, once = two - one, 2 * one - two
-    scale = len(bundle.train.x) / len(part.train.x)
-    return scale * (once + per_epoch * record.budget["student_training"]["epochs"])
+    n = len(bundle.train.x)
+    once: dict[int, float] = {}
+    per_epoch: dict[int, float] = {}
+    for size in sorted({min(s, n) for s in SLICES}):
+        part = sliced(bundle, size)
+        one, two = (counted_fit(record, part, epochs) for epochs in (1, 2))
+        per_epoch[size], once[size] = two - one, 2 * one - two
+    epochs = record.budget["student_training"]["epochs"]
+    return at_size(once, n) + epochs * at_size(per_epoch, n)
+
+
+def at_size(counts: dict[int, float], n: int) -> float:
+    """A count at `n` training images from its counts at two slice sizes, as a·n + b·n²: a memory
+    bank of every training sample (CRD's) costs each sample work in proportion to the set's size,
+    which a count on one slice scaled linearly would miss. One size (a set no larger than the
+    slices): the count itself."""
+    if len(counts) == 1:
+        return next(iter(counts.values()))
+    (n1, c1), (n2, c2) = sorted(counts.items())
+    quadratic = (c2 / n2 - c1 / n1) / (n2 - n1)
+    linear = c1 / n1 - quadratic * n1
+    return linear * n + quadratic * n * n
 
 
 def report(results: Path, profile: str, jobs: int, own: bool = False) -> None:

@@ -147,3 +147,13 @@ def test_a_methods_own_floor_counts_its_extra_terms_and_scales_with_the_epochs(
     fitnet_row, scratch_row = (lines[header + 3 + i].split() for i in range(2))
     assert (fitnet_row[0], scratch_row[0]) == ("fitnet", "scratch")
     assert float(scratch_row[5]) == pytest.approx(own / 1e9, abs=0.06)
+
+
+def test_a_count_at_full_size_follows_a_linear_and_a_quadratic_term(floor_script) -> None:
+    # A memory bank of every sample: each sample's work grows with the set (CRD's scores).
+    def cost(n: int) -> float:
+        return 7.0 * n + 0.5 * n * n
+
+    assert floor_script.at_size({256: cost(256), 512: cost(512)}, 9600) == pytest.approx(cost(9600))
+    assert floor_script.at_size({256: 3.0 * 256, 512: 3.0 * 512}, 9600) == pytest.approx(3 * 9600)
+    assert floor_script.at_size({100: 42.0}, 100) == 42.0
