@@ -276,6 +276,36 @@ def reference_costs() -> str:
     return "\n".join(lines)
 
 
+def reference_status(reference: Path = REAL_SET) -> str:
+    """Per dataset of a reference set: the planned student runs done (`bench.report.completeness`),
+    the teachers' mean test accuracy and the range of the students' mean test accuracy over the
+    methods (its `leaderboard.csv`): the figures that move while a set is being built."""
+    import pandas as pd
+
+    from bench.plan.catalogue import load_catalogue
+    from bench.report.completeness import completeness
+    from bench.results.folder import ResultsFolder
+
+    board = pd.read_csv(reference / "leaderboard.csv")
+    accuracy = board[board.metric == "accuracy"]
+    lines = [
+        "| dataset | student runs done / planned | teachers' accuracy | students' accuracy |",
+        "|---|---|---|---|",
+    ]
+    for status in completeness(ResultsFolder(reference).iter_records(), load_catalogue):
+        here = accuracy[accuracy.dataset == status.dataset]
+        teachers = here[here.role == "teacher"]
+        students = here[here.role == "student"]["mean"]
+        cells = [
+            status.dataset,
+            f"{status.done} / {status.planned}",
+            f"{teachers['mean'].iloc[0]:.3f} (mean of {int(teachers['n'].iloc[0])})",
+            f"{students.min():.3f}–{students.max():.3f} (method means)",
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 # --- blocks generated from the committed benchmark figures -----------------------------------------
 def _seconds(value: float) -> str:
     if value >= 1:
@@ -371,6 +401,7 @@ BLOCKS = (
     GeneratedBlock(DOCS / "metrics.md", "dissection", dissection_table),
     GeneratedBlock(DOCS / "reproducibility.md", "benchmarks", benchmark_figures),
     GeneratedBlock(DOCS / "reproducibility.md", "reference costs", reference_costs),
+    GeneratedBlock(REAL_SET / "README.md", "status", reference_status),
 )
 
 
