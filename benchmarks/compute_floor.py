@@ -73,9 +73,9 @@ from bench.train.teachers import NetworkTeacher
 
 GEMM_SIZE = 512
 GEMM_REPEATS = 40
-# Training images of the two slices a method's floor is counted on (the validation slices keep
-# the splits' proportion): whole batches, enough that a per-batch cost is counted per batch.
-SLICES = (256, 512)
+# Training images of the three slices a method's floor is counted on (the validation slices keep
+# the splits' proportion): whole batches, so that a per-batch cost is counted per batch.
+SLICES = (128, 256, 512)
 
 
 def matmul_rate() -> float:
@@ -92,7 +92,9 @@ def matmul_rate() -> float:
 
 
 class FlopCount(TorchDispatchMode):
-    """The FLOPs of every operator run inside it, by `FlopCounterMode`'s formulas.
+    """The FLOPs of every operator run inside it, by the formulas `FlopCounterMode` registers
+    (`flop_registry`; its fallback through an operator's decomposition is left out: the
+    convolutions and products counted here all have a formula).
 
     Not `FlopCounterMode` itself: its per-module breakdown hooks every module, and those hooks
     make `torch.autograd.grad` of a leaf input fail (jacobian_kd's teacher gradients)."""
@@ -220,16 +222,20 @@ def method_floor(record: Record, bundle: DatasetBundle) -> float:
 
 
 def at_size(counts: dict[int, float], n: int) -> float:
-    """A count at `n` training images from its counts at two slice sizes, as a·n + b·n²: a memory
-    bank of every training sample (CRD's) costs each sample work in proportion to the set's size,
-    which a count on one slice scaled linearly would miss. One size (a set no larger than the
-    slices): the count itself."""
-    if len(counts) == 1:
-        return next(iter(counts.values()))
-    (n1, c1), (n2, c2) = sorted(counts.items())
-    quadratic = (c2 / n2 - c1 / n1) / (n2 - n1)
-    linear = c1 / n1 - quadratic * n1
-    return linear * n + quadratic * n * n
+    """A count at `n` training images from its counts at the slice sizes, as c + a·n + b·n²
+    through them: a memory bank of every training sample (CRD's) costs each sample work in
+    proportion to the set's size, which a count on one slice scaled linearly would miss, and
+    work done once whatever the size (CRD's shape probe on two images) is the constant. A set no
+    larger than the slices is counted whole (`method_floor`): its count is its own."""
+    if n in counts:
+        return counts[n]
+    sizes = sorted(counts)
+    if len(sizes) < 3:
+        raise ValueError(f"three slice sizes are needed to reach {n} images, not {sizes}")
+    constant, linear, quadratic = np.polynomial.polynomial.polyfit(
+        sizes, [counts[s] for s in sizes], 2
+    )
+    return constant + linear * n + quadratic * n * n
 
 
 def report(results: Path, profile: str, jobs: int, own: bool = False) -> None:
@@ -279,7 +285,8 @@ def report(results: Path, profile: str, jobs: int, own: bool = False) -> None:
             )
             if bundle is not None:
                 flop = method_floor(records[0], bundle)
-                line += f"{flop / 1e9:>11.1f}{train / (flop / rate):>11.1f}"
+                own_ratio = f"{train / (flop / rate):>11.1f}" if flop > 0 else f"{'–':>11}"
+                line += f"{flop / 1e9:>11.1f}{own_ratio}"
             print(line)
     print_suite_floor(suite, jobs)
 

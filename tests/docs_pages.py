@@ -293,14 +293,16 @@ def reference_status(reference: Path = REAL_SET) -> str:
         "|---|---|---|---|",
     ]
     for status in completeness(ResultsFolder(reference).iter_records(), load_catalogue):
-        here = accuracy[accuracy.dataset == status.dataset]
+        here = accuracy[(accuracy.profile == status.profile) & (accuracy.dataset == status.dataset)]
         teachers = here[here.role == "teacher"]
         students = here[here.role == "student"]["mean"]
         cells = [
             status.dataset,
             f"{status.done} / {status.planned}",
-            f"{teachers['mean'].iloc[0]:.3f} (mean of {int(teachers['n'].iloc[0])})",
-            f"{students.min():.3f}–{students.max():.3f} (method means)",
+            f"{teachers['mean'].iloc[0]:.3f} (mean of {int(teachers['n'].iloc[0])})"
+            if len(teachers) == 1
+            else "–",
+            f"{students.min():.3f}–{students.max():.3f} (method means)" if len(students) else "–",
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)

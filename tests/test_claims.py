@@ -26,6 +26,7 @@ from bench.report.claims import (
     combine,
     combine_part,
     evaluate_all,
+    intersection,
     verdict_of,
 )
 from bench.report.statistics import (
@@ -508,3 +509,39 @@ def test_three_seeds_still_contradict_a_non_inferiority_their_interval_rules_out
     accuracy = result_of(verdicts_for(records)["e2kd"], "e2kd", "accuracy")
     assert accuracy.stats["ci95_high"] < -0.01 and math.isnan(accuracy.p_holm)
     assert accuracy.verdict == "contradicted"
+
+
+def test_a_test_with_too_few_seeds_on_an_unreliable_metric_has_no_place_in_the_family() -> None:
+    # Twelve seeds on digits, three on fashion whose metric also fails a reliability check.
+    gain = [0.002 * (1 + i % 3) for i in range(12)]
+    base = [0.80 + 0.01 * i for i in range(12)]
+    records = [
+        *seeded("p", "digits", "kd", {"accuracy": base}, modality="image"),
+        *seeded("p", "digits", "e2kd", {"accuracy": np.add(base, gain).tolist()}, modality="image"),
+        *seeded("p", "fashion", "kd", {"accuracy": base[:3]}, modality="image"),
+        *seeded("p", "fashion", "e2kd", {"accuracy": np.add(base[:3], gain[:3]).tolist()},
+                modality="image"),
+    ]  # fmt: skip
+    (claim,) = [
+        v
+        for v in evaluate_all(seed_values(records), unreliable={("p", "fashion", "accuracy")})
+        if v.claim.key == "e2kd"
+    ]
+    assert result_of(claim, "e2kd", "accuracy", "fashion").verdict == "too few seeds"
+    assert result_of(claim, "e2kd", "accuracy", "digits").family_size == 1
+
+
+def test_a_supported_part_beside_one_with_too_few_seeds_makes_the_claim_partly_supported() -> None:
+    assert intersection(["supported", "too few seeds"]) == "partly supported"
+    assert intersection(["too few seeds", "not measured"]) == "too few seeds"
+    assert intersection(["inconclusive", "too few seeds"]) == "inconclusive"
+    assert combine_part(["too few seeds", "unreliable metric"]) == "too few seeds"
+
+
+def test_a_claim_with_too_few_seeds_everywhere_has_no_stability() -> None:
+    records = [
+        *seeded("p", "digits", "kd", {"expl_spearman_ig": [0.1, 0.2, 0.3]}, modality="image"),
+        *seeded("p", "digits", "e2kd", {"expl_spearman_ig": [0.4, 0.5, 0.6]}, modality="image"),
+    ]
+    claim = verdicts_for(records)["e2kd"]
+    assert claim.verdict == claim.called == "too few seeds" and math.isnan(claim.stability)

@@ -124,9 +124,10 @@ def test_a_methods_own_floor_counts_its_extra_terms_and_scales_with_the_epochs(
 ) -> None:
     from bench.data.bundle import DATASETS, DatasetLoaderOptions
 
-    args = ("run", "--profile", "smoke", "--dataset", "digits", "--method", "scratch", "fitnet")
+    methods = ("crd", "fitnet", "scratch")
+    args = ("run", "--profile", "smoke", "--dataset", "digits", "--method", *methods)
     assert cli(*args, "--results", tmp_path).code == 0
-    (scratch, *_), (fitnet, *_) = (records_of(tmp_path, m) for m in ("scratch", "fitnet"))
+    (crd, *_), (fitnet, *_), (scratch, *_) = (records_of(tmp_path, m) for m in methods)
     bundle = DATASETS.get("digits").load(DatasetLoaderOptions())
     standard = sum(floor_script.floor_of(scratch.budget, "digits").values())
     # Scratch does what the standard floor counts (and a last test pass): counted by running it.
@@ -140,20 +141,35 @@ def test_a_methods_own_floor_counts_its_extra_terms_and_scales_with_the_epochs(
     longer = replace(scratch, budget={**scratch.budget, "student_training": doubled})
     once = floor_script.floor_of(scratch.budget, "digits")["teacher outputs"]
     assert floor_script.method_floor(longer, bundle) == pytest.approx(2 * own - once, rel=0.03)
+
+    # CRD scores each sample against a bank of every training sample: its work per sample grows
+    # with the set, which is why the floor is taken to full size through several slices.
+    def per_sample(record, n: int) -> float:
+        return floor_script.counted_fit(record, floor_script.sliced(bundle, n), 1) / n
+
+    assert per_sample(crd, 256) > 1.05 * per_sample(crd, 128)
+    assert per_sample(scratch, 256) == pytest.approx(per_sample(scratch, 128), rel=0.01)
     floor_script.report(tmp_path, "smoke", jobs=2, own=True)
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("digits: floor"))
     assert lines[header + 2].split()[-4:] == ["own", "GFLOP", "own", "ratio"]
-    fitnet_row, scratch_row = (lines[header + 3 + i].split() for i in range(2))
+    _, fitnet_row, scratch_row = (lines[header + 3 + i].split() for i in range(3))
     assert (fitnet_row[0], scratch_row[0]) == ("fitnet", "scratch")
     assert float(scratch_row[5]) == pytest.approx(own / 1e9, abs=0.06)
 
 
-def test_a_count_at_full_size_follows_a_linear_and_a_quadratic_term(floor_script) -> None:
-    # A memory bank of every sample: each sample's work grows with the set (CRD's scores).
+def test_a_count_at_full_size_follows_a_constant_a_linear_and_a_quadratic_term(
+    floor_script,
+) -> None:
+    # A memory bank of every sample (each sample's work grows with the set: CRD's scores) and a
+    # probe done once whatever the size (CRD's feature shapes).
     def cost(n: int) -> float:
-        return 7.0 * n + 0.5 * n * n
+        return 5e6 + 7.0 * n + 0.5 * n * n
 
-    assert floor_script.at_size({256: cost(256), 512: cost(512)}, 9600) == pytest.approx(cost(9600))
-    assert floor_script.at_size({256: 3.0 * 256, 512: 3.0 * 512}, 9600) == pytest.approx(3 * 9600)
-    assert floor_script.at_size({100: 42.0}, 100) == 42.0
+    sizes = (128, 256, 512)
+    full = floor_script.at_size({s: cost(s) for s in sizes}, 9600)
+    assert full == pytest.approx(cost(9600), rel=1e-9)
+    assert floor_script.at_size({s: 3.0 * s for s in sizes}, 9600) == pytest.approx(3 * 9600)
+    assert floor_script.at_size({100: 42.0}, 100) == 42.0  # a set counted whole
+    with pytest.raises(ValueError, match="three slice sizes"):
+        floor_script.at_size({128: 1.0, 256: 2.0}, 9600)

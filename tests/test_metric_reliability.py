@@ -10,7 +10,14 @@ import pytest
 from bench.report.claims import UNRELIABLE, evaluate_all
 from bench.report.leaderboard import aggregate
 from bench.report.reliability import SPLIT_HALF_MIN, failing, reliability_table
-from bench.report.stability import STABLE, called, generators, resample, verdict_stability
+from bench.report.stability import (
+    STABLE,
+    called,
+    generators,
+    resample,
+    stability_error,
+    verdict_stability,
+)
 from bench.report.statistics import ci_ranks, seed_values, student_values
 from tests.recordkit import seeded
 
@@ -157,6 +164,8 @@ def test_a_clear_effect_is_stable_and_a_marginal_one_is_not() -> None:
     assert called("supported", STABLE) == "supported"
     assert called("inconclusive", 0.1) == "inconclusive"
     assert called("too few seeds", 0.1) == "too few seeds"
+    # √(s(1 − s)/R): 0.8 over 1 000 resamples is known to about ±0.013.
+    assert stability_error(0.8, 1000) == pytest.approx(0.012649, abs=1e-6)
 
 
 def test_a_datasets_draws_do_not_depend_on_the_other_datasets_in_the_records() -> None:

@@ -562,3 +562,13 @@ def test_differences_that_cancel_up_to_rounding_have_a_mean_of_zero() -> None:
     stats = paired_difference({0: 0.65, 1: 0.55}, {0: 0.6, 1: 0.6})
     assert stats["mean_diff"] == 0.0 and stats["cohens_dz"] == 0.0
     assert math.isnan(stats["seeds_for_80_power"])  # no effect to detect
+
+
+def test_a_table_can_separate_methods_only_where_holms_first_step_can_reject() -> None:
+    from bench.report.statistics import can_separate, smallest_sign_flip_p
+
+    assert smallest_sign_flip_p(17) == pytest.approx(1 / 100_001)  # drawn patterns above 16
+    assert not can_separate(3, 2) and can_separate(6, 2)  # 2/64 < 0.05 for one pair
+    # Twelve seeds: 2/4096 per pair; five methods (10 pairs) pass the first step, 32 (496) do not.
+    assert can_separate(12, 5) and not can_separate(12, 32)
+    assert not can_separate(float("nan"), 5) and not can_separate(12, 1)

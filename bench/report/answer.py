@@ -25,7 +25,7 @@ from bench.report.claims import ClaimVerdict, ComparisonResult
 from bench.report.completeness import profile_rank
 from bench.report.headline import faithfulness_metrics
 from bench.report.numbers import format_p, format_signed
-from bench.report.statistics import fewest_seeds
+from bench.report.statistics import TOO_FEW_SEEDS, can_separate
 
 # The order verdicts are counted in, the strongest first.
 VERDICT_ORDER = (
@@ -35,7 +35,7 @@ VERDICT_ORDER = (
     "unstable",
     "inconclusive",
     "contradicted",
-    "too few seeds",
+    TOO_FEW_SEEDS,
     "not measured",
 )
 
@@ -143,11 +143,11 @@ def best_sets(ranked: pd.DataFrame) -> list[BestSet]:
             text = f"{metric} was not measured"
         elif ranked_rows.empty:
             text = f"{metric} ranks no method here (it fails a reliability check, or too few seeds)"
-        elif ranked_rows["rank_seeds"].max() < fewest_seeds():
+        elif not can_separate(ranked_rows["rank_seeds"].max(), len(ranked_rows)):
             text = (
                 f"too few shared seeds ({ranked_rows['rank_seeds'].max():.0f}) to rank the "
-                f"{len(ranked_rows)} methods on {metric}: below {fewest_seeds()} no paired test "
-                "can tell two apart"
+                f"{len(ranked_rows)} methods on {metric}: no paired test, Holm-corrected over "
+                "their pairs, could tell two apart"
             )
         elif (ranked_rows["rank"] == 1).all():
             text = (

@@ -9,9 +9,10 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   ones its methods train on; a test checks the primary metrics avoid them).
 - Each test is a paired comparison `method` vs. `baseline` on a `metric` over matching seeds
   (`bench.report.statistics.paired_difference`), on every (profile, dataset) where both rows exist.
-- **Holm correction** within each claim: the p-values of its primary tests across its datasets
-  and comparisons form one family per profile; its secondary tests another, shown apart. Tests
-  with fewer than two paired seeds have no p-value and are not counted in a family.
+- **Holm correction** within each part of a claim: the p-values of a part's primary tests in one
+  profile, across its datasets and comparisons, form one family; its `paper` tests another and
+  its secondary tests a third, shown apart. Tests with too few seeds to reach α (below) are not
+  counted in a family.
 - Verdict of one test, with p_holm its Holm-adjusted p:
   - `higher` / `lower` (two-sided sign-flip p): *supported* when p_holm < 0.05 and the mean
     difference is on the claimed side, *contradicted* when p_holm < 0.05 and on the other side,
@@ -36,16 +37,18 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   agreement as much as the full method did). A confounded test never supports a part; a claim about a method that
   changes the network is tested against ablations of the same size (`xdistill_arch`,
   `kd_matched`).
-- **Dataset verdict** (per claim, profile and dataset): from the primary tests there only —
-  *contradicted* if any is, *supported* if all are, else *inconclusive*; `no primary test` when
-  only secondary tests could be made there.
-- **Part verdict**: from the part's primary tests — *contradicted* if any is contradicted,
-  *supported* if all are supported, *mixed* if some are supported and the others inconclusive or
-  confounded, else *inconclusive*.
+- **Dataset verdict** (per claim, profile and dataset): from the primary tests there only (those
+  with too few seeds or on an unreliable metric left out) — *contradicted* if any is,
+  *supported* if all are, else *inconclusive*; `too few seeds` when every one had too few;
+  `no primary test` when only secondary tests could be made there.
+- **Part verdict**: from the part's primary tests, left out as above — *contradicted* if any is
+  contradicted, *supported* if all are supported, *mixed* if some are supported and the others
+  inconclusive or confounded, `too few seeds` when every one had too few, else *inconclusive*.
 - **Claim verdict**: *supported* when every part is supported, *contradicted* when any part is,
-  *partly supported* when some part is supported or mixed and none contradicted, *inconclusive*
-  otherwise, *not measured* when no primary test could be made (what is missing is named rather
-  than the claim left out).
+  *partly supported* when some part is supported or mixed and none contradicted (a supported
+  part beside one with too few seeds included), `too few seeds` when every measured part had
+  too few, *inconclusive* otherwise, *not measured* when no primary test could be made (what is
+  missing is named rather than the claim left out).
 - **The paper's own question beside the benchmark's.** Tests of role `paper` restate the claim
   under the paper's own headline metrics and comparison (the distilled explainer, the paper's
   baseline); they have their own Holm families and give the claim's `paper_verdict`, shown beside
@@ -83,11 +86,12 @@ from bench.report.stability import called, verdict_stability
 from bench.report.statistics import (
     ALPHA,
     EXCESS_SUFFIX,
+    TOO_FEW_SEEDS,
     StudentValues,
+    fewest_seeds,
     holm,
     minimum_detectable_effect,
     paired_difference,
-    smallest_sign_flip_p,
     student_values,
 )
 
@@ -98,9 +102,6 @@ ROLES: tuple[Role, ...] = ("primary", "paper", "secondary")
 # A test on a metric that fails a reliability check on its dataset (`bench.report.reliability`)
 # decides nothing: it is shown with this verdict and left out of its part's.
 UNRELIABLE = "unreliable metric"
-# A test whose seeds are too few for its sign-flip test ever to reach α, whatever the values (a
-# screen's three seeds): shown with this verdict, outside its Holm family and its part's verdict.
-TOO_FEW_SEEDS = "too few seeds"
 VERDICTS = ("supported", "contradicted", "inconclusive", "confounded", UNRELIABLE, TOO_FEW_SEEDS)
 # Two students whose parameter counts differ by more than this fraction are different networks.
 PARAMETER_TOLERANCE = 0.05
@@ -548,8 +549,7 @@ class ClaimVerdict:
 def can_be_significant(test: ClaimTest, n: int) -> bool:
     """Whether `test`'s sign-flip p could fall below α on `n` paired seeds, for some values: the
     `not_worse` tests are one-sided, the others two-sided (module docstring)."""
-    alternative = "greater" if test.expect == "not_worse" else "two-sided"
-    return smallest_sign_flip_p(n, alternative) < ALPHA
+    return n >= fewest_seeds("greater" if test.expect == "not_worse" else "two-sided")
 
 
 def intersection(parts: list[str]) -> str:
@@ -694,10 +694,10 @@ def evaluate_values(
     # few seeds to reach α has no place in it (which those are, the seeds run decide).
     for d in result.datasets:
         for r in d.results:
-            if (d.profile, d.dataset, r.metric.removesuffix(EXCESS_SUFFIX)) in unreliable:
-                r.verdict = UNRELIABLE
-            elif not can_be_significant(r.test, r.stats["n"]):
+            if not can_be_significant(r.test, r.stats["n"]):
                 r.verdict = TOO_FEW_SEEDS
+            elif (d.profile, d.dataset, r.metric.removesuffix(EXCESS_SUFFIX)) in unreliable:
+                r.verdict = UNRELIABLE
     for profile in sorted({d.profile for d in result.datasets}):
         for part in claim.parts:
             for role in ROLES:
@@ -743,8 +743,8 @@ def evaluate(
     result = evaluate_values(claim, values, info, unreliable)
     # The resamples need the primary tests' metrics and methods only, and the students' sizes:
     # seeds are drawn from the claim's own methods, so that others' seeds do not thin its pairs.
-    # Only the datasets it was tested on: another dataset's seeds would change nothing but the
-    # draws.
+    # Only the datasets it was tested on (each draws from its own generator, so this only saves
+    # time). A verdict of too few seeds, or none, has no stability to measure.
     deciding = replace(claim, tests=claim.primary)
     needed = {t.metric for t in deciding.tests} | {"parameters"}
     methods = {m for t in deciding.tests for m in (t.method, t.baseline)}
@@ -754,11 +754,12 @@ def evaluate(
         for key, by_method in values.items()
         if key[2] in needed and key[:2] in tested
     }
-    result.stability = verdict_stability(
-        lambda drawn: evaluate_values(deciding, drawn, info, unreliable, power=False).verdict,
-        used,
-        result.verdict,
-    )
+    if result.verdict not in (TOO_FEW_SEEDS, "not measured"):
+        result.stability = verdict_stability(
+            lambda drawn: evaluate_values(deciding, drawn, info, unreliable, power=False).verdict,
+            used,
+            result.verdict,
+        )
     students = seeds[seeds.role == "student"]
     seen_methods, seen_metrics = set(students.method), set(students.metric)
     for test in claim.tests:

@@ -95,6 +95,6 @@ def completeness(
                     sum(s[2] for s in seeds),
                     stale[dataset],
                     seeds,
-                )  # fmt: skip
+                )
             )
     return rows

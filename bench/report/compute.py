@@ -214,10 +214,10 @@ def compute(
     flagged = reasons(reliability)
     ranked = ci_ranks(frame, seeds, unranked=failing(reliability, "ranks_it"))
     # How many seeds each row's profile plans for it: a row with fewer is unfinished, not a screen.
-    done = {(c.profile, c.dataset): c for c in completeness(records, source)}
-    planned = {(c.profile, c.dataset, row): n for c in done.values() for row, _, n in c.seeds}
-    keys = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
-    ranked["seeds_planned"] = [planned.get(key, math.nan) for key in keys]
+    status_of = {(c.profile, c.dataset): c for c in completeness(records, source)}
+    planned = {(c.profile, c.dataset, row): n for c in status_of.values() for row, _, n in c.seeds}
+    rows = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
+    ranked["seeds_planned"] = [planned.get(row, math.nan) for row in rows]
     if reference is not None:  # whose seeds each row holds, in leaderboard.csv too
         keys = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
         ranked["source"] = [sources.get(key, "") for key in keys]
@@ -236,7 +236,7 @@ def compute(
         track_pages = []
         for dataset in sorted(part.dataset):
             board = leaderboard_table(ranked, p, dataset, descriptions, flagged, coverage, sources)
-            status = done.get((p, dataset))
+            status = status_of.get((p, dataset))
             short = status.short if status else {}
             for row in board.rows:
                 row.incomplete = short.get(row.method, "")
@@ -289,5 +289,5 @@ def compute(
         n_records=len(records),
         reference=reference,
         differences=tuple(differences),
-        completeness=tuple(done.values()),
+        completeness=tuple(status_of.values()),
     )

@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.report.statistics import StudentValues
+from bench.report.statistics import TOO_FEW_SEEDS, StudentValues
 
 RESAMPLES = 1000
 STABLE = 0.8
 RESAMPLE_SEED = 0
 # Verdicts that decide nothing, so none is called unstable (`bench.report.claims`' vocabulary).
-NOT_DECIDING = frozenset({"inconclusive", "not measured", "too few seeds"})
+NOT_DECIDING = frozenset({"inconclusive", "not measured", TOO_FEW_SEEDS})
 Generators = Mapping[tuple[str, str], np.random.Generator]
 
 

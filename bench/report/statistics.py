@@ -33,8 +33,9 @@ from an interval alone. Definitions, which the README repeats:
 - **Seeds for 80 % power** (`seeds_for_power`): the smallest n ≥ 2 at which a two-sided paired
   t-test at α = 0.05 has power ≥ 0.8 when the true standardised effect is the observed d_z
   (noncentral t), and never fewer than the sign-flip test needs to reach α at all
-  (`fewest_seeds`: 6, or 5 one-sided), since that test decides. It says how far from a decision a comparison is; NaN when d_z is 0 or undefined,
-  `inf` when more than 10 000 seeds would be needed.
+  (`fewest_seeds`: 6, or 5 one-sided), since that test decides. It says how far from a decision
+  a comparison is; NaN when d_z is 0 or undefined, `inf` when more than 10 000 seeds would be
+  needed.
 - **Rank** of a student row on one (profile, dataset, metric) (`ci_ranks`): over the seeds every
   student method there has in common (and whose teacher seeds agree), every pair of methods is
   compared with the two-sided sign-flip test, Holm-corrected over the table's pairs; a method's
@@ -87,6 +88,8 @@ AVERAGE_RANK_COLUMNS = [
     "profile", "modality", "method", "metric", "mean_rank", "n_datasets", "dataset_ranks", "note",
 ]  # fmt: skip
 ALPHA = 0.05
+# The verdict of a test whose seeds cannot reach α whatever their values (`fewest_seeds`).
+TOO_FEW_SEEDS = "too few seeds"
 EXACT_MAX_N = 16
 MONTE_CARLO_PATTERNS = 100_000
 MONTE_CARLO_SEED = 0
@@ -229,10 +232,19 @@ def smallest_sign_flip_p(n: int, alternative: Alternative = "two-sided") -> floa
 def fewest_seeds(alternative: Alternative = "two-sided", alpha: float = ALPHA) -> int:
     """The fewest pairs on which the sign-flip test can reach `alpha` at all: 6 two-sided and 5
     one-sided at 0.05. No number of seeds for power is smaller than this."""
-    n = 2
-    while not smallest_sign_flip_p(n, alternative) < alpha:
-        n += 1
-    return n
+    for n in range(2, EXACT_MAX_N + 2):
+        if smallest_sign_flip_p(n, alternative) < alpha:
+            return n
+    raise ValueError(f"no number of pairs reaches alpha = {alpha} with this sign-flip test")
+
+
+def can_separate(n_seeds: float, n_methods: int, alpha: float = ALPHA) -> bool:
+    """Whether a table's paired ranks could tell any two of `n_methods` apart on `n_seeds`:
+    Holm's first step asks the smallest p to be below α over the number of pairs, and nothing
+    is rejected unless it is (`paired_ranks`)."""
+    pairs = n_methods * (n_methods - 1) / 2
+    smallest = smallest_sign_flip_p(int(n_seeds)) if n_seeds == n_seeds else math.nan
+    return pairs >= 1 and smallest * pairs < alpha
 
 
 def sign_flip_pvalue(
@@ -452,7 +464,8 @@ def paired_difference(
     """
     seeds, diffs, mismatched = paired_values(method, baseline, method_teachers, baseline_teachers)
     result = _summary(seeds, diffs, mismatched, margin, power)
-    result["seeds_for_80_power"] = max(result["seeds_for_80_power"], fewest_seeds(alternative))
+    if not math.isnan(result["seeds_for_80_power"]):  # NaN: no effect to size
+        result["seeds_for_80_power"] = max(result["seeds_for_80_power"], fewest_seeds(alternative))
     if len(diffs) >= 2:
         p, p_method = sign_flip_pvalues((diffs + margin)[None, :], alternative, monte_carlo)
         result["p_value"], result["p_method"] = float(p[0]), p_method
@@ -733,12 +746,15 @@ def average_ranks(ranked: pd.DataFrame, seeds: pd.DataFrame) -> pd.DataFrame:
     ):
         datasets = sorted(d for d in part.dataset.unique() if decides(part[part.dataset == d]))
         if not datasets:
-            testable = part.rank_seeds.max() >= fewest_seeds()
+            separable = any(
+                can_separate(rows.rank_seeds.max(), int(rows.rank_of.max()))
+                for _, rows in part.groupby("dataset")
+            )
             note = (
                 "no dataset of the track separates any two students: no average rank"
-                if testable
-                else f"too few shared seeds on every dataset of the track (below "
-                f"{fewest_seeds()}) for a paired test to separate two students: no average rank"
+                if separable
+                else "too few shared seeds on every dataset of the track for a paired test, "
+                "Holm-corrected over its pairs, to separate two students: no average rank"
             )
             rows += [
                 {

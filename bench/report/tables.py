@@ -16,14 +16,14 @@ from typing import Any
 import pandas as pd
 
 from bench.core.vocabulary import BASELINES
-from bench.report.claims import ClaimVerdict
+from bench.report.claims import UNRELIABLE, ClaimVerdict
 from bench.report.leaderboard import (
     method_order,
     metric_order,
 )
 from bench.report.numbers import format_p, format_signed, format_spread, format_value
 from bench.report.stability import stability_error
-from bench.report.statistics import EXCESS_SUFFIX, POWER_CAP, decides
+from bench.report.statistics import EXCESS_SUFFIX, POWER_CAP, TOO_FEW_SEEDS, decides
 
 # The comparisons a dataset page shows (all of them are in the exported comparisons.csv).
 HEADLINE_METRICS = (
@@ -404,11 +404,10 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                         f"sign-flip p = {format_p(s['p_value'])} "
                         f"({s['p_method'] or 'no test'}); Holm over the {r.test.role} tests "
                         f"of the part '{r.test.part}' in profile {dv.profile}: "
-                        + (
-                            "none (too few seeds to reach 0.05)"
-                            if math.isnan(r.p_holm)
-                            else format_p(r.p_holm)
-                        )
+                        + {
+                            TOO_FEW_SEEDS: "none (too few seeds to reach 0.05)",
+                            UNRELIABLE: "none (in the family at p = 1: unreliable metric)",
+                        }.get(r.verdict, format_p(r.p_holm))
                     ),
                     "power_seeds": format_seeds(s["seeds_for_80_power"]),
                     "verdict": r.verdict,
