@@ -26,16 +26,22 @@ PROFILE_ORDER = ("real", "default")
 
 @dataclass(frozen=True)
 class Completeness:
-    """One dataset of a profile: planned student runs, those done (ok), and of those the ones
-    recorded under another run id than the plan's (stale); `seeds`: per leaderboard row, its
-    (done, planned) seeds."""
+    """One dataset of a profile: per leaderboard row its (done, planned) student seeds, and the
+    done runs recorded under another run id than the plan's (stale)."""
 
     profile: str
     dataset: str
-    done: int
-    planned: int
+    seeds: tuple[tuple[str, int, int], ...]
     stale: int = 0
-    seeds: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def done(self) -> int:
+        """Planned student runs with a record that finished ok."""
+        return sum(done for _, done, _ in self.seeds)
+
+    @property
+    def planned(self) -> int:
+        return sum(planned for _, _, planned in self.seeds)
 
     @property
     def short(self) -> dict[str, str]:
@@ -87,14 +93,5 @@ def completeness(
             stale[spec.dataset] += found is not None and found != spec.run_id
         for dataset in dict.fromkeys(d for d, _ in planned):
             seeds = tuple((v, done[d, v], n) for (d, v), n in planned.items() if d == dataset)
-            rows.append(
-                Completeness(
-                    profile,
-                    dataset,
-                    sum(s[1] for s in seeds),
-                    sum(s[2] for s in seeds),
-                    stale[dataset],
-                    seeds,
-                )
-            )
+            rows.append(Completeness(profile, dataset, seeds, stale[dataset]))
     return rows

@@ -216,11 +216,10 @@ def compute(
     # How many seeds each row's profile plans for it: a row with fewer is unfinished, not a screen.
     status_of = {(c.profile, c.dataset): c for c in completeness(records, source)}
     planned = {(c.profile, c.dataset, row): n for c in status_of.values() for row, _, n in c.seeds}
-    rows = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
+    rows = list(zip(ranked.profile, ranked.dataset, ranked.method, strict=True))
     ranked["seeds_planned"] = [planned.get(row, math.nan) for row in rows]
     if reference is not None:  # whose seeds each row holds, in leaderboard.csv too
-        keys = zip(ranked.profile, ranked.dataset, ranked.method, strict=True)
-        ranked["source"] = [sources.get(key, "") for key in keys]
+        ranked["source"] = [sources.get(row, "") for row in rows]
     comparisons = compare(seeds)
     averages = average_ranks(ranked, seeds)
     verdicts = evaluate_all(seeds, unreliable=failing(reliability, "decides_verdicts"))
