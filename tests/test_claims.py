@@ -110,13 +110,18 @@ def test_a_consistent_gain_on_enough_seeds_is_supported() -> None:
 
 
 def test_holm_corrects_across_a_claims_datasets() -> None:
-    # The same six-seed gain on two datasets: each p = 0.03125, Holm 2·0.03125 = 0.0625 ≥ 0.05.
+    # The same six-seed gain on two datasets: each p = 0.03125 could pass 0.05 alone, but Holm's
+    # first step asks 0.05 / 2, which no six seeds reach: the family has too few seeds.
     claim = verdicts_for(imitation("wine", 6, 0.05) + imitation("breast_cancer", 6, 0.05))[
         "explanation_imitation"
     ]
     explanation = [r for d in claim.datasets for r in d.primary if r.test.part == "explanation"]
-    assert [r.p_holm for r in explanation] == pytest.approx([0.0625, 0.0625])
-    assert claim.verdict == "inconclusive"
+    assert [r.stats["p_value"] for r in explanation] == pytest.approx([0.03125, 0.03125])
+    assert all(can_be_significant(r.test, 6) and not can_be_significant(r.test, 6, 2)
+               for r in explanation)  # fmt: skip
+    assert [r.verdict for r in explanation] == ["too few seeds"] * 2
+    assert all(math.isnan(r.p_holm) and math.isnan(r.mde_80) for r in explanation)
+    assert claim.part_verdicts["explanation"] == "too few seeds"
     # Seven seeds each: 2·(2/128) = 0.03125 < 0.05 on both, in each part's own family.
     both = imitation("wine", 7, 0.05, 0.05) + imitation("breast_cancer", 7, 0.05, 0.05)
     claim = verdicts_for(both)["explanation_imitation"]

@@ -65,7 +65,9 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   1 / 2^n one-sided n ≥ 5), gets the verdict `too few seeds` (a `not_worse` test stays
   *contradicted* where its interval says so, which needs no p). It is shown, but is left out of
   its Holm family and of its part's verdict: which tests those are follows from the seeds run, not
-  from their values. A screen's three seeds on a dataset where the claim's methods were not run
+  from their values. So does a whole family none of whose tests could reach α / m, the level of
+  Holm's first step over its m tests (two tests of 6 seeds: 2 / 64 × 2 ≥ 0.05): it can reject
+  nothing whatever the values, and its tests read `too few seeds` too. A screen's three seeds on a dataset where the claim's methods were not run
   at the claim's twelve had made a supported part "mixed" (e2kd's prediction part, when
   `digits_28px` and a partly built `fashion_mnist:12000` joined the reference).
 - **Underpowered is not "no effect"**: every test reports `mde_80`, the smallest true mean
@@ -88,10 +90,10 @@ from bench.report.statistics import (
     EXCESS_SUFFIX,
     TOO_FEW_SEEDS,
     StudentValues,
-    fewest_seeds,
     holm,
     minimum_detectable_effect,
     paired_difference,
+    smallest_sign_flip_p,
     student_values,
 )
 
@@ -429,7 +431,7 @@ class ComparisonResult:
         test's Holm family asks of its first step (α / family size), two-sided: a `not_worse` test
         needs its two-sided 95 % interval above −δ, so its value is measured from −δ. NaN where
         the seeds are too few for the test to reach α at all: they detect nothing."""
-        if not can_be_significant(self.test, self.stats["n"]):
+        if not can_be_significant(self.test, self.stats["n"], self.family_size):
             return math.nan
         return minimum_detectable_effect(
             self.stats["std_diff"], self.stats["n"], alpha=ALPHA / max(self.family_size, 1)
@@ -546,10 +548,12 @@ class ClaimVerdict:
         return intersection(list(self.paper_part_verdicts.values()))
 
 
-def can_be_significant(test: ClaimTest, n: int) -> bool:
-    """Whether `test`'s sign-flip p could fall below α on `n` paired seeds, for some values: the
-    `not_worse` tests are one-sided, the others two-sided (module docstring)."""
-    return n >= fewest_seeds("greater" if test.expect == "not_worse" else "two-sided")
+def can_be_significant(test: ClaimTest, n: int, family_size: int = 1) -> bool:
+    """Whether `test`'s sign-flip p could fall below α / `family_size` on `n` paired seeds, for
+    some values: the level of the first step of Holm in a family of that size. The `not_worse`
+    tests are one-sided, the others two-sided (module docstring)."""
+    alternative = "greater" if test.expect == "not_worse" else "two-sided"
+    return smallest_sign_flip_p(n, alternative) * max(family_size, 1) < ALPHA
 
 
 def intersection(parts: list[str]) -> str:
@@ -709,6 +713,16 @@ def evaluate_values(
                     if r.test.role == role and r.test.part == part
                 ]
                 family = [r for r in tests if r.verdict != TOO_FEW_SEEDS]
+                if not any(
+                    r.verdict != UNRELIABLE
+                    and can_be_significant(r.test, r.stats["n"], len(family))
+                    for r in family
+                ):
+                    # Holm rejects nothing unless its smallest p passes α / family size: where no
+                    # test's seeds can give such a p, the whole family has too few.
+                    for r in family:
+                        r.verdict = r.verdict if r.verdict == UNRELIABLE else TOO_FEW_SEEDS
+                    family = [r for r in family if r.verdict == UNRELIABLE]
                 adjusted = holm(
                     [1.0 if r.verdict == UNRELIABLE else r.stats["p_value"] for r in family]
                 )
