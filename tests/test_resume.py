@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
+import pytest
+import torch
+
+from bench.plan.planner import Selection, make_plan
+from bench.results.folder import ResultsFolder
+from bench.run import worker
+from bench.run.context import RunOptions
+from bench.run.resume import FinishedRecords
+from bench.run.worker import WorkerSetup, teacher_job
 from tests.conftest import read_records
 
 BASELINES = ("scratch", "label_smoothing", "kd")
@@ -69,3 +80,42 @@ def test_no_temporary_files_are_left_behind(cli, tmp_path: Path) -> None:
     assert cli(*RUN, "--results", tmp_path).code == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
+
+
+def test_each_datasets_other_teacher_trains_in_a_stage_of_its_own_once(tmp_path: Path) -> None:
+    """Right after a dataset's first teacher, so that two slots train both at once; none for the
+    pretrained teacher (no such level), none once the teacher is cached, none once every
+    reference row is scored (`tests/test_catalogue.py::finish`)."""
+    plan = make_plan(Selection(profile="real", datasets=("wine", "digits_28px"), methods=("kd",)))
+    finished = FinishedRecords(ResultsFolder(tmp_path))
+    stages = finished.stages(plan, finished.todo(plan))
+    other_seed = plan.profile.other_teacher_seed
+    assert [(s.dataset, s.teacher.seed, s.trains_only) for s in stages] == [
+        ("wine", 0, False), ("wine", other_seed, True), ("wine", 1, False), ("wine", 2, False),
+        ("digits_28px", 0, False),
+    ]  # fmt: skip
+    other = stages[1].teacher
+    assert other == stages[0].teacher.other_teacher(plan.profile) and not stages[1].runs
+    finished.folder.teacher_folder(other).mkdir(parents=True)
+    assert not any(s.trains_only for s in finished.stages(plan, finished.todo(plan)))
+
+
+def test_a_stage_that_only_trains_ends_at_once_once_its_teacher_is_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that needed the other teacher may train it before that teacher's own stage
+    comes (a dataset's first, or another process's): the stage then loads neither data nor
+    teacher."""
+    plan = make_plan(Selection(profile="smoke", datasets=("wine",), methods=("kd",)))
+    finished = FinishedRecords(ResultsFolder(tmp_path))
+    (stage,) = [s for s in finished.stages(plan, finished.todo(plan)) if s.trains_only]
+    options = RunOptions(tmp_path, torch.device("cpu"))
+    setup = WorkerSetup(options, (), torch.get_num_threads(), time.time(), logging.WARNING, "smoke")
+    assert teacher_job(setup, stage).teacher_ready  # trains it: LightGBM on wine
+    assert finished.folder.teacher_folder(stage.teacher).is_dir()
+
+    def must_not_load(*args: object) -> None:
+        raise AssertionError("a cached teacher's training-only stage loaded its dataset")
+
+    monkeypatch.setattr(worker, "prepare_dataset", must_not_load)
+    assert teacher_job(setup, stage).teacher_ready

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -55,6 +55,14 @@ class TeacherSpec:
         if self.pretrained:
             return tuple(row for row in REFERENCE_ROWS if row != OTHER_TEACHER.name)
         return REFERENCE_ROWS
+
+    def other_teacher(self, profile: Profile) -> TeacherSpec | None:
+        """The teacher of the `other_teacher` reference level: this recipe trained with the first
+        seed after `profile`'s teachers' (`Profile.other_teacher_seed`), shared by every teacher of
+        the dataset; None for a pretrained teacher, which has no such level."""
+        if OTHER_TEACHER.name not in self.reference_rows:
+            return None
+        return replace(self, seed=profile.other_teacher_seed)
 
 
 def teacher_spec_for(

@@ -22,10 +22,16 @@ class DatasetStage:
     dataset: str
     teacher: TeacherSpec
     runs: list[RunSpec]
-    # Whether the teacher's reference rows (the teacher and its control rows) are recorded.
+    # Whether the teacher's reference rows (the teacher and its control rows) are recorded; true
+    # for a stage that only trains a dataset's `other_teacher`, which has no rows.
     teacher_done: bool
     # The run id of those rows (`Plan.reference_ids`).
     reference_id: str
+
+    @property
+    def trains_only(self) -> bool:
+        """A stage with no runs and no rows: it trains its teacher for another stage to use."""
+        return self.teacher_done and not self.runs
 
 
 def stage_label(stage: DatasetStage) -> str:
@@ -73,8 +79,15 @@ class FinishedRecords:
 
     def stages(self, plan: Plan, todo: list[RunSpec]) -> list[DatasetStage]:
         """One stage per teacher (dataset and teacher seed) with runs to do or reference rows to
-        score, in plan order."""
+        score, in plan order.
+
+        After the first stage of a dataset to score reference rows, a stage that only trains its
+        `other_teacher` (`TeacherSpec.other_teacher`), unless that teacher is cached: with two
+        slots or more it trains beside the first teacher. Inside the first teacher's stage, it
+        kept that stage's students waiting, and the second teacher's stage idle on its lock, for
+        a whole teacher training (the longest stage of an image dataset's suite)."""
         stages = []
+        others: set[str] = set()
         for teacher in plan.teachers:
             runs = [spec for spec in todo if spec.teacher.key == teacher.key]
             reference_id = plan.reference_ids[teacher.key]
@@ -83,4 +96,10 @@ class FinishedRecords:
                 stages.append(
                     DatasetStage(teacher.dataset, teacher, runs, teacher_done, reference_id)
                 )
+            other = teacher.other_teacher(plan.profile)
+            if teacher_done or other is None or other.key in others:
+                continue
+            others.add(other.key)
+            if not self.folder.teacher_folder(other).exists():
+                stages.append(DatasetStage(teacher.dataset, other, [], True, reference_id=""))
         return stages

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from bench.core.atomic import remove_temporaries
@@ -20,7 +20,7 @@ from bench.core.confined import refuse_links
 from bench.core.errors import DatasetUnavailable
 from bench.core.locks import hold_lock
 from bench.core.specs import TeacherSpec
-from bench.core.vocabulary import OTHER_TEACHER, TEACHER_ROW, Role
+from bench.core.vocabulary import TEACHER_ROW, Role
 from bench.data.bundle import DATASETS, DatasetBundle, DatasetLoaderOptions
 from bench.metrics import ScoringContext, score
 from bench.metrics.dissection import dissection_summary
@@ -98,10 +98,10 @@ def _teacher(ctx: SuiteContext, stage: DatasetStage, bundle: DatasetBundle, labe
         ):
             for row in spec.reference_rows:
                 remove_temporaries(ctx.reference_path(spec, row))
-            other = None
-            if OTHER_TEACHER.name in spec.reference_rows:
+            other = spec.other_teacher(ctx.profile)
+            if other is not None:
                 ctx.progress.stage(label, "the teacher of another seed (a reference level)")
-                other = _other_teacher(ctx, spec, bundle, label)
+                other = _other_teacher(ctx, other, bundle, label)
             ctx.progress.stage(label, "scoring the teacher and its controls")
             _score_references(ctx, teacher, other, bundle, stage.reference_id)
     return teacher
@@ -129,13 +129,12 @@ def _obtain(ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: 
 
 
 def _other_teacher(
-    ctx: SuiteContext, spec: TeacherSpec, bundle: DatasetBundle, label: str
+    ctx: SuiteContext, other: TeacherSpec, bundle: DatasetBundle, label: str
 ) -> Teacher:
-    """The same recipe trained with the first seed after the profile's teachers' (`OTHER_TEACHER`),
-    shared by every teacher of the dataset. Its lock is taken inside a listed teacher's and never
-    the other way round, and it scores no reference rows of its own, so no two processes can
-    wait on each other."""
-    other = replace(spec, seed=ctx.profile.other_teacher_seed)
+    """The teacher of the `other_teacher` level (`TeacherSpec.other_teacher`), trained here unless
+    its own training-only stage (`FinishedRecords.stages`) did or is doing it. Its lock is taken
+    inside a listed teacher's and never the other way round, and it scores no reference rows of
+    its own, so no two processes can wait on each other."""
     with hold_lock(ctx.folder.lock_of(ctx.folder.teacher_folder(other)), ctx.folder.root):
         return _obtain(ctx, other, bundle, label)
 

@@ -170,6 +170,9 @@ def teacher_job(setup: WorkerSetup, stage: DatasetStage) -> JobResult:
     global _loaded
     prepare_worker(setup)
     ctx = _context(setup)
+    if stage.trains_only and ctx.folder.teacher_folder(stage.teacher).exists():
+        # Trained meanwhile by a stage that needed it (of this suite, or of another process).
+        return JobResult([], teacher_ready=True)
     prepared = prepare_dataset(ctx, stage)
     if isinstance(prepared, Unavailable):
         return JobResult(_finished(ctx))
