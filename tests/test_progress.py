@@ -78,7 +78,7 @@ def test_the_eta_follows_the_cost_of_each_kind_and_dataset() -> None:
 
     shown.began("wine (teacher seed 0)", ("teacher", "wine"))
     clock.now = 10.0
-    shown.teacher_finished("wine (teacher seed 0)", "wine", 10.0)
+    shown.teacher_finished("wine (teacher seed 0)", ("teacher", "wine"), 10.0)
     shown.began("wine/kd/seed0", ("run", "wine"))
     clock.now = 14.0
     shown.finished("wine/kd/seed0", "ok", 4.0)
@@ -87,7 +87,7 @@ def test_the_eta_follows_the_cost_of_each_kind_and_dataset() -> None:
 
     shown.began("shapes (teacher seed 0)", ("teacher", "shapes"))
     clock.now = 114.0
-    shown.teacher_finished("shapes (teacher seed 0)", "shapes", 100.0)
+    shown.teacher_finished("shapes (teacher seed 0)", ("teacher", "shapes"), 100.0)
     shown.began("shapes/kd/seed0", ("run", "shapes"))
     clock.now = 174.0
     shown.finished("shapes/kd/seed0", "ok", 60.0)
@@ -115,8 +115,34 @@ def test_an_unmeasured_kind_is_estimated_from_its_prior_scaled_to_this_machine()
     assert shown.eta() == pytest.approx(27.0)  # the records' pace until this machine's is known
     shown.began("wine (teacher seed 0)", ("teacher", "wine"))
     clock.now = 10.0
-    shown.teacher_finished("wine (teacher seed 0)", "wine", 10.0)  # twice the recorded 5 s
+    shown.teacher_finished(
+        "wine (teacher seed 0)", ("teacher", "wine"), 10.0
+    )  # twice the recorded 5 s
     assert shown.eta() == pytest.approx(2 * 2.0 + 2 * 20.0)
+
+
+def test_a_teachers_training_alone_is_priced_as_a_training_not_as_a_teacher_stage() -> None:
+    """A dataset's `other_teacher` trains in a stage of its own: priced by what its teachers'
+    records say their training took, never mistaken for a whole teacher stage (training and
+    scoring), which would make the display think this machine ran a hundred times as fast."""
+    records = list(ResultsFolder(REFERENCE).iter_records("default"))
+    priors = cost_priors(records, {"concept_shapes"})
+    trainings = [
+        r.timings["train"]
+        for r in records
+        if r.dataset_name == "concept_shapes" and r.row == "teacher"
+    ]
+    assert priors[("training", "concept_shapes")] == statistics.median(trainings)
+    assert priors[("training", "concept_shapes")] < priors[("teacher", "concept_shapes")]
+    clock = FakeClock()
+    shown = progress(clock)
+    work = [("teacher", "shapes"), ("training", "shapes"), ("run", "shapes")]
+    shown.start(1, 0, work, 1, {("teacher", "shapes"): 2300.0, ("training", "shapes"): 20.0,
+                                ("run", "shapes"): 100.0})  # fmt: skip
+    shown.began("shapes (teacher seed 3)", ("training", "shapes"))
+    clock.now = 20.0
+    shown.teacher_finished("shapes (teacher seed 3)", ("training", "shapes"), 20.0)
+    assert shown.costs.speed() == 1.0 and shown.eta() == pytest.approx(2300.0 + 100.0)
 
 
 def test_the_eta_divides_the_work_among_the_slots() -> None:
@@ -263,7 +289,7 @@ def replay(records: list[Record], speed: float, seed: int, priors: dict | None) 
         shown_at.append((clock.now, shown.eta()))
         clock.now, label, work, seconds = heapq.heappop(running)
         if work[0] == "teacher":
-            shown.teacher_finished(label, work[1], seconds)
+            shown.teacher_finished(label, work, seconds)
             finished.add(label)
         else:
             shown.finished(label, "ok", seconds)

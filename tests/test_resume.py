@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from bench.plan.planner import Selection, make_plan
 from bench.results.folder import ResultsFolder
 from bench.run import worker
 from bench.run.context import RunOptions
+from bench.run.progress import SilentProgress, Work
 from bench.run.resume import FinishedRecords
+from bench.run.runner import run_suite
 from bench.run.worker import WorkerSetup, teacher_job
 from tests.conftest import read_records
 
@@ -118,4 +121,33 @@ def test_a_stage_that_only_trains_ends_at_once_once_its_teacher_is_cached(
         raise AssertionError("a cached teacher's training-only stage loaded its dataset")
 
     monkeypatch.setattr(worker, "prepare_dataset", must_not_load)
-    assert teacher_job(setup, stage).teacher_ready
+    try:
+        assert teacher_job(setup, stage).teacher_ready
+    finally:
+        worker.release()  # this process is no worker: it keeps nothing for a next job
+
+
+class WorkSeen(SilentProgress):
+    """The pieces of work a suite announces to its progress display."""
+
+    work: list[Work]
+
+    def start(
+        self, total: int, already_done: int, work: Iterable[Work] = (), *args: object
+    ) -> None:
+        self.work = list(work)
+
+
+def test_one_slot_leaves_the_other_teacher_to_the_first_teachers_stage(tmp_path: Path) -> None:
+    """One slot runs a teacher's students before the next teacher's stage: no training-only stage
+    is queued (nor announced to the display), and the other teacher is still trained, once, for
+    every teacher's reference rows."""
+    plan = make_plan(Selection(profile="smoke", datasets=("wine",), methods=("kd",)))
+    seen = WorkSeen()
+    summary = run_suite(plan, RunOptions(tmp_path, torch.device("cpu")), seen)
+    assert summary.counts["ok"] == 1
+    assert seen.work == [("teacher", "wine"), ("run", "wine")]
+    records = read_records(tmp_path)
+    assert records["smoke/wine/other_teacher/seed0.json"]["status"] == "ok"
+    other = plan.teachers[0].other_teacher(plan.profile)
+    assert ResultsFolder(tmp_path).teacher_folder(other).is_dir()

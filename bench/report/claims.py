@@ -65,9 +65,10 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   1 / 2^n one-sided n ≥ 5), gets the verdict `too few seeds` (a `not_worse` test stays
   *contradicted* where its interval says so, which needs no p). It is shown, but is left out of
   its Holm family and of its part's verdict: which tests those are follows from the seeds run, not
-  from their values. So does a whole family none of whose tests could reach α / m, the level of
-  Holm's first step over its m tests (two tests of 6 seeds: 2 / 64 × 2 ≥ 0.05): it can reject
-  nothing whatever the values, and its tests read `too few seeds` too. A screen's three seeds on a dataset where the claim's methods were not run
+  from their values. So does a test that no step of Holm could reject over its family's m tests,
+  whatever the values (`holm_reachable`; two tests of 6 seeds: 2 / 64 is above 0.05 / 2), but it
+  keeps its place in m (left out, it could become reachable again). A test on an unreliable
+  metric rejects nothing and keeps its own verdict. A screen's three seeds on a dataset where the claim's methods were not run
   at the claim's twelve had made a supported part "mixed" (e2kd's prediction part, when
   `digits_28px` and a partly built `fashion_mnist:12000` joined the reference).
 - **Underpowered is not "no effect"**: every test reports `mde_80`, the smallest true mean
@@ -91,6 +92,7 @@ from bench.report.statistics import (
     TOO_FEW_SEEDS,
     StudentValues,
     holm,
+    holm_reachable,
     minimum_detectable_effect,
     paired_difference,
     smallest_sign_flip_p,
@@ -430,8 +432,8 @@ class ComparisonResult:
         """The smallest true mean difference these seeds detect with 80 % power at the level the
         test's Holm family asks of its first step (α / family size), two-sided: a `not_worse` test
         needs its two-sided 95 % interval above −δ, so its value is measured from −δ. NaN where
-        the seeds are too few for the test to reach α at all: they detect nothing."""
-        if not can_be_significant(self.test, self.stats["n"], self.family_size):
+        the seeds are too few for the test to be rejected at all: they detect nothing."""
+        if self.verdict == TOO_FEW_SEEDS or not can_be_significant(self.test, self.stats["n"]):
             return math.nan
         return minimum_detectable_effect(
             self.stats["std_diff"], self.stats["n"], alpha=ALPHA / max(self.family_size, 1)
@@ -548,12 +550,15 @@ class ClaimVerdict:
         return intersection(list(self.paper_part_verdicts.values()))
 
 
-def can_be_significant(test: ClaimTest, n: int, family_size: int = 1) -> bool:
-    """Whether `test`'s sign-flip p could fall below α / `family_size` on `n` paired seeds, for
-    some values: the level of the first step of Holm in a family of that size. The `not_worse`
-    tests are one-sided, the others two-sided (module docstring)."""
-    alternative = "greater" if test.expect == "not_worse" else "two-sided"
-    return smallest_sign_flip_p(n, alternative) * max(family_size, 1) < ALPHA
+def smallest_p(test: ClaimTest, n: int) -> float:
+    """The smallest sign-flip p `test` can give on `n` paired seeds, whatever their values: the
+    `not_worse` tests are one-sided, the others two-sided (module docstring)."""
+    return smallest_sign_flip_p(n, "greater" if test.expect == "not_worse" else "two-sided")
+
+
+def can_be_significant(test: ClaimTest, n: int) -> bool:
+    """Whether `test`'s sign-flip p could fall below α on `n` paired seeds, for some values."""
+    return smallest_p(test, n) < ALPHA
 
 
 def intersection(parts: list[str]) -> str:
@@ -713,22 +718,22 @@ def evaluate_values(
                     if r.test.role == role and r.test.part == part
                 ]
                 family = [r for r in tests if r.verdict != TOO_FEW_SEEDS]
-                if not any(
-                    r.verdict != UNRELIABLE
-                    and can_be_significant(r.test, r.stats["n"], len(family))
+                # A test no step of Holm could reject over this family, whatever the values, has
+                # too few seeds too; it keeps its place in the family (left out, it could become
+                # reachable again).
+                floors = [
+                    1.0 if r.verdict == UNRELIABLE else smallest_p(r.test, r.stats["n"])
                     for r in family
-                ):
-                    # Holm rejects nothing unless its smallest p passes α / family size: where no
-                    # test's seeds can give such a p, the whole family has too few.
-                    for r in family:
-                        r.verdict = r.verdict if r.verdict == UNRELIABLE else TOO_FEW_SEEDS
-                    family = [r for r in family if r.verdict == UNRELIABLE]
+                ]
+                for r, reachable in zip(family, holm_reachable(floors), strict=True):
+                    r.family_size = len(family)
+                    if not reachable and r.verdict != UNRELIABLE:
+                        r.verdict = TOO_FEW_SEEDS
                 adjusted = holm(
                     [1.0 if r.verdict == UNRELIABLE else r.stats["p_value"] for r in family]
                 )
                 for r, p_adj in zip(family, adjusted, strict=True):
-                    r.family_size = len(family)
-                    if r.verdict == UNRELIABLE:
+                    if r.verdict in (UNRELIABLE, TOO_FEW_SEEDS):
                         continue
                     r.p_holm = float(p_adj)
                     verdict = verdict_of(r.test, r.stats, r.p_holm, r.higher_is_better)

@@ -238,13 +238,30 @@ def fewest_seeds(alternative: Alternative = "two-sided", alpha: float = ALPHA) -
     raise ValueError(f"no number of pairs reaches alpha = {alpha} with this sign-flip test")
 
 
+def holm_reachable(floors: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Which tests of one Holm family could be rejected for some values, from the smallest p each
+    can give (`floors`: `smallest_sign_flip_p` of its seeds, 1 for a test that decides nothing).
+    Holm's k-th step asks its p below α / (m − k + 1) once every earlier step passed, so at most
+    L tests can be rejected, L the longest run of the sorted floors that pass their steps, and a
+    test only if its floor passes step L. A family of two six-seed tests rejects nothing (2 / 64
+    is above 0.05 / 2); a six-seed test beside an eight-seed one can be rejected, at the second
+    step, but not beside an eight-seed and another six-seed one."""
+    m = len(floors)
+    ordered = sorted(math.inf if math.isnan(f) else f for f in floors)
+    reachable = 0
+    while reachable < m and ordered[reachable] < alpha / (m - reachable):
+        reachable += 1
+    if not reachable:
+        return [False] * m
+    return [f < alpha / (m - reachable + 1) for f in floors]
+
+
 def can_separate(n_seeds: float, n_methods: int, alpha: float = ALPHA) -> bool:
-    """Whether a table's paired ranks could tell any two of `n_methods` apart on `n_seeds`:
-    Holm's first step asks the smallest p to be below α over the number of pairs, and nothing
-    is rejected unless it is (`paired_ranks`)."""
-    pairs = n_methods * (n_methods - 1) / 2
+    """Whether a table's paired ranks could tell any two of `n_methods` apart on `n_seeds`: Holm
+    over the pairs (`paired_ranks`) must be able to reject one (`holm_reachable`)."""
+    pairs = n_methods * (n_methods - 1) // 2
     smallest = smallest_sign_flip_p(int(n_seeds)) if n_seeds == n_seeds else math.nan
-    return pairs >= 1 and smallest * pairs < alpha
+    return any(holm_reachable([smallest] * pairs, alpha))
 
 
 def sign_flip_pvalue(

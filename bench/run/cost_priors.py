@@ -3,7 +3,8 @@
 
 A student run costs its record's `timings` (training and scoring); a dataset's teacher stage costs
 what its reference rows' records took together (the teacher's training, when it was trained, and
-the scoring of the teacher and its control rows). The median over records is the prior of each
+the scoring of the teacher and its control rows); the training alone of its `other_teacher`
+costs what its teachers' records say their training took. The median over records is the prior of each
 (kind, dataset). Records of the results folder itself were written on this machine; where it has
 none, the profile's reference set (`reference/<profile>-v<N>` beside the package, when it is
 there) says what another machine took, and the display scales it by this machine's pace.
@@ -17,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.core.vocabulary import REFERENCE_ROWS
+from bench.core.vocabulary import REFERENCE_ROWS, TEACHER_ROW
 from bench.results.folder import ResultsFolder
 from bench.results.record import Record
 from bench.run.progress import Work
@@ -35,11 +36,14 @@ def cost_priors(records: Iterable[Record], datasets: Iterable[str]) -> dict[Work
     wanted = set(datasets)
     runs: dict[str, list[float]] = defaultdict(list)
     stages: dict[tuple[str, int], float] = defaultdict(float)
+    trainings: dict[str, list[float]] = defaultdict(list)
     for record in records:
         if not record.ok or record.dataset_name not in wanted or not record.timings:
             continue
         if record.row in REFERENCE_ROWS:
             stages[(record.dataset_name, record.seed)] += _seconds(record)
+            if record.row == TEACHER_ROW and record.timings.get("train") is not None:
+                trainings[record.dataset_name].append(float(record.timings["train"]))
         else:
             runs[record.dataset_name].append(_seconds(record))
     teachers: dict[str, list[float]] = defaultdict(list)
@@ -47,6 +51,7 @@ def cost_priors(records: Iterable[Record], datasets: Iterable[str]) -> dict[Work
         teachers[dataset].append(seconds)
     priors: dict[Work, float] = {("run", d): statistics.median(s) for d, s in runs.items()}
     priors |= {("teacher", d): statistics.median(s) for d, s in teachers.items()}
+    priors |= {("training", d): statistics.median(s) for d, s in trainings.items()}
     return priors
 
 

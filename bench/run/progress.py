@@ -3,8 +3,9 @@ current stage, its own elapsed time and epoch, and an ETA from a per-stage cost 
 
 The ETA used to be the mean time of the runs so far times the runs left; a suite whose teachers
 train for minutes before any student starts, and whose datasets differ tenfold in cost, made it
-say 6:39 left at 50 % when 48 minutes were left. Now every piece of work is one of two kinds,
-a dataset's teacher stage or a student run, and each piece is estimated by what the same kind
+say 6:39 left at 50 % when 48 minutes were left. Now every piece of work is one of three kinds,
+a dataset's teacher stage, the training alone of its `other_teacher` (a stage of its own when
+several slots run) or a student run, and each piece is estimated by what the same kind
 cost on the same dataset: measured as the suite goes, else what records already on disk say it
 cost (the results folder's own, and the reference set of the profile; `bench.run.cost_priors`),
 scaled by how much faster or slower this machine has been than those records so far. Work of a
@@ -31,7 +32,7 @@ from typing import Literal, Protocol, TextIO
 
 from bench.core.terminal import printable
 
-WorkKind = Literal["teacher", "run"]
+WorkKind = Literal["teacher", "training", "run"]
 Work = tuple[WorkKind, str]  # (kind, dataset)
 
 
@@ -138,7 +139,7 @@ class Progress(Protocol):
 
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None: ...
 
-    def teacher_finished(self, label: str, dataset: str, seconds: float) -> None: ...
+    def teacher_finished(self, label: str, work: Work, seconds: float) -> None: ...
 
     def finished(self, label: str, status: str, seconds: float) -> None: ...
 
@@ -165,7 +166,7 @@ class SilentProgress:
     def epoch(self, label: str, stage: str, epoch: int, epochs: int) -> None:
         pass
 
-    def teacher_finished(self, label: str, dataset: str, seconds: float) -> None:
+    def teacher_finished(self, label: str, work: Work, seconds: float) -> None:
         pass
 
     def finished(self, label: str, status: str, seconds: float) -> None:
@@ -248,9 +249,9 @@ class TerminalProgress:
         """Epoch `epoch` (from 1) of `epochs` of `label`'s `stage` has begun."""
         self.stage(label, stage, epoch_detail(epoch, epochs))
 
-    def teacher_finished(self, label: str, dataset: str, seconds: float) -> None:
+    def teacher_finished(self, label: str, work: Work, seconds: float) -> None:
         with self._lock:
-            self._done(label, ("teacher", dataset), seconds)
+            self._done(label, work, seconds)
         self._draw()
 
     def finished(self, label: str, status: str, seconds: float) -> None:

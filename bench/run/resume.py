@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.core.specs import RunSpec, TeacherSpec
 from bench.plan.planner import Plan
 from bench.results.folder import ResultsFolder
+from bench.run.progress import Work
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,14 @@ class DatasetStage:
     teacher_done: bool
     # The run id of those rows (`Plan.reference_ids`).
     reference_id: str
+    # A stage with no runs and no rows: it trains a dataset's `other_teacher` for the dataset's
+    # teacher stages to score their rows beside (`FinishedRecords.stages`).
+    trains_only: bool = False
 
     @property
-    def trains_only(self) -> bool:
-        """A stage with no runs and no rows: it trains its teacher for another stage to use."""
-        return self.teacher_done and not self.runs
+    def work(self) -> Work:
+        """What the progress display counts the stage as: a teacher stage, or a training alone."""
+        return ("training" if self.trains_only else "teacher", self.dataset)
 
 
 def stage_label(stage: DatasetStage) -> str:
@@ -101,5 +105,5 @@ class FinishedRecords:
                 continue
             others.add(other.key)
             if not self.folder.teacher_folder(other).exists():
-                stages.append(DatasetStage(teacher.dataset, other, [], True, reference_id=""))
+                stages.append(DatasetStage(teacher.dataset, other, [], True, "", trains_only=True))
         return stages

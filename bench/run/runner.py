@@ -56,7 +56,7 @@ def run_suite(
         # One slot runs a teacher's students before the next teacher: the first teacher's stage
         # trains the other teacher it needs long before a stage of its own would come.
         stages = [stage for stage in stages if not stage.trains_only]
-    work = [("teacher", stage.dataset) for stage in stages]
+    work = [stage.work for stage in stages]
     work += [("run", spec.dataset) for stage in stages for spec in stage.runs]
     priors = suite_priors(finished.folder, plan.profile.name, plan.datasets())
     progress.start(len(plan.runs), summary.counts["done"], work, backend.slots, priors)

@@ -53,8 +53,8 @@ class _Job:
 
 def _teacher_job(setup: WorkerSetup, stage: DatasetStage) -> _Job:
     label = stage_label(stage)
-    work = ("teacher", stage.dataset)
-    return _Job(label, teacher_job, (setup, stage), tuple(stage.runs), "the teacher stage", work)
+    name = "training the teacher" if stage.trains_only else "the teacher stage"
+    return _Job(label, teacher_job, (setup, stage), tuple(stage.runs), name, stage.work)
 
 
 def _student_job(setup: WorkerSetup, stage: DatasetStage, spec: RunSpec) -> _Job:
@@ -125,9 +125,9 @@ class Scheduler:
             and self.backend.worker_lost(outcome)
             and job.attempt < MAX_ATTEMPTS
         )
-        is_teacher = job.work[0] == "teacher"
+        is_teacher = job.work[0] != "run"
         if is_teacher and not retry:  # runs report themselves
-            self.progress.teacher_finished(job.label, job.work[1], seconds)
+            self.progress.teacher_finished(job.label, job.work, seconds)
         if isinstance(outcome, BaseException):
             if retry:
                 log.warning("worker died during %s; trying it again", job.label)

@@ -55,12 +55,12 @@ def prepare_dataset(ctx: SuiteContext, stage: DatasetStage) -> Ready | Unavailab
     """Load the data and obtain the teacher, scoring its reference rows if they are missing; when
     either cannot be had, record the stage's runs as not run."""
     label = stage_label(stage)
-    ctx.progress.began(label, ("teacher", stage.dataset))
+    ctx.progress.began(label, stage.work)
     started = time.perf_counter()
     try:
         return _prepare_dataset(ctx, stage, label)
     finally:
-        ctx.progress.teacher_finished(label, stage.dataset, time.perf_counter() - started)
+        ctx.progress.teacher_finished(label, stage.work, time.perf_counter() - started)
 
 
 def _prepare_dataset(ctx: SuiteContext, stage: DatasetStage, label: str) -> Ready | Unavailable:
@@ -81,7 +81,7 @@ def _prepare_dataset(ctx: SuiteContext, stage: DatasetStage, label: str) -> Read
         log.warning("the teacher of %s is unavailable: %s", stage.dataset, exc)
         return Unavailable([record_unrun(ctx, s, Status.SKIPPED, exc, None) for s in stage.runs])
     except Exception as exc:
-        log.error("teacher of %s failed: %s", stage.dataset, exc)
+        log.error("%s failed: %s", label, exc)
         reason = "the teacher stage"
         return Unavailable([record_unrun(ctx, s, Status.FAILED, exc, reason) for s in stage.runs])
     return Ready(bundle, teacher)

@@ -173,10 +173,12 @@ def teacher_job(setup: WorkerSetup, stage: DatasetStage) -> JobResult:
     if stage.trains_only and ctx.folder.teacher_folder(stage.teacher).exists():
         # Trained meanwhile by a stage that needed it (of this suite, or of another process).
         return JobResult([], teacher_ready=True)
+    _loaded = None  # free the last dataset before loading the next
     prepared = prepare_dataset(ctx, stage)
     if isinstance(prepared, Unavailable):
         return JobResult(_finished(ctx))
-    _loaded = (stage.teacher.key, prepared.bundle, prepared.teacher)
+    if not stage.trains_only:  # no student learns from the other teacher
+        _loaded = (stage.teacher.key, prepared.bundle, prepared.teacher)
     return JobResult([], teacher_ready=True)
 
 
