@@ -276,6 +276,32 @@ def reference_costs() -> str:
     return "\n".join(lines)
 
 
+def default_cost(reference: Path = DEFAULT_SET) -> str:
+    """How long README's first line takes: what the `default` profile's records in its reference
+    set took, students and reference rows apart, and the least wall time on two processes."""
+    from bench.results.folder import ResultsFolder
+    from bench.run.cost_priors import record_seconds
+
+    seconds = {"student": 0.0, "reference": 0.0}
+    machines = set()
+    for record in ResultsFolder(reference).iter_records("default"):
+        if record.ok and record.timings:
+            seconds["student" if record.role == "student" else "reference"] += record_seconds(
+                record
+            )
+            machines.add(
+                f"{record.environment['cpu']}, {record.environment['torch_threads']} thread(s)"
+            )
+    total = seconds["student"] + seconds["reference"]
+    return (
+        f"How long the first line runs: the records of `reference/{reference.name}` "
+        f"({'; '.join(sorted(machines))} per run, beside other work) hold "
+        f"{_minutes(seconds['student'])} of student runs and {_minutes(seconds['reference'])} of "
+        f"teachers and their control rows: about {_minutes(total / 2)} on two cores "
+        "(`--jobs` defaults to the cores). `--profile smoke` runs the whole suite in seconds."
+    )
+
+
 def reference_status(reference: Path = REAL_SET) -> str:
     """Per dataset of a reference set: the planned student runs done (`bench.report.completeness`),
     the teachers' mean test accuracy and the range of the students' mean test accuracy over the
@@ -382,6 +408,7 @@ BLOCKS = (
     GeneratedBlock(
         DOCS / "architecture.md", "wings", lambda: f"```\n{wing_diagram(import_graph())}\n```"
     ),
+    GeneratedBlock(ROOT / "README.md", "default cost", default_cost),
     GeneratedBlock(ROOT / "README.md", "counts", catalogue_counts),
     GeneratedBlock(ROOT / "README.md", "browser tests", browser_tests),
     GeneratedBlock(

@@ -125,3 +125,23 @@ def test_a_broken_link_or_anchor_fails_the_build(mkdocs: str, tmp_path: Path, li
     result = build(mkdocs, tmp_path / "mkdocs.yml", tmp_path / "site")
     assert result.returncode != 0
     assert "missing.md" in result.stderr or "no-such-heading" in result.stderr
+
+
+def test_the_profile_table_names_every_dataset_and_seed_range_of_each_profile() -> None:
+    """The user guide's table of profiles is prose, checked here against `bench.plan.profiles`:
+    every dataset (an OpenML table by its id) and the last seed of each profile's seeds and
+    claim seeds appear in its row."""
+    from bench.plan.profiles import PROFILES
+
+    rows = {
+        match.group(1): match.group(0)
+        for match in re.finditer(r"^\| `([\w-]+)`.*$", (DOCS / "user-guide.md").read_text(), re.M)
+    }
+    for name in ("smoke", "default", "full", "real", "cifar100"):
+        profile, row = PROFILES.get(name), rows[name]
+        cells = row.split(" | ")
+        for dataset in profile.datasets:
+            assert dataset.removeprefix("openml:") in cells[1], (name, dataset)
+        for seeds in (profile.seeds, profile.claim_seeds):
+            if seeds:
+                assert re.search(rf"\b{max(seeds)}\b", cells[2]), (name, seeds)

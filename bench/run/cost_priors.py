@@ -26,7 +26,8 @@ from bench.run.progress import Work
 REFERENCE_SETS = Path(__file__).resolve().parents[2] / "reference"
 
 
-def _seconds(record: Record) -> float:
+def record_seconds(record: Record) -> float:
+    """The time a record's run took: its `total`, else the sum of its timed parts."""
     timings = {k: v for k, v in record.timings.items() if v is not None}
     return float(timings["total"]) if "total" in timings else float(sum(timings.values()))
 
@@ -41,11 +42,11 @@ def cost_priors(records: Iterable[Record], datasets: Iterable[str]) -> dict[Work
         if not record.ok or record.dataset_name not in wanted or not record.timings:
             continue
         if record.row in REFERENCE_ROWS:
-            stages[(record.dataset_name, record.seed)] += _seconds(record)
+            stages[(record.dataset_name, record.seed)] += record_seconds(record)
             if record.row == TEACHER_ROW and record.timings.get("train") is not None:
                 trainings[record.dataset_name].append(float(record.timings["train"]))
         else:
-            runs[record.dataset_name].append(_seconds(record))
+            runs[record.dataset_name].append(record_seconds(record))
     teachers: dict[str, list[float]] = defaultdict(list)
     for (dataset, _), seconds in stages.items():
         teachers[dataset].append(seconds)
