@@ -68,9 +68,10 @@ A claim is restated as its paper makes it, then tested the way a referee would a
   from their values. So does a test that no step of Holm could reject over its family's m tests,
   whatever the values (`holm_reachable`; two tests of 6 seeds: 2 / 64 is above 0.05 / 2), but it
   keeps its place in m (left out, it could become reachable again). A test on an unreliable
-  metric rejects nothing and keeps its own verdict. A screen's three seeds on a dataset where the claim's methods were not run
-  at the claim's twelve had made a supported part "mixed" (e2kd's prediction part, when
-  `digits_28px` and a partly built `fashion_mnist:12000` joined the reference).
+  metric rejects nothing and keeps its own verdict. A screen's three seeds on a dataset where the
+  claim's methods were not run at the claim's twelve had made a supported part "mixed" (e2kd's
+  prediction part, when `digits_28px` and a partly built `fashion_mnist:12000` joined the
+  reference).
 - **Underpowered is not "no effect"**: every test reports `mde_80`, the smallest true mean
   difference its seeds would detect with 80 % power at the observed spread.
 """
