@@ -25,8 +25,8 @@ on each explainer and metric. Times come from the records, so they are as quiet 
 that made them (the reference sets' READMEs say how they were built).
 
 Beside it, each method's own floor on a network teacher (`method_floor`): the FLOPs its real
-`fit` performs, counted with the same counter while it trains on two small slices of the dataset
-for one and for two epochs, then taken to the budget's split sizes (as a·n + b·n², `at_size`:
+`fit` performs, counted with the same counter while it trains on three small slices of the dataset
+for one and for two epochs, then taken to the budget's split sizes (as c + a·n + b·n², `at_size`:
 a memory bank makes the per-sample work grow with n) and epochs. It holds what the
 standard floor leaves out (connectors, fusions, relation losses, a student of its own, the
 teacher's features or maps), so a feature method's `own ratio` says how far its time is from its
