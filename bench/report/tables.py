@@ -405,8 +405,7 @@ def claim_rows(verdicts: list[ClaimVerdict]) -> list[dict[str, Any]]:
                         f"({s['p_method'] or 'no test'}); Holm over the {r.test.role} tests "
                         f"of the part '{r.test.part}' in profile {dv.profile}: "
                         + {
-                            TOO_FEW_SEEDS: "none (too few seeds for any step of Holm to "
-                            "reject it)",
+                            TOO_FEW_SEEDS: "none (too few seeds for any step of Holm to reject it)",
                             UNRELIABLE: "none (in the family at p = 1: unreliable metric)",
                         }.get(r.verdict, format_p(r.p_holm))
                     ),
